@@ -1,0 +1,604 @@
+r"""Softmax and sigmoid cross-entropy from logits, with their analytic gradients.
+
+Design (per-row math -> reduction -> public wrappers)
+-----------------------------------------------------
+Every option of the softmax loss folds into one *effective target* per row,
+a non-negative vector :math:`t` over the K classes:
+
+* integer label :math:`y`, class weights :math:`w`, smoothing :math:`\varepsilon`:
+  :math:`t = (1-\varepsilon)\, w_y\, e_y + \tfrac{\varepsilon}{K} w`
+  (PyTorch's definition), :math:`t = 0` for a row labelled ``ignore_index``;
+* probability labels :math:`Y`: :math:`t = w \odot ((1-\varepsilon) Y + \tfrac{\varepsilon}{K})`.
+
+With :math:`a = \operatorname{softmax}(z / T)` the row loss is eq. (7)
+
+.. math::
+
+    \ell = -\sum_c t_c \log a_c = \sum_c t_c (\log s - d_c),
+    \qquad d = (z - \max z)/T,\; s = \sum_c e^{d_c}
+
+and its gradient is eq. (15), :math:`\partial \ell / \partial z = (a \sum_c t_c - t)/T`,
+which is :math:`a - y` (eq. 16) for a one-hot label, weight 1, no smoothing and
+:math:`T = 1`. So :func:`_softmax_xent` is the whole loss; the three public
+functions only choose what to return. A sample weight multiplies the row;
+``reduction="mean"`` divides by the summed weights of the rows that count.
+
+Precision: the loss uses :math:`\log s` from ``log1p`` (see
+:func:`softxent._softmax.normalise`), and the gradient of the top class is
+:math:`\sum t \cdot \operatorname{expm1}(-\log s) + \sum_{c \ne m} t_c`, never
+:math:`a_m - 1` after rounding :math:`a_m` to 1. So a confident, correct row
+keeps a tiny but exact loss and gradient (for float32 output too).
+
+The sigmoid loss (independent binary heads) is elementwise; see
+:func:`sigmoid_cross_entropy`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from ._softmax import log_sigmoid_exact, normalise, sigmoid_exact
+from ._validation import (
+    as_float_array,
+    check_axis,
+    check_class_labels,
+    check_class_weight,
+    check_ignore_index,
+    check_nonnegative_weights,
+    check_probability_labels,
+    check_reduction,
+    check_sample_weight,
+    check_scalar,
+    compute_dtype,
+    format_index,
+)
+
+__all__ = [
+    "sigmoid_cross_entropy",
+    "sigmoid_cross_entropy_grad",
+    "sigmoid_cross_entropy_with_grad",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_grad",
+    "softmax_cross_entropy_with_grad",
+]
+
+Reduction = Literal["mean", "sum", "none"]
+
+
+def _scalar_or_array(value: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    out = np.asarray(value).astype(dtype, copy=False)
+    return out if out.ndim else out[()]
+
+
+def _reduce(
+    loss_rows: np.ndarray, grad: np.ndarray | None, denominator: float, reduction: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Apply the reduction to per-row losses and the gradient of their sum."""
+    if reduction == "none":
+        return loss_rows, grad
+    total = loss_rows.sum()
+    if reduction == "sum":
+        return total, grad
+    if denominator == 0.0:  # every row ignored or weighted 0: 0, not 0/0 = NaN
+        return np.zeros((), dtype=loss_rows.dtype), None if grad is None else np.zeros_like(grad)
+    return total / denominator, None if grad is None else grad / denominator
+
+
+# --------------------------------------------------------------------------- softmax
+
+
+def _effective_target(
+    labels: Any,
+    shape: tuple[int, ...],
+    axis: int,
+    *,
+    weight: np.ndarray | None,
+    ignore_index: int | None,
+    smoothing: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The effective target ``t`` (class axis last) and each row's weight in the mean.
+
+    ``shape`` is the logits' shape; the labels are class indices if their shape
+    is the logits' shape without ``axis``, probabilities if it is the same shape.
+    """
+    n_classes = shape[axis]
+    batch = shape[:axis] + shape[axis + 1 :]
+    lab = np.asarray(labels)
+    uniform = smoothing / n_classes if n_classes else 0.0
+    if lab.shape == shape:  # probability labels (eq. 15 holds even if rows do not sum to 1)
+        y = np.moveaxis(check_probability_labels(lab), axis, -1)
+        if smoothing:
+            y = (1.0 - smoothing) * y + uniform
+        t = y if weight is None else y * weight
+        return t, np.ones(batch)
+    if lab.shape == batch:  # class indices
+        idx, kept = check_class_labels(lab, n_classes, ignore_index)
+        safe = np.where(kept, idx, 0)[..., None]
+        w = np.ones(n_classes) if weight is None else weight
+        w_y = np.where(kept, w[safe[..., 0]] if n_classes else 0.0, 0.0)
+        t = np.broadcast_to(uniform * w, batch + (n_classes,)).copy()
+        if n_classes:
+            on_label = np.take_along_axis(t, safe, axis=-1) + (1.0 - smoothing) * w_y[..., None]
+            np.put_along_axis(t, safe, on_label, axis=-1)
+        t[~kept] = 0.0
+        return t, w_y
+    raise ValueError(
+        f"labels must be class indices of shape {batch} (the logits' shape {shape} without "
+        f"axis {axis}) or probabilities of shape {shape}, got shape {lab.shape}"
+    )
+
+
+def _softmax_xent(
+    logits: Any,
+    labels: Any,
+    *,
+    axis: int,
+    weight: Any,
+    ignore_index: Any,
+    label_smoothing: Any,
+    sample_weight: Any,
+    temperature: Any,
+    reduction: Any,
+    need_grad: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate, then compute the loss and (optionally) its gradient in one pass."""
+    arr = as_float_array(logits, "logits", allow_int=False)
+    if arr.ndim == 0:
+        raise ValueError("logits must have a class axis, got a 0-d array")
+    ax = check_axis(axis, arr.ndim)
+    n_classes = arr.shape[ax]
+    batch = arr.shape[:ax] + arr.shape[ax + 1 :]
+    reduction = check_reduction(reduction)
+    smoothing = check_scalar(label_smoothing, "label_smoothing", low=0.0, high=1.0)
+    temperature = check_scalar(temperature, "temperature", low=0.0, low_inclusive=False)
+    ignore_index = check_ignore_index(ignore_index)
+    weight = check_class_weight(weight, n_classes)
+    sample_weight = check_sample_weight(sample_weight, batch)
+
+    t, row_weight = _effective_target(
+        labels, arr.shape, ax, weight=weight, ignore_index=ignore_index, smoothing=smoothing
+    )
+    scale = np.ones(batch) if sample_weight is None else sample_weight
+    t_sum = t.sum(axis=-1)
+    counts = scale * t_sum > 0  # rows that take part; the others give exactly 0
+
+    z = np.moveaxis(arr.astype(compute_dtype(arr.dtype)), ax, -1)
+    n = normalise(z, temperature=temperature)
+    m = n.m[..., 0]
+    all_masked = counts & (m == -np.inf)
+    if all_masked.any():
+        i = int(np.flatnonzero(all_masked.ravel())[0])
+        raise ValueError(
+            f"logits row {format_index(i, batch)} is -inf for every class (all classes masked), "
+            f"so it has no softmax, but its label asks for a loss; give it "
+            f"ignore_index={ignore_index if ignore_index is not None else -100} "
+            f"or a zero sample_weight to skip it"
+        )
+    undefined = counts & (np.isnan(m) | (m == np.inf))  # NaN in, NaN out for the row
+
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        neg_log_a = n.log_s - n.d  # -log softmax(z / T)
+        # 0 * inf = 0: a class with no target mass adds nothing, even if masked.
+        loss_rows = np.where(t > 0, t * neg_log_a, 0.0).sum(axis=-1)
+    loss_rows = np.where(counts, loss_rows, 0.0) * scale
+    loss_rows[undefined] = np.nan
+
+    grad = None
+    if need_grad:
+        with np.errstate(invalid="ignore", over="ignore"):
+            grad = t_sum[..., None] * np.exp(-neg_log_a) - t  # eq. (15): a * sum(y) - y
+            # Top class: sum(t) * (a_m - 1) + sum_{c != m} t_c, with a_m - 1 = expm1(-log s)
+            # computed without rounding a_m first (true-class cancellation when a_m -> 1).
+            t_rest = t.copy()
+            if n_classes:
+                np.put_along_axis(t_rest, n.argmax, 0.0, axis=-1)
+                top = t_sum[..., None] * np.expm1(-n.log_s) + t_rest.sum(axis=-1, keepdims=True)
+                np.put_along_axis(grad, n.argmax, top, axis=-1)
+        grad *= (scale / temperature)[..., None]
+        grad[~counts] = 0.0
+        grad[undefined] = np.nan
+        grad = np.moveaxis(grad, -1, ax)
+
+    denominator = float((scale * row_weight).sum())
+    loss, grad = _reduce(loss_rows, grad, denominator, reduction)
+    return (
+        _scalar_or_array(loss, arr.dtype),
+        None if grad is None else grad.astype(arr.dtype, copy=False),
+    )
+
+
+_SOFTMAX_PARAMS = r"""
+    Parameters
+    ----------
+    logits : array_like of float, shape (..., K, ...)
+        Unnormalised scores :math:`z`; ``-inf`` masks a class. float16/32/64
+        keep their dtype (the math runs in float64). Integer logits are refused.
+    labels : array_like
+        Either class indices, shape ``logits.shape`` without ``axis``, with
+        values in ``[0, K)`` or ``ignore_index`` (integers, or floats with
+        integral values); or probabilities, the same shape as ``logits``,
+        non-negative (rows need not sum to 1: eq. 15 covers that).
+    axis : int, default -1
+        The class axis of ``logits``.
+    weight : array_like, shape (K,), optional
+        Non-negative per-class weights (PyTorch's ``weight``).
+    ignore_index : int or None, default -100
+        Class-index labels equal to it are skipped: loss 0, gradient 0, and
+        left out of the mean. Not used with probability labels.
+    label_smoothing : float in [0, 1], default 0
+        Mixes the target with the uniform distribution:
+        :math:`(1-\varepsilon) y + \varepsilon / K`.
+    sample_weight : array_like, optional
+        Non-negative per-row weights, shape ``logits.shape`` without ``axis``.
+    temperature : float > 0, default 1
+        Loss of :math:`\operatorname{softmax}(z / T)`; the gradient is w.r.t. :math:`z`.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"none"``: one loss per row. ``"sum"``: their sum. ``"mean"``: the
+        sum divided by the total weight of the rows that count,
+        :math:`\sum_i s_i w_{y_i}` over non-ignored rows for class indices
+        (as PyTorch does), :math:`\sum_i s_i` for probability labels. A batch
+        whose total weight is 0 (empty, or every row ignored) gives 0, not NaN.
+"""
+
+_SOFTMAX_NOTES = r"""
+    Edge cases: a row with NaN or ``+inf`` logits gives NaN for that row only
+    (the mean is then NaN too); a row whose logits are all ``-inf`` raises
+    ``ValueError`` unless it is ignored; a row that is ignored or weighted 0
+    gives loss 0 and gradient 0 whatever its logits hold; a label on a
+    ``-inf`` (masked) class gives an infinite loss.
+"""
+
+
+def softmax_cross_entropy(
+    logits: Any,
+    labels: Any,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    ignore_index: int | None = -100,
+    label_smoothing: float = 0.0,
+    sample_weight: Any = None,
+    temperature: float = 1.0,
+    reduction: Reduction = "mean",
+) -> np.ndarray:
+    r"""Cross-entropy of the softmax of ``logits`` against ``labels``: eq. (7) with eq. (8).
+
+    .. math::
+
+        \ell_i = -\sum_c y_{ic} \log \operatorname{softmax}(z_i / T)_c
+               = \sum_c y_{ic} \left(\operatorname{logsumexp}(z_i / T) - z_{ic} / T\right)
+
+    computed from the logits as log-sum-exp minus the label's logit, never as
+    ``log(softmax)``. With integer labels it equals
+    ``torch.nn.functional.cross_entropy`` for the arguments they share.
+    {params}
+    Returns
+    -------
+    loss : scalar, or ndarray of shape ``logits.shape`` without ``axis`` for ``reduction="none"``
+        In the dtype of ``logits``.
+
+    Notes
+    -----{notes}
+    Examples
+    --------
+    >>> import softxent as sx
+    >>> logits = [[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]]
+    >>> print(round(float(sx.softmax_cross_entropy(logits, [0, 1])), 6))
+    0.31854
+    >>> sx.softmax_cross_entropy(logits, [0, -100], reduction="none")
+    array([0.41703002, 0.        ])
+    """
+    loss, _ = _softmax_xent(
+        logits, labels, axis=axis, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, sample_weight=sample_weight,
+        temperature=temperature, reduction=reduction, need_grad=False,
+    )  # fmt: skip
+    return loss
+
+
+def softmax_cross_entropy_grad(
+    logits: Any,
+    labels: Any,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    ignore_index: int | None = -100,
+    label_smoothing: float = 0.0,
+    sample_weight: Any = None,
+    temperature: float = 1.0,
+    reduction: Reduction = "mean",
+) -> np.ndarray:
+    r"""Gradient of :func:`softmax_cross_entropy` w.r.t. the logits: eq. (15) and (16).
+
+    .. math::
+
+        \frac{\partial \ell}{\partial z_i} = a_i \sum_j y_j - y_i \quad (15),
+        \qquad a = \operatorname{softmax}(z)
+
+    which is :math:`a_i - y_i` (eq. 16) when the labels sum to one, as a
+    one-hot label does. Weights, smoothing and sample weights enter through
+    the effective target :math:`y`; a temperature divides the result by
+    :math:`T`; ``reduction="mean"`` divides it by the same total weight as the
+    loss. For ``reduction="none"`` it is each row's own gradient (equal to
+    the gradient of the sum).
+    {params}
+    Returns
+    -------
+    ndarray, same shape and dtype as ``logits``
+
+    Notes
+    -----{notes}
+    The top class's entry is computed as :math:`\sum y \cdot
+    \operatorname{expm1}(-\log s) + \sum_{j \ne m} y_j` rather than from a
+    rounded :math:`a_m`, so confident rows keep their tiny gradients.
+
+    Examples
+    --------
+    >>> import softxent as sx
+    >>> sx.softmax_cross_entropy_grad([[0.0, 0.0]], [1], reduction="sum")
+    array([[ 0.5, -0.5]])
+    """
+    _, grad = _softmax_xent(
+        logits, labels, axis=axis, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, sample_weight=sample_weight,
+        temperature=temperature, reduction=reduction, need_grad=True,
+    )  # fmt: skip
+    return grad
+
+
+def softmax_cross_entropy_with_grad(
+    logits: Any,
+    labels: Any,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    ignore_index: int | None = -100,
+    label_smoothing: float = 0.0,
+    sample_weight: Any = None,
+    temperature: float = 1.0,
+    reduction: Reduction = "mean",
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Loss and gradient of the softmax cross-entropy from one pass over the logits.
+
+    Returns exactly ``(softmax_cross_entropy(...), softmax_cross_entropy_grad(...))``
+    with the same arguments, but normalises the logits once: the softmax
+    :math:`a` of eq. (8) serves both the loss of eq. (7) and the gradient
+    :math:`a \sum y - y` of eq. (15). This is the contract the fused kernels
+    implement.
+    {params}
+    Returns
+    -------
+    loss : scalar or ndarray
+        As :func:`softmax_cross_entropy`.
+    grad : ndarray, same shape and dtype as ``logits``
+        As :func:`softmax_cross_entropy_grad`.
+
+    Notes
+    -----{notes}
+    Examples
+    --------
+    >>> import softxent as sx
+    >>> loss, grad = sx.softmax_cross_entropy_with_grad([[0.0, 0.0]], [1])
+    >>> print(round(float(loss), 6), grad)
+    0.693147 [[ 0.5 -0.5]]
+    """
+    loss, grad = _softmax_xent(
+        logits, labels, axis=axis, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, sample_weight=sample_weight,
+        temperature=temperature, reduction=reduction, need_grad=True,
+    )  # fmt: skip
+    assert grad is not None
+    return loss, grad
+
+
+for _f in (softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_with_grad):
+    _f.__doc__ = _f.__doc__.replace("{params}", _SOFTMAX_PARAMS).replace("{notes}", _SOFTMAX_NOTES)
+
+
+# --------------------------------------------------------------------------- sigmoid
+
+
+def _label_weights(value: Any, name: str, n_labels: int) -> np.ndarray | None:
+    """A scalar or one value per label (the last axis), non-negative."""
+    if value is None:
+        return None
+    if np.ndim(value) == 0:
+        return check_nonnegative_weights(np.asarray(value), name, (), "a scalar")
+    return check_nonnegative_weights(value, name, (n_labels,), f"one per label, {n_labels} labels")
+
+
+def _sigmoid_xent(
+    logits: Any,
+    labels: Any,
+    *,
+    pos_weight: Any,
+    weight: Any,
+    sample_weight: Any,
+    reduction: Any,
+    need_grad: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    arr = as_float_array(logits, "logits", allow_int=False)
+    lab = np.asarray(labels)
+    if lab.shape != arr.shape:
+        raise ValueError(
+            f"labels must have the shape of logits {arr.shape} (one 0/1 or probability "
+            f"target per logit), got shape {lab.shape}"
+        )
+    y = check_probability_labels(lab, upper=1.0)
+    reduction = check_reduction(reduction)
+    # Rows and labels: (N, K) or (..., K); a 1-D array is N rows of one label.
+    rows = arr.shape[:-1] if arr.ndim >= 2 else arr.shape
+    n_labels = arr.shape[-1] if arr.ndim >= 2 else 1
+    pos_weight = _label_weights(pos_weight, "pos_weight", n_labels)
+    weight = _label_weights(weight, "weight", n_labels)
+    if arr.ndim < 2:  # (1,)-shaped label weights broadcast as scalars
+        pos_weight = None if pos_weight is None else pos_weight.reshape(())
+        weight = None if weight is None else weight.reshape(())
+    sample_weight = check_sample_weight(sample_weight, rows)
+
+    z = arr.astype(compute_dtype(arr.dtype))
+    coef_pos = y if pos_weight is None else pos_weight * y  # multiplies -log sigma(z)
+    coef_neg = 1.0 - y  # multiplies -log(1 - sigma(z)) = -log sigma(-z)
+    scale = np.ones(()) if weight is None else weight
+    if sample_weight is not None:
+        scale = scale * (sample_weight[..., None] if arr.ndim >= 2 else sample_weight)
+
+    with np.errstate(invalid="ignore"):
+        # log(1 - sigma(z)) as log_sigmoid(-z), never log(1 - sigma(z)); 0 * inf = 0.
+        loss = -(
+            np.where(coef_pos > 0, coef_pos * log_sigmoid_exact(z), 0.0)
+            + np.where(coef_neg > 0, coef_neg * log_sigmoid_exact(-z), 0.0)
+        )
+        loss = loss * scale
+    grad = None
+    if need_grad:
+        # d/dz = (1 - y) sigma(z) - pos_weight * y * sigma(-z): with pos_weight = 1 this is
+        # sigma(z) - y, written so that neither term cancels when sigma(z) -> 1.
+        grad = (coef_neg * sigmoid_exact(z) - coef_pos * sigmoid_exact(-z)) * scale
+    n_rows_weight = float(np.prod(rows)) if sample_weight is None else float(sample_weight.sum())
+    loss, grad = _reduce(loss, grad, n_rows_weight * n_labels, reduction)
+    return (
+        _scalar_or_array(loss, arr.dtype),
+        None if grad is None else grad.astype(arr.dtype, copy=False),
+    )
+
+
+_SIGMOID_PARAMS = r"""
+    Parameters
+    ----------
+    logits : array_like of float, shape (N, K) or (..., K)
+        One logit per (row, label); a 1-D array is N rows of a single label.
+    labels : array_like, same shape as ``logits``
+        Targets in [0, 1]: 0/1 indicators (booleans are fine) or soft labels.
+    pos_weight : float or array_like of shape (K,), optional
+        Non-negative weight of the positive term, per label (PyTorch's
+        ``pos_weight``): > 1 raises recall on rare labels.
+    weight : float or array_like of shape (K,), optional
+        Non-negative weight per label.
+    sample_weight : array_like, optional
+        Non-negative weight per row, shape ``logits.shape[:-1]`` (``(N,)`` for
+        1-D logits).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"none"``: one loss per element. ``"mean"``: the sum divided by
+        K times the total sample weight (the element count without sample
+        weights, as PyTorch does); 0 for an empty batch.
+"""
+
+
+def sigmoid_cross_entropy(
+    logits: Any,
+    labels: Any,
+    *,
+    pos_weight: Any = None,
+    weight: Any = None,
+    sample_weight: Any = None,
+    reduction: Reduction = "mean",
+) -> np.ndarray:
+    r"""Binary cross-entropy of independent sigmoid heads, from logits (eq. 2 with eq. 7).
+
+    For labels that are *not* mutually exclusive, each label gets its own
+    sigmoid :math:`\sigma(z)` and its own two-class cross-entropy:
+
+    .. math::
+
+        \ell_{ij} = -w_j \left[ p_j\, y_{ij} \log \sigma(z_{ij})
+                    + (1 - y_{ij}) \log \sigma(-z_{ij}) \right]
+
+    with :math:`p` the ``pos_weight`` and :math:`\log(1 - \sigma(z)) =
+    \log \sigma(-z) = -\operatorname{softplus}(z)`, so that no ``log`` of a
+    rounded probability is ever taken. Equals
+    ``torch.nn.functional.binary_cross_entropy_with_logits`` for the
+    arguments they share.
+    {params}
+    Returns
+    -------
+    loss : scalar, or ndarray of the logits' shape for ``reduction="none"``
+
+    Examples
+    --------
+    >>> import softxent as sx
+    >>> print(round(float(sx.sigmoid_cross_entropy([0.0, 2.0], [1, 1])), 6))
+    0.410038
+    """
+    loss, _ = _sigmoid_xent(
+        logits, labels, pos_weight=pos_weight, weight=weight,
+        sample_weight=sample_weight, reduction=reduction, need_grad=False,
+    )  # fmt: skip
+    return loss
+
+
+def sigmoid_cross_entropy_grad(
+    logits: Any,
+    labels: Any,
+    *,
+    pos_weight: Any = None,
+    weight: Any = None,
+    sample_weight: Any = None,
+    reduction: Reduction = "mean",
+) -> np.ndarray:
+    r"""Gradient of :func:`sigmoid_cross_entropy` w.r.t. the logits.
+
+    .. math::
+
+        \frac{\partial \ell_{ij}}{\partial z_{ij}}
+            = w_j \left[(1 - y_{ij})\, \sigma(z_{ij}) - p_j\, y_{ij}\, \sigma(-z_{ij})\right]
+
+    which is :math:`\sigma(z) - y` without weights: the sigmoid counterpart of
+    eq. (16). Written as two products rather than a difference, so it stays
+    exact when :math:`\sigma(z) \to 1`. Scaled like the loss by the reduction.
+    {params}
+    Returns
+    -------
+    ndarray, same shape and dtype as ``logits``
+
+    Examples
+    --------
+    >>> import softxent as sx
+    >>> sx.sigmoid_cross_entropy_grad([0.0, 0.0], [1, 0], reduction="sum")
+    array([-0.5,  0.5])
+    """
+    _, grad = _sigmoid_xent(
+        logits, labels, pos_weight=pos_weight, weight=weight,
+        sample_weight=sample_weight, reduction=reduction, need_grad=True,
+    )  # fmt: skip
+    return grad
+
+
+def sigmoid_cross_entropy_with_grad(
+    logits: Any,
+    labels: Any,
+    *,
+    pos_weight: Any = None,
+    weight: Any = None,
+    sample_weight: Any = None,
+    reduction: Reduction = "mean",
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Loss and gradient of :func:`sigmoid_cross_entropy` from one pass.
+
+    Returns ``(sigmoid_cross_entropy(...), sigmoid_cross_entropy_grad(...))``.
+    {params}
+    Returns
+    -------
+    loss : scalar or ndarray
+    grad : ndarray, same shape and dtype as ``logits``
+
+    Examples
+    --------
+    >>> import softxent as sx
+    >>> loss, grad = sx.sigmoid_cross_entropy_with_grad([0.0], [1])
+    >>> print(round(float(loss), 6), grad)
+    0.693147 [-0.5]
+    """
+    loss, grad = _sigmoid_xent(
+        logits, labels, pos_weight=pos_weight, weight=weight,
+        sample_weight=sample_weight, reduction=reduction, need_grad=True,
+    )  # fmt: skip
+    assert grad is not None
+    return loss, grad
+
+
+for _f in (sigmoid_cross_entropy, sigmoid_cross_entropy_grad, sigmoid_cross_entropy_with_grad):
+    _f.__doc__ = _f.__doc__.replace("{params}", _SIGMOID_PARAMS)
+del _f
