@@ -182,8 +182,7 @@ def _softmax_xent(
         neg_log_a = n.log_s - n.d  # -log softmax(z / T)
         # 0 * inf = 0: a class with no target mass adds nothing, even if masked.
         loss_rows = np.where(t > 0, t * neg_log_a, 0.0).sum(axis=-1)
-    loss_rows = np.where(counts, loss_rows, 0.0) * scale
-    loss_rows[undefined] = np.nan
+    loss_rows = np.where(undefined, np.nan, np.where(counts, loss_rows, 0.0) * scale)
 
     grad = None
     if need_grad:
@@ -196,9 +195,9 @@ def _softmax_xent(
                 np.put_along_axis(t_rest, n.argmax, 0.0, axis=-1)
                 top = t_sum[..., None] * np.expm1(-n.log_s) + t_rest.sum(axis=-1, keepdims=True)
                 np.put_along_axis(grad, n.argmax, top, axis=-1)
-        grad *= (scale / temperature)[..., None]
-        grad[~counts] = 0.0
-        grad[undefined] = np.nan
+        grad = grad * (scale / temperature)[..., None]
+        grad = np.where(counts[..., None], grad, 0.0)
+        grad = np.where(undefined[..., None], np.nan, grad)
         grad = np.moveaxis(grad, -1, ax)
 
     denominator = float((scale * row_weight).sum())
