@@ -361,11 +361,16 @@ def softmax_cross_entropy_with_grad(
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Loss and gradient of the softmax cross-entropy from one pass over the logits.
 
+    .. math::
+
+        a = \operatorname{softmax}(z), \qquad
+        \ell = -\sum_c y_c \log a_c \quad (7), \qquad
+        \frac{\partial \ell}{\partial z} = a \sum_c y_c - y \quad (15)
+
     Returns exactly ``(softmax_cross_entropy(...), softmax_cross_entropy_grad(...))``
     with the same arguments, but normalises the logits once: the softmax
-    :math:`a` of eq. (8) serves both the loss of eq. (7) and the gradient
-    :math:`a \sum y - y` of eq. (15). This is the contract the fused kernels
-    implement.
+    :math:`a` of eq. (8) serves both the loss and the gradient. This is the
+    contract the fused kernels implement.
     {params}
     Returns
     -------
@@ -495,7 +500,7 @@ def sigmoid_cross_entropy(
     sample_weight: Any = None,
     reduction: Reduction = "mean",
 ) -> np.ndarray:
-    r"""Binary cross-entropy of independent sigmoid heads, from logits (eq. 2 with eq. 7).
+    r"""Binary cross-entropy of independent sigmoid heads, from logits: eq. (2) with eq. (7).
 
     For labels that are *not* mutually exclusive, each label gets its own
     sigmoid :math:`\sigma(z)` and its own two-class cross-entropy:
@@ -574,9 +579,16 @@ def sigmoid_cross_entropy_with_grad(
     sample_weight: Any = None,
     reduction: Reduction = "mean",
 ) -> tuple[np.ndarray, np.ndarray]:
-    r"""Loss and gradient of :func:`sigmoid_cross_entropy` from one pass.
+    r"""Loss and gradient of :func:`sigmoid_cross_entropy` in one call: eq. (2) with eq. (7).
 
-    Returns ``(sigmoid_cross_entropy(...), sigmoid_cross_entropy_grad(...))``.
+    .. math::
+
+        \ell = -w \left[p\, y \log \sigma(z) + (1 - y) \log \sigma(-z)\right],
+        \qquad \frac{\partial \ell}{\partial z}
+            = w \left[(1 - y)\, \sigma(z) - p\, y\, \sigma(-z)\right]
+
+    Returns ``(sigmoid_cross_entropy(...), sigmoid_cross_entropy_grad(...))``,
+    validating the arguments once.
     {params}
     Returns
     -------

@@ -372,7 +372,7 @@ def softmax_vjp(x: Any, v: Any, axis: int = -1) -> np.ndarray:
         (v^\top J)_j = \sum_i v_i a_i (\delta_{ij} - a_j)
                      = a_j \left(v_j - \textstyle\sum_i v_i a_i\right)
 
-    This is the backward rule of the softmax (eq. 11 with eq. 13/14): O(K)
+    This is the backward rule of the softmax, eq. (11) with eq. (13) and (14): O(K)
     per row instead of O(K²). :math:`J` is symmetric, so this is also the
     Jacobian-vector product.
 

@@ -188,7 +188,7 @@ def check_nonnegative_weights(
     if bad.any():
         i = _first_bad(bad)
         raise ValueError(
-            f"{name} must be finite and non-negative, got {arr.ravel()[i]!r} "
+            f"{name} must be finite and non-negative, got {arr.ravel()[i].item()!r} "
             f"at index {format_index(i, arr.shape)}"
         )
     return arr
@@ -228,7 +228,7 @@ def check_class_labels(
             i = _first_bad(bad)
             raise ValueError(
                 f"labels must be integer class indices, got the non-integer value "
-                f"{labels.ravel()[i]!r} at index {format_index(i, labels.shape)}"
+                f"{labels.ravel()[i].item()!r} at index {format_index(i, labels.shape)}"
             )
         labels = labels.astype(np.int64)
     elif kind in "iu":
@@ -259,7 +259,7 @@ def check_probability_labels(labels: np.ndarray, *, upper: float | None = None) 
         i = _first_bad(bad)
         rng = "non-negative" if upper is None else f"in [0, {upper:g}]"
         raise ValueError(
-            f"labels must be finite probabilities {rng}, got {arr.ravel()[i]!r} "
+            f"labels must be finite probabilities {rng}, got {arr.ravel()[i].item()!r} "
             f"at index {format_index(i, arr.shape)}"
         )
     return arr
@@ -276,7 +276,7 @@ def check_probabilities(p: np.ndarray, name: str, axis: int) -> None:
         i = _first_bad(p < 0)
         raise ValueError(
             f"{name} must be a probability vector (non-negative entries), got "
-            f"{p.ravel()[i]!r} at index {format_index(i, p.shape)}"
+            f"{p.ravel()[i].item()!r} at index {format_index(i, p.shape)}"
         )
     if p.size == 0 or p.shape[axis] == 0:
         return

@@ -1,0 +1,156 @@
+"""The public surface: names, docstrings, dtypes, the finite-difference helper and the demo."""
+
+from __future__ import annotations
+
+import importlib.resources
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import softxent as sx
+from softxent._gradcheck import finite_difference_grad
+from softxent.cli import demo as demo_module
+from softxent.cli import main
+
+PUBLIC = {
+    # name: equation numbers of the seed its docstring must cite
+    "softmax": ["(1)", "(8)"],
+    "log_softmax": ["(8)"],
+    "logsumexp": ["(8)"],
+    "sigmoid": ["(2)"],
+    "log_sigmoid": ["(2)"],
+    "entropy": ["(3)"],
+    "kl_divergence": ["(4)"],
+    "cross_entropy": ["(6)"],
+    "softmax_cross_entropy": ["(7)", "(8)"],
+    "softmax_cross_entropy_grad": ["(15)", "(16)"],
+    "softmax_cross_entropy_with_grad": ["(7)", "(15)"],
+    "sigmoid_cross_entropy": ["(2)", "(7)"],
+    "sigmoid_cross_entropy_grad": ["(16)"],
+    "sigmoid_cross_entropy_with_grad": ["(2)", "(7)"],
+    "softmax_jacobian": ["(13)", "(14)"],
+    "softmax_vjp": ["(13)", "(14)"],
+}
+
+
+def test_all_lists_exactly_the_public_functions():
+    assert sorted(sx.__all__) == sorted(PUBLIC)
+    for name in sx.__all__:
+        assert callable(getattr(sx, name))
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC))
+def test_docstring_shows_formula_equation_and_example(name):
+    doc = getattr(sx, name).__doc__
+    assert doc, name
+    assert ".. math::" in doc, f"{name}: no formula"
+    for eq in PUBLIC[name]:
+        assert eq in doc, f"{name}: does not cite eq. {eq}"
+    assert "Examples" in doc and ">>> " in doc, f"{name}: no doctest"
+    assert "{params}" not in doc and "{notes}" not in doc
+
+
+def test_entropy_docstring_mentions_the_seed_sign_slip():
+    assert "without the minus" in sx.entropy.__doc__
+
+
+def test_package_is_typed():
+    assert importlib.resources.files("softxent").joinpath("py.typed").is_file()
+
+
+X = np.array([[0.3, -1.2, 2.0], [1.0, 0.0, -0.5]])
+P = sx.softmax(X.astype(np.float64))
+DTYPE_CALLS = {
+    "softmax": lambda x: sx.softmax(x),
+    "log_softmax": lambda x: sx.log_softmax(x),
+    "logsumexp": lambda x: sx.logsumexp(x),
+    "sigmoid": lambda x: sx.sigmoid(x),
+    "log_sigmoid": lambda x: sx.log_sigmoid(x),
+    "softmax_jacobian": lambda x: sx.softmax_jacobian(x),
+    "softmax_vjp": lambda x: sx.softmax_vjp(x, x),
+    "entropy": lambda x: sx.entropy(P.astype(x.dtype)),
+    "kl_divergence": lambda x: sx.kl_divergence(P.astype(x.dtype), P[::-1].astype(x.dtype)),
+    "cross_entropy": lambda x: sx.cross_entropy(P.astype(x.dtype), P[::-1].astype(x.dtype)),
+    "softmax_cross_entropy": lambda x: sx.softmax_cross_entropy(x, [0, 2], reduction="none"),
+    "softmax_cross_entropy_grad": lambda x: sx.softmax_cross_entropy_grad(x, [0, 2]),
+    "sigmoid_cross_entropy": lambda x: sx.sigmoid_cross_entropy(x, np.ones_like(x)),
+    "sigmoid_cross_entropy_grad": lambda x: sx.sigmoid_cross_entropy_grad(x, np.ones_like(x)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(DTYPE_CALLS))
+def test_result_dtype_is_input_dtype(name, dtype):
+    out = DTYPE_CALLS[name](X.astype(dtype))
+    assert np.asarray(out).dtype == dtype
+    reference = np.asarray(DTYPE_CALLS[name](X.astype(np.float64)))
+    # float16 input rounds the logits themselves, so compare loosely; the
+    # tight per-dtype comparisons are in the function-specific test files.
+    np.testing.assert_allclose(np.asarray(out, dtype=np.float64), reference, rtol=5e-3, atol=5e-3)
+
+
+def test_with_grad_pairs_equal_separate_calls():
+    labels = [0, 2]
+    loss, grad = sx.softmax_cross_entropy_with_grad(X, labels, label_smoothing=0.2)
+    assert loss == sx.softmax_cross_entropy(X, labels, label_smoothing=0.2)
+    np.testing.assert_array_equal(grad, sx.softmax_cross_entropy_grad(X, labels, label_smoothing=0.2))
+    y = (X > 0).astype(float)
+    loss, grad = sx.sigmoid_cross_entropy_with_grad(X, y, pos_weight=2.0)
+    assert loss == sx.sigmoid_cross_entropy(X, y, pos_weight=2.0)
+    np.testing.assert_array_equal(grad, sx.sigmoid_cross_entropy_grad(X, y, pos_weight=2.0))
+
+
+# -- the finite-difference helper that every gradient test relies on
+
+
+def test_finite_differences_match_a_known_gradient():
+    x = np.array([[0.5, -1.0], [2.0, 0.1]])
+    f = lambda v: float(np.sum(np.sin(v) * v**2))  # noqa: E731
+    exact = np.cos(x) * x**2 + 2 * x * np.sin(x)
+    np.testing.assert_allclose(finite_difference_grad(f, x), exact, rtol=0, atol=1e-10)
+
+
+def test_finite_differences_are_fourth_order():
+    f = lambda v: float(np.exp(v[0]))  # noqa: E731
+    x = np.array([1.0])
+    err = [abs(finite_difference_grad(f, x, h=h)[0] - np.e) for h in (0.1, 0.05)]
+    assert 12 < err[0] / err[1] < 20  # 2**4 = 16 for a 4th-order scheme
+
+
+def test_finite_differences_leave_the_point_unchanged():
+    x = np.array([1.0, 2.0])
+    finite_difference_grad(lambda v: float(v.sum()), x)
+    np.testing.assert_array_equal(x, [1.0, 2.0])
+
+
+# -- the demonstration (the README's main job until the full command line lands)
+
+
+def test_demo_passes_and_prints_the_derivation():
+    out = io.StringIO()
+    assert demo_module.run_demo(seed=3, out=out) == 0
+    text = out.getvalue()
+    for needle in ("softmax a = e^z / sum e^z", "a - y (eq. 16)", "a * sum(y) - y (eq. 15)",
+                   "D_KL(p||q) = H(p, q) - H(p)", "All gradient checks passed"):
+        assert needle in text
+
+
+def test_demo_fails_when_a_gradient_is_wrong(monkeypatch):
+    """The demo's check can fail: a gradient off by a sign is caught (exit code 1)."""
+    monkeypatch.setattr(demo_module, "softmax_cross_entropy_grad", lambda *a, **k: -sx.softmax_cross_entropy_grad(*a, **k))
+    out = io.StringIO()
+    assert demo_module.run_demo(out=out) == 1
+    assert "DISAGREE" in out.getvalue() and "FAILED" in out.getvalue()
+
+
+def test_command_line_entry_points(capsys):
+    assert main(["demo", "--seed", "1"]) == 0
+    assert "All gradient checks passed" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        main(["no-such-command"])
+    assert info.value.code == 2
+    proc = subprocess.run([sys.executable, "-m", "softxent", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"softxent {sx.__version__}"
