@@ -154,3 +154,23 @@ def test_command_line_entry_points(capsys):
     assert info.value.code == 2
     proc = subprocess.run([sys.executable, "-m", "softxent", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == f"softxent {sx.__version__}"
+
+
+def test_readme_example_runs(capsys):
+    """The README's example is code a newcomer copies: it must run and its assert must hold."""
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert blocks, "README has no python example"
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    assert "KL([1,0,0] || [.7,.2,.1]) = 0.3567" in capsys.readouterr().out
+
+
+def test_confident_row_keeps_its_tiny_gradient():
+    grad = sx.softmax_cross_entropy_grad(np.array([40.0, 0.0]), 0)
+    assert grad[0] == pytest.approx(-np.exp(-40.0) / (1 + np.exp(-40.0)), rel=1e-12)
+    assert f"{grad[0]:.1e}".replace("e-", "e−") == "-4.2e−18"
+    grad32 = sx.softmax_cross_entropy_grad(np.array([40.0, 0.0], dtype=np.float32), 0)
+    assert grad32[0] == pytest.approx(-4.248354e-18, rel=1e-6)
