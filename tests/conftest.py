@@ -39,5 +39,20 @@ def rng():
     return np.random.default_rng(20261123)
 
 
+@pytest.fixture(params=["kernel", "reference"])
+def backend(request, monkeypatch):
+    """Run a test on the compiled kernels and on the exact NumPy path.
+
+    The public functions read ``SOFTXENT_REFERENCE`` at every call, so setting
+    it here switches the backend for the whole test.
+    """
+    if request.param == "kernel":
+        pytest.importorskip("numba", reason="numba is not installed: the kernel backend is unavailable")
+        monkeypatch.delenv("SOFTXENT_REFERENCE", raising=False)
+    else:
+        monkeypatch.setenv("SOFTXENT_REFERENCE", "1")
+    return request.param
+
+
 def random_logits(rng: np.random.Generator, shape, scale: float = 3.0, dtype=np.float64) -> np.ndarray:
     return (rng.standard_normal(shape) * scale).astype(dtype)

@@ -1,0 +1,377 @@
+"""Sigmoid (binary, multi-label) cross-entropy from logits: loss and gradient.
+
+Tests ``sigmoid_cross_entropy``, ``sigmoid_cross_entropy_grad`` and
+``sigmoid_cross_entropy_with_grad`` against
+
+* ``torch.nn.functional.binary_cross_entropy_with_logits`` in float64 and its
+  autograd gradient (``pos_weight``, ``weight``, reductions, hard and soft
+  labels, 2-D and 1-D logits, float32 and float64 inputs);
+* 4th-order finite differences for every gradient;
+* the documented ``sample_weight`` semantics (``mean`` divides by
+  K * sum(sample_weight)) and the label-flip symmetry;
+* extreme inputs: +-1e30, +-inf, very confident elements, NaN, empty arrays;
+* Hypothesis property tests.
+
+Bad arguments (validation errors) are tested in ``test_validation.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TOL, finite_difference_grad, random_logits
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import softxent as sx
+
+REDUCTIONS = ["mean", "sum", "none"]
+FD_TOL = dict(rtol=1e-7, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def loss_and_grad(logits, labels, **kwargs):
+    """softxent's loss and gradient from the two separate public functions."""
+    return (
+        sx.sigmoid_cross_entropy(logits, labels, **kwargs),
+        sx.sigmoid_cross_entropy_grad(logits, labels, **kwargs),
+    )
+
+
+def torch_loss_and_grad(logits, labels, *, pos_weight=None, weight=None, reduction="mean"):
+    """The float64 torch oracle: loss and d(sum of loss)/d(logits)."""
+    z = torch.tensor(np.asarray(logits, dtype=np.float64), requires_grad=True)
+    y = torch.tensor(np.asarray(labels, dtype=np.float64))
+
+    def as_tensor(v):
+        return None if v is None else torch.tensor(np.asarray(v, dtype=np.float64))
+
+    loss = F.binary_cross_entropy_with_logits(
+        z, y, weight=as_tensor(weight), pos_weight=as_tensor(pos_weight), reduction=reduction
+    )
+    loss.sum().backward()
+    return loss.detach().numpy(), z.grad.numpy()
+
+
+def assert_matches(actual, expected, dtype, **tol):
+    """``actual`` has the input's dtype and equals the float64 ``expected`` to TOL[dtype]."""
+    assert np.asarray(actual).dtype == dtype
+    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), expected, **(tol or TOL[dtype]))
+
+
+def make_labels(rng, shape, kind):
+    """0/1 indicators ("hard") or probabilities in [0, 1] with both ends present ("soft")."""
+    if kind == "hard":
+        return rng.integers(0, 2, size=shape).astype(np.float64)
+    y = rng.uniform(0.0, 1.0, size=shape)
+    y.reshape(-1)[:2] = [0.0, 1.0]
+    return y
+
+
+def label_weights(rng, kind, n_labels):
+    """None, a scalar, or one non-negative value per label."""
+    if kind == "none":
+        return None
+    if kind == "scalar":
+        return 2.5
+    return rng.uniform(0.2, 3.0, n_labels)
+
+
+# --------------------------------------------------------------------------- torch oracle
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weight_kind", ["none", "scalar", "per-label"])
+@pytest.mark.parametrize("pos_weight_kind", ["none", "scalar", "per-label"])
+@pytest.mark.parametrize("label_kind", ["hard", "soft"])
+def test_matches_torch_2d(dtype, rng, label_kind, pos_weight_kind, weight_kind, reduction):
+    logits = random_logits(rng, (6, 4), dtype=dtype)
+    labels = make_labels(rng, (6, 4), label_kind)
+    options = dict(
+        pos_weight=label_weights(rng, pos_weight_kind, 4),
+        weight=label_weights(rng, weight_kind, 4),
+        reduction=reduction,
+    )
+    loss, grad = loss_and_grad(logits, labels, **options)
+    expected_loss, expected_grad = torch_loss_and_grad(logits, labels, **options)
+    assert_matches(loss, expected_loss, dtype)
+    assert np.shape(loss) == ((6, 4) if reduction == "none" else ())
+    assert_matches(grad, expected_grad, dtype)
+    assert grad.shape == (6, 4)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("label_kind", ["hard", "soft"])
+def test_matches_torch_1d(dtype, rng, label_kind, reduction):
+    """A 1-D array is N rows of one label; scalar and (1,) label weights both work."""
+    logits = random_logits(rng, (9,), dtype=dtype)
+    labels = make_labels(rng, (9,), label_kind)
+    loss, grad = loss_and_grad(logits, labels, pos_weight=1.7, weight=0.6, reduction=reduction)
+    expected_loss, expected_grad = torch_loss_and_grad(logits, labels, pos_weight=1.7, weight=0.6, reduction=reduction)
+    assert_matches(loss, expected_loss, dtype)
+    assert_matches(grad, expected_grad, dtype)
+    loss1, grad1 = loss_and_grad(logits, labels, pos_weight=[1.7], weight=[0.6], reduction=reduction)
+    np.testing.assert_array_equal(loss1, loss)
+    np.testing.assert_array_equal(grad1, grad)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_matches_torch_3d(dtype, rng, reduction):
+    """(..., K): label weights act on the last axis."""
+    logits = random_logits(rng, (2, 3, 5), dtype=dtype)
+    labels = make_labels(rng, (2, 3, 5), "soft")
+    options = dict(pos_weight=rng.uniform(0.5, 2.0, 5), weight=rng.uniform(0.5, 2.0, 5), reduction=reduction)
+    loss, grad = loss_and_grad(logits, labels, **options)
+    expected_loss, expected_grad = torch_loss_and_grad(logits, labels, **options)
+    assert_matches(loss, expected_loss, dtype)
+    assert_matches(grad, expected_grad, dtype)
+
+
+# --------------------------------------------------------------------------- finite differences
+
+FD_OPTIONS = {
+    "plain": {},
+    "pos_weight": dict(pos_weight=[0.5, 3.0, 1.0, 2.0]),
+    "weight": dict(weight=[2.0, 0.25, 1.0, 1.5]),
+    "sample_weight": dict(sample_weight=[0.5, 0.0, 2.0]),
+    "all": dict(pos_weight=[0.5, 3.0, 1.0, 2.0], weight=[2.0, 0.25, 1.0, 1.5], sample_weight=[0.5, 1.0, 2.0]),
+}
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("label_kind", ["hard", "soft"])
+@pytest.mark.parametrize("case", list(FD_OPTIONS))
+def test_grad_matches_finite_differences(rng, case, label_kind, reduction):
+    options = FD_OPTIONS[case]
+    logits = random_logits(rng, (3, 4))
+    labels = make_labels(rng, (3, 4), label_kind)
+
+    def total_loss(z):  # for "none": the gradient of the sum of the elementwise losses
+        return float(np.sum(sx.sigmoid_cross_entropy(z, labels, reduction=reduction, **options)))
+
+    grad = sx.sigmoid_cross_entropy_grad(logits, labels, reduction=reduction, **options)
+    np.testing.assert_allclose(grad, finite_difference_grad(total_loss, logits), **FD_TOL)
+
+
+def test_grad_matches_finite_differences_1d(rng):
+    logits = random_logits(rng, (5,))
+    labels = make_labels(rng, (5,), "soft")
+    options = dict(pos_weight=2.0, weight=0.5, sample_weight=[1.0, 2.0, 0.0, 0.5, 3.0])
+
+    def total_loss(z):
+        return float(sx.sigmoid_cross_entropy(z, labels, **options))
+
+    grad = sx.sigmoid_cross_entropy_grad(logits, labels, **options)
+    np.testing.assert_allclose(grad, finite_difference_grad(total_loss, logits), **FD_TOL)
+
+
+# --------------------------------------------------------------------------- semantics
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (5,), (2, 3, 4)], ids=["2d", "1d", "3d"])
+def test_sample_weight_semantics(dtype, rng, shape):
+    logits = random_logits(rng, shape, dtype=dtype)
+    labels = make_labels(rng, shape, "soft")
+    rows = shape[:-1] if len(shape) >= 2 else shape
+    n_labels = shape[-1] if len(shape) >= 2 else 1
+    sw = rng.uniform(0.0, 3.0, rows)
+    sw.reshape(-1)[0] = 0.0
+    swb = sw[..., None] if len(shape) >= 2 else sw
+    options = dict(pos_weight=1.5)
+
+    elements, element_grads = loss_and_grad(logits, labels, reduction="none", **options)
+    elements = elements.astype(np.float64)
+    weighted = np.asarray(swb * elements)
+
+    np.testing.assert_allclose(
+        sx.sigmoid_cross_entropy(logits, labels, reduction="none", sample_weight=sw, **options), weighted, **TOL[dtype]
+    )
+    loss, grad = loss_and_grad(logits, labels, reduction="sum", sample_weight=sw, **options)
+    np.testing.assert_allclose(loss, weighted.sum(), **TOL[dtype])
+    np.testing.assert_allclose(grad, swb * element_grads, **TOL[dtype])
+    # mean divides by K * sum(sample_weight), not by the number of elements.
+    denominator = n_labels * sw.sum()
+    loss, grad = loss_and_grad(logits, labels, reduction="mean", sample_weight=sw, **options)
+    np.testing.assert_allclose(loss, weighted.sum() / denominator, **TOL[dtype])
+    np.testing.assert_allclose(grad, swb * element_grads / denominator, **TOL[dtype])
+
+
+def test_integer_sample_weight_equals_repeated_rows_for_mean(dtype, rng):
+    logits = random_logits(rng, (4, 3), dtype=dtype)
+    labels = make_labels(rng, (4, 3), "soft")
+    counts = np.array([2, 0, 3, 1])
+    options = dict(pos_weight=[1.0, 2.0, 0.5], weight=[0.5, 1.0, 2.0])
+
+    loss, grad = loss_and_grad(logits, labels, sample_weight=counts.astype(float), **options)
+    rep_loss, rep_grad = loss_and_grad(np.repeat(logits, counts, axis=0), np.repeat(labels, counts, axis=0), **options)
+    rep_grad_per_row = np.zeros(grad.shape)
+    np.add.at(rep_grad_per_row, np.repeat(np.arange(4), counts), rep_grad)
+
+    np.testing.assert_allclose(loss, rep_loss, **TOL[dtype])
+    np.testing.assert_allclose(grad, rep_grad_per_row, **TOL[dtype])
+
+
+def test_all_sample_weights_zero_gives_zero_mean(dtype, rng):
+    logits = random_logits(rng, (3, 2), dtype=dtype)
+    loss, grad = loss_and_grad(logits, make_labels(rng, (3, 2), "hard"), sample_weight=np.zeros(3))
+    assert loss == 0.0 and not np.isnan(loss)
+    np.testing.assert_array_equal(grad, 0.0)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_flipping_logit_and_label_keeps_loss_and_negates_grad(dtype, rng, reduction):
+    """-log sigma(z) for y = 1 is -log(1 - sigma(-z)) for y = 0 (no pos_weight)."""
+    logits = random_logits(rng, (4, 3), dtype=dtype)
+    labels = make_labels(rng, (4, 3), "soft")
+    options = dict(weight=[0.5, 1.0, 2.0], reduction=reduction)
+    loss, grad = loss_and_grad(logits, labels, **options)
+    flipped_loss, flipped_grad = loss_and_grad(-logits, 1.0 - labels, **options)
+    np.testing.assert_allclose(flipped_loss, loss, **TOL[dtype])
+    np.testing.assert_allclose(flipped_grad, -grad, **TOL[dtype])
+
+
+def test_unweighted_grad_is_sigmoid_minus_label(rng):
+    logits = random_logits(rng, (4, 5))
+    labels = make_labels(rng, (4, 5), "soft")
+    grad = sx.sigmoid_cross_entropy_grad(logits, labels, reduction="sum")
+    np.testing.assert_allclose(grad, 1.0 / (1.0 + np.exp(-logits)) - labels, **TOL[np.float64])
+
+
+WITH_GRAD_OPTIONS = [
+    dict(),
+    dict(reduction="sum", pos_weight=[1.0, 3.0, 0.5]),
+    dict(reduction="none", weight=[0.5, 1.0, 2.0], sample_weight=[1.0, 0.0, 2.0, 0.5]),
+]
+
+
+@pytest.mark.parametrize("options", WITH_GRAD_OPTIONS, ids=["default", "sum-pos_weight", "none-weights"])
+def test_with_grad_returns_exactly_the_separate_results(dtype, rng, options):
+    logits = random_logits(rng, (4, 3), dtype=dtype)
+    labels = make_labels(rng, (4, 3), "soft")
+    loss, grad = sx.sigmoid_cross_entropy_with_grad(logits, labels, **options)
+    expected_loss, expected_grad = loss_and_grad(logits, labels, **options)
+    assert np.asarray(loss).dtype == np.asarray(expected_loss).dtype == dtype
+    assert grad.dtype == expected_grad.dtype == dtype
+    np.testing.assert_array_equal(loss, expected_loss)
+    np.testing.assert_array_equal(grad, expected_grad)
+
+
+# --------------------------------------------------------------------------- extreme inputs
+
+
+@pytest.mark.parametrize("big", [1e30, np.inf], ids=["1e30", "inf"])
+def test_huge_logits_with_matching_labels_give_zero(dtype, big):
+    logits = np.array([[big, -big], [-big, big]], dtype=dtype)
+    labels = np.array([[1.0, 0.0], [0.0, 1.0]])
+    options = dict(pos_weight=[2.0, 0.5], weight=[1.5, 3.0])
+    for reduction in REDUCTIONS:
+        loss, grad = loss_and_grad(logits, labels, reduction=reduction, **options)
+        assert np.asarray(loss).dtype == grad.dtype == dtype
+        np.testing.assert_array_equal(loss, 0.0)  # no NaN from 0 * inf
+        np.testing.assert_array_equal(grad, 0.0)
+
+
+def test_huge_logits_with_wrong_labels(dtype):
+    logits = np.array([1e30, -1e30], dtype=dtype)
+    labels = np.array([0.0, 1.0])
+    loss, grad = loss_and_grad(logits, labels, reduction="none")
+    np.testing.assert_allclose(loss, [1e30, 1e30], rtol=TOL[dtype]["rtol"])
+    np.testing.assert_array_equal(grad, [1.0, -1.0])
+    # Infinite logits on the wrong side: an infinite loss, a finite gradient.
+    loss, grad = loss_and_grad(np.array([np.inf, -np.inf], dtype=dtype), labels, reduction="none")
+    np.testing.assert_array_equal(loss, [np.inf, np.inf])
+    np.testing.assert_array_equal(grad, [1.0, -1.0])
+
+
+def test_confident_elements_keep_tiny_exact_loss_float64():
+    logits = np.array([40.0, -40.0, 800.0])
+    labels = np.array([1.0, 0.0, 1.0])
+    loss, grad = loss_and_grad(logits, labels, reduction="none")
+    tiny = math.exp(-40.0)
+    np.testing.assert_allclose(loss[:2], math.log1p(tiny), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(grad[:2], [-tiny / (1 + tiny), tiny / (1 + tiny)], rtol=1e-12, atol=0)
+    assert loss[2] == 0.0 and grad[2] == 0.0  # exp(-800) underflows: exactly 0 is exact here
+
+
+def test_confident_elements_keep_tiny_exact_loss_float32():
+    logits = np.array([40.0, -40.0, 20.0], dtype=np.float32)
+    labels = np.array([1.0, 0.0, 1.0])
+    loss, grad = loss_and_grad(logits, labels, reduction="none")
+    eps = float(np.finfo(np.float32).eps)
+    tiny = np.exp(-np.array([40.0, 40.0, 20.0]))
+    assert np.all(loss > 0) and np.all(grad != 0)
+    np.testing.assert_allclose(loss, np.log1p(tiny), rtol=4 * eps, atol=0)
+    np.testing.assert_allclose(grad, np.array([-1.0, 1.0, -1.0]) * tiny / (1 + tiny), rtol=4 * eps, atol=0)
+
+
+def test_nan_propagates_elementwise(dtype, rng):
+    logits = random_logits(rng, (3, 4), dtype=dtype)
+    labels = make_labels(rng, (3, 4), "soft")
+    clean_loss, clean_grad = loss_and_grad(logits, labels, reduction="none")
+    logits[1, 2] = np.nan
+    loss, grad = loss_and_grad(logits, labels, reduction="none")
+    nan = np.zeros((3, 4), dtype=bool)
+    nan[1, 2] = True
+    np.testing.assert_array_equal(np.isnan(loss), nan)
+    np.testing.assert_array_equal(np.isnan(grad), nan)
+    np.testing.assert_array_equal(loss[~nan], clean_loss[~nan])
+    np.testing.assert_array_equal(grad[~nan], clean_grad[~nan])
+    assert np.isnan(sx.sigmoid_cross_entropy(logits, labels))
+    assert np.isnan(sx.sigmoid_cross_entropy(logits, labels, reduction="sum"))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", [(0, 4), (0,), (3, 0)])
+def test_empty_arrays(dtype, shape, reduction):
+    logits = np.zeros(shape, dtype=dtype)
+    labels = np.zeros(shape)
+    loss, grad = loss_and_grad(logits, labels, reduction=reduction)
+    assert np.asarray(loss).dtype == grad.dtype == dtype
+    assert grad.shape == shape
+    if reduction == "none":
+        assert loss.shape == shape
+    else:
+        assert np.shape(loss) == () and loss == 0.0 and not np.isnan(loss)
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@st.composite
+def batches(draw):
+    """Finite float64 logits (|z| <= 50), labels in [0, 1], per-label weights."""
+    n = draw(st.integers(1, 6))
+    k = draw(st.integers(1, 5))
+    logits = draw(hnp.arrays(np.float64, (n, k), elements=st.floats(-50, 50)))
+    labels = draw(hnp.arrays(np.float64, (n, k), elements=st.floats(0.0, 1.0)))
+    pos_weight = draw(hnp.arrays(np.float64, (k,), elements=st.floats(0.0, 5.0)))
+    weight = draw(hnp.arrays(np.float64, (k,), elements=st.floats(0.0, 5.0)))
+    return logits, labels, pos_weight, weight
+
+
+@given(batches(), st.sampled_from(REDUCTIONS))
+def test_property_matches_torch(batch, reduction):
+    logits, labels, pos_weight, weight = batch
+    options = dict(pos_weight=pos_weight, weight=weight, reduction=reduction)
+    loss, grad = loss_and_grad(logits, labels, **options)
+    expected_loss, expected_grad = torch_loss_and_grad(logits, labels, **options)
+    assert np.all(np.asarray(loss) >= 0.0)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=1e-12)
+
+
+@given(batches())
+def test_property_loss_at_least_label_entropy(batch):
+    """Unweighted, -[y log s + (1-y) log(1-s)] >= H(y), with equality at s = y: Gibbs' inequality."""
+    logits, labels, _, _ = batch
+    loss = sx.sigmoid_cross_entropy(logits, labels, reduction="none")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.nan_to_num(labels * np.log(labels)) - np.nan_to_num((1 - labels) * np.log1p(-labels))
+    assert np.all(loss >= h - 1e-12 * (1 + np.abs(logits)))
