@@ -35,10 +35,11 @@ The sigmoid loss (independent binary heads) is elementwise; see
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from . import kernels
 from ._softmax import log_sigmoid_exact, normalise, sigmoid_exact
 from ._validation import (
     as_float_array,
@@ -89,45 +90,171 @@ def _reduce(
 # --------------------------------------------------------------------------- softmax
 
 
-def _effective_target(
-    labels: Any,
-    shape: tuple[int, ...],
-    axis: int,
-    *,
-    weight: np.ndarray | None,
-    ignore_index: int | None,
-    smoothing: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The effective target ``t`` (class axis last) and each row's weight in the mean.
+class _Labels(NamedTuple):
+    """Validated labels, class axis last. Exactly one of ``index``/``probs`` is set."""
 
-    ``shape`` is the logits' shape; the labels are class indices if their shape
-    is the logits' shape without ``axis``, probabilities if it is the same shape.
-    """
+    index: np.ndarray | None  # int64, batch shape; -1 marks an ignored row
+    probs: np.ndarray | None  # batch + (K,), float32/float64 as given (or float64)
+    row_weight: np.ndarray  # each row's weight in the mean: w[y] (0 if ignored), or 1
+
+
+def _parse_labels(
+    labels: Any, shape: tuple[int, ...], axis: int, weight: np.ndarray | None, ignore_index: int | None
+) -> _Labels:
+    """Class indices if ``labels`` has the logits' shape without ``axis``,
+    probabilities if it has the logits' shape."""
     n_classes = shape[axis]
     batch = shape[:axis] + shape[axis + 1 :]
     lab = np.asarray(labels)
-    uniform = smoothing / n_classes if n_classes else 0.0
     if lab.shape == shape:  # probability labels (eq. 15 holds even if rows do not sum to 1)
-        y = np.moveaxis(check_probability_labels(lab), axis, -1)
-        if smoothing:
-            y = (1.0 - smoothing) * y + uniform
-        t = y if weight is None else y * weight
-        return t, np.ones(batch)
-    if lab.shape == batch:  # class indices
+        return _Labels(None, np.moveaxis(check_probability_labels(lab), axis, -1), np.ones(batch))
+    if lab.shape == batch:
         idx, kept = check_class_labels(lab, n_classes, ignore_index)
-        safe = np.where(kept, idx, 0)[..., None]
+        idx = np.where(kept, idx, -1)
         w = np.ones(n_classes) if weight is None else weight
-        w_y = np.where(kept, w[safe[..., 0]] if n_classes else 0.0, 0.0)
-        t = np.broadcast_to(uniform * w, batch + (n_classes,)).copy()
-        if n_classes:
-            on_label = np.take_along_axis(t, safe, axis=-1) + (1.0 - smoothing) * w_y[..., None]
-            np.put_along_axis(t, safe, on_label, axis=-1)
-        t[~kept] = 0.0
-        return t, w_y
+        row_weight = np.where(kept, w[np.maximum(idx, 0)] if n_classes else 0.0, 0.0)
+        return _Labels(idx, None, row_weight)
     raise ValueError(
         f"labels must be class indices of shape {batch} (the logits' shape {shape} without "
         f"axis {axis}) or probabilities of shape {shape}, got shape {lab.shape}"
     )
+
+
+def _effective_target(lab: _Labels, n_classes: int, weight: np.ndarray | None, smoothing: float) -> np.ndarray:
+    """The dense effective target ``t`` of the module docstring, float64, class axis last."""
+    w = np.ones(n_classes) if weight is None else weight
+    uniform = smoothing / n_classes if n_classes else 0.0
+    if lab.probs is not None:
+        y = lab.probs.astype(np.float64)
+        if smoothing:
+            y = (1.0 - smoothing) * y + uniform
+        return y if weight is None else y * weight
+    kept = lab.index >= 0
+    safe = np.maximum(lab.index, 0)[..., None]
+    t = np.broadcast_to(uniform * w, lab.index.shape + (n_classes,)).copy()
+    if n_classes:
+        on_label = np.take_along_axis(t, safe, axis=-1) + (1.0 - smoothing) * lab.row_weight[..., None]
+        np.put_along_axis(t, safe, on_label, axis=-1)
+    t[~kept] = 0.0
+    return t
+
+
+def _all_masked_error(row: int, batch: tuple[int, ...], ignore_index: int | None) -> ValueError:
+    return ValueError(
+        f"logits row {format_index(row, batch)} is -inf for every class (all classes masked), "
+        f"so it has no softmax, but its label asks for a loss; give it "
+        f"ignore_index={ignore_index if ignore_index is not None else -100} "
+        f"or a zero sample_weight to skip it"
+    )
+
+
+def _reference_softmax_xent(
+    z: np.ndarray, t: np.ndarray, scale: np.ndarray, temperature: float, grad_scale: float,
+    need_grad: bool, ignore_index: int | None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:  # fmt: skip
+    """The exact NumPy path: float64 ``z`` and ``t``, class axis last.
+
+    Returns per-row losses (times ``scale``), the gradient of their sum times
+    ``grad_scale`` (or ``None``), and the per-row log-sum-exp of ``z / T``.
+    """
+    t_sum = t.sum(axis=-1)
+    counts = scale * t_sum > 0  # rows that take part; the others give exactly 0
+    n = normalise(z, temperature=temperature)
+    m = n.m[..., 0]
+    all_masked = counts & (m == -np.inf)
+    if all_masked.any():
+        raise _all_masked_error(int(np.flatnonzero(all_masked.ravel())[0]), counts.shape, ignore_index)
+    undefined_rows = np.isnan(m) | (m == np.inf)
+    undefined = counts & undefined_rows  # NaN in, NaN out for the row
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        lse = np.where(undefined_rows, np.nan, np.where(np.isfinite(m), m, 0.0) / temperature + n.log_s[..., 0])
+        neg_log_a = n.log_s - n.d  # -log softmax(z / T)
+        # 0 * inf = 0: a class with no target mass adds nothing, even if masked.
+        loss_rows = np.where(t > 0, t * neg_log_a, 0.0).sum(axis=-1)
+    loss_rows = np.where(undefined, np.nan, np.where(counts, loss_rows, 0.0) * scale)
+    if not need_grad:
+        return loss_rows, None, lse
+    with np.errstate(invalid="ignore", over="ignore"):
+        grad = t_sum[..., None] * np.exp(-neg_log_a) - t  # eq. (15): a * sum(y) - y
+        # Top class: sum(t) * (a_m - 1) + sum_{c != m} t_c, with a_m - 1 = expm1(-log s)
+        # computed without rounding a_m first (true-class cancellation when a_m -> 1).
+        if z.shape[-1]:
+            t_rest = t.copy()
+            np.put_along_axis(t_rest, n.argmax, 0.0, axis=-1)
+            top = t_sum[..., None] * np.expm1(-n.log_s) + t_rest.sum(axis=-1, keepdims=True)
+            np.put_along_axis(grad, n.argmax, top, axis=-1)
+    with np.errstate(invalid="ignore"):  # inf * 0 in rows that do not count, replaced below
+        grad = grad * (scale * (grad_scale / temperature))[..., None]
+    grad = np.where(counts[..., None], grad, 0.0)
+    grad = np.where(undefined[..., None], np.nan, grad)
+    return loss_rows, grad, lse
+
+
+def _kernel_softmax_xent(
+    kernels: Any, arr: np.ndarray, ax: int, lab: _Labels, weight: np.ndarray | None,
+    smoothing: float, sample_weight: np.ndarray | None, temperature: float, grad_scale: float,
+    grad2: np.ndarray | None, ignore_index: int | None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The fused kernel on a 2-D C-contiguous view (or copy) of ``arr``.
+
+    ``grad2`` is the (N, V) C-contiguous gradient buffer (``None``: loss only).
+    Returns per-row losses and log-sum-exps (float64, batch shape).
+    """
+    n_classes = arr.shape[ax]
+    batch = arr.shape[:ax] + arr.shape[ax + 1 :]
+    z2 = _rows(arr, ax)
+    n_rows = z2.shape[0]
+    loss = np.empty(n_rows)
+    lse = np.empty(n_rows)
+    empty = np.empty(0)
+    w = empty if weight is None else weight
+    sw = empty if sample_weight is None else sample_weight.reshape(-1)
+    need_grad = grad2 is not None
+    if lab.index is not None:
+        run = kernels.softmax_xent_index
+        y = np.ascontiguousarray(lab.index.reshape(-1))
+    else:
+        run = kernels.softmax_xent_prob
+        y = lab.probs.reshape(n_rows, n_classes)
+    # Without a gradient the kernel never writes to its grad argument.
+    run(z2, y, w, smoothing, sw, 1.0 / temperature, grad_scale, grad2 if need_grad else z2, need_grad, loss, lse)
+    bad = np.isnan(loss) & (lse == -np.inf)
+    if bad.any():
+        raise _all_masked_error(int(np.flatnonzero(bad)[0]), batch, ignore_index)
+    return loss.reshape(batch), lse.reshape(batch)
+
+
+def _rows(a: np.ndarray, ax: int) -> np.ndarray:
+    """``a`` with ``ax`` moved last, as a C-contiguous (N, V) array (a view when possible)."""
+    moved = np.moveaxis(a, ax, -1)
+    return np.ascontiguousarray(moved).reshape(-1, a.shape[ax]) if a.size else moved.reshape(-1, a.shape[ax])
+
+
+def _grad_buffer(arr: np.ndarray, logits: Any, out: Any, inplace: bool) -> np.ndarray | None:
+    """Check ``out`` / ``inplace``; return the array the gradient must end up in (or None)."""
+    if inplace:
+        if out is not None:
+            raise ValueError("out and inplace=True are exclusive: inplace writes the gradient over logits")
+        if not isinstance(logits, np.ndarray) or logits is not arr:
+            raise TypeError(
+                f"inplace=True needs logits to be a NumPy array of float32 or float64, "
+                f"got {type(logits).__name__}"
+            )
+        if not arr.flags.writeable:
+            raise ValueError("inplace=True needs writable logits, got a read-only array")
+        return arr
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+    if out.shape != arr.shape or out.dtype != arr.dtype:
+        raise ValueError(
+            f"out must have the logits' shape {arr.shape} and dtype {arr.dtype}, "
+            f"got shape {out.shape} and dtype {out.dtype}"
+        )
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    return out
 
 
 def _softmax_xent(
@@ -142,8 +269,10 @@ def _softmax_xent(
     temperature: Any,
     reduction: Any,
     need_grad: bool,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Validate, then compute the loss and (optionally) its gradient in one pass."""
+    out: Any = None,
+    inplace: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Validate, pick the backend, compute loss, gradient and log-sum-exp in one pass."""
     arr = as_float_array(logits, "logits", allow_int=False)
     if arr.ndim == 0:
         raise ValueError("logits must have a class axis, got a 0-d array")
@@ -156,56 +285,53 @@ def _softmax_xent(
     ignore_index = check_ignore_index(ignore_index)
     weight = check_class_weight(weight, n_classes)
     sample_weight = check_sample_weight(sample_weight, batch)
+    target = _grad_buffer(arr, logits, out, inplace) if need_grad else None
+    lab = _parse_labels(labels, arr.shape, ax, weight, ignore_index)
 
-    t, row_weight = _effective_target(
-        labels, arr.shape, ax, weight=weight, ignore_index=ignore_index, smoothing=smoothing
-    )
     scale = np.ones(batch) if sample_weight is None else sample_weight
-    t_sum = t.sum(axis=-1)
-    counts = scale * t_sum > 0  # rows that take part; the others give exactly 0
+    denominator = float((scale * lab.row_weight).sum())
+    grad_scale = 1.0
+    if reduction == "mean":
+        grad_scale = 1.0 / denominator if denominator else 0.0
 
-    z = np.moveaxis(arr.astype(compute_dtype(arr.dtype)), ax, -1)
-    n = normalise(z, temperature=temperature)
-    m = n.m[..., 0]
-    all_masked = counts & (m == -np.inf)
-    if all_masked.any():
-        i = int(np.flatnonzero(all_masked.ravel())[0])
-        raise ValueError(
-            f"logits row {format_index(i, batch)} is -inf for every class (all classes masked), "
-            f"so it has no softmax, but its label asks for a loss; give it "
-            f"ignore_index={ignore_index if ignore_index is not None else -100} "
-            f"or a zero sample_weight to skip it"
-        )
-    undefined = counts & (np.isnan(m) | (m == np.inf))  # NaN in, NaN out for the row
-
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        neg_log_a = n.log_s - n.d  # -log softmax(z / T)
-        # 0 * inf = 0: a class with no target mass adds nothing, even if masked.
-        loss_rows = np.where(t > 0, t * neg_log_a, 0.0).sum(axis=-1)
-    loss_rows = np.where(undefined, np.nan, np.where(counts, loss_rows, 0.0) * scale)
-
+    kern = kernels.cpu(arr.dtype)
     grad = None
-    if need_grad:
-        with np.errstate(invalid="ignore", over="ignore"):
-            grad = t_sum[..., None] * np.exp(-neg_log_a) - t  # eq. (15): a * sum(y) - y
-            # Top class: sum(t) * (a_m - 1) + sum_{c != m} t_c, with a_m - 1 = expm1(-log s)
-            # computed without rounding a_m first (true-class cancellation when a_m -> 1).
-            t_rest = t.copy()
-            if n_classes:
-                np.put_along_axis(t_rest, n.argmax, 0.0, axis=-1)
-                top = t_sum[..., None] * np.expm1(-n.log_s) + t_rest.sum(axis=-1, keepdims=True)
-                np.put_along_axis(grad, n.argmax, top, axis=-1)
-        grad = grad * (scale / temperature)[..., None]
-        grad = np.where(counts[..., None], grad, 0.0)
-        grad = np.where(undefined[..., None], np.nan, grad)
-        grad = np.moveaxis(grad, -1, ax)
-
-    denominator = float((scale * row_weight).sum())
-    loss, grad = _reduce(loss_rows, grad, denominator, reduction)
-    return (
-        _scalar_or_array(loss, arr.dtype),
-        None if grad is None else grad.astype(arr.dtype, copy=False),
-    )
+    if kern is not None:
+        grad2 = None
+        if need_grad:
+            dest = target if target is not None else np.empty(arr.shape, dtype=arr.dtype)
+            grad2 = _rows(dest, ax)
+            # Write straight into the destination when its (N, V) view is not a copy.
+            if inplace and not np.shares_memory(grad2, dest):
+                grad2 = _rows(arr, ax)  # a copy of the logits, overwritten, then put back
+        loss_rows, lse = _kernel_softmax_xent(
+            kern, arr, ax, lab, weight, smoothing, sample_weight, temperature, grad_scale,
+            grad2, ignore_index,
+        )  # fmt: skip
+        if need_grad:
+            moved_shape = tuple(np.delete(arr.shape, ax)) + (n_classes,)
+            grad = np.moveaxis(grad2.reshape(moved_shape), -1, ax)
+    else:
+        t = _effective_target(lab, n_classes, weight, smoothing)
+        z = np.moveaxis(arr.astype(compute_dtype(arr.dtype)), ax, -1)
+        loss_rows, grad, lse = _reference_softmax_xent(
+            z, t, scale, temperature, grad_scale, need_grad, ignore_index
+        )
+        if grad is not None:
+            grad = np.moveaxis(grad, -1, ax).astype(arr.dtype, copy=False)
+    if grad is not None and reduction == "mean" and not denominator:
+        grad = np.zeros_like(grad)  # every row ignored or weighted 0: 0, not 0/0
+    if grad is not None and target is not None and not np.shares_memory(grad, target):
+        np.copyto(target, grad)
+        grad = target
+    if reduction == "none":
+        loss = loss_rows
+    else:
+        loss = loss_rows.sum()
+        if reduction == "mean":
+            loss = loss / denominator if denominator else np.zeros(())
+    # lse stays float64: log-sum-exp of z / T can exceed float32's range.
+    return _scalar_or_array(loss, arr.dtype), grad, _scalar_or_array(lse, np.dtype(np.float64))
 
 
 _SOFTMAX_PARAMS = r"""
@@ -289,7 +415,7 @@ def softmax_cross_entropy(
     >>> sx.softmax_cross_entropy(logits, [0, -100], reduction="none")
     array([0.41703002, 0.        ])
     """
-    loss, _ = _softmax_xent(
+    loss, _, _ = _softmax_xent(
         logits, labels, axis=axis, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, sample_weight=sample_weight,
         temperature=temperature, reduction=reduction, need_grad=False,
@@ -308,6 +434,8 @@ def softmax_cross_entropy_grad(
     sample_weight: Any = None,
     temperature: float = 1.0,
     reduction: Reduction = "mean",
+    out: np.ndarray | None = None,
+    inplace: bool = False,
 ) -> np.ndarray:
     r"""Gradient of :func:`softmax_cross_entropy` w.r.t. the logits: eq. (15) and (16).
 
@@ -339,10 +467,10 @@ def softmax_cross_entropy_grad(
     >>> sx.softmax_cross_entropy_grad([[0.0, 0.0]], [1], reduction="sum")
     array([[ 0.5, -0.5]])
     """
-    _, grad = _softmax_xent(
+    _, grad, _ = _softmax_xent(
         logits, labels, axis=axis, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, sample_weight=sample_weight,
-        temperature=temperature, reduction=reduction, need_grad=True,
+        temperature=temperature, reduction=reduction, need_grad=True, out=out, inplace=inplace,
     )  # fmt: skip
     return grad
 
@@ -358,7 +486,10 @@ def softmax_cross_entropy_with_grad(
     sample_weight: Any = None,
     temperature: float = 1.0,
     reduction: Reduction = "mean",
-) -> tuple[np.ndarray, np.ndarray]:
+    out: np.ndarray | None = None,
+    inplace: bool = False,
+    return_lse: bool = False,
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Loss and gradient of the softmax cross-entropy from one pass over the logits.
 
     .. math::
@@ -388,13 +519,13 @@ def softmax_cross_entropy_with_grad(
     >>> print(round(float(loss), 6), grad)
     0.693147 [[ 0.5 -0.5]]
     """
-    loss, grad = _softmax_xent(
+    loss, grad, lse = _softmax_xent(
         logits, labels, axis=axis, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, sample_weight=sample_weight,
-        temperature=temperature, reduction=reduction, need_grad=True,
+        temperature=temperature, reduction=reduction, need_grad=True, out=out, inplace=inplace,
     )  # fmt: skip
     assert grad is not None
-    return loss, grad
+    return (loss, grad, lse) if return_lse else (loss, grad)
 
 
 for _f in (softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_with_grad):

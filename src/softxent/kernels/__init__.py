@@ -1,0 +1,50 @@
+"""Backend choice for the fused kernels: one contract, several implementations.
+
+The public NumPy functions validate their input, then ask :func:`cpu` for the
+compiled kernels. They get ``None`` (and use the exact NumPy reference path)
+when
+
+* the environment variable ``SOFTXENT_REFERENCE`` is set to anything but
+  ``""`` or ``"0"`` (read at every call, so tests and benchmarks can switch);
+* numba cannot be imported on this machine;
+* the dtype is not float32 or float64 (float16 and longdouble take the
+  reference path).
+
+The kernels (:mod:`softxent.kernels._cpu`) never validate; the callers do.
+Importing this package does not import numba: the first call that needs a
+kernel does (and compiles, or loads from numba's on-disk cache).
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import numpy as np
+
+__all__ = ["cpu", "reference_forced", "KERNEL_DTYPES"]
+
+KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+_cpu_module: ModuleType | None = None
+_cpu_failed = False
+
+
+def reference_forced() -> bool:
+    """True when ``SOFTXENT_REFERENCE`` asks for the NumPy reference path."""
+    return os.environ.get("SOFTXENT_REFERENCE", "") not in ("", "0")
+
+
+def cpu(dtype: np.dtype) -> ModuleType | None:
+    """The compiled CPU kernels for ``dtype``, or ``None`` for the reference path."""
+    global _cpu_module, _cpu_failed
+    if reference_forced() or np.dtype(dtype) not in KERNEL_DTYPES or _cpu_failed:
+        return None
+    if _cpu_module is None:
+        try:
+            from . import _cpu
+        except ImportError:  # numba missing or incompatible: stay exact, just slower
+            _cpu_failed = True
+            return None
+        _cpu_module = _cpu
+    return _cpu_module

@@ -1,0 +1,528 @@
+r"""Fused CPU kernels (numba): softmax cross-entropy loss and gradient in one sweep.
+
+Contract (shared with every backend): 2-D C-contiguous float32/float64 logits
+``z`` of shape (N, V), already validated by the caller. Per row, with
+:math:`d = (z - \max z)/T` and :math:`s = \sum_c e^{d_c}`:
+
+* pass 1 reads the row once from memory and takes its max;
+* pass 2 computes :math:`e_c = e^{d_c}` (the one exponential per element),
+  stores it in the gradient row, and sums it in float64 (plus the label
+  terms the loss needs);
+* pass 3 rewrites the stored :math:`e_c` into the gradient
+  :math:`(a_c \sum t - t_c) \cdot \text{coef}` while the row is still in cache.
+
+The gradient buffer may be the logits themselves (``inplace``): pass 2 reads
+:math:`z_c` before it overwrites it, and the label's logit is read first.
+
+Numerics (the reasons beside the code): the exponential is a polynomial with
+Cody-Waite range reduction, written so that LLVM vectorises it (numba's
+``math.exp`` is a scalar libm call); the normaliser is accumulated in float64
+as :math:`s = n_{\max} + r` with :math:`r` the sum of the non-maximal terms,
+so that :math:`\log s = \log1p(n_{\max} - 1 + r)` and the top class's
+:math:`a - 1 = \operatorname{expm1}(-\log s)` keep full precision for
+confident rows, as in the NumPy oracle.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+from numba import prange, types
+from numba.extending import intrinsic, overload
+
+# Loops that sum get reassoc (so LLVM vectorises the reduction) and contract
+# (FMAs); never nnan/ninf: NaN rows must stay NaN and -inf logits are masked
+# classes. Everything else, the per-row scalar code above all, is compiled
+# without fast-math: reassociation would turn (ties - 1) + r into
+# (ties + r) - 1 and lose exactly the tiny terms the numerics keep.
+FAST = {"reassoc", "contract", "nsz", "arcp"}
+JIT_SUM = dict(nogil=True, cache=True, fastmath=FAST)
+JIT = dict(nogil=True, cache=True)
+
+
+# --------------------------------------------------------------------------- exp
+
+
+@intrinsic
+def _bits_to_f32(typingctx, bits):
+    """Reinterpret int32 bits as a float32 (builds 2**n for the exponential)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+
+    return types.float32(types.int32), codegen
+
+
+@intrinsic
+def _bits_to_f64(typingctx, bits):
+    """Reinterpret int64 bits as a float64."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
+
+    return types.float64(types.int64), codegen
+
+
+def vexp(x):  # pragma: no cover - replaced by the overload below inside jitted code
+    """exp(x) for x <= 0 (NaN propagates), vectorisable; see the overload."""
+    raise NotImplementedError
+
+
+# Exponentials below these underflow to subnormals; they are returned as 0
+# (absolute error below the smallest normal number, harmless in a softmax sum).
+_LO32 = np.float32(-87.33654)
+_LO64 = -708.3964185322641
+
+
+@overload(vexp, jit_options={"fastmath": {"contract"}}, inline="always")
+def _vexp_overload(x):
+    # Cody-Waite: x = n ln2 + r, |r| <= ln2/2, with ln2 split into a part
+    # exact in few bits (n * hi is exact) and a small correction; no reassoc
+    # here, or the compiler could fold the two steps and lose the split.
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        log2e, hi, lo = np.float32(1.4426950408889634), np.float32(0.693359375), np.float32(-2.12194440e-4)
+        # Taylor coefficients 1/k!, k = 2..7: truncation r^8/8! < 6e-9 relative.
+        c2, c3, c4 = np.float32(1 / 2), np.float32(1 / 6), np.float32(1 / 24)
+        c5, c6, c7 = np.float32(1 / 120), np.float32(1 / 720), np.float32(1 / 5040)
+        one, zero = np.float32(1.0), np.float32(0.0)
+
+        def impl32(x):
+            xc = _LO32 if x < _LO32 else x  # NaN passes through (comparison is False)
+            n = np.floor(xc * log2e + np.float32(0.5))
+            r = (xc - n * hi) - n * lo
+            p = c7
+            p = p * r + c6
+            p = p * r + c5
+            p = p * r + c4
+            p = p * r + c3
+            p = p * r + c2
+            p = p * r * r + r + one
+            scale = _bits_to_f32((np.int32(n) + np.int32(127)) << np.int32(23))
+            return zero if x < _LO32 else p * scale
+
+        return impl32
+    if isinstance(x, types.Float) and x.bitwidth == 64:
+        log2e, hi, lo = 1.4426950408889634, 6.93147180369123816490e-01, 1.90821492927058770002e-10
+        # Taylor to degree 13: truncation 0.347^14/14! < 4e-18 relative.
+        coefs = tuple(1.0 / math.factorial(k) for k in range(13, 1, -1))
+
+        def impl64(x):
+            xc = _LO64 if x < _LO64 else x
+            n = np.floor(xc * log2e + 0.5)
+            r = (xc - n * hi) - n * lo
+            p = coefs[0]
+            for k in nb.literal_unroll(coefs[1:]):
+                p = p * r + k
+            p = p * r * r + r + 1.0
+            scale = _bits_to_f64((np.int64(n) + np.int64(1023)) << np.int64(52))
+            return 0.0 if x < _LO64 else p * scale
+
+        return impl64
+    return None
+
+
+# --------------------------------------------------------------------------- row passes
+
+
+@intrinsic
+def _f32_to_bits(typingctx, v):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int32))
+
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def _f64_to_bits(typingctx, v):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int64))
+
+    return types.int64(types.float64), codegen
+
+
+def order_key(v):  # pragma: no cover - replaced by the overload inside jitted code
+    """An integer that orders like the float ``v`` (an involution on the bits)."""
+    raise NotImplementedError
+
+
+def from_key(k, like):  # pragma: no cover
+    """The float (of ``like``'s type) whose :func:`order_key` is ``k``."""
+    raise NotImplementedError
+
+
+# The row max runs on integer keys: LLVM vectorises an integer max reduction,
+# but not numba's float compare-and-select. Flipping the magnitude bits of
+# negative floats makes signed-integer order equal float order (-inf < ... <
+# +inf < +NaN); a negative NaN sorts below -inf and is caught in pass 2.
+@overload(order_key, inline="always")
+def _order_key_overload(v):
+    if isinstance(v, types.Float) and v.bitwidth == 32:
+
+        def key32(v):
+            b = _f32_to_bits(v)
+            # numba widens int32 arithmetic to int64: cast back, or the max
+            # would run on 64-bit lanes.
+            return np.int32(b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF)))
+
+        return key32
+    if isinstance(v, types.Float) and v.bitwidth == 64:
+
+        def key64(v):
+            b = _f64_to_bits(v)
+            return b ^ ((b >> np.int64(63)) & np.int64(0x7FFFFFFFFFFFFFFF))
+
+        return key64
+    return None
+
+
+@overload(from_key, inline="always")
+def _from_key_overload(k, like):
+    if isinstance(like, types.Float) and like.bitwidth == 32:
+        return lambda k, like: _bits_to_f32(np.int32(k ^ ((k >> 31) & 0x7FFFFFFF)))
+    if isinstance(like, types.Float) and like.bitwidth == 64:
+        return lambda k, like: _bits_to_f64(np.int64(k ^ ((k >> 63) & 0x7FFFFFFFFFFFFFFF)))
+    return None
+
+
+@nb.njit(**JIT)
+def _row_max(x):
+    """Pass 1: the row max as float64 (NaN if the row holds a positive NaN)."""
+    lowest = x.dtype.type(-np.inf)
+    mk = order_key(lowest)
+    for c in range(x.shape[0]):
+        mk = max(mk, order_key(x[c]))
+    return np.float64(from_key(mk, lowest))
+
+
+@nb.njit(**JIT)
+def _has_nan(x):
+    for c in range(x.shape[0]):
+        if x[c] != x[c]:
+            return True
+    return False
+
+
+@nb.njit(**JIT_SUM)
+def _exp_store(x, e, m, inv_t):
+    """Pass 2: ``e = exp((x - m) / T)`` (``e`` may alias ``x``); return the sum,
+    accumulated in float64 (NaN if any term is NaN)."""
+    mm = x.dtype.type(m)
+    it = x.dtype.type(inv_t)
+    total = 0.0
+    for c in range(x.shape[0]):
+        v = vexp((x[c] - mm) * it)
+        e[c] = v
+        total += np.float64(v)
+    return total
+
+
+@nb.njit(**JIT_SUM)
+def _exp_sum(x, m, inv_t):
+    """Pass 2 without storing: the float64 sum of ``exp((x - m) / T)``."""
+    mm = x.dtype.type(m)
+    it = x.dtype.type(inv_t)
+    total = 0.0
+    for c in range(x.shape[0]):
+        total += np.float64(vexp((x[c] - mm) * it))
+    return total
+
+
+@nb.njit(**JIT_SUM)
+def _split_sum(x, m, inv_t, stored):
+    """``(ties, r)``: the number of terms equal to 1 (the maxima) and the
+    float64 sum of the others, from the stored exponentials (``stored``) or
+    recomputed from the logits ``x``. Used for confident rows only (s < 2),
+    where ``log s = log1p(ties - 1 + r)`` must not lose ``r`` to rounding."""
+    ties = 0.0
+    r = 0.0
+    mm = x.dtype.type(m)
+    it = x.dtype.type(inv_t)
+    for c in range(x.shape[0]):
+        v = x[c] if stored else vexp((x[c] - mm) * it)
+        top = np.float64(v == 1.0)
+        ties += top
+        r += np.float64(v) * (1.0 - top)
+    return ties, r
+
+
+@nb.njit(**JIT)
+def _normaliser(x, m, inv_t, s, stored):
+    """``(log s, s)`` for a row whose pass-2 sum is ``s``.
+
+    When ``s < 2`` the row is confident (its top class has a > 1/2) and
+    ``log s`` is taken as ``log1p(ties - 1 + r)`` from an exact split, so that
+    ``a_max - 1 = expm1(-log s)`` keeps all its digits (e.g. -4e-18 at logits
+    [40, 0], where ``1/s - 1`` would give 0).
+    """
+    if s < 2.0:
+        ties, r = _split_sum(x, m, inv_t, stored)
+        return math.log1p((ties - 1.0) + r), ties + r
+    return math.log(s), s
+
+
+@nb.njit(**JIT_SUM)
+def _weighted_shift_sum(x, m, inv_t, weight):
+    """``sum_c w_c d_c`` with ``d = (x - m) / T`` (``weight`` of size 0: all
+    ones); classes of weight 0 are skipped, so a masked one adds no 0 * -inf."""
+    total = 0.0
+    if weight.shape[0] == 0:
+        for c in range(x.shape[0]):
+            total += (np.float64(x[c]) - m) * inv_t
+    else:
+        for c in range(x.shape[0]):
+            wc = weight[c]
+            total += wc * ((np.float64(x[c]) - m) * inv_t) if wc > 0.0 else 0.0
+    return total
+
+
+@nb.njit(**JIT)
+def _fill(g, value):
+    for c in range(g.shape[0]):
+        g[c] = value
+
+
+# Row states.
+_NORMAL, _MASKED, _UNDEFINED = 0, 1, 2
+
+
+@nb.njit(**JIT)
+def _row_state(x, m):
+    """After pass 1: NaN or +inf -> undefined; all -inf (or V = 0) -> masked."""
+    if m != m or m == np.inf:
+        return _UNDEFINED
+    if m == -np.inf:
+        return _UNDEFINED if _has_nan(x) else _MASKED
+    return _NORMAL
+
+
+# --------------------------------------------------------------------------- cross-entropy
+
+
+@nb.njit(**JIT)
+def _grad_row(g, top, t_sum, a_coef, coef, weight, k1):
+    """Pass 3: the stored e_c becomes coef * (a_c sum(t) - t_c), eq. (15), with
+    t_c = k1 * w_c (the label's own share is added by the caller) and
+    a_c = e_c / s = e_c * a_coef / t_sum. The top class (e_c == 1) uses
+    t_sum (a - 1) + (t_sum - t_c), whose first term ``top`` = t_sum *
+    expm1(-log s) has no cancellation."""
+    if weight.shape[0] == 0:
+        # Uniform t_c: constants per row, the loop runs in the data's dtype.
+        dt = g.dtype.type
+        one = dt(1.0)
+        top_val = dt((top + (t_sum - k1)) * coef)
+        ka = dt(a_coef * coef)
+        kt = dt(k1 * coef)
+        for c in range(g.shape[0]):
+            e = g[c]
+            g[c] = top_val if e == one else e * ka - kt
+    else:
+        for c in range(g.shape[0]):
+            e = np.float64(g[c])
+            t_c = k1 * weight[c]
+            val = (top + (t_sum - t_c)) if e == 1.0 else (a_coef * e - t_c)
+            g[c] = val * coef
+
+
+@nb.njit(parallel=True, **JIT)
+def softmax_xent_index(
+    z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse
+):
+    """Integer labels (``labels[i] < 0``: ignored row).
+
+    Writes ``loss`` and ``lse`` (float64 per row; ``lse`` is of ``z / T``) and,
+    when ``need_grad``, ``grad`` (which may be ``z``). ``weight`` and
+    ``sample_weight`` are float64, of size 0 when absent; ``grad_scale``
+    multiplies every gradient (1/denominator for the mean). A row whose
+    classes are all masked but which counts gets loss NaN and lse -inf: the
+    caller raises.
+    """
+    n_rows, n_cls = z.shape
+    has_w = weight.shape[0] > 0
+    has_sw = sample_weight.shape[0] > 0
+    k1 = smoothing / n_cls if n_cls > 0 else 0.0
+    w_sum = 0.0
+    if has_w:
+        for c in range(n_cls):
+            w_sum += weight[c]
+    else:
+        w_sum = float(n_cls)
+    for i in prange(n_rows):
+        x = z[i]
+        g = grad[i]
+        y = labels[i]
+        sw = sample_weight[i] if has_sw else 1.0
+        kept = y >= 0
+        w_y = (weight[y] if has_w else 1.0) if kept else 0.0
+        t_sum = ((1.0 - smoothing) * w_y + k1 * w_sum) if kept else 0.0
+        counts = sw * t_sum > 0.0
+        x_y = np.float64(x[y]) if kept else 0.0  # read before an in-place pass 2
+        m = _row_max(x)
+        state = _row_state(x, m)
+        if state == _MASKED:
+            lse[i] = -np.inf
+            loss[i] = np.nan if counts else 0.0
+            if need_grad:
+                _fill(g, 0.0)
+            continue
+        # sum_c w_c d_c for the smoothing term, before pass 2 may overwrite x.
+        wd = _weighted_shift_sum(x, m, inv_t, weight) if (k1 > 0.0 and counts and state == _NORMAL) else 0.0
+        s = _exp_store(x, g, m, inv_t) if need_grad else _exp_sum(x, m, inv_t)
+        if s != s:
+            state = _UNDEFINED
+        log_s = np.nan
+        if state == _NORMAL:
+            log_s, s = _normaliser(g if need_grad else x, m, inv_t, s, need_grad)
+        lse[i] = m * inv_t + log_s
+        if not counts:  # ignored or weighted 0: exactly 0, whatever the logits
+            loss[i] = 0.0
+            if need_grad:
+                _fill(g, 0.0)
+            continue
+        if state == _UNDEFINED:  # NaN in, NaN out for the row
+            loss[i] = np.nan
+            if need_grad:
+                _fill(g, np.nan)
+            continue
+        d_y = (x_y - m) * inv_t
+        # eq. (7) with t = (1-eps) w_y e_y + (eps/V) w:  sum_c t_c (log s - d_c)
+        loss[i] = sw * (t_sum * log_s - (1.0 - smoothing) * w_y * d_y - k1 * wd)
+        if not need_grad:
+            continue
+        coef = sw * inv_t * grad_scale
+        top = t_sum * math.expm1(-log_s)
+        a_coef = t_sum / s
+        _grad_row(g, top, t_sum, a_coef, coef, weight, k1)
+        # The label's entry also carries (1 - eps) w_y of the target: eq. (16).
+        e_y = np.float64(vexp(x.dtype.type(d_y)))
+        t_y = k1 * w_y + (1.0 - smoothing) * w_y
+        rest = k1 * (w_sum - w_y)  # t_sum - t_y, exactly 0 without smoothing
+        val = (top + rest) if e_y == 1.0 else (a_coef * e_y - t_y)
+        g[y] = val * coef
+
+
+@nb.njit(**JIT_SUM)
+def _target_sums(x, yrow, m, inv_t, weight, keep, k1, normal):
+    """(sum_c t_c, sum_c t_c d_c) with t_c = w_c (keep * y_c + k1); terms with
+    t_c = 0 are skipped (0 * -inf = 0)."""
+    has_w = weight.shape[0] > 0
+    t_sum = 0.0
+    td = 0.0
+    for c in range(x.shape[0]):
+        t_c = (keep * np.float64(yrow[c]) + k1) * (weight[c] if has_w else 1.0)
+        t_sum += t_c
+        if normal:
+            td += t_c * ((np.float64(x[c]) - m) * inv_t) if t_c > 0.0 else 0.0
+    return t_sum, td
+
+
+@nb.njit(parallel=True, **JIT)
+def softmax_xent_prob(
+    z, target, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse
+):
+    """Probability labels ``target`` (N, V); otherwise as :func:`softmax_xent_index`.
+
+    The effective target is ``t_c = w_c ((1 - eps) target_c + eps / V)``.
+    """
+    n_rows, n_cls = z.shape
+    has_w = weight.shape[0] > 0
+    has_sw = sample_weight.shape[0] > 0
+    k1 = smoothing / n_cls if n_cls > 0 else 0.0
+    keep = 1.0 - smoothing
+    for i in prange(n_rows):
+        x = z[i]
+        g = grad[i]
+        yrow = target[i]
+        sw = sample_weight[i] if has_sw else 1.0
+        m = _row_max(x)
+        state = _row_state(x, m)
+        t_sum, td = _target_sums(x, yrow, m, inv_t, weight, keep, k1, state == _NORMAL)
+        counts = sw * t_sum > 0.0
+        if state == _MASKED:
+            lse[i] = -np.inf
+            loss[i] = np.nan if counts else 0.0
+            if need_grad:
+                _fill(g, 0.0)
+            continue
+        s = _exp_store(x, g, m, inv_t) if need_grad else _exp_sum(x, m, inv_t)
+        if s != s:
+            state = _UNDEFINED
+        log_s = np.nan
+        if state == _NORMAL:
+            log_s, s = _normaliser(g if need_grad else x, m, inv_t, s, need_grad)
+        lse[i] = m * inv_t + log_s
+        if not counts:
+            loss[i] = 0.0
+            if need_grad:
+                _fill(g, 0.0)
+            continue
+        if state == _UNDEFINED:
+            loss[i] = np.nan
+            if need_grad:
+                _fill(g, np.nan)
+            continue
+        loss[i] = sw * (t_sum * log_s - td)
+        if not need_grad:
+            continue
+        coef = sw * inv_t * grad_scale
+        top = t_sum * math.expm1(-log_s)
+        a_coef = t_sum / s
+        for c in range(n_cls):
+            e = np.float64(g[c])
+            t_c = (keep * np.float64(yrow[c]) + k1) * (weight[c] if has_w else 1.0)
+            val = (top + (t_sum - t_c)) if e == 1.0 else (a_coef * e - t_c)
+            g[c] = val * coef
+
+
+# --------------------------------------------------------------------------- softmax family
+
+
+@nb.njit(parallel=True, **JIT)
+def softmax_rows(z, out, inv_t, log):
+    """``out`` = softmax (or log-softmax if ``log``) of each row of ``z / T``.
+    ``out`` must not alias ``z``. Row conventions as in :mod:`softxent._softmax`."""
+    n_rows, n_cls = z.shape
+    for i in prange(n_rows):
+        x = z[i]
+        o = out[i]
+        m = _row_max(x)
+        state = _row_state(x, m)
+        if state == _MASKED:
+            _fill(o, -np.inf if log else 0.0)
+            continue
+        s = _exp_store(x, o, m, inv_t)
+        if state == _UNDEFINED or s != s:
+            _fill(o, np.nan)
+            continue
+        log_s, s = _normaliser(o, m, inv_t, s, True)
+        if log:
+            mm = x.dtype.type(m)
+            it = x.dtype.type(inv_t)
+            for c in range(n_cls):
+                o[c] = np.float64((x[c] - mm) * it) - log_s
+        else:
+            inv_s = 1.0 / s
+            for c in range(n_cls):
+                o[c] = np.float64(o[c]) * inv_s
+
+
+@nb.njit(parallel=True, **JIT)
+def logsumexp_rows(z, out):
+    """``out[i]`` = log sum exp of row ``i`` (float64); row conventions as in
+    :func:`softxent.logsumexp`."""
+    for i in prange(z.shape[0]):
+        x = z[i]
+        m = _row_max(x)
+        state = _row_state(x, m)
+        if state == _MASKED:
+            out[i] = -np.inf
+            continue
+        if m == np.inf and not _has_nan(x):
+            out[i] = np.inf
+            continue
+        s = _exp_sum(x, m, 1.0)
+        if state == _UNDEFINED or s != s:
+            out[i] = np.nan
+        else:
+            out[i] = m + _normaliser(x, m, 1.0, s, False)[0]
