@@ -191,7 +191,7 @@ def _reference_softmax_xent(
 
 
 def _kernel_softmax_xent(
-    kernels: Any, arr: np.ndarray, ax: int, lab: _Labels, weight: np.ndarray | None,
+    kern: Any, arr: np.ndarray, ax: int, lab: _Labels, weight: np.ndarray | None,
     smoothing: float, sample_weight: np.ndarray | None, temperature: float, grad_scale: float,
     grad2: np.ndarray | None, ignore_index: int | None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
@@ -202,7 +202,7 @@ def _kernel_softmax_xent(
     """
     n_classes = arr.shape[ax]
     batch = arr.shape[:ax] + arr.shape[ax + 1 :]
-    z2 = _rows(arr, ax)
+    z2 = kernels.as_rows(arr, ax)
     n_rows = z2.shape[0]
     loss = np.empty(n_rows)
     lse = np.empty(n_rows)
@@ -211,10 +211,10 @@ def _kernel_softmax_xent(
     sw = empty if sample_weight is None else sample_weight.reshape(-1)
     need_grad = grad2 is not None
     if lab.index is not None:
-        run = kernels.softmax_xent_index
+        run = kern.softmax_xent_index
         y = np.ascontiguousarray(lab.index.reshape(-1))
     else:
-        run = kernels.softmax_xent_prob
+        run = kern.softmax_xent_prob
         y = lab.probs.reshape(n_rows, n_classes)
     # Without a gradient the kernel never writes to its grad argument.
     run(z2, y, w, smoothing, sw, 1.0 / temperature, grad_scale, grad2 if need_grad else z2, need_grad, loss, lse)
@@ -222,12 +222,6 @@ def _kernel_softmax_xent(
     if bad.any():
         raise _all_masked_error(int(np.flatnonzero(bad)[0]), batch, ignore_index)
     return loss.reshape(batch), lse.reshape(batch)
-
-
-def _rows(a: np.ndarray, ax: int) -> np.ndarray:
-    """``a`` with ``ax`` moved last, as a C-contiguous (N, V) array (a view when possible)."""
-    moved = np.moveaxis(a, ax, -1)
-    return np.ascontiguousarray(moved).reshape(-1, a.shape[ax]) if a.size else moved.reshape(-1, a.shape[ax])
 
 
 def _grad_buffer(arr: np.ndarray, logits: Any, out: Any, inplace: bool) -> np.ndarray | None:
@@ -300,17 +294,16 @@ def _softmax_xent(
         grad2 = None
         if need_grad:
             dest = target if target is not None else np.empty(arr.shape, dtype=arr.dtype)
-            grad2 = _rows(dest, ax)
+            grad2 = kernels.as_rows(dest, ax)
             # Write straight into the destination when its (N, V) view is not a copy.
             if inplace and not np.shares_memory(grad2, dest):
-                grad2 = _rows(arr, ax)  # a copy of the logits, overwritten, then put back
+                grad2 = kernels.as_rows(arr, ax)  # a copy of the logits, overwritten, then put back
         loss_rows, lse = _kernel_softmax_xent(
             kern, arr, ax, lab, weight, smoothing, sample_weight, temperature, grad_scale,
             grad2, ignore_index,
         )  # fmt: skip
         if need_grad:
-            moved_shape = tuple(np.delete(arr.shape, ax)) + (n_classes,)
-            grad = np.moveaxis(grad2.reshape(moved_shape), -1, ax)
+            grad = kernels.from_rows(grad2, arr.shape, ax)
     else:
         t = _effective_target(lab, n_classes, weight, smoothing)
         z = np.moveaxis(arr.astype(compute_dtype(arr.dtype)), ax, -1)

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import kernels
 from ._validation import as_float_array, check_axis, check_scalar, check_where, compute_dtype
 
 __all__ = [
@@ -102,10 +103,28 @@ def _log_softmax_rows(n: Normalised) -> np.ndarray:
 
 def _prepare(x: Any, axis: int, name: str = "x") -> tuple[np.ndarray, np.ndarray, int]:
     """(input array, float64 working copy with ``axis`` last, normalised axis)."""
+    arr, ax = _checked(x, axis, name)
+    return arr, _work(arr, ax), ax
+
+
+def _checked(x: Any, axis: int, name: str = "x") -> tuple[np.ndarray, int]:
     arr = as_float_array(x, name, allow_int=True)
-    ax = check_axis(axis, arr.ndim)
-    work = np.moveaxis(arr.astype(compute_dtype(arr.dtype), copy=False), ax, -1)
-    return arr, work, ax
+    return arr, check_axis(axis, arr.ndim)
+
+
+def _work(arr: np.ndarray, ax: int) -> np.ndarray:
+    return np.moveaxis(arr.astype(compute_dtype(arr.dtype), copy=False), ax, -1)
+
+
+def _softmax_kernel(arr: np.ndarray, ax: int, temperature: float, log: bool) -> np.ndarray | None:
+    """Softmax or log-softmax through the compiled kernel, or None for the reference path."""
+    kern = kernels.cpu(arr.dtype)
+    if kern is None:
+        return None
+    z2 = kernels.as_rows(arr, ax)
+    out = np.empty(z2.shape, dtype=arr.dtype)
+    kern.softmax_rows(z2, out, 1.0 / temperature, log)
+    return kernels.from_rows(out, arr.shape, ax)
 
 
 def _mask(where: Any, arr: np.ndarray, ax: int) -> np.ndarray | None:
@@ -154,9 +173,12 @@ def softmax(x: Any, axis: int = -1, *, temperature: float = 1.0, where: Any = No
     >>> sx.softmax([1.0, 2.0, 3.0], where=[True, True, False])
     array([0.26894142, 0.73105858, 0.        ])
     """
-    arr, work, ax = _prepare(x, axis)
+    arr, ax = _checked(x, axis)
     temperature = check_scalar(temperature, "temperature", low=0.0, low_inclusive=False)
-    n = normalise(work, temperature=temperature, mask=_mask(where, arr, ax))
+    mask = _mask(where, arr, ax)
+    if mask is None and (fast := _softmax_kernel(arr, ax, temperature, log=False)) is not None:
+        return fast
+    n = normalise(_work(arr, ax), temperature=temperature, mask=mask)
     with np.errstate(invalid="ignore", over="ignore"):
         p = np.exp(_log_softmax_rows(n))
     return np.moveaxis(p, -1, ax).astype(arr.dtype, copy=False)
@@ -196,9 +218,12 @@ def log_softmax(x: Any, axis: int = -1, *, temperature: float = 1.0, where: Any 
     >>> sx.log_softmax([0.0, 1000.0])
     array([-1000.,     0.])
     """
-    arr, work, ax = _prepare(x, axis)
+    arr, ax = _checked(x, axis)
     temperature = check_scalar(temperature, "temperature", low=0.0, low_inclusive=False)
-    n = normalise(work, temperature=temperature, mask=_mask(where, arr, ax))
+    mask = _mask(where, arr, ax)
+    if mask is None and (fast := _softmax_kernel(arr, ax, temperature, log=True)) is not None:
+        return fast
+    n = normalise(_work(arr, ax), temperature=temperature, mask=mask)
     return np.moveaxis(_log_softmax_rows(n), -1, ax).astype(arr.dtype, copy=False)
 
 
@@ -233,11 +258,18 @@ def logsumexp(x: Any, axis: int = -1, *, where: Any = None, keepdims: bool = Fal
     >>> print(sx.logsumexp([1000.0, 1000.0]))  # naive log(sum(exp)) overflows
     1000.6931471805599
     """
-    arr, work, ax = _prepare(x, axis)
-    n = normalise(work, mask=_mask(where, arr, ax))
-    with np.errstate(invalid="ignore"):
-        lse = np.where(np.isfinite(n.m), n.m, 0.0) + n.log_s
-    lse = np.where(np.isnan(n.m), np.nan, lse)
+    arr, ax = _checked(x, axis)
+    mask = _mask(where, arr, ax)
+    kern = kernels.cpu(arr.dtype) if mask is None else None
+    if kern is not None:
+        out = np.empty(int(np.prod(arr.shape[:ax] + arr.shape[ax + 1 :])))
+        kern.logsumexp_rows(kernels.as_rows(arr, ax), out)
+        lse = out.reshape(arr.shape[:ax] + arr.shape[ax + 1 :] + (1,))
+    else:
+        n = normalise(_work(arr, ax), mask=mask)
+        with np.errstate(invalid="ignore"):
+            lse = np.where(np.isfinite(n.m), n.m, 0.0) + n.log_s
+        lse = np.where(np.isnan(n.m), np.nan, lse)
     lse = np.moveaxis(lse, -1, ax) if keepdims else lse[..., 0]
     out = lse.astype(arr.dtype, copy=False)
     return out if out.ndim else out[()]

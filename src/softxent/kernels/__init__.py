@@ -22,7 +22,7 @@ from types import ModuleType
 
 import numpy as np
 
-__all__ = ["cpu", "reference_forced", "KERNEL_DTYPES"]
+__all__ = ["cpu", "reference_forced", "KERNEL_DTYPES", "as_rows", "from_rows"]
 
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -48,3 +48,17 @@ def cpu(dtype: np.dtype) -> ModuleType | None:
             return None
         _cpu_module = _cpu
     return _cpu_module
+
+
+def as_rows(a: np.ndarray, axis: int) -> np.ndarray:
+    """``a`` with ``axis`` moved last, as a C-contiguous (N, V) array: a view
+    when the layout allows, else a copy (the kernels' input contract)."""
+    moved = np.moveaxis(a, axis, -1)
+    n_rows = int(np.prod(moved.shape[:-1]))
+    return np.ascontiguousarray(moved).reshape(n_rows, a.shape[axis])
+
+
+def from_rows(rows: np.ndarray, shape: tuple[int, ...], axis: int) -> np.ndarray:
+    """Inverse of :func:`as_rows`: the (N, V) array as ``shape`` with V at ``axis``."""
+    moved = tuple(n for i, n in enumerate(shape) if i != axis) + (shape[axis],)
+    return np.moveaxis(rows.reshape(moved), -1, axis)

@@ -76,50 +76,51 @@ _LO32 = np.float32(-87.33654)
 _LO64 = -708.3964185322641
 
 
-@overload(vexp, jit_options={"fastmath": {"contract"}}, inline="always")
+# Cody-Waite: x = n ln2 + r, |r| <= ln2/2, with ln2 split into a part exact
+# in few bits (n * hi is exact) and a small correction. These two functions
+# are compiled on their own, without reassoc (the loops that call them have
+# it, and reassociation would fold the two-step reduction into one and lose
+# the split); LLVM inlines them into those loops and vectorises them there.
+_L2E32, _HI32, _LO32C = np.float32(1.4426950408889634), np.float32(0.693359375), np.float32(-2.12194440e-4)
+# Taylor coefficients 1/k!, k = 2..7: truncation r^8/8! < 6e-9 relative.
+_C32 = tuple(np.float32(1.0 / math.factorial(k)) for k in range(7, 1, -1))
+_L2E64, _HI64, _LO64C = 1.4426950408889634, 6.93147180369123816490e-01, 1.90821492927058770002e-10
+# Taylor to degree 13: truncation 0.347^14/14! < 4e-18 relative.
+_C64 = tuple(1.0 / math.factorial(k) for k in range(13, 1, -1))
+
+
+@nb.njit(nogil=True, cache=True, fastmath={"contract"})
+def _vexp32(x):
+    xc = _LO32 if x < _LO32 else x  # NaN passes through (comparison is False)
+    n = np.floor(xc * _L2E32 + np.float32(0.5))
+    r = (xc - n * _HI32) - n * _LO32C
+    p = _C32[0]
+    for k in nb.literal_unroll(_C32[1:]):
+        p = p * r + k
+    p = p * r * r + r + np.float32(1.0)
+    scale = _bits_to_f32((np.int32(n) + np.int32(127)) << np.int32(23))
+    return np.float32(0.0) if x < _LO32 else p * scale
+
+
+@nb.njit(nogil=True, cache=True, fastmath={"contract"})
+def _vexp64(x):
+    xc = _LO64 if x < _LO64 else x
+    n = np.floor(xc * _L2E64 + 0.5)
+    r = (xc - n * _HI64) - n * _LO64C
+    p = _C64[0]
+    for k in nb.literal_unroll(_C64[1:]):
+        p = p * r + k
+    p = p * r * r + r + 1.0
+    scale = _bits_to_f64((np.int64(n) + np.int64(1023)) << np.int64(52))
+    return 0.0 if x < _LO64 else p * scale
+
+
+@overload(vexp, inline="always")
 def _vexp_overload(x):
-    # Cody-Waite: x = n ln2 + r, |r| <= ln2/2, with ln2 split into a part
-    # exact in few bits (n * hi is exact) and a small correction; no reassoc
-    # here, or the compiler could fold the two steps and lose the split.
     if isinstance(x, types.Float) and x.bitwidth == 32:
-        log2e, hi, lo = np.float32(1.4426950408889634), np.float32(0.693359375), np.float32(-2.12194440e-4)
-        # Taylor coefficients 1/k!, k = 2..7: truncation r^8/8! < 6e-9 relative.
-        c2, c3, c4 = np.float32(1 / 2), np.float32(1 / 6), np.float32(1 / 24)
-        c5, c6, c7 = np.float32(1 / 120), np.float32(1 / 720), np.float32(1 / 5040)
-        one, zero = np.float32(1.0), np.float32(0.0)
-
-        def impl32(x):
-            xc = _LO32 if x < _LO32 else x  # NaN passes through (comparison is False)
-            n = np.floor(xc * log2e + np.float32(0.5))
-            r = (xc - n * hi) - n * lo
-            p = c7
-            p = p * r + c6
-            p = p * r + c5
-            p = p * r + c4
-            p = p * r + c3
-            p = p * r + c2
-            p = p * r * r + r + one
-            scale = _bits_to_f32((np.int32(n) + np.int32(127)) << np.int32(23))
-            return zero if x < _LO32 else p * scale
-
-        return impl32
+        return lambda x: _vexp32(x)
     if isinstance(x, types.Float) and x.bitwidth == 64:
-        log2e, hi, lo = 1.4426950408889634, 6.93147180369123816490e-01, 1.90821492927058770002e-10
-        # Taylor to degree 13: truncation 0.347^14/14! < 4e-18 relative.
-        coefs = tuple(1.0 / math.factorial(k) for k in range(13, 1, -1))
-
-        def impl64(x):
-            xc = _LO64 if x < _LO64 else x
-            n = np.floor(xc * log2e + 0.5)
-            r = (xc - n * hi) - n * lo
-            p = coefs[0]
-            for k in nb.literal_unroll(coefs[1:]):
-                p = p * r + k
-            p = p * r * r + r + 1.0
-            scale = _bits_to_f64((np.int64(n) + np.int64(1023)) << np.int64(52))
-            return 0.0 if x < _LO64 else p * scale
-
-        return impl64
+        return lambda x: _vexp64(x)
     return None
 
 
