@@ -37,9 +37,13 @@ from numba.extending import intrinsic, overload
 # classes. Everything else, the per-row scalar code above all, is compiled
 # without fast-math: reassociation would turn (ties - 1) + r into
 # (ties + r) - 1 and lose exactly the tiny terms the numerics keep.
+# error_model="numpy": a float division by zero gives inf/NaN instead of
+# raising, which also removes the branch that stops LLVM vectorising a loop
+# with a division in it.
 FAST = {"reassoc", "contract", "nsz", "arcp"}
-JIT_SUM = dict(nogil=True, cache=True, fastmath=FAST)
-JIT = dict(nogil=True, cache=True)
+JIT_SUM = dict(nogil=True, cache=True, fastmath=FAST, error_model="numpy")
+JIT = dict(nogil=True, cache=True, error_model="numpy")
+JIT_ELEMENT = dict(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 
 
 # --------------------------------------------------------------------------- exp
@@ -89,7 +93,7 @@ _L2E64, _HI64, _LO64C = 1.4426950408889634, 6.93147180369123816490e-01, 1.908214
 _C64 = tuple(1.0 / math.factorial(k) for k in range(13, 1, -1))
 
 
-@nb.njit(nogil=True, cache=True, fastmath={"contract"})
+@nb.njit(**JIT_ELEMENT)
 def _vexp32(x):
     xc = _LO32 if x < _LO32 else x  # NaN passes through (comparison is False)
     n = np.floor(xc * _L2E32 + np.float32(0.5))
@@ -102,7 +106,7 @@ def _vexp32(x):
     return np.float32(0.0) if x < _LO32 else p * scale
 
 
-@nb.njit(nogil=True, cache=True, fastmath={"contract"})
+@nb.njit(**JIT_ELEMENT)
 def _vexp64(x):
     xc = _LO64 if x < _LO64 else x
     n = np.floor(xc * _L2E64 + 0.5)
@@ -326,20 +330,12 @@ def _grad_row(g, top, t_sum, a_coef, coef, weight, k1):
             g[c] = val * coef
 
 
-@nb.njit(parallel=True, **JIT)
-def softmax_xent_index(
-    z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse
+@nb.njit(**JIT)
+def _xent_index_rows(
+    z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi
 ):
-    """Integer labels (``labels[i] < 0``: ignored row).
-
-    Writes ``loss`` and ``lse`` (float64 per row; ``lse`` is of ``z / T``) and,
-    when ``need_grad``, ``grad`` (which may be ``z``). ``weight`` and
-    ``sample_weight`` are float64, of size 0 when absent; ``grad_scale``
-    multiplies every gradient (1/denominator for the mean). A row whose
-    classes are all masked but which counts gets loss NaN and lse -inf: the
-    caller raises.
-    """
-    n_rows, n_cls = z.shape
+    """Rows ``lo:hi`` of :func:`softmax_xent_index` (integer labels)."""
+    n_cls = z.shape[1]
     has_w = weight.shape[0] > 0
     has_sw = sample_weight.shape[0] > 0
     k1 = smoothing / n_cls if n_cls > 0 else 0.0
@@ -349,7 +345,7 @@ def softmax_xent_index(
             w_sum += weight[c]
     else:
         w_sum = float(n_cls)
-    for i in prange(n_rows):
+    for i in range(lo, hi):
         x = z[i]
         g = grad[i]
         y = labels[i]
@@ -418,20 +414,21 @@ def _target_sums(x, yrow, m, inv_t, weight, keep, k1, normal):
     return t_sum, td
 
 
-@nb.njit(parallel=True, **JIT)
-def softmax_xent_prob(
-    z, target, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse
+@nb.njit(**JIT)
+def _xent_prob_rows(
+    z, target, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi
 ):
-    """Probability labels ``target`` (N, V); otherwise as :func:`softmax_xent_index`.
+    """Rows ``lo:hi`` of :func:`softmax_xent_prob`: probability labels ``target`` (N, V),
+    otherwise as :func:`_xent_index_rows`.
 
     The effective target is ``t_c = w_c ((1 - eps) target_c + eps / V)``.
     """
-    n_rows, n_cls = z.shape
+    n_cls = z.shape[1]
     has_w = weight.shape[0] > 0
     has_sw = sample_weight.shape[0] > 0
     k1 = smoothing / n_cls if n_cls > 0 else 0.0
     keep = 1.0 - smoothing
-    for i in prange(n_rows):
+    for i in range(lo, hi):
         x = z[i]
         g = grad[i]
         yrow = target[i]
@@ -479,12 +476,12 @@ def softmax_xent_prob(
 # --------------------------------------------------------------------------- softmax family
 
 
-@nb.njit(parallel=True, **JIT)
-def softmax_rows(z, out, inv_t, log):
+@nb.njit(**JIT)
+def _softmax_rows(z, out, inv_t, log, lo, hi):
     """``out`` = softmax (or log-softmax if ``log``) of each row of ``z / T``.
     ``out`` must not alias ``z``. Row conventions as in :mod:`softxent._softmax`."""
-    n_rows, n_cls = z.shape
-    for i in prange(n_rows):
+    n_cls = z.shape[1]
+    for i in range(lo, hi):
         x = z[i]
         o = out[i]
         m = _row_max(x)
@@ -508,11 +505,11 @@ def softmax_rows(z, out, inv_t, log):
                 o[c] = np.float64(o[c]) * inv_s
 
 
-@nb.njit(parallel=True, **JIT)
-def logsumexp_rows(z, out):
+@nb.njit(**JIT)
+def _logsumexp_rows(z, out, lo, hi):
     """``out[i]`` = log sum exp of row ``i`` (float64); row conventions as in
     :func:`softxent.logsumexp`."""
-    for i in prange(z.shape[0]):
+    for i in range(lo, hi):
         x = z[i]
         m = _row_max(x)
         state = _row_state(x, m)
@@ -527,3 +524,265 @@ def logsumexp_rows(z, out):
             out[i] = np.nan
         else:
             out[i] = m + _normaliser(x, m, 1.0, s, False)[0]
+
+
+# --------------------------------------------------------------------------- few classes
+#
+# With few classes (V <= _SMALL_V) a row is shorter than a vector register, so
+# the row loops above run mostly scalar remainders and per-row libm calls. The
+# tile kernel transposes tiles of _TILE rows into a (V, _TILE) buffer and runs
+# every step across rows instead: the exponentials, and the per-row log
+# through _vlog1p. Rows that need care (NaN, +-inf, every class masked) are
+# left to the row kernel, which sees them untouched.
+
+_SMALL_V = 64
+_TILE = 64
+_SQRT2 = math.sqrt(2.0)
+_LN2 = math.log(2.0)
+# 2 / (2k + 1): log f = 2 atanh(w) = sum_k 2 w^(2k+1) / (2k + 1), |w| <= 0.1716.
+_ATANH = tuple(2.0 / (2 * k + 1) for k in range(12, -1, -1))
+
+
+@intrinsic
+def _f64_bits_u(typingctx, v):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int64))
+
+    return types.int64(types.float64), codegen
+
+
+@nb.njit(**JIT_ELEMENT)
+def _vlog1p(u):
+    """log(1 + u) for u >= 0, vectorisable, to about 1 ulp.
+
+    1 + u = 2^k f with f in [sqrt(1/2), sqrt(2)); log f = 2 atanh(w), w =
+    (f - 1)/(f + 1). When k = 0, f - 1 is taken as u itself, so a tiny u
+    (a confident row) keeps all its digits: log1p(4e-18) = 4e-18.
+    """
+    s = 1.0 + u
+    b = _f64_bits_u(s)
+    k = (b >> np.int64(52)) - np.int64(1023)
+    f = _bits_to_f64((b & np.int64(0x000FFFFFFFFFFFFF)) | np.int64(0x3FF0000000000000))
+    big = f > _SQRT2
+    f = f * 0.5 if big else f
+    k = k + np.int64(1) if big else k
+    fm1 = u if k == 0 else f - 1.0
+    w = fm1 / (f + 1.0) if k != 0 else u / (2.0 + u)
+    w2 = w * w
+    p = _ATANH[0]
+    for c in nb.literal_unroll(_ATANH[1:]):
+        p = p * w2 + c
+    return np.float64(k) * _LN2 + w * p
+
+
+@nb.njit(**JIT)
+def _xent_index_tiles(
+    z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi
+):
+    """Rows ``lo:hi`` of :func:`softmax_xent_index` for few classes, across rows."""
+    n_cls = z.shape[1]
+    has_w = weight.shape[0] > 0
+    has_sw = sample_weight.shape[0] > 0
+    k1 = smoothing / n_cls
+    keep = 1.0 - smoothing
+    w_sum = 0.0
+    for c in range(n_cls):
+        w_sum += weight[c] if has_w else 1.0
+    dt = z.dtype.type
+    it = dt(inv_t)
+    buf = np.empty((n_cls, _TILE), dtype=z.dtype)
+    mk = np.empty(_TILE, dtype=np.int64)
+    m = np.empty(_TILE, dtype=z.dtype)
+    ties = np.empty(_TILE)
+    rs = np.empty(_TILE)
+    wd = np.empty(_TILE)
+    special = np.empty(_TILE, dtype=np.bool_)
+    ys = np.empty(_TILE, dtype=np.int64)
+    coef = np.empty(_TILE)
+    tsum = np.empty(_TILE)
+    wys = np.empty(_TILE)
+    tops = np.empty(_TILE)
+    acoef = np.empty(_TILE)
+    e_y = np.empty(_TILE)
+    sws = np.empty(_TILE)
+    dys = np.empty(_TILE)
+    losses = np.empty(_TILE)
+    lses = np.empty(_TILE)
+    kept = np.empty(_TILE)
+    for base in range(lo, hi, _TILE):
+        nr = min(_TILE, hi - base)
+        for r in range(_TILE):
+            src = z[base + r] if r < nr else z[base]
+            for c in range(n_cls):
+                buf[c, r] = src[c]
+        # Pass 1: max per row, on integer keys (vectorised across rows).
+        for r in range(_TILE):
+            mk[r] = order_key(dt(-np.inf))
+        for c in range(n_cls):
+            for r in range(_TILE):
+                mk[r] = max(mk[r], np.int64(order_key(buf[c, r])))
+        for r in range(_TILE):
+            m[r] = from_key(mk[r], dt(0.0))
+            ties[r] = 0.0
+            rs[r] = 0.0
+            wd[r] = 0.0
+        # Pass 2: exponentials in place; s = ties + rs as in _split_sum.
+        for c in range(n_cls):
+            wc = weight[c] if has_w else 1.0
+            for r in range(_TILE):
+                d = (buf[c, r] - m[r]) * it
+                e = vexp(d)
+                buf[c, r] = e
+                top = np.float64(e == dt(1.0))
+                ties[r] += top
+                rs[r] += np.float64(e) * (1.0 - top)
+                wd[r] += wc * np.float64(d) if wc > 0.0 else 0.0
+        # Per-row scalars: gathers first, then plain arithmetic across rows
+        # (padding lanes compute harmless values), so that the second loop,
+        # with its log, vectorises.
+        for r in range(_TILE):
+            i = base + r if r < nr else base
+            mr = np.float64(m[r])
+            special[r] = not (math.isfinite(mr) and rs[r] == rs[r] and math.isfinite(wd[r]))
+            y = labels[i]
+            ys[r] = y if y >= 0 else 0
+            kept[r] = 1.0 if y >= 0 else 0.0
+            wys[r] = ((weight[y] if has_w else 1.0) if y >= 0 else 0.0)
+            sws[r] = sample_weight[i] if has_sw else 1.0
+            dys[r] = (np.float64(z[i, ys[r]]) - mr) * inv_t
+            e_y[r] = np.float64(buf[ys[r], r])
+        for r in range(_TILE):
+            t_sum = kept[r] * (keep * wys[r] + k1 * w_sum)
+            u = (ties[r] - 1.0) + rs[r]
+            s = ties[r] + rs[r]
+            log_s = _vlog1p(u)
+            counts = sws[r] * t_sum > 0.0
+            lses[r] = np.float64(m[r]) * inv_t + log_s
+            row_loss = sws[r] * (t_sum * log_s - keep * wys[r] * dys[r] - k1 * wd[r])
+            losses[r] = row_loss if counts else 0.0
+            coef[r] = sws[r] * inv_t * grad_scale if counts else 0.0
+            tsum[r] = t_sum
+            tops[r] = -t_sum * (u / s)  # t_sum (a_max - 1), exact: a_max - 1 = -(s - 1)/s
+            acoef[r] = t_sum / s
+        for r in range(nr):
+            loss[base + r] = losses[r]
+            lse[base + r] = lses[r]
+        if need_grad:
+            # eq. (15) across rows; the top class avoids cancellation as in _grad_row.
+            for c in range(n_cls):
+                t_c = k1 * (weight[c] if has_w else 1.0)
+                for r in range(_TILE):
+                    e = np.float64(buf[c, r])
+                    val = (tops[r] + (tsum[r] - t_c)) if e == 1.0 else (acoef[r] * e - t_c)
+                    buf[c, r] = val * coef[r]
+            # The label's entry also carries (1 - eps) w_y of the target.
+            for r in range(nr):
+                t_y = (k1 + keep) * wys[r]
+                val = (tops[r] + k1 * (w_sum - wys[r])) if e_y[r] == 1.0 else (acoef[r] * e_y[r] - t_y)
+                buf[ys[r], r] = val * coef[r]
+        if need_grad:
+            for r in range(nr):
+                if not special[r]:
+                    dst = grad[base + r]
+                    for c in range(n_cls):
+                        dst[c] = buf[c, r]
+        for r in range(nr):
+            if special[r]:
+                _xent_index_rows(
+                    z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad,
+                    loss, lse, base + r, base + r + 1,
+                )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- parallel drivers
+#
+# Each public kernel splits its rows into blocks of about _BLOCK_ELEMENTS
+# logits and runs the blocks in parallel; an input of one block runs serially,
+# without waking the thread pool (whose start-up costs more than a small
+# input's whole computation). Rows are independent, so the result is the same
+# bit for bit whatever the number of threads.
+
+_BLOCK_ELEMENTS = 1 << 16
+
+
+@nb.njit(**JIT)
+def _rows_per_block(n_rows, n_cls):
+    return max(1, _BLOCK_ELEMENTS // max(n_cls, 1))
+
+
+@nb.njit(parallel=True, **JIT)
+def softmax_xent_index(
+    z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse
+):
+    """Softmax cross-entropy with integer labels (``labels[i] < 0``: ignored row).
+
+    Writes ``loss`` and ``lse`` (float64 per row; ``lse`` is of ``z / T``)
+    and, when ``need_grad``, ``grad`` (which may be ``z``). ``weight`` and
+    ``sample_weight`` are float64, of size 0 when absent; ``grad_scale``
+    multiplies every gradient (1/denominator for the mean). A row whose
+    classes are all masked but which counts gets loss NaN and lse -inf: the
+    caller raises.
+    """
+    n = z.shape[0]
+    step = _rows_per_block(n, z.shape[1])
+    n_blocks = (n + step - 1) // step
+    small = 0 < z.shape[1] <= _SMALL_V
+    if n_blocks <= 1:
+        if small:
+            _xent_index_tiles(z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, 0, n)
+        else:
+            _xent_index_rows(z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, 0, n)
+        return
+    for b in prange(n_blocks):
+        lo = b * step
+        hi = min(n, lo + step)
+        if small:
+            _xent_index_tiles(z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi)
+        else:
+            _xent_index_rows(z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi)
+
+
+@nb.njit(parallel=True, **JIT)
+def softmax_xent_prob(
+    z, target, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse
+):
+    """Softmax cross-entropy with probability labels ``target`` (N, V);
+    otherwise as :func:`softmax_xent_index`. The effective target is
+    ``t_c = w_c ((1 - eps) target_c + eps / V)``."""
+    n = z.shape[0]
+    step = _rows_per_block(n, z.shape[1])
+    if step >= n:
+        _xent_prob_rows(z, target, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, 0, n)
+        return
+    for b in prange((n + step - 1) // step):
+        lo = b * step
+        _xent_prob_rows(
+            z, target, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse,
+            lo, min(n, lo + step),
+        )  # fmt: skip
+
+
+@nb.njit(parallel=True, **JIT)
+def softmax_rows(z, out, inv_t, log):
+    """``out`` = softmax (or log-softmax if ``log``) of each row of ``z / T``.
+    ``out`` must not alias ``z``. Row conventions as in :mod:`softxent._softmax`."""
+    n = z.shape[0]
+    step = _rows_per_block(n, z.shape[1])
+    if step >= n:
+        _softmax_rows(z, out, inv_t, log, 0, n)
+        return
+    for b in prange((n + step - 1) // step):
+        _softmax_rows(z, out, inv_t, log, b * step, min(n, b * step + step))
+
+
+@nb.njit(parallel=True, **JIT)
+def logsumexp_rows(z, out):
+    """``out[i]`` = log sum exp of row ``i`` (float64); row conventions as in
+    :func:`softxent.logsumexp`."""
+    n = z.shape[0]
+    step = _rows_per_block(n, z.shape[1])
+    if step >= n:
+        _logsumexp_rows(z, out, 0, n)
+        return
+    for b in prange((n + step - 1) // step):
+        _logsumexp_rows(z, out, b * step, min(n, b * step + step))
