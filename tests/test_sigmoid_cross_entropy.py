@@ -30,6 +30,9 @@ from hypothesis.extra import numpy as hnp
 
 import softxent as sx
 
+# Every test runs on the fused kernel and on the exact NumPy path (conftest.backend).
+pytestmark = pytest.mark.usefixtures("backend")
+
 REDUCTIONS = ["mean", "sum", "none"]
 FD_TOL = dict(rtol=1e-7, atol=1e-9)
 

@@ -694,6 +694,68 @@ def _xent_index_tiles(
                 )  # fmt: skip
 
 
+# --------------------------------------------------------------------------- sigmoid heads
+
+
+@nb.njit(**JIT)
+def _sigmoid_xent_rows(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, row_loss, lo, hi):
+    """Rows ``lo:hi`` of :func:`sigmoid_xent` (elementwise within a row)."""
+    n_lab = z.shape[1]
+    has_sw = sample_weight.shape[0] > 0
+    want_elem = loss_elem.shape[0] > 0
+    for i in range(lo, hi):
+        x = z[i]
+        yr = y[i]
+        sw = sample_weight[i] if has_sw else 1.0
+        total = 0.0
+        for c in range(n_lab):
+            zc = np.float64(x[c])
+            # a = exp(-|z|) in (0, 1]: sigma(+-z) and log sigma(+-z) all follow
+            # from it without overflow; log sigma(z) = min(z, 0) - log1p(a).
+            a = np.float64(vexp(-abs(x[c])))
+            l1p = _vlog1p(a)
+            inv = 1.0 / (1.0 + a)
+            pos = zc >= 0.0
+            sig_p = inv if pos else a * inv  # sigma(z)
+            sig_n = a * inv if pos else inv  # sigma(-z) = 1 - sigma(z), without cancelling
+            cp = pos_w[c] * np.float64(yr[c])  # weight of -log sigma(z)
+            cn = 1.0 - np.float64(yr[c])  # weight of -log sigma(-z)
+            scale = w[c] * sw
+            # 0 * inf = 0: a term with no weight adds nothing even at z = +-inf.
+            lp = cp * (l1p - min(zc, 0.0)) if cp > 0.0 else 0.0
+            ln = cn * (l1p - min(-zc, 0.0)) if cn > 0.0 else 0.0
+            le = scale * (lp + ln)
+            le = le if zc == zc else np.nan
+            total += le
+            if want_elem:
+                loss_elem[i, c] = le
+            if need_grad:
+                g = scale * (cn * sig_p - cp * sig_n) * grad_scale
+                grad[i, c] = g if zc == zc else np.nan
+        row_loss[i] = total
+
+
+@nb.njit(parallel=True, **JIT)
+def sigmoid_xent(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, row_loss):
+    """Binary cross-entropy of independent sigmoid heads, loss and gradient in one sweep.
+
+    ``z``, ``y``: (N, K); ``pos_w``, ``w``: float64 (K,); ``sample_weight``:
+    float64 (N,) or size 0. Writes per-row sums of the loss into ``row_loss``
+    (float64), per-element losses into ``loss_elem`` when it is (N, K)
+    (size 0: skipped), and ``grad_scale`` times the gradient into ``grad``.
+    """
+    n = z.shape[0]
+    step = _rows_per_block(n, z.shape[1])
+    if step >= n:
+        _sigmoid_xent_rows(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, row_loss, 0, n)
+        return
+    for b in prange((n + step - 1) // step):
+        lo = b * step
+        _sigmoid_xent_rows(
+            z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, row_loss, lo, min(n, lo + step)
+        )
+
+
 # --------------------------------------------------------------------------- parallel drivers
 #
 # Each public kernel splits its rows into blocks of about _BLOCK_ELEMENTS

@@ -1,0 +1,968 @@
+"""The fused numba CPU kernels against the exact NumPy reference path.
+
+Every public function that dispatches to :mod:`softxent.kernels` is called
+twice: once on the default (kernel) path, and once with
+``SOFTXENT_REFERENCE=1`` on the logits cast to float64 (the float64 NumPy
+oracle). The two must agree, for every option and in float32 and float64,
+within these bounds (``eps`` is float32's machine epsilon):
+
+=================  ============================================  ===============
+quantity           float32 input                                  float64 input
+=================  ============================================  ===============
+loss               1e-6 relative, or 1e-6 absolute near 0         1e-13 rel/abs
+gradient           1e-6 absolute                                  1e-13 rel/abs
+softmax            (|d| + 8) eps relative + 1e-37 absolute        1e-13 rel/abs
+log_softmax        4 eps (1 + |value|)                            1e-13 rel/abs
+logsumexp          2 ulp of the float32 result                    1e-13 rel/abs
+=================  ============================================  ===============
+
+with ``d = (x - max x) / T`` the shifted logit. NaN and infinite entries must
+sit at the same places, with the same signs, on both paths.
+
+Covered: every option of the softmax cross-entropy (integer and probability
+labels, class weights, ignore_index, label smoothing, sample weights,
+temperature, reductions, a class axis that is not last, non-contiguous
+input), odd and large shapes (both the few-class tile kernel and the row
+kernel, serial and parallel), non-finite rows, empty input, ``out=`` and
+``inplace=``, ``return_lse``, thread-count independence, confident rows, and
+softmax / log_softmax / logsumexp.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.special
+from conftest import DTYPES, random_logits
+
+import softxent as sx
+from softxent import kernels
+
+numba = pytest.importorskip("numba", reason="numba is not installed: no kernels to test")
+_cpu = pytest.importorskip("softxent.kernels._cpu")
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+REDUCTIONS = ["mean", "sum", "none"]
+TEMPERATURES = [0.3, 1.0, 4.0]
+# Few classes (the tile kernel, V <= 64) and many (the row kernel).
+CLASS_COUNTS = [5, 100]
+ODD_V = [1, 2, 15, 17, 1000, 32769]
+ODD_N = [1, 3, 257]
+# (rows, classes): few classes with many rows, serial (one block) and
+# parallel (several blocks), and one very wide row set.
+BIG_SHAPES = [(5000, 10), (20000, 10), (3, 131072)]
+APIS = ["loss", "grad", "with_grad"]
+SOFTMAX_FUNCS = ["softmax", "log_softmax", "logsumexp"]
+
+DTYPE_IDS = [np.dtype(d).name for d in DTYPES]
+dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+reductions = pytest.mark.parametrize("reduction", REDUCTIONS)
+
+
+# --------------------------------------------------------------------------- backend switching
+
+
+@pytest.fixture(autouse=True)
+def kernel_path(monkeypatch):
+    """Every test runs on the kernel path unless it asks the oracle."""
+    monkeypatch.delenv("SOFTXENT_REFERENCE", raising=False)
+    for dt in DTYPES:
+        assert kernels.cpu(np.dtype(dt)) is not None, "numba is importable but the kernels are off"
+
+
+@pytest.fixture
+def oracle(monkeypatch):
+    """``oracle(fn, logits, ...)``: ``fn`` on the exact NumPy path, logits in float64."""
+
+    def call(fn, logits, *args, **kwargs):
+        with monkeypatch.context() as m:
+            m.setenv("SOFTXENT_REFERENCE", "1")
+            return fn(np.asarray(logits).astype(np.float64), *args, **kwargs)
+
+    return call
+
+
+def is32(dtype) -> bool:
+    return np.dtype(dtype) == np.float32
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+def _as_f64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def assert_within(actual, expected, bound, what: str) -> None:
+    """``|actual - expected| <= bound`` elementwise; NaN and +-inf at the same places."""
+    a, e = _as_f64(actual), _as_f64(expected)
+    assert a.shape == e.shape, f"{what}: shape {a.shape}, expected {e.shape}"
+    nan_a, nan_e = np.isnan(a), np.isnan(e)
+    assert np.array_equal(nan_a, nan_e), (
+        f"{what}: NaN at {np.argwhere(nan_a).tolist()[:8]}, expected at {np.argwhere(nan_e).tolist()[:8]}"
+    )
+    inf_a = np.where(np.isinf(a), np.sign(a), 0.0)
+    inf_e = np.where(np.isinf(e), np.sign(e), 0.0)
+    assert np.array_equal(inf_a, inf_e), (
+        f"{what}: infinities differ at {np.argwhere(inf_a != inf_e).tolist()[:8]}"
+    )
+    fin = np.isfinite(e)
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.where(fin, np.abs(a - e), 0.0)
+        b = np.broadcast_to(_as_f64(bound), e.shape)
+        bad = fin & ~(err <= b)
+    if bad.any():
+        ratio = np.where(bad, err / np.where(b > 0, b, np.finfo(float).tiny), 0.0)
+        i = np.unravel_index(int(np.argmax(ratio)), e.shape)
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {e.size} entries out of tolerance; worst at {tuple(map(int, i))}: "
+            f"got {a[i]!r}, expected {e[i]!r}, |error| {err[i]:.3e} > bound {b[i]:.3e}"
+        )
+
+
+def _abs_finite(e):
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(e), np.abs(e), 0.0)
+
+
+def assert_loss(actual, expected, dtype, what="loss"):
+    e = _as_f64(expected)
+    r = 1e-6 if is32(dtype) else 1e-13
+    assert_within(actual, e, np.maximum(r * _abs_finite(e), r), what)
+
+
+def assert_grad(actual, expected, dtype, what="gradient"):
+    e = _as_f64(expected)
+    bound = 1e-6 if is32(dtype) else np.maximum(1e-13 * _abs_finite(e), 1e-13)
+    assert_within(actual, e, bound, what)
+
+
+def shifted(x, axis, temperature=1.0):
+    """``|d| = |x - max x| / T`` (float64, 0 where not finite), for the softmax bound."""
+    x = _as_f64(x)
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = np.max(x, axis=axis, keepdims=True, initial=-np.inf) if x.shape[axis] else np.zeros(())
+        d = np.abs(x - m) / temperature
+    return np.where(np.isfinite(d), d, 0.0)
+
+
+def assert_softmax_family(name, actual, expected, x, dtype, axis=-1, temperature=1.0):
+    e = _as_f64(expected)
+    if not is32(dtype):
+        assert_within(actual, e, np.maximum(1e-13 * _abs_finite(e), 1e-13), name)
+    elif name == "softmax":
+        assert_within(actual, e, (shifted(x, axis, temperature) + 8) * EPS32 * _abs_finite(e) + 1e-37, name)
+    elif name == "log_softmax":
+        assert_within(actual, e, 4 * EPS32 * (1 + _abs_finite(e)), name)
+    else:
+        with np.errstate(invalid="ignore", over="ignore"):
+            ulp = np.spacing(np.abs(e).astype(np.float32)).astype(np.float64)
+        assert_within(actual, e, 2 * np.where(np.isfinite(ulp), ulp, 0.0), name)
+
+
+def assert_identical(actual, expected, what):
+    """Bit for bit (NaN equal to NaN)."""
+    a, e = np.asarray(actual), np.asarray(expected)
+    assert a.shape == e.shape and a.dtype == e.dtype, f"{what}: {a.shape} {a.dtype} vs {e.shape} {e.dtype}"
+    assert np.array_equal(a, e, equal_nan=True), (
+        f"{what}: differs at {np.argwhere(~((a == e) | (np.isnan(a) & np.isnan(e)))).tolist()[:8]}"
+    )
+
+
+# --------------------------------------------------------------------------- cases
+
+
+def call_api(api, logits, labels, **kw):
+    """(loss, grad) from one public function; the one it does not give is None."""
+    if api == "loss":
+        return sx.softmax_cross_entropy(logits, labels, **kw), None
+    if api == "grad":
+        return None, sx.softmax_cross_entropy_grad(logits, labels, **kw)
+    return sx.softmax_cross_entropy_with_grad(logits, labels, **kw)
+
+
+def compare_xent(oracle, api, logits, labels, dtype, **kw):
+    """Kernel vs float64 oracle for one call; returns the kernel's (loss, grad)."""
+    loss, grad = call_api(api, logits, labels, **kw)
+    ref_loss, ref_grad = oracle(sx.softmax_cross_entropy_with_grad, logits, labels, **kw)
+    if loss is not None:
+        assert np.asarray(loss).dtype == np.dtype(dtype)
+        assert_loss(loss, ref_loss, dtype)
+    if grad is not None:
+        assert grad.dtype == np.dtype(dtype) and grad.shape == np.shape(logits)
+        assert_grad(grad, ref_grad, dtype)
+    return loss, grad
+
+
+def _softmax_rows(rng, n, v):
+    z = rng.standard_normal((n, v)) * 2
+    return np.exp(z - z.max(axis=1, keepdims=True)) / np.exp(z - z.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True)
+
+
+def _unnormalised_rows(rng, n, v):
+    """Non-negative targets whose rows sum to anything in [0.3, 2], some entries 0.
+
+    Row mass stays O(1) so that float32 gradients are O(1) too (a float32
+    entry of size g carries a rounding of g * 6e-8 by itself)."""
+    y = rng.uniform(0.0, 1.0, (n, v)) * (rng.uniform(0.0, 1.0, (n, v)) < 0.7)
+    y[:, 0] += 1e-3  # no all-zero row unless asked
+    return y / y.sum(axis=1, keepdims=True) * rng.uniform(0.3, 2.0, (n, 1))
+
+
+def make_case(name, rng, n, v, dtype):
+    """(logits (n, v), labels, kwargs) for one option set."""
+    x = random_logits(rng, (n, v), dtype=dtype)
+    idx = rng.integers(0, v, n)
+    kw = {}
+    w = rng.uniform(0.2, 2.0, v)
+    sw = rng.uniform(0.0, 2.0, n)
+    sw[::4] = 0.0
+    if name == "index":
+        return x, idx, kw
+    if name == "index_weight":
+        return x, idx, dict(weight=w)
+    if name == "index_ignore_default":
+        idx[::3] = -100
+        return x, idx, kw
+    if name == "index_ignore_class":  # a real class index as ignore_index
+        idx[::3] = 1
+        return x, idx, dict(ignore_index=1)
+    if name == "index_ignore_none":
+        return x, idx, dict(ignore_index=None)
+    if name == "index_smoothing":
+        return x, idx, dict(label_smoothing=0.15)
+    if name == "index_smoothing_weight_ignore":
+        idx[1::3] = -100
+        return x, idx, dict(label_smoothing=0.3, weight=w)
+    if name == "index_sample_weight":
+        return x, idx, dict(sample_weight=sw)
+    if name.startswith("index_T"):
+        return x, idx, dict(temperature=float(name[7:]))
+    if name == "index_all":
+        idx[2::5] = 2
+        return x, idx, dict(weight=w, ignore_index=2, label_smoothing=0.1, sample_weight=sw, temperature=0.3)
+    if name == "prob":
+        return x, _softmax_rows(rng, n, v), kw
+    if name == "prob_unnormalised":
+        y = _unnormalised_rows(rng, n, v)
+        y[1::5] = 0.0  # a row with no target mass: loss 0
+        return x, y, kw
+    if name == "prob_weight_smoothing":
+        return x, _softmax_rows(rng, n, v), dict(weight=w, label_smoothing=0.2)
+    if name == "prob_sample_weight":
+        return x, _softmax_rows(rng, n, v), dict(sample_weight=sw)
+    if name.startswith("prob_T"):
+        return x, _softmax_rows(rng, n, v), dict(temperature=float(name[6:]))
+    if name == "prob_all":
+        y = _unnormalised_rows(rng, n, v)
+        return x, y, dict(weight=w, label_smoothing=0.25, sample_weight=sw, temperature=4.0)
+    raise AssertionError(name)
+
+
+OPTION_CASES = [
+    "index", "index_weight", "index_ignore_default", "index_ignore_class", "index_ignore_none",
+    "index_smoothing", "index_smoothing_weight_ignore", "index_sample_weight",
+    "index_T0.3", "index_T4", "index_all",
+    "prob", "prob_unnormalised", "prob_weight_smoothing", "prob_sample_weight",
+    "prob_T0.3", "prob_T4", "prob_all",
+]  # fmt: skip
+LAYOUT_CASES = ["index", "index_all", "prob", "prob_all"]
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+DISPATCH = [
+    ("softmax_cross_entropy", "softmax_xent_index", False),
+    ("softmax_cross_entropy_grad", "softmax_xent_index", False),
+    ("softmax_cross_entropy_with_grad", "softmax_xent_index", False),
+    ("softmax_cross_entropy_with_grad", "softmax_xent_prob", True),
+    ("softmax", "softmax_rows", None),
+    ("log_softmax", "softmax_rows", None),
+    ("logsumexp", "logsumexp_rows", None),
+]
+
+
+@dtypes
+@pytest.mark.parametrize("public, kernel, prob", DISPATCH, ids=[f"{p}-{k}" for p, k, _ in DISPATCH])
+def test_kernel_is_used_by_default_and_not_under_reference(public, kernel, prob, dtype, rng, monkeypatch):
+    """The comparisons below are kernel vs reference only if the default path
+    calls the kernel and SOFTXENT_REFERENCE=1 does not."""
+    calls = []
+    real = getattr(_cpu, kernel)
+
+    def spy(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(_cpu, kernel, spy)
+    x = random_logits(rng, (4, 6), dtype=dtype)
+    args = () if prob is None else ((_softmax_rows(rng, 4, 6) if prob else np.array([0, 1, 2, 3])),)
+    getattr(sx, public)(x, *args)
+    assert len(calls) == 1
+    monkeypatch.setenv("SOFTXENT_REFERENCE", "1")
+    getattr(sx, public)(x, *args)
+    assert len(calls) == 1
+
+
+# --------------------------------------------------------------------------- every option
+
+
+@dtypes
+@reductions
+@pytest.mark.parametrize("v", CLASS_COUNTS)
+@pytest.mark.parametrize("case", OPTION_CASES)
+@pytest.mark.parametrize("api", APIS)
+def test_options_match_reference(api, case, v, reduction, dtype, rng, oracle):
+    # 70 rows: one full tile of the few-class kernel and a partial one.
+    x, labels, kw = make_case(case, rng, 70, v, dtype)
+    compare_xent(oracle, api, x, labels, dtype, reduction=reduction, **kw)
+
+
+def _to_axis1(x, labels, kw, prob):
+    """The (12, V) case as a (4, V, 3) array with the class axis at 1 (C-contiguous)."""
+    v = x.shape[1]
+    x3 = np.ascontiguousarray(x.reshape(4, 3, v).transpose(0, 2, 1))
+    lab3 = np.ascontiguousarray(labels.reshape(4, 3, v).transpose(0, 2, 1)) if prob else labels.reshape(4, 3)
+    kw3 = dict(kw)
+    if "sample_weight" in kw:
+        kw3["sample_weight"] = kw["sample_weight"].reshape(4, 3)
+    return x3, lab3, kw3
+
+
+@dtypes
+@reductions
+@pytest.mark.parametrize("v", CLASS_COUNTS)
+@pytest.mark.parametrize("case", LAYOUT_CASES)
+def test_class_axis_not_last(case, v, reduction, dtype, rng, oracle):
+    x, labels, kw = make_case(case, rng, 12, v, dtype)
+    x3, lab3, kw3 = _to_axis1(x, labels, kw, case.startswith("prob"))
+    loss3, grad3 = compare_xent(oracle, "with_grad", x3, lab3, dtype, axis=1, reduction=reduction, **kw3)
+    assert grad3.shape == (4, v, 3)
+    # The same rows with the class axis last give the same numbers, bit for bit.
+    loss2, grad2 = sx.softmax_cross_entropy_with_grad(x, labels, reduction=reduction, **kw)
+    assert_identical(grad3.transpose(0, 2, 1).reshape(12, v), grad2, "gradient, axis=1 vs axis=-1")
+    if reduction == "none":
+        assert_identical(loss3.reshape(12), loss2, "loss, axis=1 vs axis=-1")
+    else:
+        assert_loss(loss3, loss2, dtype, "loss, axis=1 vs axis=-1")
+    assert_identical(sx.softmax_cross_entropy(x3, lab3, axis=1, reduction=reduction, **kw3), loss3, "loss-only")
+
+
+def _non_contiguous(x, layout):
+    """(view, base, inside): ``x`` copied into a non-contiguous view of ``base``;
+    ``inside`` marks the entries of ``base`` that the view covers."""
+    n, v = x.shape
+    if layout == "transposed":
+        base = np.empty((v, n), dtype=x.dtype)
+        view = base.T
+        where = (slice(None), slice(None))
+    elif layout == "column_strided":
+        base = np.full((n, 2 * v + 1), np.nan, dtype=x.dtype)
+        where = (slice(None), slice(1, None, 2))
+        view = base[where]
+    else:  # row_strided
+        base = np.full((2 * n, v), np.nan, dtype=x.dtype)
+        where = (slice(None, None, 2), slice(None))
+        view = base[where]
+    view[...] = x
+    inside = np.zeros(base.shape, dtype=bool)
+    inside[where] = True
+    assert not view.flags.c_contiguous or n <= 1
+    return view, base, inside
+
+
+LAYOUTS = ["transposed", "column_strided", "row_strided"]
+
+
+@dtypes
+@reductions
+@pytest.mark.parametrize("v", CLASS_COUNTS)
+@pytest.mark.parametrize("case", LAYOUT_CASES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_non_contiguous_input_equals_contiguous(layout, case, v, reduction, dtype, rng, oracle):
+    x, labels, kw = make_case(case, rng, 70, v, dtype)
+    view, base, _ = _non_contiguous(x, layout)
+    before = base.copy()
+    loss_v, grad_v = compare_xent(oracle, "with_grad", view, labels, dtype, reduction=reduction, **kw)
+    loss_c, grad_c = sx.softmax_cross_entropy_with_grad(x, labels, reduction=reduction, **kw)
+    assert_identical(loss_v, loss_c, "loss, view vs contiguous")
+    assert_identical(grad_v, grad_c, "gradient, view vs contiguous")
+    assert_identical(sx.softmax_cross_entropy(view, labels, reduction=reduction, **kw), loss_c, "loss-only")
+    assert_identical(base, before, "the input view was modified")
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+@dtypes
+@pytest.mark.parametrize("n", ODD_N)
+@pytest.mark.parametrize("v", ODD_V)
+@pytest.mark.parametrize("labels_kind", ["index", "prob"])
+def test_odd_shapes(labels_kind, v, n, dtype, rng, oracle):
+    x = random_logits(rng, (n, v), dtype=dtype)
+    if labels_kind == "index":
+        labels, kw = rng.integers(0, v, n), dict(label_smoothing=0.1)
+    else:
+        labels, kw = _unnormalised_rows(rng, n, v), dict(temperature=0.3)
+    compare_xent(oracle, "with_grad", x, labels, dtype, reduction="none", **kw)
+    compare_xent(oracle, "loss", x, labels, dtype, reduction="sum", **kw)
+
+
+@dtypes
+@pytest.mark.parametrize("shape", BIG_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("case", ["index", "index_all", "prob_all"])
+def test_big_shapes(case, shape, dtype, rng, oracle):
+    x, labels, kw = make_case(case, rng, *shape, dtype)
+    compare_xent(oracle, "with_grad", x, labels, dtype, reduction="none", **kw)
+    compare_xent(oracle, "loss", x, labels, dtype, reduction="mean", **kw)
+
+
+@pytest.mark.parametrize("labels_kind", ["index", "prob"])
+def test_wide_float32_row_loss_within_1e6_relative(labels_kind, rng, oracle):
+    """3 x 131072 float32: the float32 exponentials summed over 131072 classes
+    still give each row's loss to 1e-6 relative."""
+    x = random_logits(rng, (3, 131072), scale=4.0, dtype=np.float32)
+    labels = rng.integers(0, 131072, 3) if labels_kind == "index" else _softmax_rows(rng, 3, 131072)
+    ref = _as_f64(oracle(sx.softmax_cross_entropy, x, labels, reduction="none"))
+    for loss in (
+        sx.softmax_cross_entropy(x, labels, reduction="none"),
+        sx.softmax_cross_entropy_with_grad(x, labels, reduction="none")[0],
+    ):
+        err = np.abs(_as_f64(loss) - ref) / np.abs(ref)
+        assert (err <= 1e-6).all(), f"relative errors {err}"
+
+
+# --------------------------------------------------------------------------- non-finite rows
+
+
+SPECIAL_ROWS = ["masked_but_one", "label_on_masked", "huge", "nan", "negative_nan", "posinf", "neg_huge_row"]
+
+
+def _special_batch(kind, rng, v, dtype, labels_kind):
+    """A 70-row batch whose row 3 (and for some kinds row 40) is special."""
+    n = 70
+    x = random_logits(rng, (n, v), dtype=dtype)
+    idx = rng.integers(0, v, n)
+    special = [3, 40]
+    for r in special:
+        if kind == "masked_but_one":
+            x[r] = -np.inf
+            x[r, r % v] = 2.5
+            idx[r] = r % v
+        elif kind == "label_on_masked":
+            x[r, 1] = -np.inf
+            idx[r] = 1
+        elif kind == "huge":
+            x[r, 0], x[r, 1] = 1e30, -1e30
+            idx[r] = 1 if r == 3 else 0
+        elif kind == "neg_huge_row":
+            x[r] = -1e30
+            x[r, 2] = -1e30 + 1e24
+        elif kind == "nan":
+            x[r, 2] = np.nan
+        elif kind == "negative_nan":
+            x[r, 2] = np.copysign(x.dtype.type(np.nan), x.dtype.type(-1.0))
+        elif kind == "posinf":
+            x[r, 2] = np.inf
+    if labels_kind == "index":
+        return x, idx, special
+    y = _softmax_rows(rng, n, v)
+    if kind in ("masked_but_one", "label_on_masked", "huge"):
+        y[special] = np.eye(v)[idx[special]]
+    return x, y, special
+
+
+@dtypes
+@pytest.mark.parametrize("v", CLASS_COUNTS)
+@pytest.mark.parametrize("labels_kind", ["index", "prob"])
+@pytest.mark.parametrize("kind", SPECIAL_ROWS)
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("temperature", [1.0, 0.3])
+def test_special_rows(temperature, smoothing, kind, labels_kind, v, dtype, rng, oracle):
+    x, labels, special = _special_batch(kind, rng, v, dtype, labels_kind)
+    kw = dict(label_smoothing=smoothing, temperature=temperature)
+    for api in APIS:
+        loss, grad = compare_xent(oracle, api, x, labels, dtype, reduction="none", **kw)
+        if kind in ("nan", "negative_nan", "posinf"):
+            others = np.setdiff1d(np.arange(70), special)
+            if loss is not None:
+                assert np.isnan(loss[special]).all() and np.isfinite(loss[others]).all()
+            if grad is not None:
+                assert np.isnan(grad[special]).all() and np.isfinite(grad[others]).all()
+        if kind == "masked_but_one" and smoothing == 0.0:
+            if loss is not None:
+                assert (loss[special] == 0).all()
+            if grad is not None:
+                assert (grad[special] == 0).all()
+        if kind == "label_on_masked" and loss is not None:
+            assert (loss[special] == np.inf).all()
+    for reduction in ("sum", "mean"):
+        compare_xent(oracle, "with_grad", x, labels, dtype, reduction=reduction, **kw)
+        compare_xent(oracle, "loss", x, labels, dtype, reduction=reduction, **kw)
+
+
+IGNORED_BY = ["ignore_index", "ignore_class", "sample_weight_zero", "prob_zero_row"]
+
+
+@dtypes
+@reductions
+@pytest.mark.parametrize("v", CLASS_COUNTS)
+@pytest.mark.parametrize("ignored_by", IGNORED_BY)
+@pytest.mark.parametrize("fill", ["nan", "posinf", "all_neginf"])
+def test_ignored_rows_are_zero_whatever_their_logits(fill, ignored_by, v, reduction, dtype, rng, oracle):
+    n = 70
+    x = random_logits(rng, (n, v), dtype=dtype)
+    rows = [0, 5, 64, 69]
+    x[rows] = {"nan": np.nan, "posinf": np.inf, "all_neginf": -np.inf}[fill]
+    labels = rng.integers(0, v, n)
+    kw = {}
+    if ignored_by == "ignore_index":
+        labels[rows] = -100
+    elif ignored_by == "ignore_class":
+        labels[labels == 1] = 0
+        labels[rows] = 1
+        kw["ignore_index"] = 1
+    elif ignored_by == "sample_weight_zero":
+        kw["sample_weight"] = np.where(np.isin(np.arange(n), rows), 0.0, 1.0)
+    else:
+        labels = _softmax_rows(rng, n, v)
+        labels[rows] = 0.0
+    for api in APIS:
+        loss, grad = compare_xent(oracle, api, x, labels, dtype, reduction=reduction, label_smoothing=0.1, **kw)
+        if loss is not None:
+            assert np.isfinite(loss).all()
+            if reduction == "none":
+                assert (loss[rows] == 0).all()
+        if grad is not None:
+            assert np.isfinite(grad).all() and (grad[rows] == 0).all()
+
+
+@dtypes
+@pytest.mark.parametrize("v", CLASS_COUNTS)
+@pytest.mark.parametrize("labels_kind", ["index", "prob"])
+@pytest.mark.parametrize("api", APIS)
+def test_all_masked_row_raises_like_reference(api, labels_kind, v, dtype, rng, oracle):
+    x = random_logits(rng, (70, v), dtype=dtype)
+    x[66] = -np.inf
+    labels = rng.integers(0, v, 70) if labels_kind == "index" else _softmax_rows(rng, 70, v)
+    with pytest.raises(ValueError, match="every class") as ref_exc:
+        oracle(lambda *a, **k: call_api(api, *a, **k), x, labels)
+    with pytest.raises(ValueError, match="every class") as exc:
+        call_api(api, x, labels)
+    assert str(exc.value) == str(ref_exc.value)
+
+
+# --------------------------------------------------------------------------- empty input
+
+
+@dtypes
+@reductions
+@pytest.mark.parametrize("shape", [(0, 5), (0, 100), (4, 0), (0, 0)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("labels_kind", ["index_ignored", "prob"])
+@pytest.mark.parametrize("api", APIS)
+def test_empty_input(api, labels_kind, shape, reduction, dtype, oracle):
+    x = np.zeros(shape, dtype=dtype)
+    labels = np.full(shape[0], -100) if labels_kind == "index_ignored" else np.zeros(shape)
+    loss, grad = compare_xent(oracle, api, x, labels, dtype, reduction=reduction)
+    if loss is not None:
+        assert np.shape(loss) == ((shape[0],) if reduction == "none" else ())
+        assert (np.asarray(loss) == 0).all()
+    if grad is not None:
+        assert grad.shape == shape
+
+
+@dtypes
+@pytest.mark.parametrize("api", APIS)
+def test_no_classes_with_a_label_raises_like_reference(api, dtype, oracle):
+    x = np.zeros((3, 0), dtype=dtype)
+    labels = np.array([0, -100, 0])
+    with pytest.raises(ValueError) as ref_exc:
+        oracle(lambda *a, **k: call_api(api, *a, **k), x, labels)
+    with pytest.raises(ValueError) as exc:
+        call_api(api, x, labels)
+    assert str(exc.value) == str(ref_exc.value)
+
+
+# --------------------------------------------------------------------------- out= and inplace=
+
+
+GRAD_APIS = ["grad", "with_grad"]
+
+
+def _grad_of(api, result):
+    return result if api == "grad" else result[1]
+
+
+def _grad_call(api, x, labels, **kw):
+    fn = sx.softmax_cross_entropy_grad if api == "grad" else sx.softmax_cross_entropy_with_grad
+    return fn(x, labels, **kw)
+
+
+def _out_buffer(layout, shape, dtype):
+    if layout == "contiguous":
+        out = np.empty(shape, dtype=dtype)
+    elif layout == "fortran":
+        out = np.empty(shape[::-1], dtype=dtype).T
+    else:  # strided
+        out = np.empty(shape[:-1] + (2 * shape[-1],), dtype=dtype)[..., ::2]
+    out[...] = np.nan  # every entry must be written, ignored rows included
+    return out
+
+
+@dtypes
+@pytest.mark.parametrize("v", CLASS_COUNTS)
+@pytest.mark.parametrize("case", LAYOUT_CASES)
+@pytest.mark.parametrize("out_layout", ["contiguous", "fortran", "strided"])
+@pytest.mark.parametrize("api", GRAD_APIS)
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_out_is_the_gradient(axis, api, out_layout, case, v, dtype, rng, oracle):
+    x, labels, kw = make_case(case, rng, 12, v, dtype)
+    if axis == 1:
+        x, labels, kw = _to_axis1(x, labels, kw, case.startswith("prob"))
+    kw["reduction"] = "sum"
+    out = _out_buffer(out_layout, x.shape, dtype)
+    x_before = x.copy()
+    result = _grad_call(api, x, labels, axis=axis, out=out, **kw)
+    grad = _grad_of(api, result)
+    assert grad is out and np.shares_memory(grad, out)
+    ref_loss, ref_grad = oracle(sx.softmax_cross_entropy_with_grad, x, labels, axis=axis, **kw)
+    assert_grad(out, ref_grad, dtype)
+    if api == "with_grad":
+        assert_loss(result[0], ref_loss, dtype)
+    assert_identical(out, sx.softmax_cross_entropy_grad(x, labels, axis=axis, **kw), "out vs a fresh gradient")
+    assert_identical(x, x_before, "logits modified by out=")
+
+
+BAD_OUT = [
+    ("wrong_shape", lambda x: np.empty((x.shape[0], x.shape[1] + 1), x.dtype), ValueError),
+    ("transposed_shape", lambda x: np.empty(x.shape[::-1], x.dtype), ValueError),
+    ("wrong_dtype", lambda x: np.empty(x.shape, np.float32 if x.dtype == np.float64 else np.float64), ValueError),
+    ("read_only", lambda x: np.broadcast_to(np.zeros(x.shape[1], x.dtype), x.shape), ValueError),
+    ("list", lambda x: np.zeros(x.shape, x.dtype).tolist(), TypeError),
+]
+
+
+@dtypes
+@pytest.mark.parametrize("api", GRAD_APIS)
+@pytest.mark.parametrize("name, make_out, error", BAD_OUT, ids=[b[0] for b in BAD_OUT])
+def test_bad_out_raises(name, make_out, error, api, dtype, rng):
+    x = random_logits(rng, (6, 5), dtype=dtype)
+    out = make_out(x)
+    snapshot = np.array(out, copy=True)
+    with pytest.raises(error):
+        _grad_call(api, x, np.arange(6) % 5, out=out)
+    if isinstance(out, np.ndarray):
+        assert_identical(np.asarray(out), snapshot, "a refused out was written")
+
+
+@dtypes
+@pytest.mark.parametrize("v", CLASS_COUNTS)
+@pytest.mark.parametrize("case", LAYOUT_CASES)
+@pytest.mark.parametrize("api", GRAD_APIS)
+@pytest.mark.parametrize("axis", [-1, 1])
+@reductions
+def test_inplace_contiguous(reduction, axis, api, case, v, dtype, rng, oracle):
+    x, labels, kw = make_case(case, rng, 12, v, dtype)
+    if axis == 1:
+        x, labels, kw = _to_axis1(x, labels, kw, case.startswith("prob"))
+    kw.update(axis=axis, reduction=reduction)
+    ref_loss, ref_grad = oracle(sx.softmax_cross_entropy_with_grad, x, labels, **kw)
+    fresh = sx.softmax_cross_entropy_grad(x, labels, **kw)
+    result = _grad_call(api, x, labels, inplace=True, **kw)
+    assert _grad_of(api, result) is x
+    assert_grad(x, ref_grad, dtype)
+    assert_identical(x, fresh, "in-place gradient vs a fresh one")
+    if api == "with_grad":
+        assert_loss(result[0], ref_loss, dtype)
+
+
+@dtypes
+@pytest.mark.parametrize("v", CLASS_COUNTS)
+@pytest.mark.parametrize("case", LAYOUT_CASES)
+@pytest.mark.parametrize("api", GRAD_APIS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_inplace_on_a_view_fills_the_view(layout, api, case, v, dtype, rng, oracle):
+    x, labels, kw = make_case(case, rng, 70, v, dtype)
+    kw["reduction"] = "mean"
+    view, base, inside = _non_contiguous(x, layout)
+    outside = ~inside
+    base_before = base.copy()
+    ref_loss, ref_grad = oracle(sx.softmax_cross_entropy_with_grad, x, labels, **kw)
+    result = _grad_call(api, view, labels, inplace=True, **kw)
+    assert _grad_of(api, result) is view
+    assert_grad(view, ref_grad, dtype)
+    assert_identical(base[outside], base_before[outside], "entries outside the view")
+    assert_identical(view, sx.softmax_cross_entropy_grad(x, labels, **kw), "in-place view vs a fresh gradient")
+    if api == "with_grad":
+        assert_loss(result[0], ref_loss, dtype)
+
+
+@pytest.mark.parametrize("api", GRAD_APIS)
+def test_inplace_with_a_list_raises_type_error(api):
+    with pytest.raises(TypeError):
+        _grad_call(api, [[1.0, 2.0], [0.5, 0.0]], [0, 1], inplace=True)
+
+
+@dtypes
+@pytest.mark.parametrize("api", GRAD_APIS)
+def test_inplace_with_out_raises_value_error(api, dtype, rng):
+    x = random_logits(rng, (6, 5), dtype=dtype)
+    before = x.copy()
+    out = np.full_like(x, 7.0)
+    with pytest.raises(ValueError, match="exclusive"):
+        _grad_call(api, x, np.arange(6) % 5, out=out, inplace=True)
+    assert_identical(x, before, "logits written despite the error")
+    assert (out == 7.0).all()
+
+
+@dtypes
+@pytest.mark.parametrize("api", GRAD_APIS)
+def test_inplace_read_only_raises(api, dtype, rng):
+    x = random_logits(rng, (6, 5), dtype=dtype)
+    x.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        _grad_call(api, x, np.arange(6) % 5, inplace=True)
+
+
+# --------------------------------------------------------------------------- return_lse
+
+
+LSE_CASES = ["index", "index_all", "index_T4", "prob_all", "prob_T0.3"]
+
+
+def _scipy_lse(x, temperature, axis=-1):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return scipy.special.logsumexp(_as_f64(x) / temperature, axis=axis)
+
+
+@dtypes
+@pytest.mark.parametrize("v", CLASS_COUNTS)
+@pytest.mark.parametrize("case", LSE_CASES)
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_return_lse_is_logsumexp_of_logits_over_t(axis, case, v, dtype, rng, oracle):
+    x, labels, kw = make_case(case, rng, 12, v, dtype)
+    # Special rows: a one-class row, a huge row, a NaN row, an all-masked row (ignored).
+    x[1] = -np.inf
+    x[1, 0] = 3.0
+    x[4, :2] = (1e30, -1e30)
+    x[7, 1] = np.nan
+    if case.startswith("index"):
+        x[10] = -np.inf
+        labels[10] = kw.get("ignore_index", -100)
+    if axis == 1:
+        x, labels, kw = _to_axis1(x, labels, kw, case.startswith("prob"))
+    t = kw.get("temperature", 1.0)
+    loss, grad, lse = sx.softmax_cross_entropy_with_grad(x, labels, axis=axis, return_lse=True, **kw)
+    assert lse.dtype == np.float64
+    assert lse.shape == ((4, 3) if axis == 1 else (12,))
+    assert_loss(lse, _scipy_lse(x, t, axis), dtype, "lse vs scipy")
+    ref = oracle(sx.softmax_cross_entropy_with_grad, x, labels, axis=axis, return_lse=True, **kw)
+    assert_loss(lse, ref[2], dtype, "lse vs reference")
+    assert_identical(loss, sx.softmax_cross_entropy_with_grad(x, labels, axis=axis, **kw)[0], "loss")
+
+
+# --------------------------------------------------------------------------- threads
+
+
+@pytest.fixture
+def restore_threads():
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has fewer than 2 threads here")
+    saved = numba.get_num_threads()
+    yield
+    numba.set_num_threads(saved)
+
+
+THREAD_CASES = ["index", "index_all", "prob_all", "index_small_v", "softmax", "log_softmax", "logsumexp"]
+
+
+@dtypes
+@pytest.mark.parametrize("case", THREAD_CASES)
+def test_thread_count_does_not_change_a_bit(case, dtype, rng, restore_threads):
+    n, v = (20000, 10) if case == "index_small_v" else (512, 4096)
+    assert n * v > 4 * _cpu._BLOCK_ELEMENTS  # several blocks: the parallel path runs
+    if case in SOFTMAX_FUNCS:
+        x = random_logits(rng, (n, v), dtype=dtype)
+        x[5, 3] = np.nan
+        fn = getattr(sx, case)
+
+        def run():
+            return (fn(x),)
+    else:
+        x, labels, kw = make_case("index" if case == "index_small_v" else case, rng, n, v, dtype)
+        x[5, 3] = np.nan
+
+        def run():
+            return (
+                *sx.softmax_cross_entropy_with_grad(x, labels, reduction="none", **kw),
+                sx.softmax_cross_entropy(x, labels, reduction="none", **kw),
+            )
+
+    numba.set_num_threads(1)
+    one = run()
+    numba.set_num_threads(2)
+    two = run()
+    for a, b in zip(one, two):
+        assert_identical(a, b, "1 thread vs 2 threads")
+
+
+# --------------------------------------------------------------------------- confident rows
+
+
+def _confident(layout, dtype):
+    """Logits whose row is [40, 0] (other classes -inf), label class 0."""
+    v = 2 if layout.startswith("v2") else 100
+    x = np.full((1, v), -np.inf, dtype=dtype)
+    x[0, :2] = (40.0, 0.0)
+    labels = np.array([0]) if layout.endswith("index") else np.eye(v)[:1]
+    return x, labels
+
+
+CONFIDENT = ["v2_index", "v2_prob", "v100_index", "v100_prob"]
+
+
+def assert_relative(actual, expected, rel, what):
+    actual, expected = float(actual), float(expected)
+    assert abs(actual - expected) <= rel * abs(expected), f"{what}: got {actual!r}, expected {expected!r}"
+
+
+@dtypes
+@pytest.mark.parametrize("layout", CONFIDENT)
+@pytest.mark.parametrize("api", APIS)
+def test_confident_row_keeps_its_tiny_loss_and_gradient(api, layout, dtype):
+    rel = 1e-6 if is32(dtype) else 1e-12
+    tiny = math.exp(-40) / (1 + math.exp(-40))  # softmax of the other class
+    x, labels = _confident(layout, dtype)
+    loss, grad = call_api(api, x, labels, reduction="sum")
+    if loss is not None:
+        assert_relative(loss, math.log1p(math.exp(-40)), rel, "loss")
+    if grad is not None:
+        assert_relative(grad[0, 0], -tiny, rel, "gradient of the label")
+        assert_relative(grad[0, 1], tiny, rel, "gradient of the other class")
+        assert (grad[0, 2:] == 0).all()
+    if api != "loss":
+        result = _grad_call("grad", x, labels, reduction="sum", inplace=True)
+        assert_relative(result[0, 0], -tiny, rel, "in-place gradient of the label")
+
+
+@dtypes
+def test_confident_row_softmax_and_log_softmax(dtype):
+    rel = 1e-6 if is32(dtype) else 1e-12
+    for v in (2, 100):
+        x, _ = _confident(f"v{v}_index", dtype)
+        p = sx.softmax(x)
+        assert_relative(p[0, 1], math.exp(-40) / (1 + math.exp(-40)), rel, "softmax")
+        assert_relative(sx.log_softmax(x)[0, 0], -math.log1p(math.exp(-40)), rel, "log_softmax")
+        assert_relative(sx.logsumexp(x)[0], 40 + math.log1p(math.exp(-40)), rel, "logsumexp")
+
+
+# --------------------------------------------------------------------------- softmax family
+
+
+def _softmax_call(name, x, axis=-1, temperature=1.0):
+    fn = getattr(sx, name)
+    return fn(x, axis=axis) if name == "logsumexp" else fn(x, axis=axis, temperature=temperature)
+
+
+def compare_softmax(oracle, name, x, dtype, axis=-1, temperature=1.0):
+    got = _softmax_call(name, x, axis, temperature)
+    ref = oracle(lambda z: _softmax_call(name, z, axis, temperature), x)
+    assert np.asarray(got).dtype == np.dtype(dtype)
+    assert_softmax_family(name, got, ref, x, dtype, axis, temperature)
+    return got
+
+
+@dtypes
+@pytest.mark.parametrize("n", ODD_N)
+@pytest.mark.parametrize("v", ODD_V)
+@pytest.mark.parametrize("name", SOFTMAX_FUNCS)
+def test_softmax_family_odd_shapes(name, v, n, dtype, rng, oracle):
+    x = random_logits(rng, (n, v), scale=5.0, dtype=dtype)
+    compare_softmax(oracle, name, x, dtype)
+
+
+SOFTMAX_SPECIAL = ["masked_but_one", "all_masked", "some_masked", "nan", "negative_nan", "posinf", "huge", "neg_huge_row", "zeros"]
+
+
+@dtypes
+@pytest.mark.parametrize("v", [1, 2, 5, 17, 100])
+@pytest.mark.parametrize("kind", SOFTMAX_SPECIAL)
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+@pytest.mark.parametrize("name", SOFTMAX_FUNCS)
+def test_softmax_family_special_rows(name, temperature, kind, v, dtype, rng, oracle):
+    if name == "logsumexp" and temperature != 1.0:
+        pytest.skip("logsumexp has no temperature")
+    x = random_logits(rng, (9, v), scale=5.0, dtype=dtype)
+    r = 4
+    if kind == "masked_but_one":
+        x[r] = -np.inf
+        x[r, v // 2] = 1.5
+    elif kind == "all_masked":
+        x[r] = -np.inf
+    elif kind == "some_masked":
+        x[r, ::2] = -np.inf
+    elif kind == "nan":
+        x[r, v - 1] = np.nan
+    elif kind == "negative_nan":
+        x[r, v - 1] = np.copysign(x.dtype.type(np.nan), x.dtype.type(-1.0))
+    elif kind == "posinf":
+        x[r, 0] = np.inf
+    elif kind == "huge":
+        x[r, 0] = 1e30
+        x[r, v - 1] = -1e30
+        x[r + 1, 0] = -1e30
+    elif kind == "neg_huge_row":
+        x[r] = -1e30
+    else:
+        x[r] = 0.0
+    got = compare_softmax(oracle, name, x, dtype, temperature=temperature)
+    others = np.arange(9) != r
+    ref_rows = compare_softmax(oracle, name, x[others], dtype, temperature=temperature)
+    assert_identical(got[others], ref_rows, "other rows depend on the special row")
+    if kind in ("nan", "negative_nan") or (kind == "posinf" and name != "logsumexp"):
+        assert np.isnan(got[r]).all()
+
+
+@dtypes
+@pytest.mark.parametrize("shape", [(70, 5), (33, 1000)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+@pytest.mark.parametrize("name", SOFTMAX_FUNCS)
+def test_softmax_family_temperature(name, temperature, shape, dtype, rng, oracle):
+    if name == "logsumexp" and temperature != 1.0:
+        pytest.skip("logsumexp has no temperature")
+    x = random_logits(rng, shape, scale=5.0, dtype=dtype)
+    compare_softmax(oracle, name, x, dtype, temperature=temperature)
+
+
+@dtypes
+@pytest.mark.parametrize("v", [5, 100])
+@pytest.mark.parametrize("layout", ["axis1", *LAYOUTS])
+@pytest.mark.parametrize("name", SOFTMAX_FUNCS)
+def test_softmax_family_layouts_equal_contiguous(name, layout, v, dtype, rng, oracle):
+    x = random_logits(rng, (12, v), scale=5.0, dtype=dtype)
+    flat = _softmax_call(name, x, temperature=0.3 if name != "logsumexp" else 1.0)
+    t = 0.3 if name != "logsumexp" else 1.0
+    if layout == "axis1":
+        x3 = np.ascontiguousarray(x.reshape(4, 3, v).transpose(0, 2, 1))
+        got = compare_softmax(oracle, name, x3, dtype, axis=1, temperature=t)
+        got = got.reshape(12) if name == "logsumexp" else got.transpose(0, 2, 1).reshape(12, v)
+    else:
+        view, _, _ = _non_contiguous(x, layout)
+        got = compare_softmax(oracle, name, view, dtype, temperature=t)
+    assert_identical(got, flat, f"{layout} vs contiguous")
+
+
+@dtypes
+@pytest.mark.parametrize("shape", [(0, 5), (0, 100), (4, 0), (0, 0)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("name", SOFTMAX_FUNCS)
+def test_softmax_family_empty(name, shape, dtype, oracle):
+    x = np.zeros(shape, dtype=dtype)
+    got = compare_softmax(oracle, name, x, dtype)
+    if name == "logsumexp":
+        assert got.shape == (shape[0],) and (got == -np.inf).all()
+    else:
+        assert got.shape == shape
