@@ -49,24 +49,25 @@ JIT_ELEMENT = dict(nogil=True, cache=True, fastmath={"contract"}, error_model="n
 # --------------------------------------------------------------------------- exp
 
 
-@intrinsic
-def _bits_to_f32(typingctx, bits):
-    """Reinterpret int32 bits as a float32 (builds 2**n for the exponential)."""
+def _bitcast(src: types.Type, dst: types.Type):
+    """An intrinsic that reinterprets the bits of a ``src`` scalar as ``dst``
+    (numba has no scalar bit casts; the exponential builds 2**n this way and
+    the row max compares floats as integers)."""
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float32))
+    @intrinsic
+    def cast(typingctx, value):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(dst))
 
-    return types.float32(types.int32), codegen
+        return dst(src), codegen
+
+    return cast
 
 
-@intrinsic
-def _bits_to_f64(typingctx, bits):
-    """Reinterpret int64 bits as a float64."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
-
-    return types.float64(types.int64), codegen
+_bits_to_f32 = _bitcast(types.int32, types.float32)
+_bits_to_f64 = _bitcast(types.int64, types.float64)
+_f32_to_bits = _bitcast(types.float32, types.int32)
+_f64_to_bits = _bitcast(types.float64, types.int64)
 
 
 def vexp(x):  # pragma: no cover - replaced by the overload below inside jitted code
@@ -129,22 +130,6 @@ def _vexp_overload(x):
 
 
 # --------------------------------------------------------------------------- row passes
-
-
-@intrinsic
-def _f32_to_bits(typingctx, v):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int32))
-
-    return types.int32(types.float32), codegen
-
-
-@intrinsic
-def _f64_to_bits(typingctx, v):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int64))
-
-    return types.int64(types.float64), codegen
 
 
 def order_key(v):  # pragma: no cover - replaced by the overload inside jitted code
@@ -543,14 +528,6 @@ _LN2 = math.log(2.0)
 _ATANH = tuple(2.0 / (2 * k + 1) for k in range(12, -1, -1))
 
 
-@intrinsic
-def _f64_bits_u(typingctx, v):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int64))
-
-    return types.int64(types.float64), codegen
-
-
 @nb.njit(**JIT_ELEMENT)
 def _vlog1p(u):
     """log(1 + u) for u >= 0, vectorisable, to about 1 ulp.
@@ -560,7 +537,7 @@ def _vlog1p(u):
     (a confident row) keeps all its digits: log1p(4e-18) = 4e-18.
     """
     s = 1.0 + u
-    b = _f64_bits_u(s)
+    b = _f64_to_bits(s)
     k = (b >> np.int64(52)) - np.int64(1023)
     f = _bits_to_f64((b & np.int64(0x000FFFFFFFFFFFFF)) | np.int64(0x3FF0000000000000))
     big = f > _SQRT2
