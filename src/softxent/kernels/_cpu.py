@@ -588,10 +588,15 @@ def _xent_index_tiles(
     kept = np.empty(_TILE)
     for base in range(lo, hi, _TILE):
         nr = min(_TILE, hi - base)
-        for r in range(_TILE):
-            src = z[base + r] if r < nr else z[base]
+        if nr == _TILE:  # rows along the vector lanes: strided loads, contiguous stores
             for c in range(n_cls):
-                buf[c, r] = src[c]
+                for r in range(_TILE):
+                    buf[c, r] = z[base + r, c]
+        else:  # last partial tile: pad with a copy of its first row
+            for r in range(_TILE):
+                src = z[base + r] if r < nr else z[base]
+                for c in range(n_cls):
+                    buf[c, r] = src[c]
         # Pass 1: max per row, on integer keys (vectorised across rows).
         for r in range(_TILE):
             mk[r] = order_key(dt(-np.inf))
