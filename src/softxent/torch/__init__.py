@@ -1,0 +1,48 @@
+"""PyTorch front end of softxent: softmax cross-entropy losses for ``torch`` models.
+
+Two losses, each a function and a thin ``nn.Module``:
+
+* :func:`cross_entropy` / :class:`CrossEntropyLoss`: a drop-in for
+  ``torch.nn.functional.cross_entropy`` / ``torch.nn.CrossEntropyLoss`` (same
+  arguments, defaults and results), computed on the CPU by softxent's fused
+  kernel (loss and gradient from one sweep over the logits), with z-loss,
+  logit soft-capping and the per-row log-sum-exp as extras;
+* :func:`linear_cross_entropy` / :class:`LinearCrossEntropyLoss`: the loss of
+  ``x @ weight.T + bias`` against ``target`` and its gradients, computed in
+  blocks so that the (N, V) logits of a large-vocabulary output head never
+  exist in memory.
+
+This is eq. (9)-(10) and (16) of the seed at scale: a linear layer, softmax
+and cross-entropy, whose gradient with respect to the logits is ``a - y``.
+
+PyTorch is an optional dependency (``pip install softxent[torch]``);
+``import softxent`` never imports it, ``import softxent.torch`` does.
+
+>>> import torch
+>>> import softxent.torch as sxt
+>>> logits, labels = torch.tensor([[2.0, 1.0, 0.1]]), torch.tensor([0])
+>>> loss = sxt.cross_entropy(logits, labels)
+>>> bool(torch.allclose(loss, torch.nn.functional.cross_entropy(logits, labels)))
+True
+"""
+
+from __future__ import annotations
+
+try:
+    import torch  # noqa: F401  (the top-level torch package, not this one)
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "softxent.torch needs PyTorch, which is not installed: pip install softxent[torch] "
+        "(or install torch for your platform from https://pytorch.org first)"
+    ) from exc
+
+from ._functional import cross_entropy
+from ._linear import linear_cross_entropy
+from ._modules import CrossEntropyLoss, LinearCrossEntropyLoss
+
+__all__ = [
+    "CrossEntropyLoss",
+    "LinearCrossEntropyLoss",
+    "cross_entropy",
+    "linear_cross_entropy",
+]

@@ -1,0 +1,331 @@
+r"""``softxent.torch.cross_entropy``: a drop-in for ``torch.nn.functional.cross_entropy``.
+
+Design (wrapper -> custom op -> backend; the backward rule beside the forward)
+-----------------------------------------------------------------------------
+* :func:`cross_entropy` checks its arguments (statically: no tensor data is
+  read, so ``torch.compile`` traces it without a graph break), moves the class
+  axis last and flattens the batch, giving (M, C) rows, and picks a path:
+
+  - **fused** (devices in :data:`._backends.FUSED_BACKENDS`, today the
+    CPU): :class:`_FusedCrossEntropy`, an autograd function around the custom
+    op ``softxent::cross_entropy``. The op computes the loss, the gradient
+    :math:`\partial L / \partial z` and the per-row log-sum-exp in one sweep
+    over the logits (eq. 7 and eq. 15, :mod:`._backends`); the backward only
+    scales that stored gradient by ``grad_output``:
+
+    .. math::
+
+        \frac{\partial \mathcal{L}}{\partial z}
+            = \frac{\partial \mathcal{L}}{\partial L}\,
+              \underbrace{\frac{\partial L}{\partial z}}_{\text{from the forward}}
+
+    (a scalar factor for ``"mean"``/``"sum"``, one per row for ``"none"``; a
+    factor of exactly 1, the usual ``loss.backward()``, returns the stored
+    gradient without touching it).
+  - **plain torch** (any other device, probability targets or class weights
+    that require grad, and inside ``torch.func`` transforms):
+    :func:`._reference.cross_entropy_rows_reference`, the same formulas in
+    differentiable torch operations.
+
+* The custom op is opaque to ``torch.compile`` (a fake implementation gives
+  its output shapes), so a compiled model keeps the fused kernel and its
+  graph whole. It is registered with ``torch.library.custom_op``; its
+  autograd is a ``torch.autograd.Function`` with ``setup_context`` rather
+  than ``register_autograd``, because only the former also works under
+  ``torch.func`` (``custom_op`` + ``register_autograd`` refuses functorch
+  transforms).
+
+Memory: the forward holds one (M, C) buffer, the gradient, until the backward
+consumes it; the logits themselves are not kept (unless ``return_lse=True``,
+whose backward may need them), so the peak is the same as torch's
+``log_softmax`` + ``nll_loss``, which keeps the (M, C) log-probabilities.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from ._backends import cpu_rows, has_fused_backend
+from ._reference import cross_entropy_rows_reference, work_dtype
+from ._validation import check_ce_args, check_options
+
+__all__ = ["cross_entropy"]
+
+Reduction = Literal["mean", "sum", "none"]
+
+
+# --------------------------------------------------------------------------- custom op
+
+
+@torch.library.custom_op("softxent::cross_entropy", mutates_args=(), device_types="cpu")
+def _cross_entropy_op(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+    reduction: str,
+    need_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loss, gradient (or an empty tensor) and log-sum-exp of (M, C) contiguous logits.
+
+    ``softcap=0`` means no cap. Loss and gradient are in ``logits.dtype``,
+    the log-sum-exp in float32 (float64 for float64 logits).
+    """
+    loss, grad, lse = cpu_rows(
+        logits, target, weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
+        z_loss=z_loss, softcap=softcap or None, reduction=reduction, need_grad=need_grad,
+        need_lse=True,
+    )  # fmt: skip
+    dtype = logits.dtype
+    grad = logits.new_empty((0,)) if grad is None else grad.to(dtype)
+    return loss.to(dtype), grad, lse.to(work_dtype(dtype))
+
+
+@_cross_entropy_op.register_fake
+def _(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, need_grad):
+    n_rows = logits.shape[0]
+    loss = logits.new_empty((n_rows,) if reduction == "none" else ())
+    grad = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_grad else logits.new_empty((0,))
+    return loss, grad, logits.new_empty((n_rows,), dtype=work_dtype(logits.dtype))
+
+
+# A CUDA (Triton) backend registers here, _cross_entropy_op.register_kernel("cuda")(fn),
+# and adds itself to _backends.FUSED_BACKENDS (which routes CUDA tensors to this op).
+
+
+def _is_plain_eager(t: torch.Tensor) -> bool:
+    """True outside any tracing (compile, make_fx, functorch): safe to read values."""
+    if torch.compiler.is_compiling() or type(t) is not torch.Tensor:
+        return False
+    return torch._C._functorch.peek_interpreter_stack() is None
+
+
+def _functorch_active() -> bool:
+    if torch.compiler.is_compiling():
+        return False
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
+class _FusedCrossEntropy(torch.autograd.Function):
+    """Forward: one fused sweep gives loss and gradient. Backward: scale the gradient."""
+
+    @staticmethod
+    def forward(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, keep_logits):
+        loss, grad, lse = _cross_entropy_op(
+            logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, True
+        )
+        return loss, lse, grad
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, _, _, _, _, _, softcap, reduction, keep_logits = inputs
+        _, lse, grad = output
+        ctx.set_materialize_grads(False)  # unused outputs: None, not an (M, C) tensor of zeros
+        ctx.mark_non_differentiable(grad)
+        ctx.reduction = reduction
+        ctx.softcap = softcap
+        if keep_logits:
+            ctx.save_for_backward(grad, lse, logits)
+        else:
+            ctx.save_for_backward(grad)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss, grad_lse, _grad_grad):
+        saved = ctx.saved_tensors
+        grad = saved[0]
+        out = None
+        if grad_loss is not None:
+            if ctx.reduction == "none":
+                out = grad * grad_loss.to(grad.dtype)[:, None]
+            elif _is_plain_eager(grad_loss) and bool(grad_loss == 1):
+                out = grad  # loss.backward(): the stored gradient is already the answer
+            else:
+                out = grad * grad_loss.to(grad.dtype)
+        if grad_lse is not None:
+            # d lse / dz = softmax(z') * sech^2(z / c): rebuilt from the kept logits.
+            _, lse, logits = saved
+            z = logits.to(lse.dtype)
+            if ctx.softcap:
+                u = z / ctx.softcap
+                z = ctx.softcap * torch.tanh(u)
+            term = torch.exp(z - lse[:, None]) * grad_lse.to(lse.dtype)[:, None]
+            if ctx.softcap:
+                term = term / torch.cosh(u).square()
+            term = term.to(grad.dtype)
+            out = term if out is None else out + term
+        return out, None, None, None, None, None, None, None, None
+
+
+# --------------------------------------------------------------------------- public
+
+
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    r"""Softmax cross-entropy of ``input`` logits against ``target``: eq. (7) with eq. (8).
+
+    A drop-in for :func:`torch.nn.functional.cross_entropy` (same arguments,
+    defaults and results), computed on the CPU by a fused kernel that gives
+    the loss and its gradient in one sweep over the logits. For row :math:`i`
+    with logits :math:`z_i`:
+
+    .. math::
+
+        \ell_i = \sum_c t_{ic}\,\bigl(\operatorname{lse}(z_i) - z_{ic}\bigr)
+                 + \lambda_z \operatorname{lse}(z_i)^2,
+        \qquad \operatorname{lse}(z) = \log \textstyle\sum_c e^{z_c},
+
+    whose gradient is eq. (15), :math:`a \sum_c t_c - t` with
+    :math:`a = \operatorname{softmax}(z)` (eq. 16: :math:`a - y` for a plain
+    one-hot target), plus :math:`2 \lambda_z \operatorname{lse}\, a`. The
+    effective target :math:`t` is PyTorch's: for a class index :math:`y`,
+    :math:`t = (1-\varepsilon) w_y e_y + \tfrac{\varepsilon}{C} w`; for
+    probabilities :math:`p`, :math:`t = w \odot ((1-\varepsilon) p + \tfrac{\varepsilon}{C})`.
+
+    Parameters
+    ----------
+    input : Tensor of shape (C,), (N, C) or (N, C, d1, d2, ...)
+        Unnormalised logits; the class axis is 1 (0 for an unbatched
+        ``(C,)`` input). float16, bfloat16, float32 or float64; low-precision
+        input is computed in float32 and the results cast back. ``-inf``
+        masks a class.
+    target : Tensor
+        Class indices (an integer dtype) of the input's shape without the
+        class axis, in ``[0, C)`` or equal to ``ignore_index``; or class
+        probabilities (a floating dtype) of the input's shape, finite and
+        non-negative (rows need not sum to 1: eq. 15 covers it).
+    weight : Tensor of shape (C,), optional
+        Non-negative class weights.
+    ignore_index : int, default -100
+        Class-index targets equal to it are skipped (loss 0, gradient 0, left
+        out of the mean). Not used with probability targets.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"none"``: one loss per row, shape ``(N, d1, ...)``. ``"mean"``:
+        divided by the summed weights :math:`\sum_i w_{y_i}` of the rows not
+        ignored (class indices; the row count for probability targets), as
+        torch does.
+    label_smoothing : float in [0, 1], default 0
+        Mixes the target with the uniform distribution, as torch does.
+    z_loss : float >= 0, default 0, keyword-only
+        Adds :math:`\lambda_z \operatorname{lse}^2` for every row not ignored
+        (PaLM's auxiliary loss that keeps the normaliser near 0),
+        differentiable. It is not multiplied by class weights; ``"mean"``
+        divides its sum by the number of rows not ignored (as Liger-Kernel).
+    softcap : float > 0, optional, keyword-only
+        Replaces the logits by :math:`c \tanh(z / c)` first (Gemma 2); the
+        gradient carries the chain rule :math:`\operatorname{sech}^2(z / c)`.
+        ``-inf`` becomes :math:`-c`: masking does not survive the cap.
+    return_lse : bool, default False, keyword-only
+        Also return each row's log-sum-exp of the (soft-capped) logits, shape
+        ``(N, d1, ...)``, float32 (float64 for float64 input), ignored rows
+        included. It is differentiable; the fused path then keeps the logits
+        until the backward.
+
+    Returns
+    -------
+    loss : Tensor
+        0-d, or of shape ``(N, d1, ...)`` for ``reduction="none"``, in the
+        input's dtype (float32 under CPU autocast, like torch).
+    lse : Tensor
+        Only with ``return_lse=True``.
+
+    Notes
+    -----
+    Differences from torch, each deliberate:
+
+    * a batch whose rows are all ignored (or an empty batch) gives loss 0 and
+      gradient 0 with ``reduction="mean"``; torch gives NaN;
+    * with probability targets, a masked class (``-inf`` logit) with target 0
+      adds nothing (:math:`0 \cdot \infty = 0`); torch gives NaN;
+    * bad input raises ``ValueError``/``TypeError`` naming the argument and
+      the value (torch raises ``IndexError``/``RuntimeError`` or, for
+      probabilities, does not check): a class index out of range, a negative
+      probability, a row that is ``-inf`` everywhere but not ignored;
+    * low-precision input is computed in float32 and rounded once, so it is
+      usually closer to the exact value than torch's.
+
+    Paths: on the CPU (float16/bfloat16/float32/float64) the fused kernel; on
+    other devices, when a probability ``target`` or ``weight`` requires grad,
+    and under ``torch.func`` transforms, plain torch operations with the same
+    semantics (so ``torch.func.grad``, ``vmap``, ``jacrev``, ``hessian`` all
+    work there). The fused path works under ``torch.compile`` (fullgraph) and
+    autocast. Its backward cannot be differentiated again
+    (``create_graph=True`` raises): use the plain path for that.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softxent.torch import cross_entropy
+    >>> logits = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]], requires_grad=True)
+    >>> loss = cross_entropy(logits, torch.tensor([0, 1]))
+    >>> print(f"{loss.item():.6f}")
+    0.318540
+    >>> loss.backward()                              # eq. (16): (softmax - one-hot) / N
+    >>> print(logits.grad.sum(dim=1).abs().max() < 1e-7)
+    tensor(True)
+    >>> loss, lse = cross_entropy(logits, torch.tensor([0, -100]), reduction="none", return_lse=True)
+    >>> loss.detach(), lse.detach()                 # the ignored row: loss 0, its lse all the same
+    (tensor([0.4170, 0.0000]), tensor([2.4170, 2.7200]))
+    """
+    ignore_index, reduction, label_smoothing, z_loss, softcap = check_options(
+        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+        z_loss=z_loss, softcap=softcap,
+    )  # fmt: skip
+    if not isinstance(return_lse, bool):
+        raise TypeError(f"return_lse must be True or False, got {return_lse!r}")
+    prob, batch = check_ce_args(input, target, weight)
+    if torch.is_autocast_enabled(input.device.type) and input.dtype in (torch.float16, torch.bfloat16):
+        input = input.float()  # autocast runs torch's cross_entropy in float32: so do we
+    n_classes = input.shape[0 if input.dim() == 1 else 1]
+
+    # (M, C) rows, class axis last (a copy only when the layout requires one).
+    if input.dim() == 1:
+        rows = input[None]
+        rows_target = target[None]
+    elif input.dim() == 2:
+        rows, rows_target = input, target
+    else:
+        rows = input.movedim(1, -1).reshape(-1, n_classes)
+        rows_target = target.movedim(1, -1).reshape(-1, n_classes) if prob else target.reshape(-1)
+    rows = rows.contiguous()
+
+    target_grad = prob and target.requires_grad
+    weight_grad = weight is not None and weight.requires_grad
+    fused = has_fused_backend(input.device) and not (target_grad or weight_grad) and not _functorch_active()
+    if fused:
+        rows_target = rows_target.detach()
+        w = None if weight is None else weight.detach()
+        need_grad = torch.is_grad_enabled() and input.requires_grad
+        if need_grad:
+            loss, lse, _ = _FusedCrossEntropy.apply(
+                rows, rows_target, w, ignore_index, label_smoothing, z_loss, softcap or 0.0, reduction, return_lse
+            )
+        else:
+            loss, _, lse = _cross_entropy_op(
+                rows, rows_target, w, ignore_index, label_smoothing, z_loss, softcap or 0.0, reduction, False
+            )
+    else:
+        loss, lse = cross_entropy_rows_reference(
+            rows, rows_target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
+            need_lse=return_lse,
+        )  # fmt: skip
+    if reduction == "none":
+        loss = loss.reshape(batch)
+    if return_lse:
+        return loss, lse.reshape(batch)
+    return loss
