@@ -7,8 +7,8 @@ Design (wrapper -> custom op -> backend; the backward rule beside the forward)
   axis last and flattens the batch, giving (M, C) rows, and picks a path:
 
   - **fused** (devices in :data:`._backends.FUSED_BACKENDS`, today the
-    CPU): :class:`_FusedCrossEntropy`, an autograd function around the custom
-    op ``softxent::cross_entropy``. The op computes the loss, the gradient
+    CPU): the custom op ``softxent::cross_entropy``, with its autograd
+    formula registered beside it. The op computes the loss, the gradient
     :math:`\partial L / \partial z` and the per-row log-sum-exp in one sweep
     over the logits (eq. 7 and eq. 15, :mod:`._backends`); the backward only
     scales that stored gradient by ``grad_output``:
@@ -27,13 +27,13 @@ Design (wrapper -> custom op -> backend; the backward rule beside the forward)
     :func:`._reference.cross_entropy_rows_reference`, the same formulas in
     differentiable torch operations.
 
-* The custom op is opaque to ``torch.compile`` (a fake implementation gives
-  its output shapes), so a compiled model keeps the fused kernel and its
-  graph whole. It is registered with ``torch.library.custom_op``; its
-  autograd is a ``torch.autograd.Function`` with ``setup_context`` rather
-  than ``register_autograd``, because only the former also works under
-  ``torch.func`` (``custom_op`` + ``register_autograd`` refuses functorch
-  transforms).
+* The custom op (``torch.library.custom_op`` with ``register_fake`` and
+  ``register_autograd``) is opaque to ``torch.compile``, so a compiled model
+  keeps the fused kernel and its graph whole (``fullgraph=True`` works).
+  Custom ops refuse ``torch.func`` transforms, so inside one the plain-torch
+  path runs instead. (A ``torch.autograd.Function`` would allow
+  ``torch.func`` but makes Dynamo 2.13 emit a ``DeprecationWarning`` from
+  its own internals.)
 
 Memory: the forward holds one (M, C) buffer, the gradient, until the backward
 consumes it; the logits themselves are not kept (unless ``return_lse=True``,
@@ -70,10 +70,12 @@ def _cross_entropy_op(
     softcap: float,
     reduction: str,
     need_grad: bool,
+    keep_logits: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Loss, gradient (or an empty tensor) and log-sum-exp of (M, C) contiguous logits.
+    """Loss, gradient (an empty tensor unless ``need_grad``) and log-sum-exp of (M, C) contiguous logits.
 
-    ``softcap=0`` means no cap. Loss and gradient are in ``logits.dtype``,
+    ``softcap=0`` means no cap; ``keep_logits`` saves the logits for the
+    backward of the log-sum-exp. Loss and gradient are in ``logits.dtype``,
     the log-sum-exp in float32 (float64 for float64 logits).
     """
     loss, grad, lse = cpu_rows(
@@ -87,7 +89,7 @@ def _cross_entropy_op(
 
 
 @_cross_entropy_op.register_fake
-def _(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, need_grad):
+def _(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, need_grad, keep_logits):
     n_rows = logits.shape[0]
     loss = logits.new_empty((n_rows,) if reduction == "none" else ())
     grad = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_grad else logits.new_empty((0,))
@@ -98,68 +100,62 @@ def _(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, re
 # and adds itself to _backends.FUSED_BACKENDS (which routes CUDA tensors to this op).
 
 
-def _is_plain_eager(t: torch.Tensor) -> bool:
-    """True outside any tracing (compile, make_fx, functorch): safe to read values."""
-    if torch.compiler.is_compiling() or type(t) is not torch.Tensor:
+def _is_one(g: torch.Tensor) -> bool:
+    """``g`` is exactly 1 and may be read (plain eager, not traced by compile or make_fx)."""
+    if torch.compiler.is_compiling() or type(g) is not torch.Tensor or g.dim() != 0:
         return False
-    return torch._C._functorch.peek_interpreter_stack() is None
+    return bool(g == 1)
+
+
+def _setup_context(ctx, inputs, output):
+    logits, _, _, _, _, _, softcap, reduction, _, keep_logits = inputs
+    _, grad, lse = output
+    ctx.set_materialize_grads(False)  # unused outputs: None, not an (M, C) tensor of zeros
+    ctx.mark_non_differentiable(grad)
+    ctx.reduction = reduction
+    ctx.softcap = softcap
+    if keep_logits:
+        ctx.save_for_backward(grad, lse, logits)
+    else:
+        ctx.save_for_backward(grad)
+
+
+@torch.autograd.function.once_differentiable
+def _backward(ctx, grad_loss, _grad_grad, grad_lse):
+    """dL/dz = grad_output * (the gradient stored by the forward) [+ grad_lse * dlse/dz]."""
+    saved = ctx.saved_tensors
+    grad = saved[0]
+    out = None
+    if grad_loss is not None:
+        if ctx.reduction == "none":
+            out = grad * grad_loss.to(grad.dtype)[:, None]
+        elif _is_one(grad_loss):
+            out = grad  # loss.backward(): the stored gradient is already the answer
+        else:
+            out = grad * grad_loss.to(grad.dtype)
+    if grad_lse is not None:
+        # d lse / dz = softmax(z') * sech^2(z / c), rebuilt from the kept logits.
+        _, lse, logits = saved
+        z = logits.to(lse.dtype)
+        if ctx.softcap:
+            u = z / ctx.softcap
+            z = ctx.softcap * torch.tanh(u)
+        term = torch.exp(z - lse[:, None]) * grad_lse.to(lse.dtype)[:, None]
+        if ctx.softcap:
+            term = term / torch.cosh(u).square()
+        term = term.to(grad.dtype)
+        out = term if out is None else out + term
+    return out, None, None, None, None, None, None, None, None, None
+
+
+_cross_entropy_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _functorch_active() -> bool:
+    """Inside a torch.func transform (grad, vmap, jacrev, ...), which custom ops do not support."""
     if torch.compiler.is_compiling():
         return False
     return torch._C._functorch.peek_interpreter_stack() is not None
-
-
-class _FusedCrossEntropy(torch.autograd.Function):
-    """Forward: one fused sweep gives loss and gradient. Backward: scale the gradient."""
-
-    @staticmethod
-    def forward(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, keep_logits):
-        loss, grad, lse = _cross_entropy_op(
-            logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, True
-        )
-        return loss, lse, grad
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        logits, _, _, _, _, _, softcap, reduction, keep_logits = inputs
-        _, lse, grad = output
-        ctx.set_materialize_grads(False)  # unused outputs: None, not an (M, C) tensor of zeros
-        ctx.mark_non_differentiable(grad)
-        ctx.reduction = reduction
-        ctx.softcap = softcap
-        if keep_logits:
-            ctx.save_for_backward(grad, lse, logits)
-        else:
-            ctx.save_for_backward(grad)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss, grad_lse, _grad_grad):
-        saved = ctx.saved_tensors
-        grad = saved[0]
-        out = None
-        if grad_loss is not None:
-            if ctx.reduction == "none":
-                out = grad * grad_loss.to(grad.dtype)[:, None]
-            elif _is_plain_eager(grad_loss) and bool(grad_loss == 1):
-                out = grad  # loss.backward(): the stored gradient is already the answer
-            else:
-                out = grad * grad_loss.to(grad.dtype)
-        if grad_lse is not None:
-            # d lse / dz = softmax(z') * sech^2(z / c): rebuilt from the kept logits.
-            _, lse, logits = saved
-            z = logits.to(lse.dtype)
-            if ctx.softcap:
-                u = z / ctx.softcap
-                z = ctx.softcap * torch.tanh(u)
-            term = torch.exp(z - lse[:, None]) * grad_lse.to(lse.dtype)[:, None]
-            if ctx.softcap:
-                term = term / torch.cosh(u).square()
-            term = term.to(grad.dtype)
-            out = term if out is None else out + term
-        return out, None, None, None, None, None, None, None, None
 
 
 # --------------------------------------------------------------------------- public
@@ -311,14 +307,10 @@ def cross_entropy(
         rows_target = rows_target.detach()
         w = None if weight is None else weight.detach()
         need_grad = torch.is_grad_enabled() and input.requires_grad
-        if need_grad:
-            loss, lse, _ = _FusedCrossEntropy.apply(
-                rows, rows_target, w, ignore_index, label_smoothing, z_loss, softcap or 0.0, reduction, return_lse
-            )
-        else:
-            loss, _, lse = _cross_entropy_op(
-                rows, rows_target, w, ignore_index, label_smoothing, z_loss, softcap or 0.0, reduction, False
-            )
+        loss, _, lse = _cross_entropy_op(
+            rows, rows_target, w, ignore_index, label_smoothing, z_loss, softcap or 0.0, reduction,
+            need_grad, need_grad and return_lse,
+        )  # fmt: skip
     else:
         loss, lse = cross_entropy_rows_reference(
             rows, rows_target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,

@@ -288,7 +288,14 @@ def _linear_op(
     ignore_index: int, label_smoothing: float, z_loss: float, softcap: float, reduction: str,
     block_rows: int, block_vocab: int, need_dx: bool, need_dw: bool, need_db: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Loss, per-row lse, and dL/dx, dL/dW, dL/db (empty when not requested) of the (N, d) rows."""
+    """Loss, per-row lse, and dL/dx, dL/dW, dL/db of the (N, d) rows.
+
+    The gradients are computed here only for ``"mean"``/``"sum"`` (else, and
+    when not requested, they are empty tensors): ``"none"`` recomputes them in
+    :func:`_linear_backward_op`.
+    """
+    early = reduction != "none"
+    need_dx, need_dw, need_db = need_dx and early, need_dw and early, need_db and early and bias is not None
     loss, lse, dx, dw, db = _linear_xent(
         x, weight, target, bias, ignore_index=ignore_index, label_smoothing=label_smoothing,
         z_loss=z_loss, softcap=softcap or None, reduction=reduction, block_rows=block_rows,
@@ -306,6 +313,8 @@ def _linear_op(
 def _(x, weight, target, bias, ignore_index, label_smoothing, z_loss, softcap, reduction,
       block_rows, block_vocab, need_dx, need_dw, need_db):  # fmt: skip
     n_rows = x.shape[0]
+    early = reduction != "none"
+    need_dx, need_dw, need_db = need_dx and early, need_dw and early, need_db and early
     return (
         x.new_empty((n_rows,) if reduction == "none" else ()),
         x.new_empty((n_rows,), dtype=work_dtype(x.dtype)),
@@ -347,61 +356,47 @@ def _(grad_rows, x, weight, target, bias, lse, ignore_index, label_smoothing, z_
 
 
 def _is_one(g: torch.Tensor) -> bool:
-    """``g`` is exactly 1 and readable (eager, not traced): the stored gradients need no scaling."""
-    if torch.compiler.is_compiling() or type(g) is not torch.Tensor:
-        return False
-    if torch._C._functorch.peek_interpreter_stack() is not None:
+    """``g`` is exactly 1 and may be read (plain eager, not traced): the stored gradients need no scaling."""
+    if torch.compiler.is_compiling() or type(g) is not torch.Tensor or g.dim() != 0:
         return False
     return bool(g == 1)
 
 
-class _FusedLinearCrossEntropy(torch.autograd.Function):
-    """Forward: loss (and, for "mean"/"sum", the gradients). Backward: scale, or recompute for "none"."""
+def _setup_context(ctx, inputs, output):
+    (x, weight, target, bias, ignore_index, label_smoothing, z_loss, softcap, reduction,
+     block_rows, block_vocab, need_dx, need_dw, need_db) = inputs  # fmt: skip
+    _, lse, dx, dw, db = output
+    ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(lse, dx, dw, db)
+    ctx.reduction = reduction
+    ctx.options = (ignore_index, label_smoothing, z_loss, softcap, block_rows, block_vocab)
+    ctx.needs = (need_dx, need_dw, need_db and bias is not None)
+    if reduction == "none":
+        ctx.save_for_backward(x, weight, target, bias, lse)
+    else:
+        ctx.save_for_backward(dx, dw, db)
 
-    @staticmethod
-    def forward(x, weight, target, bias, ignore_index, label_smoothing, z_loss, softcap, reduction,
-                block_rows, block_vocab, need_dx, need_dw, need_db):  # fmt: skip
-        early = reduction != "none"
-        return _linear_op(
-            x, weight, target, bias, ignore_index, label_smoothing, z_loss, softcap, reduction,
-            block_rows, block_vocab, need_dx and early, need_dw and early, need_db and early,
-        )  # fmt: skip
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        (x, weight, target, bias, ignore_index, label_smoothing, z_loss, softcap, reduction,
-         block_rows, block_vocab, need_dx, need_dw, need_db) = inputs  # fmt: skip
-        _, lse, dx, dw, db = output
-        ctx.set_materialize_grads(False)
-        ctx.mark_non_differentiable(lse, dx, dw, db)
-        ctx.reduction = reduction
-        ctx.options = (ignore_index, label_smoothing, z_loss, softcap, block_rows, block_vocab, need_dx, need_dw, need_db)
-        ctx.has_bias = bias is not None
-        if reduction == "none":
-            ctx.save_for_backward(x, weight, target, bias, lse)
-        else:
-            ctx.save_for_backward(dx, dw, db)
+@torch.autograd.function.once_differentiable
+def _backward(ctx, grad_loss, *_unused):
+    """Scale the gradients stored by the forward by grad_output, or (``"none"``) recompute them."""
+    need_dx, need_dw, need_db = ctx.needs
+    rest = (None,) * 10
+    if grad_loss is None:
+        return (None, None, None, None) + rest
+    if ctx.reduction == "none":
+        x, weight, target, bias, lse = ctx.saved_tensors
+        dx, dw, db = _linear_backward_op(
+            grad_loss, x, weight, target, bias, lse, *ctx.options, need_dx, need_dw, need_db
+        )
+    else:
+        dx, dw, db = ctx.saved_tensors
+        if not _is_one(grad_loss):
+            dx, dw, db = (t * grad_loss.to(t.dtype) for t in (dx, dw, db))
+    return (dx if need_dx else None, dw if need_dw else None, None, db if need_db else None) + rest
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss, *_unused):
-        n_inputs = 14
-        if grad_loss is None:
-            return (None,) * n_inputs
-        ignore_index, label_smoothing, z_loss, softcap, block_rows, block_vocab, need_dx, need_dw, need_db = ctx.options
-        if ctx.reduction == "none":
-            x, weight, target, bias, lse = ctx.saved_tensors
-            dx, dw, db = _linear_backward_op(
-                grad_loss, x, weight, target, bias, lse, ignore_index, label_smoothing, z_loss, softcap,
-                block_rows, block_vocab, need_dx, need_dw, need_db,
-            )  # fmt: skip
-        else:
-            dx, dw, db = ctx.saved_tensors
-            if not _is_one(grad_loss):
-                dx, dw, db = (t * grad_loss.to(t.dtype) for t in (dx, dw, db))
-        return (
-            dx if need_dx else None, dw if need_dw else None, None, db if (need_db and ctx.has_bias) else None,
-        ) + (None,) * (n_inputs - 4)
+
+_linear_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # --------------------------------------------------------------------------- public
@@ -474,7 +469,9 @@ def linear_cross_entropy(
     precision torch's autocast gives ``cross_entropy``, extended to the
     matmul) and returns a float32 loss. All-ignored batches give 0 (torch's
     NaN, as :func:`softxent.torch.cross_entropy`). ``torch.compile`` sees one
-    custom op (no graph break). The backward cannot be differentiated again.
+    custom op (no graph break); ``torch.func`` transforms are not supported
+    (custom ops refuse them): compose ``cross_entropy`` with ``F.linear``
+    there. The backward cannot be differentiated again.
 
     Examples
     --------
@@ -557,10 +554,7 @@ def linear_cross_entropy(
         n_buffers = 3  # the plain-torch chunk path holds logits, probabilities and G
     block_rows, block_vocab = plan_blocks(n_rows, n_classes, elem, n_buffers, chunk_size)
     args = (ignore_index, label_smoothing, z_loss, softcap or 0.0, reduction, block_rows, block_vocab)
-    if need_dx or need_dw or need_db:
-        loss = _FusedLinearCrossEntropy.apply(x2, weight, t2.detach(), bias, *args, need_dx, need_dw, need_db)[0]
-    else:
-        loss = _linear_op(x2, weight, t2, bias, *args, False, False, False)[0]
+    loss = _linear_op(x2, weight, t2.detach(), bias, *args, need_dx, need_dw, need_db)[0]
     if reduction == "none":
         loss = loss.reshape(batch)
         if shift:

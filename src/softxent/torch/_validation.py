@@ -8,7 +8,8 @@ Two kinds of check, kept apart because ``torch.compile`` treats them differently
 * **data** checks (class indices in range, probability targets finite and
   non-negative, rows fully masked with ``-inf``) read tensor values. They run
   inside the fused custom ops at run time (so also under ``torch.compile``)
-  and in the eager plain-torch path; a traced plain-torch graph skips them.
+  and in the eager plain-torch path; a traced plain-torch graph and
+  ``torch.func`` transforms (which cannot branch on values) skip them.
 
 Every error names the argument and shows the bad value, as the NumPy layer's
 :mod:`softxent._validation` does, but with PyTorch's argument names
