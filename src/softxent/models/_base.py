@@ -1,0 +1,531 @@
+"""What the two linear estimators share: parameters, fitting, prediction, saving.
+
+:class:`LinearClassifierBase` holds the scikit-learn side of the estimators
+(parameter checks, ``validate_data``, ``fit`` / ``partial_fit`` around the
+solvers, ``decision_function``, ``save``). A subclass says only how it reads
+``y`` (:meth:`LinearClassifierBase._fit_targets`) and how it turns logits into
+probabilities and predictions. The math is in :mod:`._objective`, the
+optimisers in :mod:`._solvers`.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
+
+from .._validation import check_sample_weight
+from ._objective import Objective, Problem, effective_n_threads
+from ._solvers import Adam, Progress, lbfgs, progress_factory, run_adam
+
+__all__ = ["LinearClassifierBase", "Targets"]
+
+SOLVERS = ("lbfgs", "adam")
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@dataclass
+class Targets:
+    """``y`` encoded for the objective (see :class:`~._objective.Problem`)."""
+
+    values: np.ndarray  # int64 class indices (softmax) or (n, K) 0/1 in X's dtype (sigmoid)
+    head: str
+    n_outputs: int
+    row_weight: np.ndarray | None = None  # class weights folded into the rows
+    label_weight: np.ndarray | None = None  # sigmoid: weight of each label
+    pos_weight: np.ndarray | None = None  # sigmoid: extra weight of each label's positive term
+    stratify: np.ndarray | None = None  # class per row, for the early-stopping split
+
+
+def _bad(name: str, value: Any, expected: str) -> ValueError:
+    return ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and np.isfinite(value)
+
+
+def _solver_is_adam(estimator: LinearClassifierBase) -> bool:
+    if estimator.solver != "adam":
+        raise AttributeError(
+            f"partial_fit is only available with solver='adam' (L-BFGS needs the whole data at "
+            f"once), got solver={estimator.solver!r}"
+        )
+    return True
+
+
+class LinearClassifierBase(ClassifierMixin, BaseEstimator):
+    """Shared machinery of :class:`SoftmaxRegression` and :class:`SigmoidRegression`."""
+
+    # ------------------------------------------------------------------ parameters
+    def _check_params(self) -> None:
+        """Every parameter, with an error that names it and shows the bad value."""
+        if not _is_real(self.C) or self.C <= 0:
+            raise _bad("C", self.C, "a finite number > 0 (the inverse of the regularisation strength)")
+        for name in ("fit_intercept", "early_stopping", "warm_start"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise _bad(name, getattr(self, name), "True or False")
+        if self.solver not in SOLVERS:
+            raise _bad("solver", self.solver, f"one of {SOLVERS}")
+        if not _is_int(self.max_iter) or self.max_iter < 1:
+            raise _bad("max_iter", self.max_iter, "an integer >= 1")
+        if not _is_real(self.tol) or self.tol < 0:
+            raise _bad("tol", self.tol, "a finite number >= 0")
+        cw = self.class_weight
+        if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
+            raise _bad("class_weight", cw, "None, 'balanced' or a dict {class: weight}")
+        bs = self.batch_size
+        if not (bs == "auto" or (_is_int(bs) and bs >= 1)):
+            raise _bad("batch_size", bs, "'auto' or an integer >= 1")
+        if not _is_real(self.learning_rate) or self.learning_rate <= 0:
+            raise _bad("learning_rate", self.learning_rate, "a finite number > 0")
+        if not _is_real(self.validation_fraction) or not 0 < self.validation_fraction < 1:
+            raise _bad("validation_fraction", self.validation_fraction, "a number in (0, 1)")
+        if not _is_int(self.n_iter_no_change) or self.n_iter_no_change < 1:
+            raise _bad("n_iter_no_change", self.n_iter_no_change, "an integer >= 1")
+        try:
+            dtype = np.dtype(self.dtype)
+        except TypeError:
+            dtype = None
+        if dtype not in DTYPES:
+            raise _bad("dtype", self.dtype, "np.float32 or np.float64")
+        if not (_is_int(self.verbose) or isinstance(self.verbose, (bool, np.bool_))) or self.verbose < 0:
+            raise _bad("verbose", self.verbose, "an integer >= 0")
+        if self.callback is not None and not callable(self.callback):
+            raise _bad("callback", self.callback, "None or a callable taking a Progress record")
+        if not (self.n_jobs is None or (_is_int(self.n_jobs) and self.n_jobs != 0)):
+            raise _bad("n_jobs", self.n_jobs, "None or a non-zero integer")
+        self._check_extra_params()
+
+    def _check_extra_params(self) -> None:
+        """Subclass hook for their own parameters."""
+
+    @property
+    def _work_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _fit_targets(
+        self, X: Any, y: Any, *, first: bool, partial: bool, classes: Any = None
+    ) -> tuple[Any, Targets]:
+        """Validate ``X`` (via ``validate_data``) and ``y``; set ``classes_`` when ``first``.
+
+        ``partial``: called from ``partial_fit`` (``classes`` may be needed on
+        the first call; later calls must use the classes already known).
+        """
+        raise NotImplementedError
+
+    def _validate_X_y(self, X: Any, y: Any, *, first: bool, multi_output: bool) -> tuple[Any, np.ndarray]:
+        dtype = self._work_dtype if first or not hasattr(self, "coef_") else self.coef_.dtype
+        return validate_data(
+            self, X, y, reset=first, accept_sparse="csr", dtype=dtype, order="C", multi_output=multi_output
+        )
+
+    def _class_labels(
+        self, y: np.ndarray, *, first: bool, partial: bool, classes: Any
+    ) -> np.ndarray:
+        """Check 1-D class labels; on the first call set ``classes_``; return the class index of each row."""
+        check_classification_targets(y)
+        if first:
+            if partial:
+                if classes is None:
+                    raise ValueError(
+                        "classes must be passed on the first call to partial_fit: all the classes that "
+                        "the stream will ever hold, e.g. classes=[0, 1, 2]"
+                    )
+                self.classes_ = np.unique(np.asarray(classes))
+            else:
+                self.classes_ = np.unique(y)
+            if len(self.classes_) < 2:
+                raise ValueError(
+                    f"{type(self).__name__} needs samples of at least 2 classes, but the data contains "
+                    f"only one class: {self.classes_[0]!r}"
+                    if len(self.classes_)
+                    else f"{type(self).__name__} needs samples of at least 2 classes, got none"
+                )
+        unseen = ~np.isin(y, self.classes_)
+        if unseen.any():
+            raise ValueError(
+                f"y contains labels that are not in classes_ {self.classes_.tolist()}: "
+                f"{np.unique(y[unseen]).tolist()[:10]}"
+                + (" (partial_fit learns only the classes given on its first call)" if partial else "")
+            )
+        return np.searchsorted(self.classes_, y)
+
+    def _row_class_weight(self, y: np.ndarray, codes: np.ndarray) -> np.ndarray | None:
+        """Class weights of 1-D labels, folded into the rows as scikit-learn does."""
+        if self.class_weight is None:
+            return None
+        weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+        return weights[codes]
+
+    def _check_y_length(self, X: Any, n_rows: int) -> None:
+        if X.shape[0] != n_rows:
+            raise ValueError(
+                f"Found input variables with inconsistent numbers of samples: X has {X.shape[0]} "
+                f"rows, y has {n_rows}"
+            )
+
+    # ------------------------------------------------------------------ data
+    def _validate_X(self, X: Any, *, reset: bool) -> Any:
+        dtype = self._work_dtype if reset or not hasattr(self, "coef_") else self.coef_.dtype
+        return validate_data(self, X, reset=reset, accept_sparse="csr", dtype=dtype, order="C")
+
+    def _problem(self, X: Any, targets: Targets, sample_weight: Any) -> Problem:
+        if sample_weight is not None and not isinstance(sample_weight, np.ndarray) and np.isscalar(sample_weight):
+            sample_weight = np.full(X.shape[0], sample_weight, dtype=np.float64)  # a scalar weighs every row
+        elif sample_weight is not None:
+            sample_weight = np.asarray(sample_weight)  # lists and other array-likes
+        sw = check_sample_weight(sample_weight, (X.shape[0],))
+        if targets.row_weight is not None:
+            sw = targets.row_weight if sw is None else sw * targets.row_weight
+        if sparse.issparse(X):
+            X = X.tocsr()
+            X.sort_indices()
+        return Problem(
+            X=X,
+            targets=targets.values,
+            head=targets.head,
+            n_outputs=targets.n_outputs,
+            sample_weight=sw,
+            class_weight=targets.label_weight,
+            pos_weight=targets.pos_weight,
+        )
+
+    def _check_weighted_classes(self, problem: Problem, targets: Targets) -> None:
+        """1-D labels: at least two classes must keep a positive weight (else there is nothing to learn)."""
+        if targets.stratify is None:
+            return
+        weights = problem.row_weights()
+        if not weights.sum() > 0:
+            raise ValueError(
+                "the sample weights (times the class weights) are zero for every row; at least one "
+                "row needs a positive weight"
+            )
+        present = np.unique(targets.stratify[weights > 0])
+        if len(present) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes with a positive weight, but "
+                f"only class {self.classes_[present[0]]!r} has any (sample_weight times class_weight)"
+            )
+
+    def _initial_params(self, n_outputs: int, n_features: int) -> tuple[np.ndarray, np.ndarray | None]:
+        if (
+            self.warm_start
+            and hasattr(self, "coef_")
+            and self.coef_.shape == (n_outputs, n_features)
+        ):
+            W0 = self.coef_.astype(np.float64)
+            b0 = self.intercept_.astype(np.float64) if self.fit_intercept else None
+            return W0, b0
+        return np.zeros((n_outputs, n_features)), (np.zeros(n_outputs) if self.fit_intercept else None)
+
+    def _set_params_from(self, W: np.ndarray, b: np.ndarray | None) -> None:
+        dtype = self._work_dtype
+        self.coef_ = np.asarray(W, dtype=dtype)
+        self.intercept_ = np.zeros(W.shape[0], dtype=dtype) if b is None else np.asarray(b, dtype=dtype)
+
+    # ------------------------------------------------------------------ progress
+    def _report(self) -> Callable[[Progress], bool]:
+        verbose, callback = self.verbose, self.callback
+
+        def report(progress: Progress) -> bool:
+            if verbose:
+                print(progress.format(), flush=True)
+            return bool(callback(progress)) if callback is not None else False
+
+        return report
+
+    def _warn_not_converged(self, status: str, detail: str) -> None:
+        if status == "max_iter":
+            what = "adam epochs" if self.solver == "adam" else "L-BFGS iterations"
+            warnings.warn(
+                f"{type(self).__name__} did not converge within max_iter={self.max_iter} {what} "
+                f"({detail}); increase max_iter, or scale the features",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+        elif status == "line_search":
+            warnings.warn(
+                f"{type(self).__name__}: L-BFGS stopped because the line search could not lower the "
+                f"objective further ({detail}): it is flat to the working precision "
+                f"({self._work_dtype.name}); use dtype=np.float64 or a larger tol",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LinearClassifierBase:
+        """Fit the model by minimising the objective of the class docstring.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data (sparse input is used as CSR, never densified).
+        y : array-like
+            The targets; see the class docstring for the accepted forms.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weight of each row (multiplied by ``class_weight``).
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        X, targets = self._fit_targets(X, y, first=True, partial=False)
+        problem = self._problem(X, targets, sample_weight)
+        self._check_weighted_classes(problem, targets)
+        W0, b0 = self._initial_params(targets.n_outputs, X.shape[1])
+        start = time.perf_counter()
+        make = progress_factory(type(self).__name__, self.solver, start)
+        # One BLAS thread: our own threads run the row blocks (see _objective).
+        with threadpool_limits(limits=1, user_api="blas"):
+            if self.solver == "lbfgs":
+                self._fit_lbfgs(problem, W0, b0, make)
+            else:
+                self._fit_adam(problem, targets, W0, b0, make)
+        return self
+
+    def _fit_lbfgs(self, problem: Problem, W0: np.ndarray, b0: np.ndarray | None, make: Any) -> None:
+        n_threads = effective_n_threads(self.n_jobs)
+        with Objective(problem, C=self.C, fit_intercept=self.fit_intercept, n_threads=n_threads) as objective:
+            theta, result = lbfgs(
+                objective, objective.pack(W0, b0), tol=self.tol, max_iter=self.max_iter,
+                report=self._report(), make_progress=make,
+            )  # fmt: skip
+            W, b = objective.unpack(theta)
+            grad_max = objective.last_grad_max
+        self._set_params_from(W, b)
+        self.n_iter_ = result.n_iter
+        self.loss_curve_ = result.loss_curve
+        self.validation_loss_curve_ = None
+        if hasattr(self, "_optimizer"):
+            del self._optimizer  # adam's state belongs to the old coefficients
+        self._warn_not_converged(result.status, f"largest |gradient| {grad_max:.3g} > tol={self.tol:g}")
+
+    def _batch_size(self, n_rows: int) -> int:
+        return min(200 if self.batch_size == "auto" else int(self.batch_size), max(n_rows, 1))
+
+    def _fit_adam(
+        self, problem: Problem, targets: Targets, W0: np.ndarray, b0: np.ndarray | None, make: Any
+    ) -> None:
+        rng = check_random_state(self.random_state)
+        train, validation = problem, None
+        if self.early_stopping:
+            train, validation = self._split(problem, targets, rng)
+        optimizer = Adam(W0, b0, learning_rate=self.learning_rate)
+        result, val_curve = run_adam(
+            optimizer, train, validation, C=self.C, batch_size=self._batch_size(train.n_rows),
+            max_iter=self.max_iter, tol=self.tol, n_iter_no_change=self.n_iter_no_change, rng=rng,
+            report=self._report(), make_progress=make,
+        )  # fmt: skip
+        optimizer.rows_seen = train.n_rows
+        optimizer.weight_seen = float(train.row_weights().sum())
+        self._optimizer = optimizer
+        self._set_params_from(optimizer.W, optimizer.b)
+        self.n_iter_ = result.n_iter
+        self.loss_curve_ = result.loss_curve
+        self.validation_loss_curve_ = val_curve if validation is not None else None
+        self._warn_not_converged(
+            result.status,
+            "the " + ("validation" if validation is not None else "training")
+            + f" loss still improved by more than tol={self.tol:g} within n_iter_no_change="
+            + f"{self.n_iter_no_change} epochs",
+        )
+
+    def _split(self, problem: Problem, targets: Targets, rng: np.random.RandomState) -> tuple[Problem, Problem]:
+        n = problem.n_rows
+        n_val = int(np.ceil(self.validation_fraction * n))
+        if n_val < 1 or n - n_val < 1:
+            raise ValueError(
+                f"early_stopping needs rows for training and validation: validation_fraction="
+                f"{self.validation_fraction!r} of {n} rows leaves {n - n_val} for training and {n_val} "
+                "for validation"
+            )
+        idx = np.arange(n)
+        seed = rng.randint(np.iinfo(np.int32).max)
+        try:
+            tr, va = train_test_split(idx, test_size=n_val, random_state=seed, stratify=targets.stratify)
+        except ValueError:  # a class too rare to stratify on: a plain random split
+            tr, va = train_test_split(idx, test_size=n_val, random_state=seed)
+        return problem.subset(np.sort(tr)), problem.subset(np.sort(va))
+
+    @available_if(_solver_is_adam)
+    def partial_fit(self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None) -> LinearClassifierBase:
+        """One adam epoch over a batch of rows: streaming training (``solver="adam"`` only).
+
+        The objective is that of the class docstring on *all rows seen so
+        far*: each call adds its rows to the running total weight :math:`S`
+        that scales the penalty. ``early_stopping`` does not apply (a
+        stream has no held-out set).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like
+            Targets of these rows, in the form the first call used.
+        classes : array-like, optional
+            All the classes (1-D labels) or label names (label sets) that
+            will ever occur; required on the first call for 1-D labels,
+            ignored afterwards. Labels outside it raise ``ValueError``.
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        first = not hasattr(self, "classes_")
+        if first:
+            self._check_params()
+        if isinstance(self.class_weight, str) and self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight='balanced' needs the class counts of the whole data set, which "
+                "partial_fit never sees; pass class_weight as a dict of weights instead"
+            )
+        X, targets = self._fit_targets(X, y, first=first, classes=classes, partial=True)
+        problem = self._problem(X, targets, sample_weight)
+        optimizer = getattr(self, "_optimizer", None)
+        if optimizer is None or first:
+            if first:
+                W0, b0 = np.zeros((targets.n_outputs, X.shape[1])), (
+                    np.zeros(targets.n_outputs) if self.fit_intercept else None
+                )
+            else:
+                W0 = self.coef_.astype(np.float64)
+                b0 = self.intercept_.astype(np.float64) if self.fit_intercept else None
+            optimizer = Adam(W0, b0, learning_rate=self.learning_rate)
+            self.n_iter_ = 0
+            self.loss_curve_ = []
+            self.validation_loss_curve_ = None
+        optimizer.learning_rate = self.learning_rate
+        optimizer.rows_seen += problem.n_rows
+        optimizer.weight_seen += float(problem.row_weights().sum())
+        if not optimizer.weight_seen > 0:
+            raise ValueError(
+                "the sample weights seen so far are zero for every row; at least one row needs a "
+                "positive weight"
+            )
+        if not hasattr(self, "_partial_rng"):
+            self._partial_rng = check_random_state(self.random_state)
+        start = time.perf_counter()
+        with threadpool_limits(limits=1, user_api="blas"):
+            loss = optimizer.epoch(
+                problem, C=self.C, batch_size=self._batch_size(problem.n_rows), rng=self._partial_rng,
+                total_weight=optimizer.weight_seen, total_rows=optimizer.rows_seen,
+            )  # fmt: skip
+        if not np.isfinite(loss):
+            raise FloatingPointError(
+                f"adam diverged (objective {loss!r}); lower learning_rate (now {self.learning_rate!r}) "
+                "or scale the features"
+            )
+        self._optimizer = optimizer
+        self._set_params_from(optimizer.W, optimizer.b)
+        self.n_iter_ += 1
+        self.loss_curve_.append(loss)
+        make = progress_factory(type(self).__name__, "adam", start)
+        self._report()(make(self.n_iter_, self.n_iter_, loss, None, None))
+        return self
+
+    # ------------------------------------------------------------------ predict
+    def _logits(self, X: Any) -> np.ndarray:
+        """``X @ coef_.T + intercept_``, shape (n, K), in the dtype of ``coef_``."""
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        Z = X @ self.coef_.T
+        Z = np.asarray(Z, dtype=self.coef_.dtype)
+        Z += self.intercept_
+        return Z
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: Any) -> None:
+        """Write the fitted model to ``path`` without pickle; read it back with :func:`softxent.models.load`.
+
+        The file is a NumPy ``.npz`` archive of the arrays plus a JSON
+        document (format name, version, class, parameters, checksums); see
+        :mod:`softxent.models._persistence`.
+        """
+        from ._persistence import save
+
+        save(self, path)
+
+    def __sklearn_tags__(self):  # noqa: D105
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+# The parameters both estimators share, substituted into their docstrings.
+COMMON_PARAMS = r"""
+    C : float, default 1.0
+        Inverse regularisation strength, as in ``LogisticRegression``: the
+        objective is :math:`C \sum_i s_i \ell_i + \tfrac12 \lVert W \rVert_F^2`.
+    fit_intercept : bool, default True
+        Learn the intercept :math:`b` (never penalised).
+    solver : {"lbfgs", "adam"}, default "lbfgs"
+        ``"lbfgs"``: scipy's L-BFGS-B on the whole objective, in standardised
+        coordinates (a change of variables; the minimiser is unchanged).
+        ``"adam"``: minibatch adam, for large or streaming data
+        (``partial_fit``).
+    max_iter : int, default 100
+        L-BFGS iterations, or adam epochs.
+    tol : float, default 1e-4
+        L-BFGS stops when :math:`\max |\nabla f| \le` ``tol``, with
+        :math:`f = F / (C S)` the objective divided by C times the total row
+        weight (scikit-learn's test). Adam stops when the epoch's objective
+        (or validation loss) has not improved by ``tol`` for
+        ``n_iter_no_change`` epochs.
+    class_weight : None, "balanced" or dict, default None
+        Weights that multiply the rows of each class (see the class
+        docstring for multi-label targets).
+    batch_size : int or "auto", default "auto"
+        Adam minibatch rows; "auto" is ``min(200, n_samples)``.
+    learning_rate : float, default 1e-3
+        Adam step size.
+    early_stopping : bool, default False
+        Adam only: hold out ``validation_fraction`` of the rows (stratified
+        when possible), stop when their mean log loss has not improved by
+        ``tol`` for ``n_iter_no_change`` epochs, and keep the best epoch.
+    validation_fraction : float, default 0.1
+    n_iter_no_change : int, default 10
+    warm_start : bool, default False
+        Start ``fit`` from the previous ``coef_`` and ``intercept_``.
+    dtype : {np.float64, np.float32}, default np.float64
+        Precision of the data and of the fused kernels during training and
+        prediction (the solver's own arithmetic is float64). float32 halves
+        the memory traffic; the objective then agrees with float64 to about
+        1e-7 relative, so very small ``tol`` may end in a
+        ``ConvergenceWarning`` about the line search.
+    random_state : int, RandomState or None, default None
+        Shuffling and the validation split of adam (L-BFGS is deterministic).
+    verbose : int, default 0
+        > 0: print one line per iteration or epoch (loss, gradient, time).
+    callback : callable or None, default None
+        Called after every iteration or epoch as ``callback(progress)`` with
+        a :class:`~softxent.models.Progress` record (iteration, max_iter,
+        loss, grad_max, validation_loss, elapsed); a true return value stops
+        training. This is the hook a command line drives a progress bar with.
+    n_jobs : int or None, default None
+        Threads that compute the gradient over row blocks during ``fit``.
+        None: every CPU this process may run on (as scikit-learn's OpenMP
+        code does); -1 as well; 1: no threads. BLAS is held to one thread
+        while fitting.
+"""

@@ -1,0 +1,240 @@
+"""Softmax or sigmoid? The seed's practical question, answered from the labels.
+
+Labels that exclude each other (a song is classical *or* rock *or* jazz) get
+one softmax over the K classes; labels that do not (a song can be vocal *and*
+a soundtrack) get one sigmoid per label; exclusive labels with some rows that
+carry none of them get a softmax with an added "other" class.
+
+This module reads the three forms scikit-learn users give ``y`` in
+(:func:`parse_targets`) and makes the choice (:func:`choose_head`), with a
+reason a user can read.
+
+* 1-D class labels, one per row (ints, strings, ...): softmax.
+* A 2-D 0/1 indicator matrix (ndarray, list of lists, or sparse) with two or
+  more columns, one per label (an (n, 1) column is read as class labels, as
+  scikit-learn does): softmax if every row has exactly one label, sigmoid if any row
+  has two or more, softmax plus "other" if no row has more than one but some
+  have none.
+* A list of label sets (``[{"rock"}, {"vocal", "pop"}, set()]``): as the
+  indicator matrix of those sets, columns in sorted label order. Elements
+  that are ``set``/``frozenset`` are always label sets; lists or tuples are
+  label sets unless they form a rectangular 0/1 matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy import sparse
+
+__all__ = ["HeadChoice", "ParsedTargets", "choose_head", "parse_targets"]
+
+
+@dataclass(frozen=True)
+class HeadChoice:
+    """The output head :func:`choose_head` picked, and why.
+
+    Attributes
+    ----------
+    head : {"softmax", "sigmoid"}
+        One softmax over mutually exclusive classes (eq. 1, 7 of the seed),
+        or one independent sigmoid per label (eq. 2).
+    n_classes : int
+        Number of outputs: classes of the softmax (including the added
+        "other" class), or labels of the sigmoid head.
+    add_other_class : bool
+        True when the labels are exclusive but some rows carry none of them:
+        the softmax gets one more class for those rows.
+    reason : str
+        One plain sentence that explains the choice.
+    """
+
+    head: Literal["softmax", "sigmoid"]
+    n_classes: int
+    add_other_class: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class ParsedTargets:
+    """``y`` read into one of two forms.
+
+    ``kind="labels"``: ``labels`` is the 1-D array of class labels, one per
+    row (``column_vector``: it was given as an (n, 1) column, which
+    scikit-learn reads as labels, never as a one-label indicator). ``kind="indicator"``: ``indicator`` is an (n, L) uint8 matrix and
+    ``names`` the L label names (column indices, or the sorted labels of
+    label sets); ``from_sets`` records which form the user gave.
+    """
+
+    kind: Literal["labels", "indicator"]
+    labels: np.ndarray | None = None
+    indicator: np.ndarray | None = None
+    names: np.ndarray | None = None
+    from_sets: bool = False
+    column_vector: bool = False
+    dtype: np.dtype | None = None  # the indicator's dtype as given (int64 for label sets)
+
+
+def _is_label_set_list(y: Any) -> bool:
+    if isinstance(y, np.ndarray) or sparse.issparse(y) or not isinstance(y, Sequence) or isinstance(y, str):
+        return False
+    if len(y) == 0:
+        return False
+    first = y[0]
+    if isinstance(first, (set, frozenset)):
+        return True
+    if not isinstance(first, (list, tuple, np.ndarray)):
+        return False
+    # A rectangular list of 0/1 rows is an indicator matrix written as a list.
+    try:
+        arr = np.asarray(y)
+    except ValueError:  # ragged: label sets of different sizes
+        return True
+    if arr.ndim != 2 or arr.dtype.kind not in "biuf":
+        return True
+    return not np.isin(arr, (0, 1)).all()
+
+
+def _sets_to_indicator(y: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    sets = []
+    for i, row in enumerate(y):
+        if isinstance(row, (str, bytes)) or not hasattr(row, "__iter__"):
+            raise TypeError(
+                f"y looks like a list of label sets, but y[{i}] is {row!r}, not a set, "
+                f"list or tuple of labels"
+            )
+        sets.append(set(row))
+    labels = set().union(*sets)
+    try:
+        names = np.array(sorted(labels))
+    except TypeError:
+        raise TypeError(
+            f"the labels in y must be comparable to be put in order, got mixed types: {sorted(map(repr, labels))[:6]}"
+        ) from None
+    index = {label: j for j, label in enumerate(names.tolist())}
+    indicator = np.zeros((len(sets), len(names)), dtype=np.uint8)
+    for i, row in enumerate(sets):
+        for label in row:
+            indicator[i, index[label.item() if isinstance(label, np.generic) else label]] = 1
+    return indicator, names
+
+
+def parse_targets(y: Any) -> ParsedTargets:
+    """Read ``y`` as 1-D class labels, an indicator matrix, or a list of label sets."""
+    if y is None:
+        raise ValueError("this classifier requires y to be passed, but the target y is None")
+    if _is_label_set_list(y):
+        indicator, names = _sets_to_indicator(y)
+        return ParsedTargets(
+            "indicator", indicator=indicator, names=names, from_sets=True, dtype=np.dtype(np.int64)
+        )
+    if sparse.issparse(y):
+        y = y.toarray()
+    arr = np.asarray(y)
+    if arr.ndim == 1:
+        if arr.shape[0] == 0:
+            raise ValueError("y is empty: a classifier needs at least one labelled row")
+        return ParsedTargets("labels", labels=arr)
+    if arr.ndim != 2:
+        raise ValueError(
+            f"y must be 1-D class labels, a 2-D 0/1 indicator matrix or a list of label sets, "
+            f"got an array of shape {arr.shape}"
+        )
+    if arr.shape[0] == 0:
+        raise ValueError("y is empty: a classifier needs at least one labelled row")
+    if arr.shape[1] == 1:  # a column vector of class labels, as scikit-learn reads it
+        return ParsedTargets("labels", labels=arr.ravel(), column_vector=True)
+    if arr.dtype.kind not in "biuf" or not np.isin(arr, (0, 1)).all():
+        bad = ~np.isin(arr, (0, 1)) if arr.dtype.kind in "biuf" else np.ones(arr.shape, bool)
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"y is 2-D, so it is read as a label indicator matrix (one 0/1 column per label), "
+            f"but y[{i}, {j}] is {arr[i, j]!r}; pass class labels as a 1-D array"
+        )
+    return ParsedTargets(
+        "indicator", indicator=arr.astype(np.uint8), names=np.arange(arr.shape[1]), dtype=arr.dtype
+    )
+
+
+def _choose(parsed: ParsedTargets, other_label: Any) -> HeadChoice:
+    if parsed.kind == "labels":
+        k = len(np.unique(parsed.labels))
+        if k == 1:
+            reason = (
+                "y holds one class label per row but only one class occurs, so there is nothing to "
+                "classify; a softmax needs at least 2 classes"
+            )
+        else:
+            reason = (
+                f"y holds one class label per row ({k} classes): every row belongs to exactly one "
+                f"class, so one softmax over {k} classes"
+            )
+        return HeadChoice("softmax", k, False, reason)
+    Y = parsed.indicator
+    n, L = Y.shape
+    counts = Y.sum(axis=1, dtype=np.int64)
+    multi = int((counts >= 2).sum())
+    none = int((counts == 0).sum())
+    if multi:
+        i = int(np.argmax(counts))
+        return HeadChoice(
+            "sigmoid", L, False,
+            f"{multi} of {n} rows carry two or more of the {L} labels (row {i} has {int(counts[i])}): "
+            f"the labels are not mutually exclusive, so one sigmoid per label ({L} independent heads)",
+        )  # fmt: skip
+    if none:
+        return HeadChoice(
+            "softmax", L + 1, True,
+            f"no row carries more than one of the {L} labels but {none} of {n} rows carry none: the "
+            f"labels are mutually exclusive, so one softmax over {L + 1} classes, the {L} labels and "
+            f"an added {other_label!r} class for the rows without a label",
+        )  # fmt: skip
+    return HeadChoice(
+        "softmax", L, False,
+        f"every row has exactly one of the {L} labels: the labels are mutually exclusive, so one "
+        f"softmax over {L} classes",
+    )  # fmt: skip
+
+
+def choose_head(y: Any, *, other_label: Any = "other") -> HeadChoice:
+    """Choose softmax or sigmoid from the labels: the seed's rule, as software.
+
+    * 1-D class labels (one per row) -> one softmax over the classes;
+    * an indicator matrix (or list of label sets) whose rows each carry
+      exactly one label -> one softmax over the labels;
+    * any row with two or more labels -> one sigmoid per label;
+    * no row with more than one label but some with none -> a softmax with
+      an added "other" class (``add_other_class=True``).
+
+    Parameters
+    ----------
+    y : array_like, sparse matrix, or list of label sets
+        1-D class labels, a 2-D 0/1 indicator matrix (n_samples, n_labels),
+        or a list of label sets such as ``[{"rock"}, {"vocal", "pop"}]``.
+    other_label : object, default "other"
+        Name of the added class, used in the reason.
+
+    Returns
+    -------
+    HeadChoice
+
+    Raises
+    ------
+    ValueError
+        If ``y`` is empty, 3-D or more, or 2-D with entries other than 0/1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softxent.models import choose_head
+    >>> choose_head(np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])).reason
+    'every row has exactly one of the 4 labels: the labels are mutually exclusive, so one softmax over 4 classes'
+    >>> choose_head([{"vocal", "dance"}, {"pop"}, {"soundtrack"}]).head
+    'sigmoid'
+    >>> choose_head([{"rock"}, {"jazz"}, set()]).add_other_class
+    True
+    """
+    return _choose(parse_targets(y), other_label)

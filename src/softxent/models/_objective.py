@@ -1,0 +1,455 @@
+r"""The training objective of the linear classifiers, its gradient in row blocks.
+
+Design (data -> row blocks -> objective -> solver -> estimator)
+---------------------------------------------------------------
+A linear classifier is eq. (9)-(10) of the seed followed by a cross-entropy:
+logits :math:`z_i = W x_i + b` (:math:`K` outputs), and either one softmax
+over the :math:`K` classes (eq. 7-8) or :math:`K` independent sigmoids
+(eq. 2). Both heads share everything but the loss, so this module holds one
+:class:`Problem` (the data and its weights) and one :class:`Objective`
+(penalty, scaling, preconditioning); the solvers in
+:mod:`softxent.models._solvers` only see a function of a flat vector, and the
+estimators only translate scikit-learn's conventions.
+
+The objective is scikit-learn's ``LogisticRegression(C=C)`` objective,
+
+.. math::
+
+    F(W, b) = C \sum_i s_i\, \ell_i(W x_i + b) + \tfrac12 \lVert W \rVert_F^2
+
+with :math:`s_i` the sample weight times the class weight of row :math:`i`,
+:math:`\ell_i` the softmax cross-entropy of its class (eq. 7) or the sum of
+its per-label sigmoid cross-entropies, and the intercept :math:`b` not
+penalised. The solvers minimise the same function divided by :math:`C S`,
+:math:`S = \sum_i s_i`,
+
+.. math::
+
+    f = F / (C S) = \frac1S \sum_i s_i \ell_i + \frac{\lambda}{2} \lVert W \rVert_F^2,
+    \qquad \lambda = \frac{1}{C S}
+
+which is exactly what scikit-learn's L-BFGS minimises internally
+(``LinearModelLoss`` with ``l2_reg_strength = 1 / (C * sw_sum)``). The two
+have the same minimiser; ``f`` keeps values and gradients of order one
+whatever the number of rows, so that ``tol`` means what it means in
+scikit-learn: the largest absolute entry of :math:`\nabla f`.
+
+Gradient in row blocks (memory O(block x K) beyond the data)
+    With :math:`G = \partial \sum_i s_i \ell_i / \partial Z` from the fused
+    kernel (eq. 16: :math:`s_i (a_i - y_i)` per row),
+    :math:`\nabla_W = G^\top X`, :math:`\nabla_b = G^\top 1`. The rows are
+    processed a block at a time: ``Z_blk = X_blk @ W.T + b`` (BLAS) into one
+    reused buffer, the kernel writes :math:`G` over it (``inplace=True``),
+    and ``X_blk.T @ G`` is accumulated while ``X_blk`` is still in cache, so
+    that X is read from memory once per evaluation instead of twice. Blocks
+    are split between threads (BLAS and the numba kernels release the GIL);
+    BLAS itself is kept to one thread during a fit (two thread pools
+    spinning against each other on a small machine cost more than they give).
+
+Preconditioning
+    L-BFGS is not invariant to the scale of the features: raw pixels in
+    [0, 255] or counts make the Hessian badly conditioned and the solver
+    slow. The solver therefore works in standardised coordinates
+    :math:`\theta = (W', b')` with :math:`W = W' D^{-1}`,
+    :math:`b = b' - W \mu` (:math:`\mu` the weighted feature means,
+    :math:`D = \operatorname{diag}(\sqrt{\operatorname{var} x_j + \lambda / a})`,
+    :math:`a = p(1-p)` at the starting point). This is a change of variables
+    only: X is never copied or centred, the function and its minimiser are
+    those of scikit-learn, and the stopping test is made on the gradient in
+    the original coordinates.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy import sparse
+
+import softxent as sx
+
+__all__ = ["Objective", "Problem", "objective_value", "rows_per_block", "effective_n_threads"]
+
+Head = Literal["softmax", "sigmoid"]
+
+# A block of logits stays within the fused kernels' serial size (2**16
+# logits, see softxent.kernels._cpu), so that the kernel never wakes its own
+# thread pool while ours is running, and a block of X stays near the L2/L3
+# boundary so that the second product reads it from cache.
+_BLOCK_LOGITS = 1 << 16
+_BLOCK_BYTES = 4 << 20
+
+
+def rows_per_block(n_features: int, n_outputs: int, itemsize: int, is_sparse: bool) -> int:
+    """Rows per block: at most 2**16 logits and (dense X) about 4 MiB of X."""
+    by_logits = max(1, _BLOCK_LOGITS // max(n_outputs, 1))
+    if is_sparse:
+        return min(by_logits, 4096)
+    by_bytes = max(16, _BLOCK_BYTES // max(n_features * itemsize, 1))
+    return max(1, min(by_logits, by_bytes, 4096))
+
+
+def effective_n_threads(n_jobs: int | None) -> int:
+    """``None``: every CPU this process may run on; a negative ``n`` counts back
+    from there as in joblib (-1 = all, -2 = all but one)."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    if n_jobs is None:
+        return available
+    if n_jobs < 0:
+        return max(1, available + 1 + n_jobs)
+    return max(1, int(n_jobs))
+
+
+@dataclass
+class Problem:
+    """The data of one fit, already validated and in the working dtype.
+
+    Parameters
+    ----------
+    X : ndarray (C-contiguous) or CSR matrix, shape (n, d), float32 or float64
+    targets : ndarray
+        ``head="softmax"``: int64 class indices, shape (n,).
+        ``head="sigmoid"``: 0/1 indicators in X's dtype, shape (n, K).
+    n_outputs : int
+        K, the number of logits per row.
+    sample_weight : ndarray of float64, shape (n,), or None
+    class_weight : ndarray of float64, shape (K,), or None
+        Softmax: weight of each class (the kernel's ``weight=``). Sigmoid:
+        weight of each label's whole term.
+    pos_weight : ndarray of float64, shape (K,), or None
+        Sigmoid only: extra weight of each label's positive term.
+    """
+
+    X: Any
+    targets: np.ndarray
+    head: Head
+    n_outputs: int
+    sample_weight: np.ndarray | None = None
+    class_weight: np.ndarray | None = None
+    pos_weight: np.ndarray | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.X.dtype
+
+    def row_weights(self) -> np.ndarray:
+        r""":math:`s_i`: sample weight times class weight, float64 (n,).
+
+        For the sigmoid head with label weights the weight is per element, so
+        the row weight is the sample weight alone (the label weights live in
+        the loss); the total :math:`S` then counts rows, as scikit-learn does
+        for each label's own logistic regression.
+        """
+        s = np.ones(self.n_rows) if self.sample_weight is None else self.sample_weight
+        if self.head == "softmax" and self.class_weight is not None:
+            s = s * self.class_weight[self.targets]
+        return s
+
+    def subset(self, rows: np.ndarray) -> Problem:
+        """The same problem on the given rows (a copy: used for minibatches)."""
+        return Problem(
+            X=self.X[rows],
+            targets=self.targets[rows],
+            head=self.head,
+            n_outputs=self.n_outputs,
+            sample_weight=None if self.sample_weight is None else self.sample_weight[rows],
+            class_weight=self.class_weight,
+            pos_weight=self.pos_weight,
+        )
+
+
+def _block_loss_grad(
+    problem: Problem, Wt: np.ndarray, b: np.ndarray | None, lo: int, hi: int, step: int
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Weighted loss sum and its gradient over rows ``lo:hi``, ``step`` rows at a time.
+
+    ``Wt`` is W transposed, (d, K) C-contiguous in X's dtype; ``b`` the
+    intercept in X's dtype or None. Returns ``(loss, grad of W transposed
+    (d, K), grad of b (K,))`` accumulated in float64.
+    """
+    X, k = problem.X, problem.n_outputs
+    is_sparse = sparse.issparse(X)
+    z_buf = np.empty((min(step, max(hi - lo, 0)), k), dtype=problem.dtype)
+    g_wt = np.zeros((X.shape[1], k))
+    g_b = np.zeros(k)
+    loss = 0.0
+    sw_all = problem.sample_weight
+    for start in range(lo, hi, step):
+        stop = min(start + step, hi)
+        xb = X[start:stop]
+        z = z_buf[: stop - start]
+        if is_sparse:
+            z[...] = xb @ Wt
+        else:
+            np.matmul(xb, Wt, out=z)  # BLAS, into the reused block buffer
+        if b is not None:
+            z += b
+        sw = None if sw_all is None else sw_all[start:stop]
+        if problem.head == "softmax":
+            # G = s_i (softmax(z_i) - e_{y_i}) w_{y_i} (eq. 16), written over z: no allocation.
+            block_loss, g = sx.softmax_cross_entropy_with_grad(
+                z, problem.targets[start:stop], weight=problem.class_weight,
+                sample_weight=sw, reduction="sum", inplace=True,
+            )  # fmt: skip
+        else:
+            # G = s_i w_j ((1 - y) sigma(z) - p_j y sigma(-z)), sigma(z) - y unweighted.
+            block_loss, g = sx.sigmoid_cross_entropy_with_grad(
+                z, problem.targets[start:stop], pos_weight=problem.pos_weight,
+                weight=problem.class_weight, sample_weight=sw, reduction="sum",
+            )  # fmt: skip
+        loss += float(block_loss)
+        # X_blk is still in cache from the product above: dL/dW^T += X_blk^T G.
+        g_wt += xb.T @ g
+        g_b += g.sum(axis=0, dtype=np.float64)
+    return loss, g_wt, g_b
+
+
+def data_loss_grad(
+    problem: Problem,
+    W: np.ndarray,
+    b: np.ndarray | None,
+    *,
+    executor: ThreadPoolExecutor | None = None,
+    n_threads: int = 1,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    r""":math:`\sum_i s_i \ell_i` and its gradient w.r.t. ``W`` (K, d) and ``b`` (K,), float64.
+
+    Rows are processed in blocks of :func:`rows_per_block`; with an
+    ``executor`` and more than one block, contiguous ranges of blocks go to
+    ``n_threads`` threads, each with its own buffer and accumulators (summed
+    in a fixed order, so the result does not depend on thread timing).
+    """
+    dtype = problem.dtype
+    Wt = np.ascontiguousarray(W.T, dtype=dtype)
+    bt = None if b is None else np.asarray(b, dtype=dtype)
+    step = rows_per_block(problem.n_features, problem.n_outputs, dtype.itemsize, sparse.issparse(problem.X))
+    n = problem.n_rows
+    n_blocks = -(-n // step)
+    if executor is None or n_threads <= 1 or n_blocks <= 1:
+        loss, g_wt, g_b = _block_loss_grad(problem, Wt, bt, 0, n, step)
+    else:
+        parts = min(n_threads, n_blocks)
+        cuts = [step * (n_blocks * i // parts) for i in range(parts)] + [n]
+        futures = [
+            executor.submit(_block_loss_grad, problem, Wt, bt, cuts[i], cuts[i + 1], step)
+            for i in range(parts)
+        ]
+        results = [f.result() for f in futures]
+        loss = sum(r[0] for r in results)
+        g_wt = results[0][1]
+        g_b = results[0][2]
+        for r in results[1:]:
+            g_wt += r[1]
+            g_b += r[2]
+    return loss, g_wt.T, g_b
+
+
+class Objective:
+    r"""The scaled objective :math:`f = F / (C S)` of a :class:`Problem`, for a solver.
+
+    ``objective(theta)`` returns :math:`f` and its gradient in the
+    (preconditioned) coordinates :math:`\theta`; :meth:`unpack` and
+    :meth:`pack` convert between :math:`\theta` and ``(W, b)``. After each
+    call, :attr:`last_grad_max` is :math:`\max |\nabla f|` in the original
+    coordinates (what ``tol`` is compared with) and :attr:`last_x` the point.
+
+    Use as a context manager: it owns the thread pool of the gradient.
+    """
+
+    def __init__(
+        self,
+        problem: Problem,
+        *,
+        C: float,
+        fit_intercept: bool,
+        n_threads: int = 1,
+        precondition: bool = True,
+        total_weight: float | None = None,
+    ) -> None:
+        self.problem = problem
+        self.C = float(C)
+        self.fit_intercept = bool(fit_intercept)
+        self.n_threads = int(n_threads)
+        weights = problem.row_weights()
+        self.total_weight = float(weights.sum()) if total_weight is None else float(total_weight)
+        if not self.total_weight > 0:
+            raise ValueError(
+                "the sample weights (times the class weights) are zero for every row; "
+                "at least one row needs a positive weight"
+            )
+        self.l2 = 1.0 / (self.C * self.total_weight)  # lambda = 1 / (C S)
+        k, d = problem.n_outputs, problem.n_features
+        self.shape = (k, d)
+        self.mean = np.zeros(d)
+        self.scale = np.ones(d)
+        if precondition:
+            self.mean, self.scale = self._standardisation(weights)
+        self.last_x: np.ndarray | None = None
+        self.last_grad_max = np.inf
+        self.n_evaluations = 0
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- context: the thread pool -------------------------------------------------
+    def __enter__(self) -> Objective:
+        if self.n_threads > 1 and self.problem.n_rows > 1:
+            self._executor = ThreadPoolExecutor(max_workers=self.n_threads, thread_name_prefix="softxent")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    # -- preconditioning ----------------------------------------------------------
+    def _standardisation(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted feature means (zero without intercept) and scales sqrt(var + lambda/a)."""
+        X = self.problem.X
+        w = weights / self.total_weight
+        if sparse.issparse(X):
+            mean = np.asarray(X.T @ w, dtype=np.float64).ravel()
+            second = np.asarray(X.multiply(X).T @ w, dtype=np.float64).ravel()
+        else:
+            # In row blocks, in float64: no full-size temporary, no float32 sums.
+            mean = np.zeros(X.shape[1])
+            second = np.zeros(X.shape[1])
+            step = rows_per_block(X.shape[1], 1, 8, False)
+            for start in range(0, X.shape[0], step):
+                xb = X[start : start + step].astype(np.float64)
+                wb = w[start : start + step]
+                mean += wb @ xb
+                second += wb @ np.square(xb, out=xb)
+        if self.fit_intercept:
+            var = np.maximum(second - mean * mean, 0.0)
+        else:
+            var, mean = second, np.zeros_like(mean)
+        k = self.problem.n_outputs
+        # Curvature of one logit's loss at W = 0: p(1 - p), p = 1/K (softmax) or 1/2.
+        a = (k - 1) / k**2 if self.problem.head == "softmax" and k > 1 else 0.25
+        # lambda / a keeps constant features (var = 0) finite: their curvature is the penalty's.
+        return mean, np.sqrt(var + self.l2 / a)
+
+    def pack(self, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        """theta from (W, b): W' = W D, b' = b + W mu."""
+        Wp = np.asarray(W, dtype=np.float64) * self.scale
+        parts = [Wp.ravel()]
+        if self.fit_intercept:
+            parts.append(np.asarray(b, dtype=np.float64) + np.asarray(W, dtype=np.float64) @ self.mean)
+        return np.concatenate(parts)
+
+    def unpack(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(W, b) from theta: W = W' / D, b = b' - W mu."""
+        k, d = self.shape
+        W = theta[: k * d].reshape(k, d) / self.scale
+        if not self.fit_intercept:
+            return W, None
+        return W, theta[k * d :] - W @ self.mean
+
+    # -- values --------------------------------------------------------------------
+    def loss_grad(self, W: np.ndarray, b: np.ndarray | None) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """f and its gradient w.r.t. (W, b), in the original coordinates."""
+        loss, g_w, g_b = data_loss_grad(self.problem, W, b, executor=self._executor, n_threads=self.n_threads)
+        S = self.total_weight
+        f = loss / S + 0.5 * self.l2 * float(np.vdot(W, W))
+        g_w = g_w / S + self.l2 * W
+        return f, g_w, (g_b / S if self.fit_intercept else None)
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        W, b = self.unpack(theta)
+        f, g_w, g_b = self.loss_grad(W, b)
+        self.n_evaluations += 1
+        self.last_x = theta.copy()
+        self.last_grad_max = float(np.max(np.abs(g_w), initial=0.0))
+        if g_b is not None:
+            self.last_grad_max = max(self.last_grad_max, float(np.max(np.abs(g_b), initial=0.0)))
+        if not np.isfinite(f):
+            # L-BFGS would stop with a cryptic message; say what happened instead.
+            raise FloatingPointError(
+                f"the objective became {f!r}; the data or the weights hold values too large "
+                "for the working dtype (try dtype=np.float64 or scale the features)"
+            )
+        # Chain rule through W = W'/D, b = b' - W mu:
+        #   df/dW' = (df/dW - df/db mu^T) / D,  df/db' = df/db.
+        g_wp = g_w if g_b is None else g_w - np.outer(g_b, self.mean)
+        g_wp = g_wp / self.scale
+        grad = g_wp.ravel() if g_b is None else np.concatenate([g_wp.ravel(), g_b])
+        return f, grad
+
+    def full_objective(self, f: float) -> float:
+        r""":math:`F = C S f`, the objective in scikit-learn's documented form."""
+        return f * self.C * self.total_weight
+
+
+def objective_value(
+    coef: Any,
+    intercept: Any,
+    X: Any,
+    y: Any,
+    *,
+    C: float = 1.0,
+    sample_weight: Any = None,
+) -> float:
+    r"""The penalised objective :math:`F = C \sum_i s_i \ell_i + \tfrac12 \lVert W \rVert_F^2`.
+
+    This is scikit-learn's ``LogisticRegression(C=C)`` objective (eq. 7-10
+    of the seed plus an L2 penalty; the intercept is not penalised), the
+    function that :class:`SoftmaxRegression` and :class:`SigmoidRegression`
+    minimise. Use it to compare fitted models at equal objective, whatever
+    library fitted them.
+
+    Parameters
+    ----------
+    coef : array_like, shape (K, d)
+        ``K > 1`` with 1-D ``y``: softmax over K classes. ``K == 1`` with 1-D
+        ``y``: one sigmoid (binary logistic regression, ``y`` in {0, 1}).
+        2-D ``y``: K independent sigmoids.
+    intercept : array_like of shape (K,), or None
+    X : array_like or sparse matrix, shape (n, d)
+    y : array_like
+        Class indices in ``[0, K)`` of shape (n,), or 0/1 indicators of
+        shape (n, K).
+    C : float, default 1.0
+        Inverse regularisation strength.
+    sample_weight : array_like of shape (n,), optional
+        Include class weights here (multiply them in).
+
+    Returns
+    -------
+    float
+        :math:`F`, computed in float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softxent.models import objective_value
+    >>> X = np.array([[0.0], [1.0]]); y = np.array([0, 1])
+    >>> round(objective_value(np.zeros((2, 1)), np.zeros(2), X, y, C=1.0), 6)  # 2 log 2
+    1.386294
+    """
+    W = np.atleast_2d(np.asarray(coef, dtype=np.float64))
+    Xa = X.astype(np.float64).tocsr() if sparse.issparse(X) else np.ascontiguousarray(X, dtype=np.float64)
+    yy = np.asarray(y)
+    if yy.ndim == 2:
+        problem = Problem(Xa, yy.astype(np.float64), "sigmoid", W.shape[0])
+    elif W.shape[0] == 1:
+        problem = Problem(Xa, yy.astype(np.float64).reshape(-1, 1), "sigmoid", 1)
+    else:
+        problem = Problem(Xa, yy.astype(np.int64), "softmax", W.shape[0])
+    if sample_weight is not None:
+        problem.sample_weight = np.asarray(sample_weight, dtype=np.float64)
+    b = None if intercept is None else np.asarray(intercept, dtype=np.float64)
+    loss, _, _ = data_loss_grad(problem, W, b)
+    return float(C * loss + 0.5 * np.vdot(W, W))

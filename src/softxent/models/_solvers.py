@@ -1,0 +1,316 @@
+r"""The optimisers: L-BFGS (scipy) on the whole objective, adam on minibatches.
+
+Both report after every iteration (L-BFGS) or epoch (adam) through one
+hook, :class:`Progress`, which the estimators turn into ``verbose`` output
+and pass to the user's ``callback``; a command line drives a progress bar
+from the same records, and a callback that returns ``True`` stops training.
+
+* :func:`lbfgs` runs ``scipy.optimize.minimize(method="L-BFGS-B", jac=True)``
+  with scikit-learn's settings (``maxls=50``, ``ftol=64 eps``) on the
+  preconditioned coordinates of :class:`~softxent.models._objective.Objective`,
+  and stops when :math:`\max|\nabla f| \le` ``tol`` in the *original*
+  coordinates, the test scikit-learn's ``LogisticRegression`` makes.
+* :class:`Adam` is Kingma & Ba's method with bias correction. One epoch is
+  one shuffled pass in minibatches; the minibatch gradient is an unbiased
+  estimate of :math:`\nabla f` (the data term scaled by n / (batch rows x S),
+  the penalty :math:`\lambda W` exact). Training stops when the epoch's
+  mean objective (or, with early stopping, the validation log loss) has not
+  improved by ``tol`` for ``n_iter_no_change`` epochs, as in scikit-learn's
+  ``MLPClassifier``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import scipy.optimize
+
+from ._objective import Objective, Problem, data_loss_grad
+
+__all__ = ["Adam", "Progress", "SolverResult", "lbfgs"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One line of training progress, given to ``callback`` after each iteration.
+
+    Attributes
+    ----------
+    estimator : str
+        Class name of the estimator being trained.
+    solver : {"lbfgs", "adam"}
+    iteration : int
+        L-BFGS iteration or adam epoch, counted from 1 in this call of
+        ``fit`` (``partial_fit``: the total number of epochs so far).
+    max_iter : int
+        The limit on ``iteration`` (``partial_fit``: the epoch itself).
+    loss : float
+        The objective :math:`f = F / (C S)` (mean log loss plus penalty) at
+        the iterate (L-BFGS) or averaged over the epoch's minibatches (adam).
+    grad_max : float or None
+        :math:`\\max |\\nabla f|`, the quantity compared with ``tol`` (L-BFGS).
+    validation_loss : float or None
+        Mean log loss on the held-out rows (adam with ``early_stopping``).
+    elapsed : float
+        Seconds since training began.
+    """
+
+    estimator: str
+    solver: str
+    iteration: int
+    max_iter: int
+    loss: float
+    grad_max: float | None
+    validation_loss: float | None
+    elapsed: float
+
+    def format(self) -> str:
+        """One line for ``verbose`` output."""
+        width = len(str(self.max_iter))
+        text = f"[{self.estimator}] {self.solver} {self.iteration:>{width}}/{self.max_iter}  loss {self.loss:.8e}"
+        if self.grad_max is not None:
+            text += f"  |grad|max {self.grad_max:.2e}"
+        if self.validation_loss is not None:
+            text += f"  validation loss {self.validation_loss:.6f}"
+        return text + f"  {self.elapsed:.2f} s"
+
+
+Report = Callable[[Progress], bool]
+Status = Literal["converged", "max_iter", "stopped", "line_search"]
+
+
+@dataclass
+class SolverResult:
+    """What a solver hands back to the estimator."""
+
+    status: Status
+    n_iter: int
+    loss_curve: list[float] = field(default_factory=list)
+    message: str = ""
+
+
+# --------------------------------------------------------------------------- L-BFGS
+
+
+def lbfgs(
+    objective: Objective,
+    theta0: np.ndarray,
+    *,
+    tol: float,
+    max_iter: int,
+    report: Report,
+    make_progress: Callable[..., Progress],
+) -> tuple[np.ndarray, SolverResult]:
+    """Minimise ``objective`` from ``theta0`` with L-BFGS-B; see the module docstring."""
+    curve: list[float] = []
+    outcome: dict[str, Status] = {}
+
+    def callback(intermediate_result: scipy.optimize.OptimizeResult) -> None:
+        x = intermediate_result.x
+        if objective.last_x is None or not np.array_equal(objective.last_x, x):
+            objective(x)  # L-BFGS-B accepts the last point it evaluated; this is a safety net
+        curve.append(float(intermediate_result.fun))
+        grad_max = objective.last_grad_max
+        stop = report(make_progress(len(curve), max_iter, curve[-1], grad_max, None))
+        if grad_max <= tol:
+            outcome["status"] = "converged"
+            raise StopIteration
+        if stop:
+            outcome["status"] = "stopped"
+            raise StopIteration
+
+    if max_iter == 0:
+        return theta0, SolverResult("max_iter", 0, curve)
+    result = scipy.optimize.minimize(
+        objective,
+        theta0,
+        method="L-BFGS-B",
+        jac=True,
+        callback=callback,
+        options={
+            "maxiter": max_iter,
+            "maxfun": max(15000, 100 * max_iter),
+            "maxls": 50,  # scikit-learn's setting (scipy's default is 20)
+            "gtol": 0.0,  # the gradient test is ours, in the original coordinates
+            "ftol": 64 * np.finfo(float).eps,  # as scikit-learn: stop only on a flat objective
+        },
+    )
+    theta = result.x
+    if "status" in outcome:
+        status = outcome["status"]
+    elif result.status == 0 or objective.last_grad_max <= tol:
+        status = "converged"  # the objective stopped changing to 64 eps, or x0 was optimal
+    elif result.status == 1:
+        status = "max_iter"
+    else:
+        status = "line_search"
+    return theta, SolverResult(status, len(curve), curve, str(result.message))
+
+
+# --------------------------------------------------------------------------- adam
+
+
+class Adam:
+    r"""Adam on (W, b) with the minibatch gradient of :math:`f`; keeps its state between calls.
+
+    Parameters
+    ----------
+    W, b : ndarray
+        Initial parameters (float64), updated in place. ``b`` is None without intercept.
+    learning_rate : float
+        The step size :math:`\alpha`.
+    beta1, beta2, epsilon : float
+        Kingma & Ba's constants.
+    """
+
+    def __init__(
+        self,
+        W: np.ndarray,
+        b: np.ndarray | None,
+        *,
+        learning_rate: float,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        epsilon: float = 1e-8,
+    ) -> None:
+        self.W = np.array(W, dtype=np.float64)
+        self.b = None if b is None else np.array(b, dtype=np.float64)
+        self.learning_rate = learning_rate
+        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+        self.m = [np.zeros_like(p) for p in self._params()]
+        self.v = [np.zeros_like(p) for p in self._params()]
+        self.t = 0
+        # Running totals over everything seen (partial_fit): rows and their weight.
+        self.rows_seen = 0
+        self.weight_seen = 0.0
+
+    def _params(self) -> list[np.ndarray]:
+        return [self.W] if self.b is None else [self.W, self.b]
+
+    def step(self, grads: list[np.ndarray]) -> None:
+        """One update: m, v moving averages; bias-corrected step."""
+        self.t += 1
+        lr = self.learning_rate * np.sqrt(1 - self.beta2**self.t) / (1 - self.beta1**self.t)
+        for p, g, m, v in zip(self._params(), grads, self.m, self.v):
+            m *= self.beta1
+            m += (1 - self.beta1) * g
+            v *= self.beta2
+            v += (1 - self.beta2) * g * g
+            p -= lr * m / (np.sqrt(v) + self.epsilon)
+
+    def epoch(
+        self,
+        problem: Problem,
+        *,
+        C: float,
+        batch_size: int,
+        rng: np.random.Generator,
+        total_weight: float,
+        total_rows: int,
+    ) -> float:
+        r"""One shuffled pass over ``problem`` in minibatches; returns the mean minibatch objective.
+
+        ``total_weight`` and ``total_rows`` are :math:`S` and :math:`n` of the
+        objective being estimated (the training set, or all rows seen by
+        ``partial_fit``): the minibatch data term is scaled by
+        :math:`n / (|B| S)`, the penalty is :math:`\lambda = 1 / (C S)`.
+        """
+        l2 = 1.0 / (C * total_weight)
+        order = rng.permutation(problem.n_rows)
+        weighted_sum, rows_done = 0.0, 0
+        for start in range(0, problem.n_rows, batch_size):
+            rows = np.sort(order[start : start + batch_size])  # sorted: X[rows] reads memory in order
+            batch = problem.subset(rows)
+            loss, g_w, g_b = data_loss_grad(batch, self.W, self.b)
+            factor = total_rows / (len(rows) * total_weight)
+            f = factor * loss + 0.5 * l2 * float(np.vdot(self.W, self.W))
+            grads = [factor * g_w + l2 * self.W] + ([] if self.b is None else [factor * g_b])
+            self.step(grads)
+            weighted_sum += f * len(rows)
+            rows_done += len(rows)
+        return weighted_sum / max(rows_done, 1)
+
+
+def mean_log_loss(problem: Problem, W: np.ndarray, b: np.ndarray | None) -> float:
+    """Weighted mean of the per-row loss (no penalty): the validation score of early stopping."""
+    loss, _, _ = data_loss_grad(problem, W, b)
+    return loss / float(problem.row_weights().sum())
+
+
+def run_adam(
+    optimizer: Adam,
+    train: Problem,
+    validation: Problem | None,
+    *,
+    C: float,
+    batch_size: int,
+    max_iter: int,
+    tol: float,
+    n_iter_no_change: int,
+    rng: np.random.Generator,
+    report: Report,
+    make_progress: Callable[..., Progress],
+) -> tuple[SolverResult, list[float]]:
+    """Epochs of :class:`Adam` until convergence, ``max_iter``, or a stop from ``report``.
+
+    Returns the result and the validation losses (empty without validation).
+    With validation, the parameters of the best epoch are restored at the end.
+    """
+    S = float(train.row_weights().sum())
+    if not S > 0:
+        raise ValueError(
+            "the sample weights (times the class weights) of the training rows are zero for every "
+            "row; at least one row needs a positive weight"
+        )
+    curve: list[float] = []
+    val_curve: list[float] = []
+    best, bad_epochs = np.inf, 0
+    best_params: tuple[np.ndarray, np.ndarray | None] | None = None
+    status: Status = "max_iter"
+    for epoch in range(1, max_iter + 1):
+        loss = optimizer.epoch(
+            train, C=C, batch_size=batch_size, rng=rng, total_weight=S, total_rows=train.n_rows
+        )
+        curve.append(loss)
+        val = None if validation is None else mean_log_loss(validation, optimizer.W, optimizer.b)
+        if not np.isfinite(loss):
+            raise FloatingPointError(
+                f"adam diverged at epoch {epoch} (objective {loss!r}); lower learning_rate "
+                f"(now {optimizer.learning_rate!r}) or scale the features"
+            )
+        stop = report(make_progress(epoch, max_iter, loss, None, val))
+        watched = loss if val is None else val
+        if watched > best - tol:
+            bad_epochs += 1
+        else:
+            bad_epochs = 0
+        if watched < best:
+            best = watched
+            if val is not None:
+                best_params = (optimizer.W.copy(), None if optimizer.b is None else optimizer.b.copy())
+        if val is not None:
+            val_curve.append(val)
+        if bad_epochs > n_iter_no_change:
+            status = "converged"
+            break
+        if stop:
+            status = "stopped"
+            break
+    if best_params is not None:
+        optimizer.W[...] = best_params[0]
+        if optimizer.b is not None:
+            optimizer.b[...] = best_params[1]
+    return SolverResult(status, len(curve), curve), val_curve
+
+
+def progress_factory(estimator: str, solver: str, start: float) -> Callable[..., Progress]:
+    """A constructor of :class:`Progress` records with the fixed fields filled in."""
+
+    def make(iteration: int, max_iter: int, loss: float, grad_max: float | None, val: float | None) -> Progress:
+        return Progress(estimator, solver, iteration, max_iter, loss, grad_max, val, time.perf_counter() - start)
+
+    return make
