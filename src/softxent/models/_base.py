@@ -158,7 +158,7 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
             if len(self.classes_) < 2:
                 raise ValueError(
                     f"{type(self).__name__} needs samples of at least 2 classes, but the data contains "
-                    f"only one class: {self.classes_[0]!r}"
+                    f"only one class: {self.classes_[0].item()!r}"
                     if len(self.classes_)
                     else f"{type(self).__name__} needs samples of at least 2 classes, got none"
                 )
@@ -225,7 +225,7 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         if len(present) < 2:
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes with a positive weight, but "
-                f"only class {self.classes_[present[0]]!r} has any (sample_weight times class_weight)"
+                f"only class {self.classes_[present[0]].item()!r} has any (sample_weight times class_weight)"
             )
 
     def _initial_params(self, n_outputs: int, n_features: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -375,8 +375,12 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
 
         The objective is that of the class docstring on *all rows seen so
         far*: each call adds its rows to the running total weight :math:`S`
-        that scales the penalty. ``early_stopping`` does not apply (a
-        stream has no held-out set).
+        that scales the penalty, as if they were new rows of the data set.
+        One pass over a stream therefore fits ``fit``'s model of the whole
+        stream; E passes over the same n rows fit the model of E copies of
+        them, which is ``fit`` with ``C * E`` (divide C by the number of
+        passes to compensate). ``early_stopping`` does not apply (a stream
+        has no held-out set).
 
         Parameters
         ----------
@@ -413,9 +417,10 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
                 W0 = self.coef_.astype(np.float64)
                 b0 = self.intercept_.astype(np.float64) if self.fit_intercept else None
             optimizer = Adam(W0, b0, learning_rate=self.learning_rate)
-            self.n_iter_ = 0
-            self.loss_curve_ = []
-            self.validation_loss_curve_ = None
+            if first:
+                self.n_iter_ = 0
+                self.loss_curve_ = []
+                self.validation_loss_curve_ = None
         optimizer.learning_rate = self.learning_rate
         optimizer.rows_seen += problem.n_rows
         optimizer.weight_seen += float(problem.row_weights().sum())

@@ -152,7 +152,7 @@ def parse_targets(y: Any) -> ParsedTargets:
         i, j = np.argwhere(bad)[0]
         raise ValueError(
             f"y is 2-D, so it is read as a label indicator matrix (one 0/1 column per label), "
-            f"but y[{i}, {j}] is {arr[i, j]!r}; pass class labels as a 1-D array"
+            f"but y[{i}, {j}] is {arr[i, j].item()!r}; pass class labels as a 1-D array"
         )
     return ParsedTargets(
         "indicator", indicator=arr.astype(np.uint8), names=np.arange(arr.shape[1]), dtype=arr.dtype

@@ -368,6 +368,8 @@ class Objective:
         return f, g_w, (g_b / S if self.fit_intercept else None)
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        if self.last_x is not None and np.array_equal(theta, self.last_x):
+            return self._last_value  # the same point again (the solver's first call after a check)
         W, b = self.unpack(theta)
         f, g_w, g_b = self.loss_grad(W, b)
         self.n_evaluations += 1
@@ -386,6 +388,7 @@ class Objective:
         g_wp = g_w if g_b is None else g_w - np.outer(g_b, self.mean)
         g_wp = g_wp / self.scale
         grad = g_wp.ravel() if g_b is None else np.concatenate([g_wp.ravel(), g_b])
+        self._last_value = (f, grad.copy())
         return f, grad
 
     def full_objective(self, f: float) -> float:

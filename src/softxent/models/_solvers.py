@@ -123,8 +123,9 @@ def lbfgs(
             outcome["status"] = "stopped"
             raise StopIteration
 
-    if max_iter == 0:
-        return theta0, SolverResult("max_iter", 0, curve)
+    objective(theta0)
+    if objective.last_grad_max <= tol:  # a warm start at the optimum: nothing to do
+        return theta0, SolverResult("converged", 0, curve)
     result = scipy.optimize.minimize(
         objective,
         theta0,

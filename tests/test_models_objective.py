@@ -1,0 +1,226 @@
+"""The training objective of softxent.models: value, gradient, blocks, threads, preconditioning.
+
+Oracles: the objective written out in NumPy/SciPy from its definition
+(``C * sum_i s_i l_i + ||W||^2 / 2``), 4th-order finite differences of the
+library's own objective, and the invariances the row blocks must keep
+(block size, thread count, dense vs sparse, float32 vs float64).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from scipy import sparse  # noqa: E402
+from scipy.special import log_expit, logsumexp  # noqa: E402
+
+from softxent._gradcheck import finite_difference_grad  # noqa: E402
+from softxent.models import objective_value  # noqa: E402
+from softxent.models import _objective  # noqa: E402
+from softxent.models._objective import Objective, Problem, data_loss_grad  # noqa: E402
+
+
+def _softmax_data(rng, n=37, d=5, k=4):
+    X = rng.standard_normal((n, d)) * rng.uniform(0.1, 10.0, d) + rng.uniform(-3, 3, d)  # unscaled features
+    y = rng.integers(0, k, n)
+    return X, y
+
+
+def _multilabel_data(rng, n=41, d=6, k=3):
+    X = rng.standard_normal((n, d)) * rng.uniform(0.1, 10.0, d)
+    Y = (rng.uniform(size=(n, k)) < 0.4).astype(np.float64)
+    return X, Y
+
+
+def _numpy_softmax_F(W, b, X, y, C, s, class_weight=None):
+    """The definition, independently of softxent: C sum s_i w_{y_i} (lse(z_i) - z_{i, y_i}) + |W|^2 / 2."""
+    Z = X @ W.T + (0 if b is None else b)
+    rows = logsumexp(Z, axis=1) - Z[np.arange(len(y)), y]
+    w = s * (1.0 if class_weight is None else class_weight[y])
+    return C * np.sum(w * rows) + 0.5 * np.sum(W * W)
+
+
+def _numpy_sigmoid_F(W, b, X, Y, C, s, weight=None, pos_weight=None):
+    Z = X @ W.T + (0 if b is None else b)
+    pw = 1.0 if pos_weight is None else pos_weight
+    elem = -(pw * Y * log_expit(Z) + (1 - Y) * log_expit(-Z))
+    if weight is not None:
+        elem = elem * weight
+    return C * np.sum(s[:, None] * elem) + 0.5 * np.sum(W * W)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softmax_objective_value_matches_its_definition(rng, fit_intercept, weighted):
+    X, y = _softmax_data(rng)
+    W, b = rng.standard_normal((4, 5)), (rng.standard_normal(4) if fit_intercept else None)
+    s = rng.uniform(0, 3, len(y)) if weighted else np.ones(len(y))
+    F = objective_value(W, b, X, y, C=0.7, sample_weight=s if weighted else None)
+    assert F == pytest.approx(_numpy_softmax_F(W, b, X, y, 0.7, s), rel=1e-12)
+
+
+def test_sigmoid_objective_value_matches_its_definition(rng):
+    X, Y = _multilabel_data(rng)
+    W, b = rng.standard_normal((3, 6)), rng.standard_normal(3)
+    s = rng.uniform(0, 2, len(Y))
+    assert objective_value(W, b, X, Y, C=2.5, sample_weight=s) == pytest.approx(
+        _numpy_sigmoid_F(W, b, X, Y, 2.5, s), rel=1e-12
+    )
+    # One coefficient row and 1-D labels: the binary logistic regression.
+    y = Y[:, 0]
+    assert objective_value(W[:1], b[:1], X, y, C=2.5) == pytest.approx(
+        _numpy_sigmoid_F(W[:1], b[:1], X, y[:, None], 2.5, np.ones(len(y))), rel=1e-12
+    )
+
+
+def _softmax_problem(rng, *, class_weight=False, sample_weight=True):
+    X, y = _softmax_data(rng)
+    return Problem(
+        X=X, targets=y, head="softmax", n_outputs=4,
+        sample_weight=rng.uniform(0.1, 3, len(y)) if sample_weight else None,
+        class_weight=np.array([0.5, 2.0, 1.0, 3.0]) if class_weight else None,
+    )  # fmt: skip
+
+
+def _sigmoid_problem(rng, *, label_weights=False):
+    X, Y = _multilabel_data(rng)
+    return Problem(
+        X=X, targets=Y, head="sigmoid", n_outputs=3, sample_weight=rng.uniform(0.1, 3, len(Y)),
+        class_weight=np.array([1.0, 0.25, 4.0]) if label_weights else None,
+        pos_weight=np.array([2.0, 1.0, 0.5]) if label_weights else None,
+    )  # fmt: skip
+
+
+PROBLEMS = {
+    "softmax, sample weights": lambda rng: _softmax_problem(rng),
+    "softmax, sample and class weights": lambda rng: _softmax_problem(rng, class_weight=True),
+    "softmax, no weights": lambda rng: _softmax_problem(rng, sample_weight=False),
+    "sigmoid, sample weights": lambda rng: _sigmoid_problem(rng),
+    "sigmoid, label and positive weights": lambda rng: _sigmoid_problem(rng, label_weights=True),
+}
+
+
+@pytest.mark.parametrize("make", PROBLEMS.values(), ids=PROBLEMS.keys())
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_gradient_of_W_and_b_matches_finite_differences(rng, make, fit_intercept):
+    problem = make(rng)
+    objective = Objective(problem, C=0.8, fit_intercept=fit_intercept, n_threads=1)
+    k, d = problem.n_outputs, problem.n_features
+    W = rng.standard_normal((k, d)) * 0.3
+    b = rng.standard_normal(k) if fit_intercept else None
+
+    def f_of(flat):
+        return objective.loss_grad(flat[: k * d].reshape(k, d), flat[k * d :] if fit_intercept else None)[0]
+
+    flat = np.concatenate([W.ravel()] + ([b] if fit_intercept else []))
+    _, g_w, g_b = objective.loss_grad(W, b)
+    numeric = finite_difference_grad(f_of, flat, h=1e-4)
+    analytic = np.concatenate([g_w.ravel()] + ([g_b] if fit_intercept else []))
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-9)
+    # f is F / (C S): check the scale against the definition too.
+    S = problem.row_weights().sum()
+    if problem.head == "softmax":
+        sw = np.ones(problem.n_rows) if problem.sample_weight is None else problem.sample_weight
+        F = _numpy_softmax_F(W, b, problem.X, problem.targets, 0.8, sw, problem.class_weight)
+    else:
+        F = _numpy_sigmoid_F(W, b, problem.X, problem.targets, 0.8, problem.sample_weight,
+                             problem.class_weight, problem.pos_weight)  # fmt: skip
+    assert f_of(flat) == pytest.approx(F / (0.8 * S), rel=1e-12)
+
+
+@pytest.mark.parametrize("make", PROBLEMS.values(), ids=PROBLEMS.keys())
+def test_gradient_in_preconditioned_coordinates_matches_finite_differences(rng, make):
+    """The solver's function of theta: the chain rule through W = W'/D, b = b' - W mu."""
+    problem = make(rng)
+    objective = Objective(problem, C=0.8, fit_intercept=True, n_threads=1)
+    assert not np.allclose(objective.mean, 0) and not np.allclose(objective.scale, 1)
+    theta = rng.standard_normal(problem.n_outputs * (problem.n_features + 1)) * 0.3
+    f, grad = objective(theta)
+    numeric = finite_difference_grad(lambda t: objective(t)[0], theta, h=1e-4)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-7, atol=1e-9)
+    # pack and unpack are inverse; the value is the same function of (W, b).
+    W, b = objective.unpack(theta)
+    np.testing.assert_allclose(objective.pack(W, b), theta, rtol=1e-12, atol=1e-12)
+    assert objective.loss_grad(W, b)[0] == pytest.approx(f, rel=1e-14)
+
+
+def test_stopping_gradient_is_measured_in_the_original_coordinates(rng):
+    problem = _softmax_problem(rng)
+    objective = Objective(problem, C=1.0, fit_intercept=True)
+    theta = rng.standard_normal(4 * 6)
+    objective(theta)
+    _, g_w, g_b = objective.loss_grad(*objective.unpack(theta))
+    assert objective.last_grad_max == pytest.approx(max(np.abs(g_w).max(), np.abs(g_b).max()), rel=1e-14)
+
+
+@pytest.mark.parametrize("head", ["softmax", "sigmoid"])
+def test_row_blocks_and_threads_do_not_change_the_result(rng, monkeypatch, head):
+    """Many blocks of 7 rows on 3 threads equal one pass over all rows, to rounding."""
+    problem = _softmax_problem(rng) if head == "softmax" else _sigmoid_problem(rng, label_weights=True)
+    W = rng.standard_normal((problem.n_outputs, problem.n_features))
+    b = rng.standard_normal(problem.n_outputs)
+    whole = data_loss_grad(problem, W, b)
+    monkeypatch.setattr(_objective, "rows_per_block", lambda *args: 7)
+    with Objective(problem, C=1.0, fit_intercept=True, n_threads=3) as objective:
+        assert objective._executor is not None
+        blocked = data_loss_grad(problem, W, b, executor=objective._executor, n_threads=3)
+    assert blocked[0] == pytest.approx(whole[0], rel=1e-13)
+    np.testing.assert_allclose(blocked[1], whole[1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(blocked[2], whole[2], rtol=1e-12, atol=1e-12)
+
+
+def test_sparse_X_gives_the_dense_result(rng):
+    X, y = _softmax_data(rng)
+    X[rng.uniform(size=X.shape) < 0.6] = 0.0
+    W, b = rng.standard_normal((4, 5)), rng.standard_normal(4)
+    dense = Objective(Problem(X, y, "softmax", 4), C=1.0, fit_intercept=True)
+    sp = Objective(Problem(sparse.csr_matrix(X), y, "softmax", 4), C=1.0, fit_intercept=True)
+    np.testing.assert_allclose(sp.mean, dense.mean, rtol=1e-13)
+    np.testing.assert_allclose(sp.scale, dense.scale, rtol=1e-13)
+    for a, c in zip(sp.loss_grad(W, b), dense.loss_grad(W, b)):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-14)
+
+
+def test_float32_objective_agrees_with_float64_to_its_precision(rng):
+    X, y = _softmax_data(rng, n=3000, d=20, k=7)
+    W, b = rng.standard_normal((7, 20)) * 0.1, rng.standard_normal(7)
+    f64 = Objective(Problem(X, y, "softmax", 7), C=1.0, fit_intercept=True).loss_grad(W, b)
+    f32 = Objective(Problem(X.astype(np.float32), y, "softmax", 7), C=1.0, fit_intercept=True).loss_grad(W, b)
+    assert f32[0] == pytest.approx(f64[0], rel=1e-6)
+    np.testing.assert_allclose(f32[1], f64[1], rtol=1e-4, atol=1e-6)
+
+
+def test_rows_per_block_bounds_the_logit_buffer():
+    # 2**16 logits at most per block, and about 4 MiB of dense X.
+    assert _objective.rows_per_block(784, 10, 8, False) * 10 <= 1 << 16
+    assert _objective.rows_per_block(784, 10, 8, False) * 784 * 8 <= 4 << 20
+    assert _objective.rows_per_block(10, 100_000, 4, False) == 1
+    assert _objective.rows_per_block(10**6, 10, 8, True) == 4096  # sparse: by the logits only
+
+
+def test_zero_total_weight_is_refused(rng):
+    problem = _softmax_problem(rng)
+    problem.sample_weight = np.zeros(problem.n_rows)
+    with pytest.raises(ValueError, match="zero for every row"):
+        Objective(problem, C=1.0, fit_intercept=True)
+
+
+def test_effective_n_threads():
+    n = _objective.effective_n_threads(None)
+    assert n >= 1
+    assert _objective.effective_n_threads(-1) == n
+    assert _objective.effective_n_threads(1) == 1
+    assert _objective.effective_n_threads(-(n + 5)) == 1
+
+
+def test_objective_value_penalty_and_intercept(rng):
+    """The intercept is not penalised; W enters as ||W||^2 / 2 whatever C is."""
+    X, y = _softmax_data(rng)
+    W = rng.standard_normal((4, 5))
+    F0 = objective_value(W, np.zeros(4), X, y, C=0.0)
+    assert F0 == pytest.approx(0.5 * np.sum(W * W), rel=1e-14)
+    assert objective_value(W, 100 * np.ones(4), X, y, C=0.0) == F0  # a common shift: no penalty, no loss change
+    expected = objective_value(W, None, X, y, C=1.0)
+    assert expected == pytest.approx(_numpy_softmax_F(W, None, X, y, 1.0, np.ones(len(y))), rel=1e-12)
