@@ -47,7 +47,7 @@ from typing import Literal
 
 import torch
 
-from ._backends import cpu_rows, has_fused_backend
+from ._backends import cpu_rows, empty, has_fused_backend
 from ._reference import cross_entropy_rows_reference, work_dtype
 from ._validation import check_ce_args, check_options
 
@@ -84,7 +84,10 @@ def _cross_entropy_op(
         need_lse=True,
     )  # fmt: skip
     dtype = logits.dtype
-    grad = logits.new_empty((0,)) if grad is None else grad.to(dtype)
+    if grad is None:
+        grad = logits.new_empty((0,))
+    elif grad.dtype != dtype:  # bf16/fp16: round the float32 gradient once
+        grad = empty(tuple(grad.shape), dtype).copy_(grad)
     return loss.to(dtype), grad, lse.to(work_dtype(dtype))
 
 

@@ -67,7 +67,7 @@ from typing import Any, Literal
 
 import torch
 
-from ._backends import fused_backend, has_fused_backend
+from ._backends import empty, fused_backend, has_fused_backend
 from ._reference import work_dtype
 from ._validation import check_float_tensor, check_index_target_values, check_options, check_same_device
 
@@ -174,6 +174,10 @@ def _torch_rows_block(
     return loss_rows, lse
 
 
+def _zeros_cpu(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    return empty(shape, dtype).zero_()  # NumPy's allocator: huge pages (see _backends.empty)
+
+
 def _linear_xent(
     x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, bias: torch.Tensor | None, *,
     ignore_index: int, label_smoothing: float, z_loss: float, softcap: float | None, reduction: str,
@@ -201,16 +205,18 @@ def _linear_xent(
     ce_scale = zl_scale = 1.0
     if reduction == "mean":
         ce_scale = zl_scale = 1.0 / n_kept if n_kept else 0.0
-    dx = torch.zeros(x.shape, dtype=wd, device=x.device) if need_dx else None
-    dw = torch.zeros(weight.shape, dtype=wd, device=x.device) if need_dw else None
-    db = torch.zeros(n_classes, dtype=wd, device=x.device) if need_db else None
+    zeros = _zeros_cpu if x.device.type == "cpu" else (lambda shape, dtype: torch.zeros(shape, dtype=dtype, device=x.device))
+    dx = zeros(tuple(x.shape), wd) if need_dx else None
+    dw = zeros(tuple(weight.shape), wd) if need_dw else None
+    db = zeros((n_classes,), wd) if need_db else None
     loss_rows = torch.zeros(n_rows, dtype=torch.float64, device=x.device)
     lse_all = torch.zeros(n_rows, dtype=wd, device=x.device)
     rows_fn = fused_backend(x.device) if block_vocab >= n_classes else None
     use_kernel = rows_fn is not None
     buf = None
     if use_kernel:
-        buf = torch.empty((min(block_rows, max(n_kept, 1)), n_classes), dtype=wd, device=x.device)
+        shape = (min(block_rows, max(n_kept, 1)), n_classes)
+        buf = empty(shape, wd) if x.device.type == "cpu" else torch.empty(shape, dtype=wd, device=x.device)
 
     for r0 in range(0, n_kept, block_rows):
         r1 = min(n_kept, r0 + block_rows)
@@ -237,7 +243,10 @@ def _linear_xent(
                 if gb_rows is not None:
                     gb.mul_(gb_rows[:, None])
                 if dx is not None:
-                    dx[rows] = gb @ wc
+                    if idx is None:
+                        torch.mm(gb, wc, out=dx[rows])
+                    else:
+                        dx[rows] = gb @ wc
                 if dw is not None:
                     dw.addmm_(gb.t(), xb)  # float32 (float64) accumulation over the blocks
                 if db is not None:

@@ -1,0 +1,433 @@
+"""softxent.torch on the CPU against PyTorch: the drop-in loss and the linear + cross-entropy head.
+
+What is measured
+    1. Cross-entropy, forward + backward, float32 logits N x V (a leaf tensor
+       that requires grad), integer labels, reduction="mean":
+       ``loss = f(z, y); loss.backward()`` for f = ``softxent.torch.cross_entropy``
+       and ``torch.nn.functional.cross_entropy`` (eager, and
+       ``torch.compile(dynamic=False)`` with inductor). ``z.grad = None`` runs
+       untimed before each call. Shapes 8192x1000, 2048x32768, 512x131072.
+    2. Linear + cross-entropy, forward + backward, N=4096 rows, d=1024,
+       V=32768 classes, float32: ``softxent.torch.linear_cross_entropy(x, W, y)``
+       (gradients in the forward, the default for "mean") and the same with
+       ``reduction="none"`` followed by ``.mean()`` (which recomputes the logits
+       in the backward, as Cut Cross-Entropy does) against the naive
+       ``F.cross_entropy(x @ W.T, y)`` with torch autograd. Gradients for x and W.
+
+How
+    Every implementation runs in its own subprocess (``--worker``) with its own
+    environment: ``THP_MEM_ALLOC_ENABLE=1`` only where the row says "+ THP"
+    (torch's large CPU allocations then use transparent huge pages instead of
+    page-faulting 4 KiB at a time; it must be set before torch is imported).
+    softxent's numba kernels and torch both use all CPUs (2 here).
+    Before timing, each cross-entropy worker checks its loss and gradient
+    against a float64 oracle computed in row blocks with torch in float64
+    (loss relative error; gradient max absolute error times N, i.e. on the
+    probabilities). Timings: wall clock (``time.perf_counter``) of single
+    calls after warm-up calls (which include torch.compile's compilation);
+    the median and the minimum are reported.
+
+Peak extra memory (linear head)
+    Measured per process as the resident set size (RSS, ``/proc/self/statm``)
+    sampled every millisecond by a background thread during one forward +
+    backward, minus the RSS just before it (inputs allocated, libraries
+    loaded, kernels compiled by a small warm-up call); ``ru_maxrss`` (the
+    kernel's own peak) minus the same baseline is reported beside it. torch's
+    CPU allocator returns large blocks to the OS when they are freed, so RSS
+    follows live tensors. The gradients x.grad and W.grad (144 MiB) are part of
+    every implementation's extra memory.
+
+Noisy machine
+    These numbers come from a shared machine with 2 cores where other jobs
+    run: the load average before and after each worker is recorded. Compare
+    rows of the same run only. A full run takes about 2-3 minutes.
+
+Run: ``python benchmarks/torch_cpu.py`` (``--help`` for options). Writes
+``benchmarks/results/torch_cpu.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+CE_SHAPES = [(8192, 1000), (2048, 32768), (512, 131072)]
+LINEAR_SHAPE = (4096, 1024, 32768)
+SEED = 20240601
+LOGIT_SCALE = 3.0
+
+CE_IMPLS = {
+    "floor: copy into a fresh tensor": {},
+    "softxent": {},
+    "softxent + THP": {"THP_MEM_ALLOC_ENABLE": "1"},
+    "torch eager": {},
+    "torch eager + THP": {"THP_MEM_ALLOC_ENABLE": "1"},
+    "torch.compile + THP": {"THP_MEM_ALLOC_ENABLE": "1"},
+}
+LINEAR_IMPLS = {
+    "naive torch (x @ W.T, F.cross_entropy) + THP": {"THP_MEM_ALLOC_ENABLE": "1"},
+    "softxent linear_cross_entropy + THP": {"THP_MEM_ALLOC_ENABLE": "1"},
+    "softxent, recompute in backward (reduction='none') + THP": {"THP_MEM_ALLOC_ENABLE": "1"},
+}
+
+
+NOTES = [
+    "Notes:",
+    "",
+    "- softxent allocates the (N, V) gradient with NumPy's allocator, which asks for transparent huge "
+    "pages; torch's CPU allocator does so only with `THP_MEM_ALLOC_ENABLE=1`. That is why softxent "
+    "does not depend on the variable and torch eager does.",
+    "- The floor row is one read of the logits and one write of an (N, V) tensor into fresh memory: the "
+    "least traffic a loss + gradient that does not overwrite its input can do. torch.compile's fused "
+    "kernels take about two such passes, softxent's kernel about 1.5; a 3× lead over torch.compile is "
+    "below the floor on this machine.",
+    "- Linear + cross-entropy is three matmuls of 275 GFLOP each (x Wᵀ, G W, Gᵀ x) in every variant; "
+    "they are ~95% of the time, so the fused head can only save the cross-entropy passes and the page "
+    "faults of the (N, V) tensors. The recomputing variant does a fourth matmul (logits again in the "
+    "backward), which is why softxent computes the gradients in the forward for 'mean' and 'sum'.",
+]
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _maxrss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class PeakSampler:
+    """Samples the RSS every millisecond in a thread (torch and numba release the GIL)."""
+
+    def __init__(self) -> None:
+        self.peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_bytes())
+            time.sleep(0.001)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+
+def _oracle_check(torch: Any, z: Any, y: Any, loss: float, grad: Any) -> tuple[float, float]:
+    """Loss relative error and gradient max abs error x N against float64, in row blocks."""
+    n, v = z.shape
+    step = max(1, (1 << 22) // v)
+    total = 0.0
+    worst = 0.0
+    for r0 in range(0, n, step):
+        zd = z[r0 : r0 + step].double()
+        yd = y[r0 : r0 + step]
+        lse = torch.logsumexp(zd, dim=1)
+        total += float((lse - zd.gather(1, yd[:, None])[:, 0]).sum())
+        g = torch.softmax(zd, dim=1)
+        g[torch.arange(len(yd)), yd] -= 1.0
+        worst = max(worst, float((grad[r0 : r0 + step].double() - g / n).abs().max()) * n)
+    exact = total / n
+    return abs(loss - exact) / abs(exact), worst
+
+
+def worker_ce(impl: str, reps: int) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    import softxent.torch as sxt
+
+    results = []
+    for n, v in CE_SHAPES:
+        g = torch.Generator().manual_seed(SEED)
+        z = torch.randn(n, v, generator=g) * LOGIT_SCALE
+        y = torch.randint(0, v, (n,), generator=g)
+        if impl.startswith("floor"):
+            # The traffic no fused loss + gradient can avoid: read the logits once and
+            # write an (N, V) result into fresh memory (NumPy's allocator, huge pages).
+            def copy() -> float:
+                t0 = time.perf_counter()
+                torch.from_numpy(np.empty((n, v), dtype=np.float32)).copy_(z)
+                return time.perf_counter() - t0
+
+            copy()
+            times = [copy() for _ in range(reps)]
+            results.append(dict(shape=f"{n}x{v}", median_ms=1e3 * statistics.median(times), min_ms=1e3 * min(times),
+                                first_call_s=0.0, loss_rel_err=float("nan"), grad_err_times_n=float("nan")))  # fmt: skip
+            continue
+        if impl.startswith("softxent"):
+            fn = sxt.cross_entropy
+        elif impl.startswith("torch.compile"):
+            fn = torch.compile(F.cross_entropy, dynamic=False)
+        else:
+            fn = F.cross_entropy
+        leaf = z.clone().requires_grad_(True)
+
+        def call() -> float:
+            leaf.grad = None
+            t0 = time.perf_counter()
+            loss = fn(leaf, y)
+            loss.backward()
+            return time.perf_counter() - t0
+
+        t_compile = time.perf_counter()
+        call()
+        first = time.perf_counter() - t_compile
+        call()
+        loss_val = float(fn(leaf.detach(), y))
+        leaf.grad = None
+        fn(leaf, y).backward()
+        loss_err, grad_err = _oracle_check(torch, z, y, loss_val, leaf.grad)
+        times = [call() for _ in range(reps)]
+        results.append(
+            dict(shape=f"{n}x{v}", median_ms=1e3 * statistics.median(times), min_ms=1e3 * min(times),
+                 first_call_s=first, loss_rel_err=loss_err, grad_err_times_n=grad_err)  # fmt: skip
+        )
+        del z, leaf
+    return dict(results=results)
+
+
+def worker_linear(impl: str, reps: int) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    import softxent.torch as sxt
+
+    n, d, v = LINEAR_SHAPE
+    g = torch.Generator().manual_seed(SEED)
+    x = torch.randn(n, d, generator=g).requires_grad_(True)
+    w = (torch.randn(v, d, generator=g) / d**0.5).requires_grad_(True)
+    y = torch.randint(0, v, (n,), generator=g)
+
+    if impl.startswith("naive"):
+
+        def fn(x, w, y):
+            return F.cross_entropy(x @ w.T, y)
+
+    elif "recompute" in impl:
+
+        def fn(x, w, y):
+            return sxt.linear_cross_entropy(x, w, y, reduction="none").mean()
+
+    else:
+
+        def fn(x, w, y):
+            return sxt.linear_cross_entropy(x, w, y)
+
+    # Warm-up on a small problem: imports, numba's cached kernels, torch's pools.
+    xs, ws = x[:64].detach().requires_grad_(True), w[:512].detach().requires_grad_(True)
+    fn(xs, ws, y[:64] % 512).backward()
+    del xs, ws
+
+    def call() -> tuple[float, float]:
+        x.grad = None
+        w.grad = None
+        t0 = time.perf_counter()
+        loss = fn(x, w, y)
+        loss.backward()
+        return time.perf_counter() - t0, float(loss)
+
+    base = _rss_bytes()
+    maxrss_before = _maxrss_bytes()
+    with PeakSampler() as sampler:
+        t_first, loss_val = call()
+    peak_sampled = sampler.peak - base
+    maxrss_after = _maxrss_bytes()
+    peak_maxrss = maxrss_after - base if maxrss_after > maxrss_before else None
+    times = [t_first] + [call()[0] for _ in range(reps - 1)]
+    return dict(results=[dict(
+        shape=f"N={n}, d={d}, V={v}", median_s=statistics.median(times), min_s=min(times),
+        times_s=times, loss=loss_val, peak_extra_mib=peak_sampled / 2**20,
+        peak_extra_maxrss_mib=None if peak_maxrss is None else peak_maxrss / 2**20,
+    )])  # fmt: skip
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def run_worker(kind: str, impl: str, env_extra: dict[str, str], reps: int, timeout: float) -> dict[str, Any]:
+    env = {k: val for k, val in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "SOFTXENT_REFERENCE")}
+    env.update(env_extra)
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    cmd = [sys.executable, __file__, "--worker", kind, "--impl", impl, "--reps", str(reps)]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return dict(impl=impl, error=f"timed out after {timeout:.0f} s")
+    out: dict[str, Any] = dict(impl=impl, wall_s=time.perf_counter() - t0, load_before=load_before,
+                               load_after=os.getloadavg()[0])  # fmt: skip
+    if proc.returncode != 0:
+        out["error"] = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return out
+    out.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    found = {"python": platform.python_version()}
+    for name in ("torch", "numpy", "numba", "softxent"):
+        try:
+            found[name] = md.version(name)
+        except md.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def write_reports(report: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "torch_cpu.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        "# softxent.torch on the CPU: cross-entropy and linear + cross-entropy, forward + backward",
+        "",
+        f"Reproduce: `{report['command']}`",
+        "",
+        f"- date: {report['date']}",
+        f"- machine: {report['machine']} — **a shared machine with 2 cores**; other jobs ran during this "
+        "benchmark (load average per row), so compare rows of this run only",
+        f"- versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}",
+        "- one subprocess per row; `THP_MEM_ALLOC_ENABLE=1` only in rows marked + THP; float32 throughout",
+        f"- total run time: {report['total_s']:.0f} s",
+        "",
+        "## Cross-entropy (drop-in), loss + gradient, reduction='mean'",
+        "",
+        "Leaf logits that require grad; timed: `loss = f(z, y); loss.backward()`. Checked against a float64 "
+        "oracle before timing: loss relative error, gradient max abs error × N.",
+        "",
+    ]
+    ce = [r for r in report["cross_entropy"]]
+    for shape in [f"{n}x{v}" for n, v in CE_SHAPES]:
+        rows = []
+        best_torch = None
+        sx_best = None
+        for r in ce:
+            for s in r.get("results", []):
+                if s["shape"] == shape:
+                    rows.append((r, s))
+                    if r["impl"].startswith("torch"):
+                        best_torch = s["median_ms"] if best_torch is None else min(best_torch, s["median_ms"])
+                    elif r["impl"].startswith("softxent"):
+                        sx_best = s["median_ms"] if sx_best is None else min(sx_best, s["median_ms"])
+        lines += [f"### {shape}", "",
+                  "| implementation | median ms | min ms | first call s | loss rel. err | grad err × N | "
+                  "fastest softxent vs this | load avg before → after |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r, s in rows:
+            floor = r["impl"].startswith("floor")
+            speed = f"{s['median_ms'] / sx_best:.2f}×" if sx_best and not floor else "—"
+            errs = "— | —" if floor else f"{s['loss_rel_err']:.1e} | {s['grad_err_times_n']:.1e}"
+            lines.append(
+                f"| {r['impl']} | {s['median_ms']:.1f} | {s['min_ms']:.1f} | {s['first_call_s']:.2f} | "
+                f"{errs} | {speed} | "
+                f"{r['load_before']:.2f} → {r['load_after']:.2f} |"
+            )
+        for r in ce:
+            if "error" in r:
+                lines.append(f"| {r['impl']} | failed: {r['error']} | | | | | | |")
+        if best_torch and sx_best:
+            lines += ["", f"Fastest softxent vs fastest torch variant: **{best_torch / sx_best:.2f}×** faster."]
+        lines.append("")
+    lin = report["linear"]
+    n, d, v = LINEAR_SHAPE
+    lines += [
+        f"## Linear + cross-entropy, N={n}, d={d}, V={v}, gradients for x and W",
+        "",
+        "Peak extra memory: RSS sampled every 1 ms during one forward + backward, minus the RSS before it "
+        "(after inputs, imports and a small warm-up); ru_maxrss − the same baseline beside it (— when the "
+        "process had peaked higher earlier). Includes x.grad + W.grad (144 MiB) in every row.",
+        "",
+        "| implementation | median s | min s | calls s | peak extra MiB (sampled) | (ru_maxrss) | loss | "
+        "time vs naive | memory vs naive | load avg before → after |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    naive = next((r["results"][0] for r in lin if r["impl"].startswith("naive") and "results" in r), None)
+    for r in lin:
+        if "error" in r:
+            lines.append(f"| {r['impl']} | failed: {r['error']} | | | | | | | | |")
+            continue
+        s = r["results"][0]
+        tv = f"{s['median_s'] / naive['median_s']:.2f}×" if naive else "—"
+        mv = f"1/{naive['peak_extra_mib'] / s['peak_extra_mib']:.1f}" if naive and s["peak_extra_mib"] > 0 else "—"
+        mr = "—" if s["peak_extra_maxrss_mib"] is None else f"{s['peak_extra_maxrss_mib']:.0f}"
+        lines.append(
+            f"| {r['impl']} | {s['median_s']:.2f} | {s['min_s']:.2f} | "
+            f"{', '.join(f'{t:.2f}' for t in s['times_s'])} | {s['peak_extra_mib']:.0f} | {mr} | "
+            f"{s['loss']:.6f} | {tv} | {mv} | {r['load_before']:.2f} → {r['load_after']:.2f} |"
+        )
+    lines += ["", *report.get("notes", [])]
+    (out_dir / "torch_cpu.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", choices=["ce", "linear"], help=argparse.SUPPRESS)
+    parser.add_argument("--impl", help=argparse.SUPPRESS)
+    parser.add_argument("--reps", type=int, default=None, help="timed calls per shape (default: 7 ce, 3 linear)")
+    parser.add_argument("--only", choices=["ce", "linear"], help="run one of the two parts")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--timeout", type=float, default=240.0, help="seconds per worker")
+    args = parser.parse_args(argv)
+    if args.worker:
+        fn = worker_ce if args.worker == "ce" else worker_linear
+        print(json.dumps(fn(args.impl, args.reps or (7 if args.worker == "ce" else 3))))
+        return 0
+
+    t0 = time.perf_counter()
+    report: dict[str, Any] = dict(
+        command="python benchmarks/torch_cpu.py" + ("" if argv is None else " " + " ".join(argv)),
+        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        machine=f"{cpu_model()}, {os.cpu_count()} logical CPUs, {platform.platform()}",
+        versions=versions(), cross_entropy=[], linear=[],
+    )  # fmt: skip
+    if args.only != "linear":
+        for impl, env in CE_IMPLS.items():
+            print(f"[cross-entropy] {impl} ...", file=sys.stderr, flush=True)
+            report["cross_entropy"].append(run_worker("ce", impl, env, args.reps or 7, args.timeout))
+    if args.only != "ce":
+        for impl, env in LINEAR_IMPLS.items():
+            print(f"[linear] {impl} ...", file=sys.stderr, flush=True)
+            report["linear"].append(run_worker("linear", impl, env, args.reps or 3, args.timeout))
+    report["total_s"] = time.perf_counter() - t0
+    report["notes"] = NOTES
+    write_reports(report, args.out)
+    print((args.out / "torch_cpu.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
