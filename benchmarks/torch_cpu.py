@@ -167,15 +167,17 @@ def worker_ce(impl: str, reps: int) -> dict[str, Any]:
         if impl.startswith("floor"):
             # The traffic no fused loss + gradient can avoid: read the logits once and
             # write an (N, V) result into fresh memory (NumPy's allocator, huge pages).
-            def copy() -> float:
+            def copy(z: Any = z) -> float:
                 t0 = time.perf_counter()
-                torch.from_numpy(np.empty((n, v), dtype=np.float32)).copy_(z)
+                torch.from_numpy(np.empty(tuple(z.shape), dtype=np.float32)).copy_(z)
                 return time.perf_counter() - t0
 
             copy()
             times = [copy() for _ in range(reps)]
-            results.append(dict(shape=f"{n}x{v}", median_ms=1e3 * statistics.median(times), min_ms=1e3 * min(times),
-                                first_call_s=0.0, loss_rel_err=float("nan"), grad_err_times_n=float("nan")))  # fmt: skip
+            results.append(dict(
+                shape=f"{n}x{v}", median_ms=1e3 * statistics.median(times), min_ms=1e3 * min(times),
+                first_call_s=0.0, loss_rel_err=float("nan"), grad_err_times_n=float("nan"),
+            ))  # fmt: skip
             continue
         if impl.startswith("softxent"):
             fn = sxt.cross_entropy
@@ -185,7 +187,7 @@ def worker_ce(impl: str, reps: int) -> dict[str, Any]:
             fn = F.cross_entropy
         leaf = z.clone().requires_grad_(True)
 
-        def call() -> float:
+        def call(leaf: Any = leaf, fn: Any = fn, y: Any = y) -> float:
             leaf.grad = None
             t0 = time.perf_counter()
             loss = fn(leaf, y)
@@ -205,11 +207,11 @@ def worker_ce(impl: str, reps: int) -> dict[str, Any]:
             dict(shape=f"{n}x{v}", median_ms=1e3 * statistics.median(times), min_ms=1e3 * min(times),
                  first_call_s=first, loss_rel_err=loss_err, grad_err_times_n=grad_err)  # fmt: skip
         )
-        del z, leaf
     return dict(results=results)
 
 
-def worker_linear(impl: str, reps: int) -> dict[str, Any]:
+def _linear_setup(impl: str) -> tuple[Any, Any, Any, Any]:
+    """Inputs (x, W, y) and the implementation's forward + backward, warmed up on a small problem."""
     import torch
     import torch.nn.functional as F
 
@@ -220,26 +222,24 @@ def worker_linear(impl: str, reps: int) -> dict[str, Any]:
     x = torch.randn(n, d, generator=g).requires_grad_(True)
     w = (torch.randn(v, d, generator=g) / d**0.5).requires_grad_(True)
     y = torch.randint(0, v, (n,), generator=g)
-
     if impl.startswith("naive"):
 
-        def fn(x, w, y):
+        def fn(x: Any, w: Any, y: Any) -> Any:
             return F.cross_entropy(x @ w.T, y)
 
     elif "recompute" in impl:
 
-        def fn(x, w, y):
+        def fn(x: Any, w: Any, y: Any) -> Any:
             return sxt.linear_cross_entropy(x, w, y, reduction="none").mean()
 
     else:
 
-        def fn(x, w, y):
+        def fn(x: Any, w: Any, y: Any) -> Any:
             return sxt.linear_cross_entropy(x, w, y)
 
-    # Warm-up on a small problem: imports, numba's cached kernels, torch's pools.
+    # Imports, numba's cached kernels, torch's thread pools: on a small problem.
     xs, ws = x[:64].detach().requires_grad_(True), w[:512].detach().requires_grad_(True)
     fn(xs, ws, y[:64] % 512).backward()
-    del xs, ws
 
     def call() -> tuple[float, float]:
         x.grad = None
@@ -249,19 +249,41 @@ def worker_linear(impl: str, reps: int) -> dict[str, Any]:
         loss.backward()
         return time.perf_counter() - t0, float(loss)
 
+    return call, x, w, y
+
+
+def worker_linear_memory(impl: str, reps: int) -> dict[str, Any]:
+    """Peak extra memory of one forward + backward, alone in this process."""
+    call, *_ = _linear_setup(impl)
     base = _rss_bytes()
     maxrss_before = _maxrss_bytes()
     with PeakSampler() as sampler:
-        t_first, loss_val = call()
-    peak_sampled = sampler.peak - base
+        seconds, loss = call()
     maxrss_after = _maxrss_bytes()
-    peak_maxrss = maxrss_after - base if maxrss_after > maxrss_before else None
-    times = [t_first] + [call()[0] for _ in range(reps - 1)]
     return dict(results=[dict(
-        shape=f"N={n}, d={d}, V={v}", median_s=statistics.median(times), min_s=min(times),
-        times_s=times, loss=loss_val, peak_extra_mib=peak_sampled / 2**20,
-        peak_extra_maxrss_mib=None if peak_maxrss is None else peak_maxrss / 2**20,
+        peak_extra_mib=(sampler.peak - base) / 2**20,
+        peak_extra_maxrss_mib=(maxrss_after - base) / 2**20 if maxrss_after > maxrss_before else None,
+        first_call_s=seconds, loss=loss,
     )])  # fmt: skip
+
+
+def worker_linear_time(impl: str, reps: int) -> dict[str, Any]:
+    """All variants in one process, timed in alternating rounds (pairs share the machine's load)."""
+    import gc
+
+    names = list(LINEAR_IMPLS)
+    calls = {}
+    for name in names:
+        calls[name] = _linear_setup(name)[0]
+        calls[name]()  # first full-size call, untimed
+        gc.collect()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(reps):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            times[name].append(calls[name]()[0])
+            gc.collect()
+    return dict(results=[dict(impl=name, times_s=times[name]) for name in names])
 
 
 # --------------------------------------------------------------------------- parent
@@ -363,39 +385,56 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
             lines += ["", f"Fastest softxent vs fastest torch variant: **{best_torch / sx_best:.2f}×** faster."]
         lines.append("")
     lin = report["linear"]
+    lt = report.get("linear_time", {})
+    times = {r["impl"]: r["times_s"] for r in lt.get("results", [])}
     n, d, v = LINEAR_SHAPE
     lines += [
-        f"## Linear + cross-entropy, N={n}, d={d}, V={v}, gradients for x and W",
+        f"## Linear + cross-entropy, N={n}, d={d}, V={v}, float32, gradients for x and W",
         "",
-        "Peak extra memory: RSS sampled every 1 ms during one forward + backward, minus the RSS before it "
-        "(after inputs, imports and a small warm-up); ru_maxrss − the same baseline beside it (— when the "
-        "process had peaked higher earlier). Includes x.grad + W.grad (144 MiB) in every row.",
+        "Time: all variants in one process (+ THP), after one untimed full-size call each, in "
+        f"{len(next(iter(times.values()), []))} alternating rounds, so that each round's variants share the "
+        "machine's load; 'time vs naive' is the median over rounds of the per-round ratio.",
+        "Peak extra memory: one forward + backward alone in a fresh process (+ THP): RSS sampled every 1 ms, "
+        "minus the RSS just before the call (inputs allocated, imports and a small warm-up done); "
+        "ru_maxrss − the same baseline beside it. It includes x.grad + W.grad (144 MiB) in every row.",
         "",
-        "| implementation | median s | min s | calls s | peak extra MiB (sampled) | (ru_maxrss) | loss | "
-        "time vs naive | memory vs naive | load avg before → after |",
+        "| implementation | median s | min s | rounds s | time vs naive | peak extra MiB (sampled) | "
+        "(ru_maxrss) | memory vs naive | loss | load avg before → after (memory run) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    naive = next((r["results"][0] for r in lin if r["impl"].startswith("naive") and "results" in r), None)
+    naive_name = next((name for name in times if name.startswith("naive")), None)
+    naive_mem = next((r["results"][0] for r in lin if r["impl"].startswith("naive") and "results" in r), None)
     for r in lin:
         if "error" in r:
             lines.append(f"| {r['impl']} | failed: {r['error']} | | | | | | | | |")
             continue
         s = r["results"][0]
-        tv = f"{s['median_s'] / naive['median_s']:.2f}×" if naive else "—"
-        mv = f"1/{naive['peak_extra_mib'] / s['peak_extra_mib']:.1f}" if naive and s["peak_extra_mib"] > 0 else "—"
+        t = times.get(r["impl"], [])
+        if t and naive_name:
+            ratios = [a / b for a, b in zip(t, times[naive_name], strict=True)]
+            tv = f"{statistics.median(ratios):.2f}×"
+        else:
+            tv = "—"
+        tm = f"{statistics.median(t):.2f} | {min(t):.2f} | {', '.join(f'{x:.2f}' for x in t)}" if t else "— | — | —"
+        mv = "—"
+        if naive_mem and s["peak_extra_mib"] > 0:
+            mv = f"1/{naive_mem['peak_extra_mib'] / s['peak_extra_mib']:.1f}"
         mr = "—" if s["peak_extra_maxrss_mib"] is None else f"{s['peak_extra_maxrss_mib']:.0f}"
         lines.append(
-            f"| {r['impl']} | {s['median_s']:.2f} | {s['min_s']:.2f} | "
-            f"{', '.join(f'{t:.2f}' for t in s['times_s'])} | {s['peak_extra_mib']:.0f} | {mr} | "
-            f"{s['loss']:.6f} | {tv} | {mv} | {r['load_before']:.2f} → {r['load_after']:.2f} |"
+            f"| {r['impl']} | {tm} | {tv} | {s['peak_extra_mib']:.0f} | {mr} | {mv} | {s['loss']:.6f} | "
+            f"{r['load_before']:.2f} → {r['load_after']:.2f} |"
         )
+    if "error" in lt:
+        lines.append(f"\nTiming run failed: {lt['error']}")
+    elif lt:
+        lines.append(f"\nTiming run: load average {lt['load_before']:.2f} → {lt['load_after']:.2f}.")
     lines += ["", *report.get("notes", [])]
     (out_dir / "torch_cpu.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--worker", choices=["ce", "linear"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["ce", "linear-memory", "linear-time"], help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     parser.add_argument("--reps", type=int, default=None, help="timed calls per shape (default: 7 ce, 3 linear)")
     parser.add_argument("--only", choices=["ce", "linear"], help="run one of the two parts")
@@ -403,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds per worker")
     args = parser.parse_args(argv)
     if args.worker:
-        fn = worker_ce if args.worker == "ce" else worker_linear
+        fn = {"ce": worker_ce, "linear-memory": worker_linear_memory, "linear-time": worker_linear_time}[args.worker]
         print(json.dumps(fn(args.impl, args.reps or (7 if args.worker == "ce" else 3))))
         return 0
 
@@ -420,8 +459,11 @@ def main(argv: list[str] | None = None) -> int:
             report["cross_entropy"].append(run_worker("ce", impl, env, args.reps or 7, args.timeout))
     if args.only != "ce":
         for impl, env in LINEAR_IMPLS.items():
-            print(f"[linear] {impl} ...", file=sys.stderr, flush=True)
-            report["linear"].append(run_worker("linear", impl, env, args.reps or 3, args.timeout))
+            print(f"[linear, memory] {impl} ...", file=sys.stderr, flush=True)
+            report["linear"].append(run_worker("linear-memory", impl, env, 1, args.timeout))
+        print("[linear, time] all variants, alternating rounds ...", file=sys.stderr, flush=True)
+        report["linear_time"] = run_worker("linear-time", "all", {"THP_MEM_ALLOC_ENABLE": "1"},
+                                           args.reps or 3, args.timeout)  # fmt: skip
     report["total_s"] = time.perf_counter() - t0
     report["notes"] = NOTES
     write_reports(report, args.out)

@@ -155,6 +155,18 @@ def test_frozen_weight_and_no_grad():
         torch.testing.assert_close(sxt.linear_cross_entropy(x, w.requires_grad_(True), y, b), naive(x, w, y, b))
 
 
+def test_autocast_computes_in_float32():
+    """Under CPU autocast the head keeps float32 matmuls (the naive head would drop to bfloat16)."""
+    x, w, b, y = make((16,), 8, 40, torch.float32)
+    plain = sxt.linear_cross_entropy(x, w, y, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = sxt.linear_cross_entropy(x, w, y, b)
+        naive_bf16 = naive(x, w, y, b)
+    assert auto.dtype == torch.float32
+    torch.testing.assert_close(auto, plain)
+    assert naive_bf16.dtype == torch.float32 and (naive_bf16 - plain).abs() > 1e-6
+
+
 def test_all_ignored_gives_zero(path):
     x, w, b, y = make((6,), 4, 300, ignore_frac=0)
     y[:] = -100
@@ -191,7 +203,8 @@ def test_module_and_compile():
     got = [p.grad.clone() for p in (emb.weight, head.weight, head.bias)]
     for p in (emb.weight, head.weight, head.bias):
         p.grad = None
-    le = F.cross_entropy(head(torch.tanh(emb(ids)))[:, :-1].reshape(-1, 50), ids[:, 1:].reshape(-1), label_smoothing=0.1)
+    logits = head(torch.tanh(emb(ids)))[:, :-1].reshape(-1, 50)
+    le = F.cross_entropy(logits, ids[:, 1:].reshape(-1), label_smoothing=0.1)
     le.backward()
     torch.testing.assert_close(lc, le)
     for g, p in zip(got, (emb.weight, head.weight, head.bias)):
@@ -201,7 +214,7 @@ def test_module_and_compile():
 def test_opcheck_custom_ops():
     x, w, b, y = make((12,), 6, 40, torch.float32)
     base = (-100, 0.1, 0.01, 0.0)
-    for reduction, needs in [("mean", (True, True, True)), ("none", (True, False, True)), ("sum", (False, False, False))]:
+    for reduction, needs in [("mean", (True,) * 3), ("none", (True, False, True)), ("sum", (False,) * 3)]:
         torch.library.opcheck(torch.ops.softxent.linear_cross_entropy.default,
                               (x, w, y, b, *base, reduction, 5, 40, *needs))  # fmt: skip
     lse = torch.logsumexp(F.linear(x, w, b), 1)

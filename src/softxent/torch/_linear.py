@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
@@ -205,7 +205,12 @@ def _linear_xent(
     ce_scale = zl_scale = 1.0
     if reduction == "mean":
         ce_scale = zl_scale = 1.0 / n_kept if n_kept else 0.0
-    zeros = _zeros_cpu if x.device.type == "cpu" else (lambda shape, dtype: torch.zeros(shape, dtype=dtype, device=x.device))
+    if x.device.type == "cpu":
+        zeros = _zeros_cpu
+    else:
+        def zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+            return torch.zeros(shape, dtype=dtype, device=x.device)
+
     dx = zeros(tuple(x.shape), wd) if need_dx else None
     dw = zeros(tuple(weight.shape), wd) if need_dw else None
     db = zeros((n_classes,), wd) if need_db else None
@@ -526,17 +531,19 @@ def linear_cross_entropy(
             raise ValueError(f"bias must have shape ({n_classes},) (one per class), got {tuple(bias.shape)}")
     for name, t in (("weight", weight), ("target", target), ("bias", bias)):
         check_same_device(x, t, name, "x")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1):
+    bad_chunk = isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1
+    if chunk_size is not None and bad_chunk:
         raise ValueError(f"chunk_size must be a positive integer (rows per block) or None, got {chunk_size!r}")
     if not isinstance(shift, bool):
         raise TypeError(f"shift must be True or False, got {shift!r}")
     if shift and x.dim() < 2:
         raise ValueError(f"shift=True needs a sequence axis: x of shape (..., T, d), got {tuple(x.shape)}")
 
-    autocast = torch.is_autocast_enabled(x.device.type)
-    if autocast:
-        x, weight = x.float() if x.dtype != torch.float64 else x, weight.to(x.dtype) if x.dtype == torch.float64 else weight.float()
-        bias = None if bias is None else bias.to(x.dtype)
+    if torch.is_autocast_enabled(x.device.type):
+        # Autocast runs torch's cross_entropy in float32; this head runs its matmuls in float32 too.
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
     if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
         raise TypeError(
             f"x, weight and bias must have one dtype, got {x.dtype}, {weight.dtype}"

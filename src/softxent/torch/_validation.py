@@ -75,7 +75,9 @@ def check_options(
     if softcap is not None:
         softcap = _real(softcap, "softcap")
         if softcap <= 0.0:
-            raise ValueError(f"softcap must be > 0 (logits become softcap * tanh(logits / softcap)) or None, got {softcap!r}")
+            raise ValueError(
+                f"softcap must be > 0 (logits become softcap * tanh(logits / softcap)) or None, got {softcap!r}"
+            )
     return int(ignore_index), reduction, label_smoothing, z_loss, softcap
 
 
@@ -97,7 +99,9 @@ def check_float_tensor(value: Any, name: str) -> torch.Tensor:
 
 def check_same_device(reference: torch.Tensor, value: torch.Tensor | None, name: str, ref_name: str) -> None:
     if value is not None and value.device != reference.device:
-        raise ValueError(f"{name} is on {value.device} but {ref_name} is on {reference.device}; move them to one device")
+        raise ValueError(
+            f"{name} is on {value.device} but {ref_name} is on {reference.device}; move them to one device"
+        )
 
 
 def check_ce_args(input: Any, target: Any, weight: Any) -> tuple[bool, tuple[int, ...]]:
