@@ -211,6 +211,23 @@ def test_module_and_compile():
         torch.testing.assert_close(g, p.grad)
 
 
+def test_torch_func_runs_the_composed_head():
+    """torch.func.grad and vmap work (through cross_entropy(F.linear(...)) on the plain path)."""
+    x, w, b, y = make((2, 6), 4, 20)
+
+    def ours(xx, ww):
+        return sxt.linear_cross_entropy(xx, ww, y, b, shift=True, z_loss=0.01)
+
+    def theirs(xx, ww):
+        return naive(xx, ww, y, b, shift=True, z_loss=0.01)
+
+    for got, want in zip(torch.func.grad(ours, argnums=(0, 1))(x, w), torch.func.grad(theirs, argnums=(0, 1))(x, w)):
+        torch.testing.assert_close(got, want)
+    xs = torch.stack([x, -x])
+    torch.testing.assert_close(torch.func.vmap(ours, in_dims=(0, None))(xs, w),
+                               torch.func.vmap(theirs, in_dims=(0, None))(xs, w))  # fmt: skip
+
+
 def test_opcheck_custom_ops():
     x, w, b, y = make((12,), 6, 40, torch.float32)
     base = (-100, 0.1, 0.01, 0.0)

@@ -36,9 +36,11 @@ Design (wrapper -> custom op -> backend; the backward rule beside the forward)
   its own internals.)
 
 Memory: the forward holds one (M, C) buffer, the gradient, until the backward
-consumes it; the logits themselves are not kept (unless ``return_lse=True``,
-whose backward may need them), so the peak is the same as torch's
-``log_softmax`` + ``nll_loss``, which keeps the (M, C) log-probabilities.
+consumes it, and for the usual ``loss.backward()`` the backward allocates
+nothing of that size (it hands that buffer on); the logits themselves are not kept (unless ``return_lse=True``,
+whose backward may need them). torch's ``log_softmax`` + ``nll_loss`` keeps
+the (M, C) log-probabilities and allocates the gradient in the backward: one
+(M, C) tensor more at the peak.
 """
 
 from __future__ import annotations

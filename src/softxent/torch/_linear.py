@@ -68,6 +68,7 @@ from typing import Literal
 import torch
 
 from ._backends import empty, fused_backend, has_fused_backend
+from ._functional import _functorch_active, cross_entropy
 from ._reference import work_dtype
 from ._validation import check_float_tensor, check_index_target_values, check_options, check_same_device
 
@@ -483,9 +484,11 @@ def linear_cross_entropy(
     precision torch's autocast gives ``cross_entropy``, extended to the
     matmul) and returns a float32 loss. All-ignored batches give 0 (torch's
     NaN, as :func:`softxent.torch.cross_entropy`). ``torch.compile`` sees one
-    custom op (no graph break); ``torch.func`` transforms are not supported
-    (custom ops refuse them): compose ``cross_entropy`` with ``F.linear``
-    there. The backward cannot be differentiated again.
+    custom op (no graph break). Inside ``torch.func`` transforms (which
+    custom ops refuse) it is computed as ``cross_entropy(F.linear(x, weight,
+    bias), target, ...)`` on the plain-torch path: every transform works,
+    but the logits are materialised there. The fused backward cannot be
+    differentiated again (``create_graph=True`` raises).
 
     Examples
     --------
@@ -549,6 +552,17 @@ def linear_cross_entropy(
             f"x, weight and bias must have one dtype, got {x.dtype}, {weight.dtype}"
             + ("" if bias is None else f" and {bias.dtype}")
         )
+
+    if _functorch_active():
+        # Custom ops refuse torch.func transforms: compose the plain-torch loss with
+        # F.linear instead (correct for every transform, but the logits exist).
+        logits = torch.nn.functional.linear(x, weight, bias)
+        if shift:
+            logits, target = logits[..., :-1, :], target[..., 1:]
+        return cross_entropy(
+            logits.movedim(-1, 1) if logits.dim() > 2 else logits, target, None, ignore_index, reduction,
+            label_smoothing, z_loss=z_loss, softcap=softcap,
+        )  # fmt: skip
 
     batch = tuple(x.shape[:-1])
     if shift:
