@@ -47,8 +47,8 @@ Usage
     python benchmarks/classifiers.py --quick         # small synthetic set, under a minute
     python benchmarks/classifiers.py --only yeast digits
 Writes benchmarks/results/classifiers.md and .json (or --out DIR).
-Timings on a shared or busy machine are noisy: the tables record the machine
-load seen before each run.
+Timings on a shared or busy machine are noisy: the tables record how many
+cores were busy just before each run; ``--wait-idle 120`` waits for quiet CPUs.
 """
 
 from __future__ import annotations
@@ -364,10 +364,21 @@ def sigmoid_worker(spec: dict) -> dict:
     }
 
 
+WAIT_IDLE = {"seconds": 0.0}
+
+
+def wait_for_idle_cpus() -> None:
+    """With --wait-idle S: wait (up to S s) until other processes keep under half a core busy."""
+    deadline = time.monotonic() + WAIT_IDLE["seconds"]
+    while time.monotonic() < deadline and machine_load() > 0.5:
+        time.sleep(2.0)
+
+
 def in_subprocess(spec: dict, timeout: float) -> dict:
     """Run one worker in a fresh Python; its result, or why there is none."""
     import subprocess
 
+    wait_for_idle_cpus()
     try:
         proc = subprocess.run(
             [sys.executable, __file__, "--worker", json.dumps(spec)],
@@ -590,9 +601,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sklearn-threads-limit", type=float, default=15.0,
                         help="the same for scikit-learn with its default threads, which is erratic on small "
                         "machines (default 15)")  # fmt: skip
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                        help="before each run, wait up to S seconds for the other processes to leave the CPUs "
+                        "idle (the 'busy cores' column shows what each run saw)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    WAIT_IDLE["seconds"] = args.wait_idle
     if args.worker:
         spec = json.loads(args.worker)
         result = softmax_worker(spec) if spec["kind"] == "softmax" else sigmoid_worker(spec)

@@ -214,8 +214,8 @@ def test_other_label_must_not_clash_with_a_label(rng):
 
 def test_auto_passes_its_parameters_to_the_head(rng):
     X, labels = _blobs(rng)
-    auto = AutoClassifier(C=0.01, tol=1e-6, dtype=np.float32).fit(X, labels)
-    assert auto.head_.C == 0.01 and auto.head_.tol == 1e-6 and auto.head_.coef_.dtype == np.float32
+    auto = AutoClassifier(C=0.01, tol=1e-3, dtype=np.float32).fit(X, labels)
+    assert auto.head_.C == 0.01 and auto.head_.tol == 1e-3 and auto.head_.coef_.dtype == np.float32
 
 
 def test_auto_warm_start_continues_the_same_head(rng):

@@ -192,6 +192,12 @@ def test_adam_max_iter_warns(iris):
         SoftmaxRegression(solver="adam", max_iter=1).fit(*iris)
 
 
+def test_float32_warns_when_its_precision_ends_the_fit_before_tol():
+    X, y = load_digits(return_X_y=True)
+    with pytest.warns(ConvergenceWarning, match=r"flat to the working precision \(float32\); use dtype=np.float64"):
+        SoftmaxRegression(dtype=np.float32, tol=1e-10, max_iter=10000).fit(X, y)
+
+
 def test_converged_fit_is_silent_and_its_gradient_is_below_tol(digits):
     X, y = digits
     with warnings.catch_warnings():

@@ -106,10 +106,10 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         if not _is_real(self.tol) or self.tol < 0:
             raise _bad("tol", self.tol, "a finite number >= 0")
         cw = self.class_weight
-        if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
+        if not (cw is None or (isinstance(cw, str) and cw == "balanced") or isinstance(cw, dict)):
             raise _bad("class_weight", cw, "None, 'balanced' or a dict {class: weight}")
         bs = self.batch_size
-        if not (bs == "auto" or (_is_int(bs) and bs >= 1)):
+        if not ((isinstance(bs, str) and bs == "auto") or (_is_int(bs) and bs >= 1)):
             raise _bad("batch_size", bs, "'auto' or an integer >= 1")
         if not _is_real(self.learning_rate) or self.learning_rate <= 0:
             raise _bad("learning_rate", self.learning_rate, "a finite number > 0")
@@ -280,10 +280,11 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
                 stacklevel=4,
             )
         elif status == "line_search":
+            advice = "a larger tol" if self._work_dtype == np.float64 else "dtype=np.float64 or a larger tol"
             warnings.warn(
                 f"{type(self).__name__}: L-BFGS stopped because the line search could not lower the "
                 f"objective further ({detail}): it is flat to the working precision "
-                f"({self._work_dtype.name}); use dtype=np.float64 or a larger tol",
+                f"({self._work_dtype.name}); use {advice}",
                 ConvergenceWarning,
                 stacklevel=4,
             )
@@ -338,7 +339,7 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         self._warn_not_converged(result.status, f"largest |gradient| {grad_max:.3g} > tol={self.tol:g}")
 
     def _batch_size(self, n_rows: int) -> int:
-        return min(200 if self.batch_size == "auto" else int(self.batch_size), max(n_rows, 1))
+        return min(200 if isinstance(self.batch_size, str) else int(self.batch_size), max(n_rows, 1))
 
     def _fit_adam(
         self, problem: Problem, targets: Targets, W0: np.ndarray, b0: np.ndarray | None, make: Any

@@ -80,7 +80,7 @@ class Progress:
 
 
 Report = Callable[[Progress], bool]
-Status = Literal["converged", "max_iter", "stopped", "line_search"]
+Status = Literal["converged", "max_iter", "stopped", "line_search"]  # line_search: flat to the precision
 
 
 @dataclass
@@ -143,8 +143,13 @@ def lbfgs(
     theta = result.x
     if "status" in outcome:
         status = outcome["status"]
-    elif result.status == 0 or objective.last_grad_max <= tol:
-        status = "converged"  # the objective stopped changing to 64 eps, or x0 was optimal
+    elif objective.last_grad_max <= tol:
+        status = "converged"
+    elif result.status == 0:
+        # The objective stopped changing (relative change <= 64 eps) before the gradient test
+        # passed: converged to float64 precision (scikit-learn counts this as converged), or
+        # flat to float32 precision.
+        status = "converged" if objective.problem.dtype == np.float64 else "line_search"
     elif result.status == 1:
         status = "max_iter"
     else:
