@@ -39,8 +39,10 @@ Peak extra memory (linear head)
 
 Noisy machine
     These numbers come from a shared machine with 2 cores where other jobs
-    run: the load average before and after each worker is recorded. Compare
-    rows of the same run only. A full run takes about 2-3 minutes.
+    run. Each row records how many cores other processes kept busy while its
+    worker ran (from /proc/stat, minus the worker's own CPU time);
+    ``--wait-idle S`` waits before each worker for a quiet second. Compare rows
+    of the same run only. A full run takes about 2-3 minutes.
 
 Run: ``python benchmarks/torch_cpu.py`` (``--help`` for options). Writes
 ``benchmarks/results/torch_cpu.md`` and ``.json``.
@@ -272,11 +274,7 @@ def worker_linear_time(impl: str, reps: int) -> dict[str, Any]:
     import gc
 
     names = list(LINEAR_IMPLS)
-    calls = {}
-    for name in names:
-        calls[name] = _linear_setup(name)[0]
-        calls[name]()  # first full-size call, untimed
-        gc.collect()
+    calls = {name: _linear_setup(name)[0] for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(reps):
         order = names[r % len(names):] + names[: r % len(names)]
@@ -289,18 +287,51 @@ def worker_linear_time(impl: str, reps: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- parent
 
 
-def run_worker(kind: str, impl: str, env_extra: dict[str, str], reps: int, timeout: float) -> dict[str, Any]:
+def _cpu_times() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [float(v) for v in f.readline().split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])
+    return (total - idle) / ticks, total / ticks
+
+
+def wait_until_idle(max_wait: float) -> float:
+    """Wait (up to ``max_wait`` s) for a second in which the CPUs are >= 90% idle; return the wait."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_wait:
+        b0, t_0 = _cpu_times()
+        time.sleep(1.0)
+        b1, t_1 = _cpu_times()
+        if t_1 > t_0 and (b1 - b0) / (t_1 - t_0) <= 0.1:
+            break
+    return time.perf_counter() - t0
+
+
+def run_worker(kind: str, impl: str, env_extra: dict[str, str], reps: int, timeout: float,
+               wait_idle: float = 0.0) -> dict[str, Any]:  # fmt: skip
     env = {k: val for k, val in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "SOFTXENT_REFERENCE")}
     env.update(env_extra)
+    waited = wait_until_idle(wait_idle) if wait_idle > 0 else 0.0
     load_before = os.getloadavg()[0]
+    busy0, _ = _cpu_times()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     cmd = [sys.executable, __file__, "--worker", kind, "--impl", impl, "--reps", str(reps)]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return dict(impl=impl, error=f"timed out after {timeout:.0f} s")
-    out: dict[str, Any] = dict(impl=impl, wall_s=time.perf_counter() - t0, load_before=load_before,
-                               load_after=os.getloadavg()[0])  # fmt: skip
+    wall = time.perf_counter() - t0
+    busy1, _ = _cpu_times()
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
+    out: dict[str, Any] = dict(
+        impl=impl, wall_s=wall, waited_s=waited, load_before=load_before, load_after=os.getloadavg()[0],
+        # Cores kept busy by other processes while this worker ran (0 on a quiet machine).
+        others_busy_cores=max(0.0, (busy1 - busy0) - own) / wall if wall > 0 else 0.0,
+    )  # fmt: skip
     if proc.returncode != 0:
         out["error"] = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         return out
@@ -340,8 +371,9 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
         f"Reproduce: `{report['command']}`",
         "",
         f"- date: {report['date']}",
-        f"- machine: {report['machine']} — **a shared machine with 2 cores**; other jobs ran during this "
-        "benchmark (load average per row), so compare rows of this run only",
+        f"- machine: {report['machine']} — **a shared machine with 2 cores**: other jobs may run during the "
+        "benchmark; the column 'other processes' cores busy' (from /proc/stat, minus the worker's own CPU "
+        "time) says how much, so compare rows of one run only and distrust rows well above 0",
         f"- versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}",
         "- one subprocess per row; `THP_MEM_ALLOC_ENABLE=1` only in rows marked + THP; float32 throughout",
         f"- total run time: {report['total_s']:.0f} s",
@@ -367,7 +399,7 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
                         sx_best = s["median_ms"] if sx_best is None else min(sx_best, s["median_ms"])
         lines += [f"### {shape}", "",
                   "| implementation | median ms | min ms | first call s | loss rel. err | grad err × N | "
-                  "fastest softxent vs this | load avg before → after |",
+                  "fastest softxent vs this | other processes' cores busy |",
                   "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r, s in rows:
             floor = r["impl"].startswith("floor")
@@ -375,8 +407,7 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
             errs = "— | —" if floor else f"{s['loss_rel_err']:.1e} | {s['grad_err_times_n']:.1e}"
             lines.append(
                 f"| {r['impl']} | {s['median_ms']:.1f} | {s['min_ms']:.1f} | {s['first_call_s']:.2f} | "
-                f"{errs} | {speed} | "
-                f"{r['load_before']:.2f} → {r['load_after']:.2f} |"
+                f"{errs} | {speed} | {r['others_busy_cores']:.2f} |"
             )
         for r in ce:
             if "error" in r:
@@ -391,7 +422,7 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
     lines += [
         f"## Linear + cross-entropy, N={n}, d={d}, V={v}, float32, gradients for x and W",
         "",
-        "Time: all variants in one process (+ THP), after one untimed full-size call each, in "
+        "Time: all variants in one process (+ THP), after a small warm-up call each, in "
         f"{len(next(iter(times.values()), []))} alternating rounds, so that each round's variants share the "
         "machine's load; 'time vs naive' is the median over rounds of the per-round ratio.",
         "Peak extra memory: one forward + backward alone in a fresh process (+ THP): RSS sampled every 1 ms, "
@@ -399,7 +430,7 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
         "ru_maxrss − the same baseline beside it. It includes x.grad + W.grad (144 MiB) in every row.",
         "",
         "| implementation | median s | min s | rounds s | time vs naive | peak extra MiB (sampled) | "
-        "(ru_maxrss) | memory vs naive | loss | load avg before → after (memory run) |",
+        "(ru_maxrss) | memory vs naive | loss | other processes' cores busy (memory run) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     naive_name = next((name for name in times if name.startswith("naive")), None)
@@ -422,12 +453,12 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
         mr = "—" if s["peak_extra_maxrss_mib"] is None else f"{s['peak_extra_maxrss_mib']:.0f}"
         lines.append(
             f"| {r['impl']} | {tm} | {tv} | {s['peak_extra_mib']:.0f} | {mr} | {mv} | {s['loss']:.6f} | "
-            f"{r['load_before']:.2f} → {r['load_after']:.2f} |"
+            f"{r['others_busy_cores']:.2f} |"
         )
     if "error" in lt:
         lines.append(f"\nTiming run failed: {lt['error']}")
     elif lt:
-        lines.append(f"\nTiming run: load average {lt['load_before']:.2f} → {lt['load_after']:.2f}.")
+        lines.append(f"\nTiming run: other processes kept {lt['others_busy_cores']:.2f} cores busy on average.")
     lines += ["", *report.get("notes", [])]
     (out_dir / "torch_cpu.md").write_text("\n".join(lines) + "\n")
 
@@ -436,14 +467,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", choices=["ce", "linear-memory", "linear-time"], help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
-    parser.add_argument("--reps", type=int, default=None, help="timed calls per shape (default: 7 ce, 3 linear)")
+    parser.add_argument("--reps", type=int, default=None, help="timed calls per shape (default: 5 ce, 3 linear)")
     parser.add_argument("--only", choices=["ce", "linear"], help="run one of the two parts")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds per worker")
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                        help="before each worker, wait up to S s for a second with the CPUs >= 90%% idle")  # fmt: skip
     args = parser.parse_args(argv)
     if args.worker:
         fn = {"ce": worker_ce, "linear-memory": worker_linear_memory, "linear-time": worker_linear_time}[args.worker]
-        print(json.dumps(fn(args.impl, args.reps or (7 if args.worker == "ce" else 3))))
+        print(json.dumps(fn(args.impl, args.reps or (5 if args.worker == "ce" else 3))))
         return 0
 
     t0 = time.perf_counter()
@@ -456,14 +489,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.only != "linear":
         for impl, env in CE_IMPLS.items():
             print(f"[cross-entropy] {impl} ...", file=sys.stderr, flush=True)
-            report["cross_entropy"].append(run_worker("ce", impl, env, args.reps or 7, args.timeout))
+            report["cross_entropy"].append(run_worker("ce", impl, env, args.reps or 5, args.timeout, args.wait_idle))
     if args.only != "ce":
         for impl, env in LINEAR_IMPLS.items():
             print(f"[linear, memory] {impl} ...", file=sys.stderr, flush=True)
-            report["linear"].append(run_worker("linear-memory", impl, env, 1, args.timeout))
+            report["linear"].append(run_worker("linear-memory", impl, env, 1, args.timeout, args.wait_idle))
         print("[linear, time] all variants, alternating rounds ...", file=sys.stderr, flush=True)
         report["linear_time"] = run_worker("linear-time", "all", {"THP_MEM_ALLOC_ENABLE": "1"},
-                                           args.reps or 3, args.timeout)  # fmt: skip
+                                           args.reps or 3, args.timeout, args.wait_idle)  # fmt: skip
     report["total_s"] = time.perf_counter() - t0
     report["notes"] = NOTES
     write_reports(report, args.out)

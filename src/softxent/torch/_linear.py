@@ -20,8 +20,9 @@ the numba kernel writes :math:`G` over the logits: one buffer per block),
 then :math:`G W` into the block's rows of :math:`\partial L/\partial x` and
 :math:`G^\top x` accumulated into :math:`\partial L/\partial W` (float32 for
 float16/bfloat16/float32 weights, float64 for float64). Peak memory beyond
-the inputs and their gradients is one (R, V) block, R chosen from a memory
-budget (:data:`BLOCK_BYTES`) when ``chunk_size=None``.
+the inputs and their gradients is one (R, V) block (two with ``z_loss`` or
+``softcap``), R chosen from a memory budget (:data:`BLOCK_BYTES`) when
+``chunk_size=None``.
 
 When even a few rows of V classes exceed the budget, the vocabulary is split
 too (chunks of V_c classes) and the softmax is assembled online: a first
@@ -48,15 +49,16 @@ scalar ``grad_output``): three matmuls in all. Cut Cross-Entropy keeps only
 the per-row log-sum-exp and recomputes the logits in the backward: four
 matmuls, but nothing of size V·d held between forward and backward. On a CPU
 the matmuls are nearly all of the time (at N = 4096, d = 1024, V = 32768
-each is 275 GFLOP), so softxent computes the gradients in the forward for
-``reduction="mean"`` and ``"sum"`` (measured in
-``benchmarks/results/torch_cpu.md``: the recomputing variant, which is what
-``reduction="none"`` runs, takes about a third longer). With
-``reduction="none"`` the upstream gradient differs per row, so the weight
-gradient cannot be formed in advance: that reduction recomputes in the
-backward, from the saved log-sum-exp. Without gradients (evaluation, or
-inputs that do not require grad) only the loss is computed: one matmul.
-Parameters that do not require grad (a frozen head) skip their matmul.
+each is 275 GFLOP, ~95% of the step), so softxent computes the gradients in
+the forward for ``reduction="mean"`` and ``"sum"``: the recomputing variant
+(which is what ``reduction="none"`` runs) does four matmuls instead of three,
+about a third more time; ``benchmarks/torch_cpu.py`` times both against the
+naive head. With ``reduction="none"`` the upstream gradient differs per row,
+so the weight gradient cannot be formed in advance: that reduction
+recomputes in the backward (the vocabulary-chunked path from the saved
+log-sum-exp). Without gradients (evaluation, or inputs that do not require
+grad) only the loss is computed: one matmul. Parameters that do not require
+grad (a frozen head) skip their matmul.
 """
 
 from __future__ import annotations
