@@ -417,6 +417,21 @@ def test_compile_fullgraph():
     torch.testing.assert_close(a.grad, b.grad)
 
 
+def test_compile_dynamic_shapes():
+    """dynamic=True: symbolic batch sizes and symbolic float options trace without a graph break."""
+    def f(t, y):
+        return sxt.cross_entropy(t, y, z_loss=1e-3, label_smoothing=0.1)
+
+    compiled = torch.compile(f, fullgraph=True, dynamic=True, backend="aot_eager")
+    for n in (5, 9, 12):
+        z = logits_of((n, 7), torch.float32, seed=n).requires_grad_(True)
+        y = index_target((n,), 7, seed=n)
+        loss = compiled(z, y)
+        loss.backward()
+        torch.testing.assert_close(loss, f(z, y))
+        torch.testing.assert_close(z.grad, torch.autograd.grad(f(z, y), z)[0])
+
+
 # torch's own modules (inductor's import of torch.utils.mkldnn, forward-AD decompositions)
 # still call the deprecated torch.jit.script; that warning is torch's, not ours.
 TORCH_INTERNAL_JIT_WARNING = "ignore:.*torch.jit.script.* is deprecated:DeprecationWarning"

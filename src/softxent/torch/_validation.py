@@ -53,7 +53,9 @@ def _real(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
-    if not math.isfinite(value):
+    # Comparisons, not math.isfinite: under torch.compile(dynamic=True) a float
+    # argument may be symbolic, and Dynamo traces comparisons but not isfinite.
+    if not -math.inf < value < math.inf:
         raise ValueError(f"{name} must be finite, got {value!r}")
     return value
 
