@@ -72,7 +72,8 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     ``THP_MEM_ALLOC_ENABLE=1``. Writing a fresh 256 MiB gradient then costs
     128 page faults instead of 65536, which on this kind of machine is the
     difference between ~20 ms and ~55 ms for a whole forward + backward. The
-    tensor shares the array's memory and keeps it alive.
+    tensor shares the array's memory and keeps it alive (and, like every
+    tensor made from a NumPy array, cannot be resized).
     """
     t = torch.from_numpy(np.empty(shape, dtype=_NUMPY_TWIN[dtype]))
     return t.view(dtype) if dtype == torch.bfloat16 else t
