@@ -224,3 +224,14 @@ def test_auto_warm_start_continues_the_same_head(rng):
     first = auto.head_
     assert auto.fit(X, labels).head_ is first
     assert auto.n_iter_ <= 2  # already at the optimum
+
+
+def test_auto_class_weight_is_keyed_by_label_names_for_label_sets(rng):
+    X, labels = _blobs(rng, k=3)
+    sets = [set() if c == 2 else {("jazz", "rock")[c]} for c in labels]
+    weighted = AutoClassifier(class_weight={"jazz": 5.0, "other": 0.5}).fit(X, sets)
+    assert weighted.head_.class_weight == {0: 5.0, 2: 0.5}
+    plain = AutoClassifier().fit(X, sets)
+    assert weighted.predict_proba(X)[:, 0].mean() > plain.predict_proba(X)[:, 0].mean()
+    with pytest.raises(ValueError, match=r"class_weight names labels that are not in y: \['pop'\]"):
+        AutoClassifier(class_weight={"pop": 2.0}).fit(X, sets)

@@ -184,9 +184,14 @@ class AutoClassifier(ClassifierMixin, BaseEstimator):
                     f"other_label={self.other_label!r} is already one of the labels "
                     f"{parsed.names.tolist()}; choose another name for the added class"
                 )
-            head = self._head(SoftmaxRegression, previous)
-            head.fit(X, codes, sample_weight=sample_weight)
             names = list(parsed.names.tolist()) + [self.other_label]
+            head = self._head(SoftmaxRegression, previous)
+            if isinstance(self.class_weight, dict):  # keyed by label names; the head sees column indices
+                unknown = [k for k in self.class_weight if k not in names]
+                if unknown:
+                    raise ValueError(f"class_weight names labels that are not in y: {unknown[:10]}; labels: {names}")
+                head.set_params(class_weight={names.index(k): w for k, w in self.class_weight.items()})
+            head.fit(X, codes, sample_weight=sample_weight)
             self.classes_ = _names_array([names[c] for c in head.classes_.tolist()])
             self.labels_ = parsed.names
             self.target_type_ = "multilabel-indicator"
