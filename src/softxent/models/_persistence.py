@@ -36,7 +36,6 @@ version raises :class:`ModelFileError` with what is wrong.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import zipfile
@@ -330,10 +329,3 @@ def load(path: Any) -> Any:
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise _fail(source, f"the model description is invalid ({type(exc).__name__}: {exc})") from None
 
-
-def _roundtrip(estimator: Any) -> Any:
-    """save + load through memory (used by the tests)."""
-    buffer = io.BytesIO()
-    save(estimator, buffer)
-    buffer.seek(0)
-    return load(buffer)
