@@ -216,6 +216,7 @@ def make_case(name, rng, n, v, dtype):
     """(logits (n, v), labels, kwargs) for one option set."""
     x = random_logits(rng, (n, v), dtype=dtype)
     idx = rng.integers(0, v, n)
+    idx[1::2] = np.argmax(x[1::2], axis=1)  # the label is the top class: its own branch
     kw = {}
     w = rng.uniform(0.2, 2.0, v)
     sw = rng.uniform(0.0, 2.0, n)
@@ -322,6 +323,20 @@ def test_options_match_reference(api, case, v, reduction, dtype, rng, oracle):
     compare_xent(oracle, api, x, labels, dtype, reduction=reduction, **kw)
 
 
+@dtypes
+@reductions
+@pytest.mark.parametrize("v", CLASS_COUNTS)
+@pytest.mark.parametrize("case", LAYOUT_CASES)
+def test_with_grad_is_exactly_the_two_separate_calls(case, v, reduction, dtype, rng):
+    """softmax_cross_entropy_with_grad documents that it returns *exactly*
+    (softmax_cross_entropy(...), softmax_cross_entropy_grad(...)): the kernel's
+    loss-only pass and its loss+gradient pass must agree bit for bit."""
+    x, labels, kw = make_case(case, rng, 70, v, dtype)
+    loss, grad = sx.softmax_cross_entropy_with_grad(x, labels, reduction=reduction, **kw)
+    assert_identical(sx.softmax_cross_entropy(x, labels, reduction=reduction, **kw), loss, "loss-only vs with_grad")
+    assert_identical(sx.softmax_cross_entropy_grad(x, labels, reduction=reduction, **kw), grad, "grad vs with_grad")
+
+
 def _to_axis1(x, labels, kw, prob):
     """The (12, V) case as a (4, V, 3) array with the class axis at 1 (C-contiguous)."""
     v = x.shape[1]
@@ -349,7 +364,11 @@ def test_class_axis_not_last(case, v, reduction, dtype, rng, oracle):
         assert_identical(loss3.reshape(12), loss2, "loss, axis=1 vs axis=-1")
     else:
         assert_loss(loss3, loss2, dtype, "loss, axis=1 vs axis=-1")
-    assert_identical(sx.softmax_cross_entropy(x3, lab3, axis=1, reduction=reduction, **kw3), loss3, "loss-only")
+    assert_identical(
+        sx.softmax_cross_entropy(x3, lab3, axis=1, reduction=reduction, **kw3),
+        sx.softmax_cross_entropy(x, labels, reduction=reduction, **kw).reshape(np.shape(loss3)),
+        "loss-only, axis=1 vs axis=-1",
+    )
 
 
 def _non_contiguous(x, layout):
@@ -391,7 +410,11 @@ def test_non_contiguous_input_equals_contiguous(layout, case, v, reduction, dtyp
     loss_c, grad_c = sx.softmax_cross_entropy_with_grad(x, labels, reduction=reduction, **kw)
     assert_identical(loss_v, loss_c, "loss, view vs contiguous")
     assert_identical(grad_v, grad_c, "gradient, view vs contiguous")
-    assert_identical(sx.softmax_cross_entropy(view, labels, reduction=reduction, **kw), loss_c, "loss-only")
+    assert_identical(
+        sx.softmax_cross_entropy(view, labels, reduction=reduction, **kw),
+        sx.softmax_cross_entropy(x, labels, reduction=reduction, **kw),
+        "loss-only, view vs contiguous",
+    )
     assert_identical(base, before, "the input view was modified")
 
 
@@ -531,8 +554,11 @@ def test_ignored_rows_are_zero_whatever_their_logits(fill, ignored_by, v, reduct
     else:
         labels = _softmax_rows(rng, n, v)
         labels[rows] = 0.0
+    # Smoothing gives every class target mass, so it would make a zero
+    # probability row count; the index-label rows stay ignored with it.
+    kw["label_smoothing"] = 0.0 if ignored_by == "prob_zero_row" else 0.1
     for api in APIS:
-        loss, grad = compare_xent(oracle, api, x, labels, dtype, reduction=reduction, label_smoothing=0.1, **kw)
+        loss, grad = compare_xent(oracle, api, x, labels, dtype, reduction=reduction, **kw)
         if loss is not None:
             assert np.isfinite(loss).all()
             if reduction == "none":
@@ -619,7 +645,7 @@ def _out_buffer(layout, shape, dtype):
 @pytest.mark.parametrize("out_layout", ["contiguous", "fortran", "strided"])
 @pytest.mark.parametrize("api", GRAD_APIS)
 @pytest.mark.parametrize("axis", [-1, 1])
-def test_out_is_the_gradient(axis, api, out_layout, case, v, dtype, rng, oracle):
+def test_out_receives_the_gradient(axis, api, out_layout, case, v, dtype, rng, oracle):
     x, labels, kw = make_case(case, rng, 12, v, dtype)
     if axis == 1:
         x, labels, kw = _to_axis1(x, labels, kw, case.startswith("prob"))
@@ -627,14 +653,28 @@ def test_out_is_the_gradient(axis, api, out_layout, case, v, dtype, rng, oracle)
     out = _out_buffer(out_layout, x.shape, dtype)
     x_before = x.copy()
     result = _grad_call(api, x, labels, axis=axis, out=out, **kw)
-    grad = _grad_of(api, result)
-    assert grad is out and np.shares_memory(grad, out)
+    assert np.shares_memory(_grad_of(api, result), out)
     ref_loss, ref_grad = oracle(sx.softmax_cross_entropy_with_grad, x, labels, axis=axis, **kw)
     assert_grad(out, ref_grad, dtype)
     if api == "with_grad":
         assert_loss(result[0], ref_loss, dtype)
     assert_identical(out, sx.softmax_cross_entropy_grad(x, labels, axis=axis, **kw), "out vs a fresh gradient")
     assert_identical(x, x_before, "logits modified by out=")
+
+
+@dtypes
+@pytest.mark.parametrize("out_layout", ["contiguous", "fortran", "strided"])
+@pytest.mark.parametrize("api", GRAD_APIS)
+@pytest.mark.parametrize("axis", [-1, 1])
+@pytest.mark.parametrize("v", CLASS_COUNTS)
+def test_out_is_the_returned_object(v, axis, api, out_layout, dtype, rng):
+    x, labels, kw = make_case("index", rng, 12, v, dtype)
+    if axis == 1:
+        x, labels, kw = _to_axis1(x, labels, kw, False)
+    out = _out_buffer(out_layout, x.shape, dtype)
+    grad = _grad_of(api, _grad_call(api, x, labels, axis=axis, out=out))
+    assert grad is out, f"returned a {'view of' if np.shares_memory(grad, out) else 'copy, not'} out"
+    assert np.shares_memory(grad, out)
 
 
 BAD_OUT = [
@@ -671,11 +711,12 @@ def test_inplace_contiguous(reduction, axis, api, case, v, dtype, rng, oracle):
         x, labels, kw = _to_axis1(x, labels, kw, case.startswith("prob"))
     kw.update(axis=axis, reduction=reduction)
     ref_loss, ref_grad = oracle(sx.softmax_cross_entropy_with_grad, x, labels, **kw)
-    fresh = sx.softmax_cross_entropy_grad(x, labels, **kw)
     result = _grad_call(api, x, labels, inplace=True, **kw)
-    assert _grad_of(api, result) is x
+    assert np.shares_memory(_grad_of(api, result), x)
+    # Within the tolerance, not bit for bit: with the gradient aliasing the
+    # logits the compiler may order the row sums differently (not documented
+    # as identical to the out-of-place result).
     assert_grad(x, ref_grad, dtype)
-    assert_identical(x, fresh, "in-place gradient vs a fresh one")
     if api == "with_grad":
         assert_loss(result[0], ref_loss, dtype)
 
@@ -693,12 +734,27 @@ def test_inplace_on_a_view_fills_the_view(layout, api, case, v, dtype, rng, orac
     base_before = base.copy()
     ref_loss, ref_grad = oracle(sx.softmax_cross_entropy_with_grad, x, labels, **kw)
     result = _grad_call(api, view, labels, inplace=True, **kw)
-    assert _grad_of(api, result) is view
+    assert np.shares_memory(_grad_of(api, result), view)
     assert_grad(view, ref_grad, dtype)
     assert_identical(base[outside], base_before[outside], "entries outside the view")
-    assert_identical(view, sx.softmax_cross_entropy_grad(x, labels, **kw), "in-place view vs a fresh gradient")
     if api == "with_grad":
         assert_loss(result[0], ref_loss, dtype)
+
+
+@dtypes
+@pytest.mark.parametrize("layout", ["contiguous", *LAYOUTS, "axis1"])
+@pytest.mark.parametrize("api", GRAD_APIS)
+@pytest.mark.parametrize("v", CLASS_COUNTS)
+def test_inplace_returns_the_logits_object(v, api, layout, dtype, rng):
+    x, labels, kw = make_case("index", rng, 12, v, dtype)
+    axis = -1
+    if layout == "axis1":
+        x, labels, kw = _to_axis1(x, labels, kw, False)
+        axis = 1
+    elif layout != "contiguous":
+        x = _non_contiguous(x, layout)[0]
+    grad = _grad_of(api, _grad_call(api, x, labels, axis=axis, inplace=True))
+    assert grad is x, f"returned a {'view of' if np.shares_memory(grad, x) else 'copy, not'} the logits"
 
 
 @pytest.mark.parametrize("api", GRAD_APIS)
@@ -784,7 +840,8 @@ THREAD_CASES = ["index", "index_all", "prob_all", "index_small_v", "softmax", "l
 @pytest.mark.parametrize("case", THREAD_CASES)
 def test_thread_count_does_not_change_a_bit(case, dtype, rng, restore_threads):
     n, v = (20000, 10) if case == "index_small_v" else (512, 4096)
-    assert n * v > 4 * _cpu._BLOCK_ELEMENTS  # several blocks: the parallel path runs
+    rows_per_block = max(1, _cpu._BLOCK_ELEMENTS // v)
+    assert math.ceil(n / rows_per_block) >= 4  # several blocks: the parallel path runs
     if case in SOFTMAX_FUNCS:
         x = random_logits(rng, (n, v), dtype=dtype)
         x[5, 3] = np.nan
@@ -885,17 +942,18 @@ def test_softmax_family_odd_shapes(name, v, n, dtype, rng, oracle):
     compare_softmax(oracle, name, x, dtype)
 
 
+# (function, temperature): logsumexp has no temperature.
+SOFTMAX_T = [(name, t) for name in SOFTMAX_FUNCS for t in (TEMPERATURES if name != "logsumexp" else [1.0])]
+softmax_t = pytest.mark.parametrize("name, temperature", SOFTMAX_T, ids=[f"{n}-T{t:g}" for n, t in SOFTMAX_T])
+
 SOFTMAX_SPECIAL = ["masked_but_one", "all_masked", "some_masked", "nan", "negative_nan", "posinf", "huge", "neg_huge_row", "zeros"]
 
 
 @dtypes
 @pytest.mark.parametrize("v", [1, 2, 5, 17, 100])
 @pytest.mark.parametrize("kind", SOFTMAX_SPECIAL)
-@pytest.mark.parametrize("temperature", TEMPERATURES)
-@pytest.mark.parametrize("name", SOFTMAX_FUNCS)
+@softmax_t
 def test_softmax_family_special_rows(name, temperature, kind, v, dtype, rng, oracle):
-    if name == "logsumexp" and temperature != 1.0:
-        pytest.skip("logsumexp has no temperature")
     x = random_logits(rng, (9, v), scale=5.0, dtype=dtype)
     r = 4
     if kind == "masked_but_one":
@@ -929,11 +987,8 @@ def test_softmax_family_special_rows(name, temperature, kind, v, dtype, rng, ora
 
 @dtypes
 @pytest.mark.parametrize("shape", [(70, 5), (33, 1000)], ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("temperature", TEMPERATURES)
-@pytest.mark.parametrize("name", SOFTMAX_FUNCS)
+@softmax_t
 def test_softmax_family_temperature(name, temperature, shape, dtype, rng, oracle):
-    if name == "logsumexp" and temperature != 1.0:
-        pytest.skip("logsumexp has no temperature")
     x = random_logits(rng, shape, scale=5.0, dtype=dtype)
     compare_softmax(oracle, name, x, dtype, temperature=temperature)
 

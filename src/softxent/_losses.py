@@ -314,8 +314,11 @@ def _softmax_xent(
             grad = np.moveaxis(grad, -1, ax).astype(arr.dtype, copy=False)
     if grad is not None and reduction == "mean" and not denominator:
         grad = np.zeros_like(grad)  # every row ignored or weighted 0: 0, not 0/0
-    if grad is not None and target is not None and not np.shares_memory(grad, target):
-        np.copyto(target, grad)
+    if grad is not None and target is not None:
+        # The caller gets its own buffer back, not a view of it; a gradient
+        # computed elsewhere (a copy for a strided layout) is put back first.
+        if not np.shares_memory(grad, target):
+            np.copyto(target, grad)
         grad = target
     if reduction == "none":
         loss = loss_rows

@@ -209,13 +209,13 @@ def _exp_store(x, e, m, inv_t):
 
 
 @nb.njit(**JIT_SUM)
-def _exp_sum(x, m, inv_t):
-    """Pass 2 without storing: the float64 sum of ``exp((x - m) / T)``."""
-    mm = x.dtype.type(m)
-    it = x.dtype.type(inv_t)
+def _exp_sum64(x, m):
+    """The float64 sum of ``exp(x - m)``, each term in float64 even for
+    float32 ``x``: a log-sum-exp near 0 cancels ``m`` against ``log s``, and
+    float32 terms would leave it tens of ulps off."""
     total = 0.0
     for c in range(x.shape[0]):
-        total += np.float64(vexp((x[c] - mm) * it))
+        total += vexp(np.float64(x[c]) - m)
     return total
 
 
@@ -223,14 +223,13 @@ def _exp_sum(x, m, inv_t):
 def _split_sum(x, m, inv_t, stored):
     """``(ties, r)``: the number of terms equal to 1 (the maxima) and the
     float64 sum of the others, from the stored exponentials (``stored``) or
-    recomputed from the logits ``x``. Used for confident rows only (s < 2),
-    where ``log s = log1p(ties - 1 + r)`` must not lose ``r`` to rounding."""
+    recomputed in float64 from the logits ``x`` (as :func:`_exp_sum64`).
+    Used for confident rows only (s < 2), where ``log s = log1p(ties - 1 +
+    r)`` must not lose ``r`` to rounding."""
     ties = 0.0
     r = 0.0
-    mm = x.dtype.type(m)
-    it = x.dtype.type(inv_t)
     for c in range(x.shape[0]):
-        v = x[c] if stored else vexp((x[c] - mm) * it)
+        v = np.float64(x[c]) if stored else vexp((np.float64(x[c]) - m) * inv_t)
         top = np.float64(v == 1.0)
         ties += top
         r += np.float64(v) * (1.0 - top)
@@ -324,6 +323,7 @@ def _xent_index_rows(
     has_w = weight.shape[0] > 0
     has_sw = sample_weight.shape[0] > 0
     k1 = smoothing / n_cls if n_cls > 0 else 0.0
+    scratch = np.empty(0 if need_grad else n_cls, dtype=z.dtype)
     w_sum = 0.0
     if has_w:
         for c in range(n_cls):
@@ -350,12 +350,14 @@ def _xent_index_rows(
             continue
         # sum_c w_c d_c for the smoothing term, before pass 2 may overwrite x.
         wd = _weighted_shift_sum(x, m, inv_t, weight) if (k1 > 0.0 and counts and state == _NORMAL) else 0.0
-        s = _exp_store(x, g, m, inv_t) if need_grad else _exp_sum(x, m, inv_t)
+        # Without a gradient the exponentials go to a scratch row: the same
+        # summation as with one, so the loss is identical bit for bit.
+        s = _exp_store(x, g if need_grad else scratch, m, inv_t)
         if s != s:
             state = _UNDEFINED
         log_s = np.nan
         if state == _NORMAL:
-            log_s, s = _normaliser(g if need_grad else x, m, inv_t, s, need_grad)
+            log_s, s = _normaliser(g if need_grad else scratch, m, inv_t, s, True)
         lse[i] = m * inv_t + log_s
         if not counts:  # ignored or weighted 0: exactly 0, whatever the logits
             loss[i] = 0.0
@@ -413,6 +415,7 @@ def _xent_prob_rows(
     has_sw = sample_weight.shape[0] > 0
     k1 = smoothing / n_cls if n_cls > 0 else 0.0
     keep = 1.0 - smoothing
+    scratch = np.empty(0 if need_grad else n_cls, dtype=z.dtype)
     for i in range(lo, hi):
         x = z[i]
         g = grad[i]
@@ -428,12 +431,14 @@ def _xent_prob_rows(
             if need_grad:
                 _fill(g, 0.0)
             continue
-        s = _exp_store(x, g, m, inv_t) if need_grad else _exp_sum(x, m, inv_t)
+        # Without a gradient the exponentials go to a scratch row: the same
+        # summation as with one, so the loss is identical bit for bit.
+        s = _exp_store(x, g if need_grad else scratch, m, inv_t)
         if s != s:
             state = _UNDEFINED
         log_s = np.nan
         if state == _NORMAL:
-            log_s, s = _normaliser(g if need_grad else x, m, inv_t, s, need_grad)
+            log_s, s = _normaliser(g if need_grad else scratch, m, inv_t, s, True)
         lse[i] = m * inv_t + log_s
         if not counts:
             loss[i] = 0.0
@@ -504,7 +509,7 @@ def _logsumexp_rows(z, out, lo, hi):
         if m == np.inf and not _has_nan(x):
             out[i] = np.inf
             continue
-        s = _exp_sum(x, m, 1.0)
+        s = _exp_sum64(x, m)
         if state == _UNDEFINED or s != s:
             out[i] = np.nan
         else:
