@@ -168,6 +168,20 @@ def test_readme_example_runs(capsys):
     assert "KL([1,0,0] || [.7,.2,.1]) = 0.3567" in capsys.readouterr().out
 
 
+def test_readme_front_end_examples_run(tmp_path, monkeypatch, capsys):
+    """The classifier and PyTorch examples of the README run as written."""
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[1:]
+    assert len(blocks) == 2, "README should hold the classifier and the PyTorch examples"
+    monkeypatch.chdir(tmp_path)  # the classifier example saves a model file
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+    assert "softmax ['even' 'other']" in capsys.readouterr().out
+
+
 def test_confident_row_keeps_its_tiny_gradient():
     grad = sx.softmax_cross_entropy_grad(np.array([40.0, 0.0]), 0)
     assert grad[0] == pytest.approx(-np.exp(-40.0) / (1 + np.exp(-40.0)), rel=1e-12)
