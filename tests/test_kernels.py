@@ -1021,3 +1021,26 @@ def test_softmax_family_empty(name, shape, dtype, oracle):
         assert got.shape == (shape[0],) and (got == -np.inf).all()
     else:
         assert got.shape == shape
+
+
+# --------------------------------------------------------------------------- sigmoid heads
+
+
+@dtypes
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (257, 15), (5000, 14), (40, 1000)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_sigmoid_kernel_matches_reference(shape, reduction, dtype, rng, oracle):
+    """The vectorised sigmoid kernel (vector tails, serial and parallel blocks) against the exact path,
+    with weights, pos_weight, sample weights and soft labels; the loss alone is bit-identical to the
+    loss that comes with the gradient."""
+    x = random_logits(rng, shape, scale=8.0, dtype=dtype)
+    x.flat[:: max(1, x.size // 7)] *= 1e3  # a few saturated elements: |z| in the thousands
+    y = rng.uniform(0, 1, shape).round(1).astype(dtype)
+    kw = dict(pos_weight=rng.uniform(0.5, 2, shape[1]), weight=rng.uniform(0, 1, shape[1]),
+              sample_weight=rng.uniform(0, 2, shape[0]), reduction=reduction)  # fmt: skip
+    loss, grad = sx.sigmoid_cross_entropy_with_grad(x, y, **kw)
+    ref_loss, ref_grad = oracle(sx.sigmoid_cross_entropy_with_grad, x, y.astype(np.float64), **kw)
+    assert_loss(loss, ref_loss, dtype)
+    assert_grad(grad, ref_grad, dtype)
+    assert_identical(sx.sigmoid_cross_entropy(x, y, **kw), loss, "loss alone vs with the gradient")
+    assert_identical(sx.sigmoid_cross_entropy_grad(x, y, **kw), grad, "gradient alone vs with the loss")

@@ -684,42 +684,62 @@ def _xent_index_tiles(
 # --------------------------------------------------------------------------- sigmoid heads
 
 
+@nb.njit(**JIT_ELEMENT)
+def _sigmoid_row(x, yr, pos_w, w, sw, grad_scale, g, e):
+    """One row of independent sigmoid heads: losses into ``e``, the gradient into ``g``.
+
+    Elementwise and branch-free (the conditions below compile to selects),
+    so LLVM vectorises it, the exponential and log1p included; the row's sum
+    is taken afterwards by :func:`_row_sum` with a vectorised reduction.
+    """
+    for c in range(x.shape[0]):
+        zc = np.float64(x[c])
+        # a = exp(-|z|) in (0, 1]: sigma(+-z) and log sigma(+-z) all follow
+        # from it without overflow; log sigma(z) = min(z, 0) - log1p(a).
+        a = vexp(-abs(zc))
+        l1p = _vlog1p(a)
+        inv = 1.0 / (1.0 + a)
+        pos = zc >= 0.0
+        sig_p = inv if pos else a * inv  # sigma(z)
+        sig_n = a * inv if pos else inv  # sigma(-z) = 1 - sigma(z), without cancelling
+        cp = pos_w[c] * np.float64(yr[c])  # weight of -log sigma(z)
+        cn = 1.0 - np.float64(yr[c])  # weight of -log sigma(-z)
+        scale = w[c] * sw
+        # 0 * inf = 0: a term with no weight adds nothing even at z = +-inf.
+        lp = cp * (l1p - min(zc, 0.0)) if cp != 0.0 else 0.0
+        ln = cn * (l1p - min(-zc, 0.0)) if cn != 0.0 else 0.0
+        nan = zc != zc  # NaN in, NaN out, even where both weights are 0
+        e[c] = np.nan if nan else scale * (lp + ln)
+        gc = scale * (cn * sig_p - cp * sig_n) * grad_scale
+        g[c] = np.nan if nan else gc
+
+
+@nb.njit(**JIT_SUM)
+def _row_sum(e):
+    total = 0.0
+    for c in range(e.shape[0]):
+        total += e[c]
+    return total
+
+
 @nb.njit(**JIT)
 def _sigmoid_xent_rows(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, row_loss, lo, hi):
-    """Rows ``lo:hi`` of :func:`sigmoid_xent` (elementwise within a row)."""
+    """Rows ``lo:hi`` of :func:`sigmoid_xent`: one elementwise pass per row, then its sum.
+
+    Without a gradient (or per-element losses) the row still goes through
+    the same code, into a scratch row: the loss is bit-identical either way.
+    """
     n_lab = z.shape[1]
     has_sw = sample_weight.shape[0] > 0
     want_elem = loss_elem.shape[0] > 0
+    e_scratch = np.empty(n_lab)
+    g_scratch = np.empty(n_lab, dtype=grad.dtype)
     for i in range(lo, hi):
-        x = z[i]
-        yr = y[i]
         sw = sample_weight[i] if has_sw else 1.0
-        total = 0.0
-        for c in range(n_lab):
-            zc = np.float64(x[c])
-            # a = exp(-|z|) in (0, 1]: sigma(+-z) and log sigma(+-z) all follow
-            # from it without overflow; log sigma(z) = min(z, 0) - log1p(a).
-            a = np.float64(vexp(-abs(x[c])))
-            l1p = _vlog1p(a)
-            inv = 1.0 / (1.0 + a)
-            pos = zc >= 0.0
-            sig_p = inv if pos else a * inv  # sigma(z)
-            sig_n = a * inv if pos else inv  # sigma(-z) = 1 - sigma(z), without cancelling
-            cp = pos_w[c] * np.float64(yr[c])  # weight of -log sigma(z)
-            cn = 1.0 - np.float64(yr[c])  # weight of -log sigma(-z)
-            scale = w[c] * sw
-            # 0 * inf = 0: a term with no weight adds nothing even at z = +-inf.
-            lp = cp * (l1p - min(zc, 0.0)) if cp > 0.0 else 0.0
-            ln = cn * (l1p - min(-zc, 0.0)) if cn > 0.0 else 0.0
-            le = scale * (lp + ln)
-            le = le if zc == zc else np.nan
-            total += le
-            if want_elem:
-                loss_elem[i, c] = le
-            if need_grad:
-                g = scale * (cn * sig_p - cp * sig_n) * grad_scale
-                grad[i, c] = g if zc == zc else np.nan
-        row_loss[i] = total
+        e = loss_elem[i] if want_elem else e_scratch
+        g = grad[i] if need_grad else g_scratch
+        _sigmoid_row(z[i], y[i], pos_w, w, sw, grad_scale, g, e)
+        row_loss[i] = _row_sum(e)
 
 
 @nb.njit(parallel=True, **JIT)
