@@ -12,6 +12,12 @@ Two losses, each a function and a thin ``nn.Module``:
   blocks so that the (N, V) logits of a large-vocabulary output head never
   exist in memory.
 
+For tensor parallelism, :mod:`softxent.torch.distributed` (imported on its
+own, ``from softxent.torch.distributed import ...``) gives both losses with
+the vocabulary split between the ranks of a ``torch.distributed`` group:
+``vocab_parallel_cross_entropy`` and ``vocab_parallel_linear_cross_entropy``,
+equal to the single-process results.
+
 This is eq. (9)-(10) and (16) of the seed at scale: a linear layer, softmax
 and cross-entropy, whose gradient with respect to the logits is ``a - y``.
 

@@ -1,0 +1,1103 @@
+r"""Vocabulary-parallel softmax cross-entropy over ``torch.distributed`` (tensor parallelism).
+
+With tensor parallelism each rank of a process group holds one contiguous
+slice :math:`[s_r, s_r + V_r)` of the vocabulary: its rows of the output
+head's weight, and so its columns of the logits. The full (N, V) logits never
+exist on one rank. The loss still needs three numbers per row from all of
+them: the log-sum-exp (eq. 8) over the whole vocabulary, the logit of the
+target class (held by one rank) and, with label smoothing, the (weighted) sum
+of all logits. Those are per-row scalars, so the ranks exchange (N, k)
+tensors, never (N, V_r) ones (as Megatron-LM's ``vocab_parallel_cross_entropy``
+does; written here from the formulas, with every option of
+:func:`softxent.torch.cross_entropy`).
+
+Design (the backward rule beside the forward)
+---------------------------------------------
+1. **Agreement** (one ``all_gather`` of a few numbers per rank): every rank
+   runs its own argument checks, then all ranks exchange the outcome with
+   their slice sizes, ``vocab_start``, options and a checksum of ``target``.
+   A rank whose arguments are wrong raises its error; every other rank raises
+   too, naming that rank, instead of waiting forever in a collective. Options
+   or targets that differ between ranks, and slices that do not tile
+   :math:`[0, V)`, raise on every rank.
+2. **Local statistics** of each row over the rank's slice (one sweep, no
+   communication), with :math:`z' = c \tanh(z / c)` under soft-capping and
+   :math:`m_r` the local maximum:
+
+   .. math::
+
+       S_r = \sum_{c \in r} e^{z'_c - m_r}, \quad
+       z'_y \text{ (owner only, else 0)}, \quad
+       A_r = \sum_{c \in r} w_c (z'_c - m_r) \text{ (label smoothing)}.
+
+   :math:`S_r` is kept as the maximum's term 1 plus the sum of the others
+   (float32 terms summed by torch's cascaded sum, then float64): for a
+   confident row the others are ~1e-12, which ``1 + ...`` would round away;
+   :math:`\log S = \operatorname{log1p}(\ldots)` keeps them, and with them
+   the target's tiny gradient entry.
+
+3. **Two all-reduces**: ``MAX`` of :math:`m_r` gives the row maximum
+   :math:`M`; each rank rescales its terms to it (:math:`S_r e^{m_r - M}`,
+   :math:`A_r + W_r (m_r - M)`, :math:`z'_y - M`) and one ``SUM`` of the
+   packed (N, k) tensor gives :math:`S = \sum_c e^{z'_c - M}`,
+   :math:`z'_y - M`, the target's class weight :math:`w_y` and
+   :math:`\sum_c w_c (z'_c - M)`. Then :math:`\operatorname{lse} = M + \log S`
+   and every term of the loss is a difference of shifted values (never
+   :math:`\operatorname{lse} - z` of two large numbers):
+
+   .. math::
+
+       \ell = (1-\varepsilon) w_y (\log S - (z'_y - M))
+            + \tfrac{\varepsilon}{V} \bigl(W \log S - \textstyle\sum_c w_c (z'_c - M)\bigr)
+            + \lambda_z \operatorname{lse}^2,
+
+   :math:`W = \sum_c w_c` over the whole vocabulary, exchanged in step 1.
+4. **The local gradient slice in the forward** (eq. 15 with the options;
+   eq. 16, :math:`a - y`, for plain targets):
+
+   .. math::
+
+       \frac{\partial \ell}{\partial z'_c}
+         = a_c \bigl(\textstyle\sum_k t_k + 2 \lambda_z \operatorname{lse}\bigr) - t_c,
+       \qquad a_c = e^{z'_c - \operatorname{lse}}, \quad
+       t = (1-\varepsilon) w_y e_y + \tfrac{\varepsilon}{V} w,
+
+   times :math:`\operatorname{sech}^2(z_c / c)` under soft-capping, scaled
+   by the reduction's global normaliser; the target's entry
+   :math:`(1-\varepsilon) w_y (a_y - 1) + \dots` with
+   :math:`a_y - 1 = \operatorname{expm1}(z'_y - \operatorname{lse})`, so a
+   confident row keeps its tiny gradient. The backward only scales this
+   stored slice by ``grad_output``: **no communication in the backward** of
+   :func:`vocab_parallel_cross_entropy`.
+
+The loss, the log-sum-exp and (for ``reduction="none"``) the per-row losses
+are the same on every rank; each rank's gradient is its slice of the
+gradient that :func:`softxent.torch.cross_entropy` gives for the
+concatenated logits.
+
+:func:`vocab_parallel_linear_cross_entropy` is the same loss of the logits
+``x @ local_weight.T + local_bias``, computed in blocks of rows (and chunks
+of the local vocabulary when a block of rows would not fit
+:data:`softxent.torch._linear.BLOCK_BYTES`): a first sweep of matmuls gives
+the local statistics, the all-reduces give every row's log-sum-exp, and a
+second sweep recomputes each block's logits and forms
+:math:`G = \partial L / \partial z` block by block, accumulating
+:math:`G W_r` (this rank's part of :math:`\partial L / \partial x`),
+:math:`G^\top x` and :math:`\sum_i G_i` (its own rows of
+:math:`\partial L / \partial W` and :math:`\partial L / \partial b`). Peak
+memory beyond the inputs and the gradients: one block of logits (two with
+soft-capping), about ``BLOCK_BYTES``. When everything fits one block the
+logits of the first sweep are reused (three matmuls instead of four). The
+gradients are computed in the forward for ``"mean"``/``"sum"`` and scaled in
+the backward; ``"none"`` recomputes them in the backward from the saved
+per-row statistics. Every rank contributes to :math:`\partial L/\partial x`,
+so the backward all-reduces it (``SUM``): **every rank of the group must run
+the backward** (as in any tensor-parallel model).
+
+Not supported: probability targets (each rank would need its slice of them
+and the loss would need more exchanged sums; a clear ``TypeError`` says so),
+gradients for the class weights, ``torch.func`` transforms and
+double backward. Eager mode: ``torch.compile`` is not tested with these
+functions. Tensors may be on any device the group's backend serves (gloo:
+CPU; NCCL: CUDA): the local work is plain torch operations.
+
+Example (one rank holding the whole vocabulary; with ``torchrun`` each rank
+passes its own slice and gets the same loss):
+
+>>> import os, shutil, tempfile, torch, torch.distributed as dist
+>>> from softxent.torch.distributed import vocab_parallel_cross_entropy
+>>> folder = tempfile.mkdtemp()
+>>> store = dist.FileStore(os.path.join(folder, "store"), 1)
+>>> dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+>>> logits = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]], requires_grad=True)
+>>> loss = vocab_parallel_cross_entropy(logits, torch.tensor([0, 1]))
+>>> print(f"{loss.item():.6f}")                  # as softxent.torch.cross_entropy
+0.318540
+>>> dist.destroy_process_group(); shutil.rmtree(folder)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Literal, NamedTuple
+
+import torch
+import torch.distributed as dist
+
+from ._backends import _SLICE_ELEMENTS, _zloss_softcap_grad, empty
+from ._functional import _backward as _scale_stored_grad
+from ._functional import _is_one
+from ._linear import plan_blocks
+from ._reference import work_dtype
+from ._validation import (
+    REDUCTIONS,
+    check_float_tensor,
+    check_index_target_values,
+    check_options,
+    check_same_device,
+    check_weight_values,
+    masked_row_error,
+)
+
+__all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
+
+Reduction = Literal["mean", "sum", "none"]
+
+
+class _Options(NamedTuple):
+    ignore_index: int
+    reduction: str
+    label_smoothing: float
+    z_loss: float
+    softcap: float | None
+
+
+class _Layout(NamedTuple):
+    """Where this rank's slice lies in the vocabulary, agreed by all ranks."""
+
+    group: Any
+    start: int  # this rank's first class
+    n_total: int  # V, the whole vocabulary
+    weight_total: float  # W = sum of all class weights (V without weights)
+
+
+# --------------------------------------------------------------------------- the group
+
+
+def _group_info(group: Any) -> tuple[int, int]:
+    """(rank in ``group``, size of ``group``), or a clear error when there is no usable group."""
+    if not dist.is_available():
+        raise RuntimeError(
+            "torch.distributed is not available in this PyTorch build (torch.distributed.is_available() "
+            "is False): the vocabulary-parallel losses need it"
+        )
+    if isinstance(group, int) and not isinstance(group, bool) and group == dist.GroupMember.NON_GROUP_MEMBER:
+        raise ValueError(
+            "group: this process is not a member of the group (torch.distributed.new_group returned "
+            "NON_GROUP_MEMBER here); call the loss only on the group's ranks"
+        )
+    if group is not None and not isinstance(group, dist.ProcessGroup):
+        raise TypeError(
+            f"group must be a torch.distributed ProcessGroup or None (the default group), got {type(group).__name__}"
+        )
+    if not dist.is_initialized():
+        which = "None (the default process group)" if group is None else repr(group)
+        raise ValueError(
+            f"group={which} cannot be used: torch.distributed is not initialised in this process; call "
+            "torch.distributed.init_process_group(backend, rank=..., world_size=...) on every rank first"
+        )
+    rank = dist.get_rank(group)
+    if rank < 0:
+        raise ValueError(
+            f"group: this process (global rank {dist.get_rank()}) is not a member of the group; "
+            "call the loss only on the group's ranks"
+        )
+    return rank, dist.get_world_size(group)
+
+
+def _comm_device(tensor: Any, group: Any) -> torch.device:
+    """The device of the small tensors that the ranks exchange: the logits' device when known."""
+    if isinstance(tensor, torch.Tensor) and tensor.device.type != "meta":
+        return tensor.device
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+# What each rank reports in the agreement step (one float64 each).
+_KEYS = (
+    "ok", "rows", "classes", "vocab_start", "vocab_start given", "ignore_index", "reduction",
+    "label_smoothing", "z_loss", "softcap", "weight given", "weight sum", "target sum",
+    "target order sum", "x grad",
+)  # fmt: skip
+# Values that must be equal on every rank, with the words that name them in an error.
+_SHARED = (
+    ("rows", "the number of rows (target's shape)"),
+    ("vocab_start given", "vocab_start (given on every rank or on none)"),
+    ("ignore_index", "ignore_index"),
+    ("reduction", "reduction"),
+    ("label_smoothing", "label_smoothing"),
+    ("z_loss", "z_loss"),
+    ("softcap", "softcap"),
+    ("weight given", "weight (given on every rank or on none)"),
+    ("x grad", "x.requires_grad (every rank takes part in the all-reduce of dx)"),
+)
+
+
+def _show(key: str, value: float) -> str:
+    if key == "reduction":
+        return repr(REDUCTIONS[int(value)])
+    if key == "softcap" and value == 0.0:
+        return "None"
+    if key in ("label_smoothing", "z_loss", "softcap"):
+        return repr(value)
+    if key in ("vocab_start given", "weight given", "x grad"):
+        return str(bool(value))
+    return str(int(value))
+
+
+def _target_fields(target: torch.Tensor) -> dict[str, float]:
+    """Two integer checksums of the targets (int64 arithmetic: the same bits on every rank)."""
+    t = target.reshape(-1).to(torch.int64)
+    order = torch.arange(t.numel(), device=t.device) % 65521 + 1
+    return {"target sum": float(int(t.sum())), "target order sum": float(int((t * order).sum()))}
+
+
+def _agree(
+    group: Any, world: int, device: torch.device, fields: dict[str, float] | None, error: Exception | None
+) -> _Layout:
+    """Exchange every rank's checks and slice; raise the same kind of error everywhere, or agree on the layout."""
+    row = torch.zeros(len(_KEYS), dtype=torch.float64)
+    if fields is not None:
+        row = torch.tensor([1.0] + [float(fields[k]) for k in _KEYS[1:]], dtype=torch.float64)
+    row = row.to(device)
+    table = [torch.empty_like(row) for _ in range(world)]
+    dist.all_gather(table, row, group=group)
+    if error is not None:
+        raise error
+    ranks = [dict(zip(_KEYS, t.tolist())) for t in table]
+    failed = [r for r, info in enumerate(ranks) if info["ok"] != 1.0]
+    if failed:
+        raise ValueError(
+            f"rank {failed[0]} of the group rejected its arguments (its own error says why); every rank "
+            "raises instead of waiting for it in a collective"
+        )
+    for key, words in _SHARED:
+        values = [info[key] for info in ranks]
+        if len(set(values)) > 1:
+            shown = ", ".join(f"rank {r}: {_show(key, v)}" for r, v in enumerate(values))
+            raise ValueError(f"{words} must be the same on every rank of the group, got {shown}")
+    for key in ("target sum", "target order sum"):
+        differ = [r for r, info in enumerate(ranks) if info[key] != ranks[0][key]]
+        if differ:
+            raise ValueError(
+                f"target must be the same on every rank of the group (vocabulary parallelism splits the "
+                f"classes, not the rows), but ranks {differ} hold other targets than rank 0"
+            )
+    sizes = [int(info["classes"]) for info in ranks]
+    if ranks[0]["vocab_start given"]:
+        starts = [int(info["vocab_start"]) for info in ranks]
+        expect = 0
+        for r in sorted(range(world), key=lambda r: starts[r]):
+            if starts[r] != expect:
+                shown = ", ".join(f"rank {q}: [{s}, {s + n})" for q, (s, n) in enumerate(zip(starts, sizes)))
+                raise ValueError(
+                    "vocab_start: the ranks' slices [vocab_start, vocab_start + V_local) must tile "
+                    f"[0, V) without gaps or overlaps, got {shown}"
+                )
+            expect += sizes[r]
+    else:
+        starts = [sum(sizes[:r]) for r in range(world)]
+    n_total = sum(sizes)
+    weight_total = sum(info["weight sum"] for info in ranks) if ranks[0]["weight given"] else float(n_total)
+    rank = dist.get_rank(group)
+    return _Layout(group, starts[rank], n_total, weight_total)
+
+
+def _check_vocab_start(vocab_start: Any) -> None:
+    if vocab_start is None:
+        return
+    if isinstance(vocab_start, bool) or not isinstance(vocab_start, numbers.Integral):
+        raise TypeError(f"vocab_start must be an integer (this rank's first class) or None, got {vocab_start!r}")
+    if vocab_start < 0:
+        raise ValueError(f"vocab_start must be >= 0 (this rank's first class), got {vocab_start!r}")
+
+
+def _option_fields(opts: _Options, vocab_start: Any) -> dict[str, float]:
+    return {
+        "vocab_start": -1.0 if vocab_start is None else float(vocab_start),
+        "vocab_start given": float(vocab_start is not None),
+        "ignore_index": float(opts.ignore_index),
+        "reduction": float(REDUCTIONS.index(opts.reduction)),
+        "label_smoothing": opts.label_smoothing,
+        "z_loss": opts.z_loss,
+        "softcap": 0.0 if opts.softcap is None else opts.softcap,
+    }
+
+
+def _check_index_target(target: Any, batch: tuple[int, ...], shape_words: str) -> None:
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if target.is_floating_point():
+        raise TypeError(
+            f"target holds floating-point values (dtype {target.dtype}), but the vocabulary-parallel losses "
+            "take class indices only (an integer dtype); probability targets are not supported here: "
+            "gather the logits and use softxent.torch.cross_entropy for those"
+        )
+    if target.dtype == torch.bool or target.is_complex():
+        raise TypeError(f"target must hold class indices (an integer dtype), got {target.dtype}")
+    if tuple(target.shape) != batch:
+        raise ValueError(f"target must have shape {batch} ({shape_words}), got {tuple(target.shape)}")
+
+
+# --------------------------------------------------------------------------- per-row statistics
+
+
+class _Stats(NamedTuple):
+    """Per-row statistics of a slice of soft-capped logits z' (float64, relative to a finite shift).
+
+    The sum of exponentials is kept in two parts, ``lead + rest``: ``lead``
+    the terms equal to exactly 1 (the maximum's, exp(0)), ``rest`` all the
+    others. A confident row has ``rest`` ~ 1e-12: ``1 + rest`` would round it
+    away in float32 (and to 4 digits in float64), but ``log1p(rest)`` and so
+    the target's gradient entry ``expm1(z'_y - lse)`` keep it.
+    """
+
+    m: torch.Tensor  # max_c z'_c (-inf for a row masked everywhere in the slice, NaN for NaN)
+    shift: torch.Tensor  # m where finite, else 0: the reference point of lead, rest and smooth
+    lead: torch.Tensor  # 1 (0 for a masked row): the maximum's term exp(m - shift)
+    rest: torch.Tensor  # sum of the other exp(z'_c - shift)
+    z_y: torch.Tensor  # z'_y where the slice holds the target class, else 0
+    smooth: torch.Tensor | None  # sum_c w_c (z'_c - shift), with label smoothing
+    w_y: torch.Tensor | None  # w_y where the slice holds the target class, else 0 (class weights)
+    weight_sum: float  # sum_c w_c over the slice (its width without class weights)
+
+
+def _new(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # On the CPU from NumPy's allocator: huge pages for large buffers (see _backends.empty).
+    return empty(shape, dtype) if device.type == "cpu" else torch.empty(shape, dtype=dtype, device=device)
+
+
+def _weighted_row_sum(z: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """sum_c w_c z_c per row, classes of weight 0 left out (so a masked class, z = -inf, adds 0, not NaN)."""
+    if w is None:
+        return z.sum(dim=1)
+    positive = w > 0
+    if bool(positive.all()):
+        return z @ w
+    return z[:, positive] @ w[positive]
+
+
+def _slice_stats(
+    src: torch.Tensor, buf: torch.Tensor, y_loc: torch.Tensor, w: torch.Tensor | None, need_smooth: bool
+) -> tuple[_Stats, torch.Tensor]:
+    """Statistics of the (R, Vc) soft-capped logits ``src``; ``buf`` receives ``exp(src - shift)``.
+
+    ``buf`` may be ``src`` itself (then overwritten). ``y_loc`` (R,) is the
+    target's column in this slice, or -1.
+    """
+    m, at = src.max(dim=1)  # one read: the maximum and where it is
+    m = m.to(torch.float64)
+    at = at[:, None]
+    shift = torch.where(torch.isfinite(m), m, 0.0)  # an all -inf row: exp(-inf - 0) = 0, not NaN
+    owned = y_loc >= 0
+    col = y_loc.clamp(min=0)[:, None]
+    z_y = torch.where(owned, src.gather(1, col)[:, 0].to(torch.float64), 0.0)
+    w_y = None if w is None else torch.where(owned, w[col[:, 0]].to(torch.float64), 0.0)
+    s = shift.to(src.dtype)[:, None]
+    if buf is src:
+        buf.sub_(s)
+    else:
+        torch.sub(src, s, out=buf)
+    # Shifted before summing: sum_c w_c (z'_c - m) does not cancel as sum_c w_c z'_c - W m would.
+    smooth = _weighted_row_sum(buf, w).to(torch.float64) if need_smooth else None
+    buf.exp_()
+    lead = buf.gather(1, at)
+    buf.scatter_(1, at, 0.0)  # the maximum's 1 left out of the sum (see _Stats) ...
+    rest = buf.sum(dim=1).to(torch.float64)  # (torch's CPU sum is cascaded: no drift over 10^5 terms)
+    buf.scatter_(1, at, lead)  # ... and put back
+    weight_sum = float(src.shape[1]) if w is None else float(w.to(torch.float64).sum())
+    return _Stats(m, shift, lead[:, 0].to(torch.float64), rest, z_y, smooth, w_y, weight_sum), buf
+
+
+def _rebase(st: _Stats, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``lead``, ``rest`` and ``smooth`` of ``st`` relative to another (finite, larger or equal) shift."""
+    same = st.shift == shift
+    lead = torch.where(same, st.lead, 0.0)  # a maximum below the new one joins the rest
+    total = st.lead + st.rest
+    # 0 stays 0 (a masked slice: 0 * exp(big) would be NaN); NaN stays NaN.
+    moved = torch.where(total == 0, 0.0, total * torch.exp(st.shift - shift))
+    rest = torch.where(same, st.rest, moved)
+    smooth = None if st.smooth is None else st.smooth + st.weight_sum * (st.shift - shift)
+    return lead, rest, smooth
+
+
+def _merge(a: _Stats, b: _Stats) -> _Stats:
+    """Statistics of two chunks of one row block's vocabulary, as if computed on both (online lse)."""
+    m = torch.maximum(a.m, b.m)
+    shift = torch.where(torch.isfinite(m), m, 0.0)
+    la, ra, ma = _rebase(a, shift)
+    lb, rb, mb = _rebase(b, shift)
+    return _Stats(m, shift, la + lb, ra + rb, a.z_y + b.z_y, None if ma is None else ma + mb, None,
+                  a.weight_sum + b.weight_sum)  # fmt: skip
+
+
+class _Global(NamedTuple):
+    """Row statistics over the whole vocabulary (the same on every rank)."""
+
+    shift: torch.Tensor  # M: the row maximum where finite, else 0
+    lead: torch.Tensor  # how many classes reach the maximum (1 but for ties; 0 for a masked row)
+    rest: torch.Tensor  # the sum of the other exp(z'_c - M): S = lead + rest
+    z_y: torch.Tensor  # z'_y - M
+    w_y: torch.Tensor | None  # w_y (class weights)
+    smooth: torch.Tensor | None  # sum_c w_c (z'_c - M)
+
+
+def _all_reduce(st: _Stats, owned: torch.Tensor, group: Any) -> _Global:
+    """MAX of the local maxima, then one SUM of the rescaled per-row terms (N, k)."""
+    m = st.m.clone()
+    if m.numel():
+        dist.all_reduce(m, op=dist.ReduceOp.MAX, group=group)
+    shift = torch.where(torch.isfinite(m), m, 0.0)
+    lead, rest, smooth = _rebase(st, shift)
+    z_y = torch.where(owned, st.z_y - shift, 0.0)  # the target's owner adds it, the others add 0
+    cols = [lead, rest, z_y] + ([] if st.w_y is None else [st.w_y]) + ([] if smooth is None else [smooth])
+    packed = torch.stack(cols, dim=1)
+    if packed.numel():
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
+    out = packed.unbind(1)
+    w_y = out[3] if st.w_y is not None else None
+    return _Global(shift, out[0], out[1], out[2], w_y, out[-1] if smooth is not None else None)
+
+
+# --------------------------------------------------------------------------- loss and gradient plan
+
+
+class _Plan(NamedTuple):
+    """Per-row factors of the gradient (float64, (N,)); the same on every rank."""
+
+    lse: torch.Tensor
+    coef: torch.Tensor  # multiplies a_c = exp(z'_c - lse): ce * sum(t) + zl * 2 lambda lse
+    smooth_coef: torch.Tensor | None  # multiplies -w_c: ce * eps / V
+    label: torch.Tensor  # the target's entry of the gradient
+    live: torch.Tensor  # rows with a loss term (others get gradient 0)
+
+
+def _loss_and_plan(g: _Global, kept: torch.Tensor, lay: _Layout, o: _Options) -> tuple[torch.Tensor, _Plan]:
+    """The loss (0-d, or (N,) for ``"none"``, float64) and the gradient plan, as the reference defines them."""
+    eps, lam = o.label_smoothing, o.z_loss
+    n_total, w_total = lay.n_total, lay.weight_total
+    w_y = kept.to(torch.float64) if g.w_y is None else g.w_y
+    s_total = g.lead + g.rest
+    # log S = log1p((lead - 1) + rest): exact for a confident row, where rest ~ 1e-12.
+    log_s = torch.where(g.lead >= 1, torch.log1p((g.lead - 1.0) + g.rest), torch.log(s_total))
+    lse = g.shift + log_s
+    nll = log_s - g.z_y  # lse - z'_y, from shifted values
+    t_sum = (1.0 - eps) * w_y + (eps / n_total) * w_total
+    counts = kept & (t_sum > 0)
+    live = counts | kept if lam else counts
+    masked = live & (s_total == 0)
+    if bool(masked.any()):
+        raise masked_row_error(int(masked.nonzero()[0, 0]), o.ignore_index)
+    rows = torch.where(w_y > 0, (1.0 - eps) * w_y * nll, 0.0)
+    if eps:
+        # sum_c w_c (lse - z'_c) = W log S - sum_c w_c (z'_c - M)
+        rows = rows + torch.where(kept, (eps / n_total) * (w_total * log_s - g.smooth), 0.0)
+    rows = torch.where(counts, rows, 0.0)
+    z_rows = torch.where(kept, lam * lse * lse, 0.0) if lam else None
+    ce_scale = zl_scale = torch.ones((), dtype=torch.float64, device=lse.device)
+    if o.reduction == "none":
+        loss = rows if z_rows is None else rows + z_rows
+    else:
+        loss = rows.sum()
+        if o.reduction == "mean":
+            # The global normalisers (the same rows on every rank); an all-ignored batch gives 0, not 0/0.
+            den = w_y.sum()
+            den = torch.where(den > 0, den, 1.0)
+            n_kept = kept.sum().to(torch.float64)
+            n_kept = torch.where(n_kept > 0, n_kept, 1.0)
+            loss = loss / den
+            ce_scale, zl_scale = 1.0 / den, 1.0 / n_kept
+        if z_rows is not None:
+            loss = loss + (z_rows.sum() / n_kept if o.reduction == "mean" else z_rows.sum())
+    ce = torch.where(counts, ce_scale, 0.0)
+    zl = torch.where(kept, zl_scale, 0.0) * (2.0 * lam) * lse if lam else torch.zeros_like(lse)
+    coef = ce * t_sum + zl
+    # The target's entry a_y (sum t) - t_y with a_y - 1 = expm1(z'_y - lse): no cancellation as a_y -> 1.
+    d = g.z_y - log_s
+    a_y = torch.exp(d)
+    label = ce * ((1.0 - eps) * w_y * torch.expm1(d) + (eps / n_total) * (w_total * a_y - w_y)) + zl * a_y
+    smooth_coef = ce * (eps / n_total) if eps else None
+    return loss, _Plan(lse, coef, smooth_coef, label, live)
+
+
+def _scaled(plan: _Plan, rows: Any, scale: torch.Tensor | None = None) -> _Plan:
+    """The plan of some rows, optionally times a per-row factor (the backward of ``"none"``)."""
+    p = _Plan(*(None if t is None else t[rows] for t in plan))
+    if scale is None:
+        return p
+    return p._replace(
+        coef=p.coef * scale, label=p.label * scale,
+        smooth_coef=None if p.smooth_coef is None else p.smooth_coef * scale,
+    )  # fmt: skip
+
+
+def _softmax_factor(plan: _Plan, st: _Stats) -> torch.Tensor:
+    """Turns exp(z' - shift) into coef * a: coef * exp(shift - lse); 0 for a row masked in the whole slice."""
+    return torch.where(st.lead + st.rest == 0, 0.0, plan.coef * torch.exp(st.shift - plan.lse))
+
+
+def _grad_slice(
+    e: torch.Tensor, factor: torch.Tensor, plan: _Plan, y_loc: torch.Tensor, c0: int, w: torch.Tensor | None,
+    pre: torch.Tensor | None, softcap: float | None,
+) -> torch.Tensor:  # fmt: skip
+    """In place: ``e`` (R, Vc) = exp(z' - s) of classes [c0, c0 + Vc) becomes dL/dz of those entries.
+
+    ``factor`` (R,) = coef * exp(s - lse); ``pre`` the logits before the
+    soft-cap (for its chain rule; converted to ``e``'s dtype slice by slice).
+    """
+    e.mul_(factor.to(e.dtype)[:, None])  # coef * a_c
+    if plan.smooth_coef is not None:
+        sc = plan.smooth_coef.to(e.dtype)
+        if w is None:
+            e.sub_(sc[:, None])  # - ce eps/V
+        else:
+            e.addr_(sc, w[c0 : c0 + e.shape[1]], alpha=-1.0)  # - ce eps/V w_c
+    inside = (y_loc >= c0) & (y_loc < c0 + e.shape[1])
+    rows = inside.nonzero()[:, 0]
+    e[rows, y_loc[rows] - c0] = plan.label[rows].to(e.dtype)
+    if not bool(plan.live.all()):
+        e.masked_fill_(~plan.live[:, None], 0.0)  # ignored rows: 0, even if they hold -inf or NaN
+    if softcap is not None:
+        # Chain rule of z' = c tanh(z / c): times sech^2(z / c), sliced (small temporaries).
+        step = max(1, _SLICE_ELEMENTS // max(e.shape[1], 1))
+        for r0 in range(0, e.shape[0], step):
+            r1 = min(e.shape[0], r0 + step)
+            _zloss_softcap_grad(e[r0:r1], pre[r0:r1].to(e.dtype), plan.lse[r0:r1], None, softcap)
+    return e
+
+
+def _local_columns(target: torch.Tensor, kept: torch.Tensor, start: int, width: int) -> torch.Tensor:
+    """The target's column in this rank's slice, or -1 (another rank's class, or an ignored row)."""
+    owned = kept & (target >= start) & (target < start + width)
+    return torch.where(owned, target - start, -1)
+
+
+# --------------------------------------------------------------------------- logits form
+
+
+def _logits_forward(
+    z: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, lay: _Layout, o: _Options, need_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Loss (in z's dtype), the local gradient slice (or None) and the per-row lse of (N, V_r) logits."""
+    wd = work_dtype(z.dtype)
+    kept = y != o.ignore_index
+    y_loc = _local_columns(y, kept, lay.start, z.shape[1])
+    w = None if weight is None else weight.to(wd)
+    if o.softcap is not None or z.dtype != wd:
+        # z' (or the float32 copy of bf16/fp16 logits) in a buffer of ours, which becomes the gradient.
+        src = _new(tuple(z.shape), wd, z.device).copy_(z)
+        if o.softcap is not None:
+            src.div_(o.softcap).tanh_().mul_(o.softcap)
+        buf = src
+    else:
+        src, buf = z, _new(tuple(z.shape), wd, z.device)  # the input stays as it is
+    st, e = _slice_stats(src, buf, y_loc, w, need_smooth=bool(o.label_smoothing))
+    g = _all_reduce(st, y_loc >= 0, lay.group)
+    loss, plan = _loss_and_plan(g, kept, lay, o)
+    grad = None
+    if need_grad:
+        grad = _grad_slice(e, _softmax_factor(plan, st), plan, y_loc, 0, w, z, o.softcap)
+        if grad.dtype != z.dtype:
+            grad = grad.to(z.dtype)  # bf16/fp16: the float32 gradient rounded once
+    return loss.to(z.dtype), grad, plan.lse.to(wd)
+
+
+class _VocabParallelCrossEntropy(torch.autograd.Function):
+    """Forward: loss, lse and the stored local gradient; backward: scale it (no communication)."""
+
+    @staticmethod
+    def forward(ctx, logits, target, weight, lay, opts, need_grad, keep_logits):
+        loss, grad, lse = _logits_forward(logits, target, weight, lay, opts, need_grad)
+        ctx.set_materialize_grads(False)
+        # The attributes and saved tensors of softxent::cross_entropy's backward, which does the scaling.
+        ctx.reduction = opts.reduction
+        ctx.softcap = opts.softcap or 0.0
+        if need_grad:
+            ctx.save_for_backward(*((grad, lse, logits) if keep_logits else (grad,)))
+        if not keep_logits:
+            ctx.mark_non_differentiable(lse)
+        return loss, lse
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_lse):
+        # dL/dz = grad_output * (the stored slice) [+ grad_lse * softmax(z') sech^2(z / c)]: all
+        # local, lse being global already.
+        dz = _scale_stored_grad(ctx, grad_loss, None, grad_lse)[0]
+        return dz, None, None, None, None, None, None
+
+
+def vocab_parallel_cross_entropy(
+    local_logits: torch.Tensor,
+    target: torch.Tensor,
+    group: Any = None,
+    *,
+    vocab_start: int | None = None,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    r"""Softmax cross-entropy of logits split over the vocabulary between the ranks of ``group``.
+
+    Each rank passes its slice of the logits, classes
+    :math:`[s_r, s_r + V_r)`; every rank gets the loss that
+    :func:`softxent.torch.cross_entropy` gives for the concatenated logits
+    (eq. 7 with eq. 8, all its options), and its backward gives each rank its
+    slice of that function's gradient (eq. 15/16). Two all-reduces of
+    (N,)-sized tensors in the forward (after a small agreement step), none
+    in the backward; see :mod:`softxent.torch.distributed` for the algorithm.
+
+    Parameters
+    ----------
+    local_logits : Tensor of shape (..., V_r)
+        This rank's logits, the class axis **last** (an LLM's ``(B, T, V_r)``;
+        Megatron's layout; for 2-D input the same as ``cross_entropy``'s
+        ``(N, C)``). float16, bfloat16, float32 or float64 (low precision
+        computed in float32). ``V_r`` may differ between ranks.
+    target : Tensor of integers, shape ``local_logits.shape[:-1]``
+        Global class indices in ``[0, V)`` or ``ignore_index``, the same on
+        every rank. Probability targets are not supported (``TypeError``).
+    group : ProcessGroup, optional
+        The tensor-parallel group; ``None``: the default group (then
+        ``torch.distributed.init_process_group`` must have been called).
+    vocab_start : int, optional, keyword-only
+        This rank's first class :math:`s_r`. ``None`` on every rank: the
+        slices follow each other in rank order (found by exchanging the
+        sizes ``V_r``). Given on every rank: any order, but the slices must
+        tile :math:`[0, V)`.
+    weight : Tensor of shape (V_r,), optional
+        This rank's slice of the class weights (non-negative; no gradient).
+    ignore_index, reduction, label_smoothing, z_loss, softcap
+        As in :func:`softxent.torch.cross_entropy`, the same on every rank:
+        ``"mean"`` divides by the summed weights of the rows not ignored
+        over the whole vocabulary's weights, ``label_smoothing`` spreads
+        :math:`\varepsilon / V` over all V classes.
+    return_lse : bool, default False, keyword-only
+        Also return each row's log-sum-exp over the whole vocabulary (float32;
+        float64 for float64 logits), differentiable (its gradient is local:
+        the rank keeps its logits until the backward).
+
+    Returns
+    -------
+    loss : Tensor
+        0-d, or ``target.shape`` for ``reduction="none"``; the same on every rank.
+    lse : Tensor
+        Only with ``return_lse=True``; the same on every rank.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Naming the argument and the value: a target outside ``[0, V)``,
+        shapes or dtypes that do not fit, options or targets that differ
+        between ranks, slices that do not tile the vocabulary, a row masked
+        (``-inf``) everywhere but not ignored, and ``group`` when
+        torch.distributed is not initialised. An error in one rank's
+        arguments is raised on every rank (no rank waits forever).
+
+    Notes
+    -----
+    As :func:`softxent.torch.cross_entropy`, an all-ignored batch gives loss
+    0 and gradient 0 (torch: NaN). All ranks must call the function together
+    with the same rows; the gradient of the logits is formed in the forward
+    (one (N, V_r) buffer held until the backward) and only scaled in the
+    backward, so the backward needs no communication.
+
+    Examples
+    --------
+    Run with ``torchrun --nproc-per-node 2``; rank ``r`` holds classes
+    ``[5 r, 5 r + 5)`` of a 10-class head::
+
+        import torch, torch.distributed as dist
+        from softxent.torch.distributed import vocab_parallel_cross_entropy
+
+        dist.init_process_group("gloo")
+        full = torch.randn(8, 10, generator=torch.Generator().manual_seed(0))
+        target = torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(1))
+        rank = dist.get_rank()
+        local = full[:, 5 * rank : 5 * rank + 5].clone().requires_grad_()
+        loss = vocab_parallel_cross_entropy(local, target, label_smoothing=0.1)
+        loss.backward()          # local.grad: this rank's columns of the full gradient
+    """
+    _, world = _group_info(group)
+    fields = error = None
+    try:
+        opts = _Options(*check_options(
+            ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+            z_loss=z_loss, softcap=softcap,
+        ))  # fmt: skip
+        if not isinstance(return_lse, bool):
+            raise TypeError(f"return_lse must be True or False, got {return_lse!r}")
+        check_float_tensor(local_logits, "local_logits")
+        if local_logits.dim() == 0:
+            raise ValueError("local_logits must have a class axis (the last): shape (..., V_local), got a 0-d tensor")
+        n_local = local_logits.shape[-1]
+        batch = tuple(local_logits.shape[:-1])
+        if n_local == 0:
+            raise ValueError(
+                f"local_logits must hold at least one class of this rank's slice (its last axis), "
+                f"got shape {tuple(local_logits.shape)}"
+            )
+        _check_index_target(target, batch, f"local_logits' shape {tuple(local_logits.shape)} "
+                            "without its last, class axis")  # fmt: skip
+        check_same_device(local_logits, target, "target", "local_logits")
+        if weight is not None:
+            check_float_tensor(weight, "weight")
+            if tuple(weight.shape) != (n_local,):
+                raise ValueError(
+                    f"weight must have shape ({n_local},) (this rank's slice of the class weights), "
+                    f"got {tuple(weight.shape)}"
+                )
+            check_same_device(local_logits, weight, "weight", "local_logits")
+            if weight.requires_grad:
+                raise ValueError(
+                    "weight requires grad, but vocab_parallel_cross_entropy gives no gradient for the class "
+                    "weights; pass weight.detach()"
+                )
+            check_weight_values(weight)
+        _check_vocab_start(vocab_start)
+        fields = {
+            "rows": float(math.prod(batch)), "classes": float(n_local),
+            "weight given": float(weight is not None),
+            "weight sum": float(n_local) if weight is None else float(weight.to(torch.float64).sum()),
+            "x grad": 0.0, **_option_fields(opts, vocab_start), **_target_fields(target),
+        }  # fmt: skip
+    except (TypeError, ValueError) as exc:
+        error = exc
+    lay = _agree(group, world, _comm_device(local_logits, group), fields, error)
+    check_index_target_values(target, lay.n_total, opts.ignore_index)  # the same targets everywhere
+
+    if torch.is_autocast_enabled(local_logits.device.type) and local_logits.dtype in (torch.float16, torch.bfloat16):
+        local_logits = local_logits.float()  # autocast runs torch's cross_entropy in float32: so do we
+    rows = local_logits.reshape(-1, n_local).contiguous()
+    need_grad = torch.is_grad_enabled() and local_logits.requires_grad
+    loss, lse = _VocabParallelCrossEntropy.apply(
+        rows, target.reshape(-1).to(torch.int64), None if weight is None else weight.detach(), lay, opts,
+        need_grad, need_grad and return_lse,
+    )  # fmt: skip
+    if opts.reduction == "none":
+        loss = loss.reshape(batch)
+    if return_lse:
+        return loss, lse.reshape(batch)
+    return loss
+
+
+# --------------------------------------------------------------------------- linear form
+
+
+def _chunk_logits(
+    xb: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, c0: int, c1: int, buf: torch.Tensor
+) -> torch.Tensor:
+    """x_b @ W[c0:c1].T + b[c0:c1] into the front of the flat buffer ``buf`` (no allocation)."""
+    out = buf[: xb.shape[0] * (c1 - c0)].view(xb.shape[0], c1 - c0)
+    if b is None:
+        return torch.mm(xb, w[c0:c1].t(), out=out)
+    return torch.addmm(b[c0:c1], xb, w[c0:c1].t(), out=out)
+
+
+class _Blocks(NamedTuple):
+    rows: list[Any]  # per block: a slice, or the indices of its rows (rows not ignored)
+    chunks: list[tuple[int, int]]  # [c0, c1) of the local vocabulary
+    block_rows: int
+
+
+def _blocks(kept: torch.Tensor, n_local: int, block_rows: int, block_vocab: int) -> _Blocks:
+    idx = None if bool(kept.all()) else kept.nonzero()[:, 0]
+    n_kept = kept.numel() if idx is None else idx.numel()
+    rows = [slice(r0, min(n_kept, r0 + block_rows)) if idx is None else idx[r0 : r0 + block_rows]
+            for r0 in range(0, n_kept, block_rows)]  # fmt: skip
+    chunks = [(c0, min(n_local, c0 + block_vocab)) for c0 in range(0, n_local, block_vocab)]
+    return _Blocks(rows, chunks, min(block_rows, max(n_kept, 1)))
+
+
+def _linear_grads(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, y_loc: torch.Tensor, blocks: _Blocks, plan: _Plan,
+    softcap: float | None, need_dx: bool, need_dw: bool, need_db: bool, retained: Any = None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+    """Second sweep: G block by block from the plan; this rank's dx part, its dW and db rows (arithmetic dtype).
+
+    ``retained``: ``(e, pre, stats)`` of the first sweep when it was a single
+    block (its ``exp(z' - shift)``, reused instead of a fourth matmul).
+    """
+    wd = w.dtype
+    n_local, d = w.shape
+    dx = _new(tuple(x.shape), wd, x.device).zero_() if need_dx else None
+    dw = _new((n_local, d), wd, x.device).zero_() if need_dw else None
+    db = _new((n_local,), wd, x.device).zero_() if need_db else None
+    width = max(c1 - c0 for c0, c1 in blocks.chunks)
+    bufs = None
+    if retained is None:
+        bufs = [_new((blocks.block_rows * width,), wd, x.device) for _ in range(1 + (softcap is not None))]
+    for rows in blocks.rows:
+        xb = x[rows].to(wd)
+        pb = _scaled(plan, rows)
+        yb = y_loc[rows]
+        dxb = torch.zeros((xb.shape[0], d), dtype=wd, device=x.device) if need_dx else None
+        for c0, c1 in blocks.chunks:
+            if retained is not None:
+                e, pre, st = retained
+                factor = _softmax_factor(pb, st)
+            else:
+                pre = _chunk_logits(xb, w, b, c0, c1, bufs[0])
+                if softcap is not None:
+                    e = torch.div(pre, softcap, out=bufs[1][: pre.numel()].view(pre.shape)).tanh_().mul_(softcap)
+                else:
+                    e = pre
+                e.sub_(pb.lse.to(wd)[:, None]).exp_()  # a_c = exp(z' - lse) <= 1
+                factor = pb.coef
+            g = _grad_slice(e, factor, pb, yb, c0, None, pre, softcap)
+            if dxb is not None:
+                dxb.addmm_(g, w[c0:c1])  # this rank's share of G W; the backward sums the shares
+            if dw is not None:
+                dw[c0:c1].addmm_(g.t(), xb)  # accumulated in float32 (float64) over the row blocks
+            if db is not None:
+                db[c0:c1] += g.sum(dim=0)
+        if dx is not None:
+            dx[rows] = dxb
+    return dx, dw, db
+
+
+def _linear_forward(x, w, b, y, lay, o, block_rows, block_vocab, need_dx, need_dw, need_db):
+    """Loss, the plan (for a backward that recomputes) and, for "mean"/"sum", the gradients."""
+    n_rows = x.shape[0]
+    n_local = w.shape[0]
+    wd = w.dtype
+    kept = y != o.ignore_index
+    y_loc = _local_columns(y, kept, lay.start, n_local)
+    blocks = _blocks(kept, n_local, block_rows, block_vocab)
+    early = o.reduction != "none" and (need_dx or need_dw or need_db)
+    retain = early and len(blocks.rows) == 1 and len(blocks.chunks) == 1
+    eps = bool(o.label_smoothing)
+
+    # First sweep: the local statistics of every row not ignored (ignored rows: a neutral slice).
+    f64 = dict(dtype=torch.float64, device=x.device)
+    m = torch.full((n_rows,), -math.inf, **f64)
+    shift, lead, rest, z_y = (torch.zeros(n_rows, **f64) for _ in range(4))
+    smooth = torch.zeros(n_rows, **f64) if eps else None
+    width = max(c1 - c0 for c0, c1 in blocks.chunks)
+    bufs = [_new((blocks.block_rows * width,), wd, x.device) for _ in range(1 + (retain and o.softcap is not None))]
+    retained = None
+    for rows in blocks.rows:
+        xb = x[rows].to(wd)
+        yb = y_loc[rows]
+        st_b = None
+        for c0, c1 in blocks.chunks:
+            pre = _chunk_logits(xb, w, b, c0, c1, bufs[0])
+            if o.softcap is None:
+                src = pre
+            elif retain:  # keep the logits before the cap for the chain rule
+                src = torch.div(pre, o.softcap, out=bufs[1][: pre.numel()].view(pre.shape))
+                src.tanh_().mul_(o.softcap)
+            else:
+                src = pre.div_(o.softcap).tanh_().mul_(o.softcap)
+            y_c = torch.where((yb >= c0) & (yb < c1), yb - c0, -1)
+            st_c, e = _slice_stats(src, src, y_c, None, need_smooth=eps)
+            st_b = st_c if st_b is None else _merge(st_b, st_c)
+        m[rows], shift[rows], lead[rows], rest[rows], z_y[rows] = st_b.m, st_b.shift, st_b.lead, st_b.rest, st_b.z_y
+        if smooth is not None:
+            smooth[rows] = st_b.smooth
+        if retain:
+            retained = (e, pre, st_b)
+    st = _Stats(m, shift, lead, rest, z_y, smooth, None, float(n_local))
+    g = _all_reduce(st, y_loc >= 0, lay.group)
+    loss, plan = _loss_and_plan(g, kept, lay, o)
+    grads = (None, None, None)
+    if early:
+        grads = _linear_grads(x, w, b, y_loc, blocks, plan, o.softcap, need_dx, need_dw, need_db, retained)
+    return loss, plan, y_loc, blocks, grads
+
+
+class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
+    """Forward: loss (and the gradients for "mean"/"sum"); backward: scale or recompute, all-reduce dx."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, target, lay, opts, block_rows, block_vocab, need_dx, need_dw, need_db):
+        wd = work_dtype(x.dtype)
+        w = weight if weight.dtype == wd else weight.to(wd)  # low precision: one float32 copy
+        b = None if bias is None else bias.to(wd)
+        loss, plan, y_loc, blocks, (dx, dw, db) = _linear_forward(
+            x, w, b, target, lay, opts, block_rows, block_vocab, need_dx, need_dw, need_db
+        )
+        ctx.set_materialize_grads(False)
+        ctx.lay, ctx.opts, ctx.needs = lay, opts, (need_dx, need_dw, need_db)
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        if opts.reduction == "none":
+            ctx.save_for_backward(x, w, b, y_loc)
+            ctx.plan, ctx.blocks = plan, blocks
+        else:
+            ctx.save_for_backward(dx, dw, db)
+        return loss.to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss):
+        need_dx, need_dw, need_db = ctx.needs
+        rest = (None,) * 7
+        if grad_loss is None:
+            return (None, None, None, None) + rest
+        if ctx.opts.reduction == "none":
+            x, w, b, y_loc = ctx.saved_tensors
+            rg = grad_loss.to(torch.float64)
+            plan = _scaled(ctx.plan, slice(None), rg)
+            dx, dw, db = _linear_grads(x, w, b, y_loc, ctx.blocks, plan, ctx.opts.softcap, need_dx, need_dw, need_db)
+        else:
+            dx, dw, db = ctx.saved_tensors
+            if not _is_one(grad_loss):
+                dx, dw, db = (None if t is None else t * grad_loss.to(t.dtype) for t in (dx, dw, db))
+            elif dx is not None:
+                dx = dx.clone()  # the all-reduce below is in place; a second backward needs the stored share
+        if need_dx:
+            # Every rank holds G W_r, its classes' share of dL/dx: the sum over the group is the gradient.
+            dist.all_reduce(dx, op=dist.ReduceOp.SUM, group=ctx.lay.group)
+        x_dtype, w_dtype, b_dtype = ctx.dtypes
+        return (
+            dx.to(x_dtype) if need_dx else None,
+            dw.to(w_dtype) if need_dw else None,
+            db.to(b_dtype) if need_db else None,
+            None,
+        ) + rest
+
+
+def vocab_parallel_linear_cross_entropy(
+    x: torch.Tensor,
+    local_weight: torch.Tensor,
+    target: torch.Tensor,
+    local_bias: torch.Tensor | None = None,
+    group: Any = None,
+    *,
+    vocab_start: int | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    chunk_size: int | None = None,
+    shift: bool = False,
+) -> torch.Tensor:
+    r"""Cross-entropy of ``x @ W.T + b`` with the output head split over the vocabulary between ranks.
+
+    Each rank holds the rows :math:`[s_r, s_r + V_r)` of the head's weight
+    (and bias) and the same ``x`` and ``target``; every rank gets the loss
+    that :func:`softxent.torch.linear_cross_entropy` gives with the full
+    weight, and its backward gives every rank the full
+    :math:`\partial L/\partial x` (all-reduced) and its own rows of
+    :math:`\partial L/\partial W` and :math:`\partial L/\partial b`. The
+    logits are computed in blocks (see :mod:`softxent.torch.distributed`):
+    never more than one block of rows times a chunk of the local vocabulary
+    at once (about :data:`softxent.torch._linear.BLOCK_BYTES`, twice that
+    with ``softcap``).
+
+    Parameters
+    ----------
+    x : Tensor of shape (..., d)
+        Hidden states, the same on every rank.
+    local_weight : Tensor of shape (V_r, d)
+        This rank's rows of the head's weight; same dtype as ``x``.
+    target : Tensor of integers, shape ``x.shape[:-1]``
+        Global class indices in ``[0, V)`` or ``ignore_index``, the same on every rank.
+    local_bias : Tensor of shape (V_r,), optional
+    group, vocab_start
+        As in :func:`vocab_parallel_cross_entropy`.
+    ignore_index, reduction, label_smoothing, z_loss, softcap, chunk_size, shift
+        As in :func:`softxent.torch.linear_cross_entropy` (no class weights),
+        the same on every rank.
+
+    Returns
+    -------
+    loss : Tensor
+        0-d, or ``x.shape[:-1]`` (``(..., T - 1)`` with ``shift``) for
+        ``reduction="none"``, in ``x``'s dtype; the same on every rank.
+
+    Notes
+    -----
+    Communication: the agreement step and two all-reduces of (N,)-sized
+    tensors in the forward; one all-reduce of :math:`\partial L/\partial x`
+    (N, d) in the backward, so every rank must run the backward, and
+    ``x.requires_grad`` must be the same on every rank. float16/bfloat16
+    are computed in float32 (one float32 copy of ``local_weight``;
+    :math:`\partial L/\partial W` accumulated and :math:`\partial
+    L/\partial x` all-reduced in float32).
+
+    Examples
+    --------
+    On each rank of a 2-rank group, rank ``r`` holding head rows ``[5 r, 5 r + 5)``::
+
+        head = torch.randn(10, 16)                          # the same seed everywhere
+        local_w = head[5 * rank : 5 * rank + 5].clone().requires_grad_()
+        loss = vocab_parallel_linear_cross_entropy(x, local_w, target, shift=True)
+        loss.backward()                                     # x.grad summed over the ranks
+    """
+    _, world = _group_info(group)
+    fields = error = None
+    try:
+        opts = _Options(*check_options(
+            ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+            z_loss=z_loss, softcap=softcap,
+        ))  # fmt: skip
+        check_float_tensor(x, "x")
+        check_float_tensor(local_weight, "local_weight")
+        if x.dim() == 0:
+            raise ValueError("x must have a feature axis: shape (..., d), got a 0-d tensor")
+        d = x.shape[-1]
+        if local_weight.dim() != 2 or local_weight.shape[1] != d or local_weight.shape[0] == 0:
+            raise ValueError(
+                f"local_weight must have shape (V_local, {d}) with V_local >= 1 for x of shape "
+                f"{tuple(x.shape)}, got {tuple(local_weight.shape)}"
+            )
+        n_local = local_weight.shape[0]
+        _check_index_target(target, tuple(x.shape[:-1]), "x's shape without its last axis")
+        if local_bias is not None:
+            check_float_tensor(local_bias, "local_bias")
+            if tuple(local_bias.shape) != (n_local,):
+                raise ValueError(
+                    f"local_bias must have shape ({n_local},) (one per class of this rank), "
+                    f"got {tuple(local_bias.shape)}"
+                )
+        for name, t in (("local_weight", local_weight), ("target", target), ("local_bias", local_bias)):
+            check_same_device(x, t, name, "x")
+        if not torch.is_autocast_enabled(x.device.type) and (
+            local_weight.dtype != x.dtype or (local_bias is not None and local_bias.dtype != x.dtype)
+        ):
+            raise TypeError(
+                f"x, local_weight and local_bias must have one dtype, got {x.dtype}, {local_weight.dtype}"
+                + ("" if local_bias is None else f" and {local_bias.dtype}")
+            )
+        bad_chunk = isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1
+        if chunk_size is not None and bad_chunk:
+            raise ValueError(f"chunk_size must be a positive integer (rows per block) or None, got {chunk_size!r}")
+        if not isinstance(shift, bool):
+            raise TypeError(f"shift must be True or False, got {shift!r}")
+        if shift and x.dim() < 2:
+            raise ValueError(f"shift=True needs a sequence axis: x of shape (..., T, d), got {tuple(x.shape)}")
+        _check_vocab_start(vocab_start)
+        if shift:
+            # Row (.., t) is scored against target[.., t + 1], the last position against nothing.
+            pad = torch.full_like(target[..., :1], opts.ignore_index)
+            target = torch.cat([target[..., 1:], pad], dim=-1)
+        need = torch.is_grad_enabled()
+        need_dx = need and x.requires_grad
+        fields = {
+            "rows": float(math.prod(x.shape[:-1])), "classes": float(n_local), "weight given": 0.0,
+            "weight sum": float(n_local), "x grad": float(need_dx),
+            **_option_fields(opts, vocab_start), **_target_fields(target),
+        }  # fmt: skip
+    except (TypeError, ValueError) as exc:
+        error = exc
+    lay = _agree(group, world, _comm_device(x, group), fields, error)
+    check_index_target_values(target, lay.n_total, opts.ignore_index)
+
+    if torch.is_autocast_enabled(x.device.type):
+        # Autocast runs torch's cross_entropy in float32; this head runs its matmuls in float32 too.
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        x, local_weight = x.to(dtype), local_weight.to(dtype)
+        local_bias = None if local_bias is None else local_bias.to(dtype)
+    batch = tuple(x.shape[:-1])
+    x2 = x.reshape(-1, d)
+    need_dw = need and local_weight.requires_grad
+    need_db = need and local_bias is not None and local_bias.requires_grad
+    elem = 8 if x.dtype == torch.float64 else 4
+    n_buffers = 2 if opts.softcap is not None else 1
+    block_rows, block_vocab = plan_blocks(x2.shape[0], n_local, elem, n_buffers, chunk_size)
+    loss = _VocabParallelLinearCrossEntropy.apply(
+        x2, local_weight, local_bias, target.reshape(-1).to(torch.int64), lay, opts, block_rows, block_vocab,
+        need_dx, need_dw, need_db,
+    )  # fmt: skip
+    if opts.reduction == "none":
+        loss = loss.reshape(batch)
+        if shift:
+            loss = loss[..., :-1]
+    return loss
