@@ -14,6 +14,10 @@ One NumPy ``.npz`` archive (a zip of ``.npy`` files), written with
                  "attributes": {"n_iter_": 12, "coef_": {"array": "coef_"}, ...}},
        "arrays": {"coef_": {"dtype": "<f8", "shape": [3, 4], "sha256": "..."}, ...}}
 
+* ``extra`` (optional): a JSON object the caller stored beside the model
+  with ``save(model, path, extra=...)`` and reads back with
+  ``load(path, with_extra=True)``; the command line keeps the table
+  transform (columns, one-hot categories, standardisation) there.
 * one array per numeric or string attribute (``coef_``, ``intercept_``,
   ``classes_``, ``feature_names_in_``), named as in ``attributes``; the model
   of an :class:`~softxent.models.AutoClassifier` nests its head under
@@ -35,6 +39,7 @@ version raises :class:`ModelFileError` with what is wrong.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -150,8 +155,12 @@ def _checksum(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def save(estimator: Any, path: Any) -> None:
-    """Write a fitted estimator to ``path`` (a path or a binary file object); see the module docstring."""
+def save(estimator: Any, path: Any, *, extra: dict[str, Any] | None = None) -> None:
+    """Write a fitted estimator to ``path`` (a path or a binary file object); see the module docstring.
+
+    ``extra`` is an optional JSON-serialisable dict stored beside the model
+    (read back with ``load(path, with_extra=True)``).
+    """
     from sklearn.utils.validation import check_is_fitted
 
     if type(estimator).__name__ not in _ALLOWED:
@@ -166,8 +175,16 @@ def save(estimator: Any, path: Any) -> None:
         "model": model,
         "arrays": {k: {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": _checksum(a)} for k, a in arrays.items()},
     }
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise TypeError(f"extra must be a dict of JSON values, got {type(extra).__name__}")
+        meta["extra"] = extra
+    try:
+        document = json.dumps(meta)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"cannot save: extra holds a value JSON cannot store ({exc})") from None
     payload = dict(arrays)
-    payload[_META] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    payload[_META] = np.frombuffer(document.encode("utf-8"), dtype=np.uint8)
     if hasattr(path, "write"):
         np.savez(path, **payload)
         return
@@ -264,10 +281,12 @@ def _check_consistent(est: Any, source: str) -> None:
             raise _fail(source, f"coef_ has {coef.shape[0]} rows for {n_classes} classes")
 
 
-def load(path: Any) -> Any:
+def load(path: Any, *, with_extra: bool = False) -> Any:
     """Read a model written by ``save``: a path or a binary file object.
 
-    Never unpickles or imports anything from the file.
+    Never unpickles or imports anything from the file. With
+    ``with_extra=True`` returns ``(model, extra)``, where ``extra`` is the
+    dict given to ``save`` (None when there was none).
 
     Raises
     ------
@@ -290,10 +309,14 @@ def load(path: Any) -> Any:
     """
     source = repr(os.fspath(path)) if not hasattr(path, "read") else "the given file object"
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if _META not in npz.files:
-                raise _fail(source, "no softxent metadata (__meta__): not a model file written by save")
-            arrays = {k: npz[k] for k in npz.files}
+        # The file is opened here, not by np.load: np.load leaks its own file
+        # handle when the zip directory of a truncated file fails to parse.
+        with contextlib.ExitStack() as stack:
+            fh = path if hasattr(path, "read") else stack.enter_context(open(os.fspath(path), "rb"))
+            with np.load(fh, allow_pickle=False) as npz:
+                if _META not in npz.files:
+                    raise _fail(source, "no softxent metadata (__meta__): not a model file written by save")
+                arrays = {k: npz[k] for k in npz.files}
     except ModelFileError:
         raise
     except FileNotFoundError:
@@ -323,9 +346,15 @@ def load(path: Any) -> Any:
         if _checksum(arr) != listed[key].get("sha256"):
             raise _fail(source, f"array {key!r} does not match its SHA-256 checksum: the file was modified or damaged")
     try:
-        return _decode_model(meta.get("model"), arrays, source)
+        model = _decode_model(meta.get("model"), arrays, source)
     except ModelFileError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise _fail(source, f"the model description is invalid ({type(exc).__name__}: {exc})") from None
+    if not with_extra:
+        return model
+    extra = meta.get("extra")
+    if extra is not None and not isinstance(extra, dict):
+        raise _fail(source, f"the extra metadata is a {type(extra).__name__}, not a JSON object")
+    return model, extra
 
