@@ -1,5 +1,7 @@
 # The two commands of README.md, each one step on a fresh machine:
-#   make demo   create .venv, install softxent, run the demonstration (the main job)
+#   make cli && .venv/bin/softxent demo
+#               create .venv, install softxent with its command line, run the main job
+#               (`make demo` does the same)
 #   make test   create .venv, install softxent with its test dependencies, run the suite
 # constraints.txt pins torch to the CPU build so that nothing pulls CUDA packages.
 
@@ -8,9 +10,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 
-.PHONY: demo test clean
+.PHONY: cli demo test clean
 
-demo: $(VENV)/.installed-base
+cli: $(VENV)/.installed-cli
+
+demo: cli
 	$(BIN)/softxent demo
 
 test: $(VENV)/.installed-dev
@@ -21,6 +25,10 @@ test: $(VENV)/.installed-dev
 $(VENV)/.installed-base: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --editable .
+	touch $@
+
+$(VENV)/.installed-cli: $(VENV)/.installed-base
+	$(PIP) --editable ".[cli,data]"
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed-base

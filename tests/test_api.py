@@ -1,9 +1,8 @@
-"""The public surface: names, docstrings, dtypes, the finite-difference helper and the demo."""
+"""The public surface: names, docstrings, dtypes, the finite-difference helper, the entry points."""
 
 from __future__ import annotations
 
 import importlib.resources
-import io
 import subprocess
 import sys
 
@@ -12,7 +11,6 @@ import pytest
 
 import softxent as sx
 from softxent._gradcheck import finite_difference_grad
-from softxent.cli import demo as demo_module
 from softxent.cli import main
 
 PUBLIC = {
@@ -126,29 +124,12 @@ def test_finite_differences_leave_the_point_unchanged():
     np.testing.assert_array_equal(x, [1.0, 2.0])
 
 
-# -- the demonstration (the README's main job until the full command line lands)
-
-
-def test_demo_passes_and_prints_the_derivation():
-    out = io.StringIO()
-    assert demo_module.run_demo(seed=3, out=out) == 0
-    text = out.getvalue()
-    for needle in ("softmax a = e^z / sum e^z", "a - y (eq. 16)", "a * sum(y) - y (eq. 15)",
-                   "D_KL(p||q) = H(p, q) - H(p)", "All gradient checks passed"):
-        assert needle in text
-
-
-def test_demo_fails_when_a_gradient_is_wrong(monkeypatch):
-    """The demo's check can fail: a gradient off by a sign is caught (exit code 1)."""
-    monkeypatch.setattr(demo_module, "softmax_cross_entropy_grad", lambda *a, **k: -sx.softmax_cross_entropy_grad(*a, **k))
-    out = io.StringIO()
-    assert demo_module.run_demo(out=out) == 1
-    assert "DISAGREE" in out.getvalue() and "FAILED" in out.getvalue()
+# -- the command line's entry points (its commands: tests/test_cli.py)
 
 
 def test_command_line_entry_points(capsys):
-    assert main(["demo", "--seed", "1"]) == 0
-    assert "All gradient checks passed" in capsys.readouterr().out
+    assert main([]) == 2  # no command: the help, and a usage exit code
+    assert "fit" in capsys.readouterr().out
     with pytest.raises(SystemExit) as info:
         main(["no-such-command"])
     assert info.value.code == 2

@@ -1,5 +1,10 @@
 """Softmax cross-entropy on the CPU: softxent against its peers, loss + gradient.
 
+The benchmark harness, in one place for its two front ends:
+``python benchmarks/cross_entropy_cpu.py`` (the full run whose tables go to
+``benchmarks/results/``) and ``softxent bench`` (:func:`run_bench`, a quick
+run on smaller shapes with the peers that are installed, table printed).
+
 What is measured
     For float32 logits of shape N x V and integer labels, every implementation
     computes the mean softmax cross-entropy *and* its gradient with respect to
@@ -517,7 +522,9 @@ def run_worker(
     result_path = tmp / "result.json"
     result_path.unlink(missing_ok=True)
     cmd = [
-        sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--shape", shape,
+        # -m, not the file's path: run as a script from inside the package,
+        # softxent/torch would shadow the real torch on sys.path.
+        sys.executable, "-m", "softxent.cli._bench", "--worker", impl, "--shape", shape,
         "--threads", str(args.threads), "--repeats", str(args.repeats),
         "--warmup", str(args.warmup), "--min-time", str(args.min_time),
         "--retries", str(args.retries), "--wait-idle", str(args.wait_idle),
@@ -692,7 +699,7 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
     (out_dir / "cross_entropy_cpu.md").write_text("\n".join(lines))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, *, default_out: Path | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="implementations: " + ", ".join(REGISTRY),
@@ -705,7 +712,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-time", type=float, default=0.25,
                    help="keep timing until this many seconds were measured (max 1000 calls)")  # fmt: skip
     p.add_argument("--impls", default=",".join(REGISTRY), help="comma-separated implementation names")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"),
+    p.add_argument("--out", default=str(default_out or Path("benchmark-results")),
                    help="directory for cross_entropy_cpu.md and .json")  # fmt: skip
     p.add_argument("--timeout", type=int, default=600, help="seconds per subprocess")
     p.add_argument("--retries", type=int, default=0,
@@ -737,8 +744,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, *, default_out: Path | None = None, announce: bool = True) -> int:
+    args = parse_args(argv, default_out=default_out)
     if args.worker is not None:
         result = worker(args)
         Path(args.result).write_text(json.dumps(result))
@@ -789,9 +796,35 @@ def main(argv: list[str] | None = None) -> int:
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     report["machine"]["loadavg_at_end"] = round(os.getloadavg()[0], 2)
     write_reports(report, out_dir)
-    print(f"\nwrote {out_dir / 'cross_entropy_cpu.md'} and .json "
-          f"({report['total_seconds']:.0f} s)", file=sys.stderr)  # fmt: skip
+    if announce:
+        print(f"\nwrote {out_dir / 'cross_entropy_cpu.md'} and .json "
+              f"({report['total_seconds']:.0f} s)", file=sys.stderr)  # fmt: skip
     return 0
+
+
+# Peers for the quick run of `softxent bench`, with the module each needs.
+QUICK_IMPLS = {
+    "memcpy": None, "softxent": None, "softxent (out=)": None,
+    "torch eager + THP": "torch", "JAX + optax": "optax", "NumPy naive": None,
+}  # fmt: skip
+
+
+def run_bench(*, shapes: str, repeats: int, out: Any = None) -> int:
+    """``softxent bench``: the same harness on quick settings, installed peers only; prints the table."""
+    import importlib.util
+
+    impls = [name for name, module in QUICK_IMPLS.items() if module is None or importlib.util.find_spec(module)]
+    missing = [name for name, module in QUICK_IMPLS.items() if name not in impls]
+    stream = out if out is not None else sys.stdout
+    print("softxent bench: loss + gradient of the mean softmax cross-entropy, float32, one subprocess per "
+          f"implementation, median of >= {repeats} calls", file=stream)  # fmt: skip
+    if missing:
+        print(f"(not installed, skipped: {', '.join(missing)}; the full run is "
+              "python benchmarks/cross_entropy_cpu.py)", file=stream)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="softxent-bench-") as tmp:
+        argv = ["--shapes", shapes, "--repeats", str(repeats), "--warmup", "1", "--min-time", "0.05",
+                "--impls", ",".join(impls), "--out", tmp]  # fmt: skip
+        return main(argv, announce=False)
 
 
 if __name__ == "__main__":

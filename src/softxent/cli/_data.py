@@ -833,20 +833,7 @@ class TablePreprocessor:
         if n == 0:
             raise CLIError("no rows to fit the feature transform on")
         kinds = {c: _kind_of(df[c], c) for c in columns}
-        missing = {c: int(_missing_mask(df[c]).sum()) for c in columns}
-        missing = {c: m for c, m in missing.items() if m}
-        empty = [c for c, m in missing.items() if m == n]
-        if empty:
-            raise CLIError(
-                f"column {empty[0]!r} has no values (all {n} rows are missing); leave it out with --features"
-            )
-        if missing and self.impute is None:
-            first, *rest = missing
-            also = f", and {len(rest)} more columns have some ({_listing(rest)})" if rest else ""
-            raise CLIError(
-                f"column {first!r} has {missing[first]} missing values (of {n} rows){also}; "
-                "pass --impute mean|median|most_frequent or remove them"
-            )
+        missing = self.check_missing(df, columns)
         self.columns_ = columns
         self.kinds_ = kinds
         self.missing_ = missing
@@ -879,6 +866,34 @@ class TablePreprocessor:
         self.scale_ = np.where(constant, 1.0, scale)
         self.unseen_ = {}
         return self
+
+    def check_missing(self, df: pd.DataFrame, columns: Sequence[str]) -> dict[str, int]:
+        """The number of missing cells per column of ``columns`` that has any.
+
+        ``softxent fit`` calls it on the whole table before the held-out
+        split, so that the counts in its message are those of the user's file.
+
+        Raises
+        ------
+        CLIError
+            A column has only missing values, or some and ``impute`` is None.
+        """
+        n = len(df)
+        missing = {c: int(_missing_mask(df[c]).sum()) for c in columns}
+        missing = {c: m for c, m in missing.items() if m}
+        empty = [c for c, m in missing.items() if m == n]
+        if empty:
+            raise CLIError(
+                f"column {empty[0]!r} has no values (all {n} rows are missing); leave it out with --features"
+            )
+        if missing and self.impute is None:
+            first, *rest = missing
+            also = f", and {len(rest)} more columns have some ({_listing(rest)})" if rest else ""
+            raise CLIError(
+                f"column {first!r} has {missing[first]} missing values (of {n} rows){also}; "
+                "pass --impute mean|median|most_frequent or remove them"
+            )
+        return missing
 
     def fit_transform(self, df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
         """:meth:`fit` then :meth:`transform` on the same rows."""

@@ -1,0 +1,322 @@
+"""The ``softxent`` command line, end to end: fit -> evaluate -> predict on files written here.
+
+Round trips run the real console entry point in a subprocess (``python -m
+softxent``), as a user would; error cases call :func:`softxent.cli.main` in
+process (same code, faster) and one of them again as a subprocess to see the
+real stderr. Data are small synthetic tables whose answers are known: classes
+that a linear model separates, labels that overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from softxent.cli import main
+
+pytest.importorskip("matplotlib", reason="the cli extra (matplotlib) is needed for reports")
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "error::DeprecationWarning"}
+    return subprocess.run([sys.executable, "-m", "softxent", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=env)  # fmt: skip
+
+
+def _features(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    return pd.DataFrame({
+        "tempo": rng.normal(120, 20, n),
+        "loudness": rng.normal(-10, 3, n),
+        "acoustic": rng.uniform(0, 1, n),
+        "country": rng.choice(["FR", "US", "JP"], n),
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def multiclass(tmp_path_factory) -> Path:
+    """Three genres decided by tempo and acoustic-ness (a linear model gets most right)."""
+    rng = np.random.default_rng(0)
+    table = _features(rng, 240)
+    score = (table["tempo"] - 120) / 20
+    genre = np.where(score > 0.5, "rock", np.where(table["acoustic"] > 0.5, "classical", "jazz"))
+    table["genre"] = genre
+    path = tmp_path_factory.mktemp("mc") / "songs.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def multilabel(tmp_path_factory) -> Path:
+    """Overlapping 0/1 tags: vocal and dance both often on."""
+    rng = np.random.default_rng(1)
+    table = _features(rng, 240)
+    table["vocal"] = (table["acoustic"] + rng.normal(0, 0.1, 240) > 0.4).astype(int)
+    table["dance"] = (table["tempo"] + rng.normal(0, 5, 240) > 115).astype(int)
+    table["pop"] = (table["loudness"] > -11).astype(int)
+    path = tmp_path_factory.mktemp("ml") / "tags.tsv"
+    table.to_csv(path, index=False, sep="\t")
+    return path
+
+
+def _tags_table(path: Path) -> pd.DataFrame:
+    table = pd.read_csv(path, sep="\t")
+    table["tags"] = ["|".join(t for t in ("vocal", "dance", "pop") if r[t]) for _, r in table.iterrows()]
+    return table.drop(columns=["vocal", "dance", "pop"])
+
+
+# ---------------------------------------------------------------------- round trips (subprocess)
+
+
+def test_multiclass_fit_evaluate_predict_round_trip(multiclass, tmp_path):
+    fit = run_cli("fit", str(multiclass), "--target", "genre", "--out", "m.npz", "--report", "rep", "--json",
+                  cwd=tmp_path)  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    doc = json.loads(fit.stdout)  # --json: one JSON object and nothing else
+    assert doc["head"] == "softmax" and "exactly one" in doc["reason"]
+    assert sorted(doc["outputs"]) == ["classical", "jazz", "rock"]
+    assert doc["n_train"] + doc["n_test"] == 240 and doc["n_test"] == 48
+    assert doc["metrics"]["accuracy"] > 0.8
+    assert any("one-hot" in line and "country" in line for line in doc["features"])
+    for name in ("metrics.json", "loss_curve.png", "confusion_matrix.png", "reliability.png", "report.html"):
+        assert (tmp_path / "rep" / name).is_file(), name
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "confusion_matrix.png" in html and "data:image/png;base64," in html
+    import matplotlib.image
+
+    image = matplotlib.image.imread(tmp_path / "rep" / "confusion_matrix.png")
+    assert image.shape[0] > 200 and image.shape[1] > 200
+
+    evaluate = run_cli("evaluate", "m.npz", str(multiclass), "--json", "--report", "ev", cwd=tmp_path)
+    assert evaluate.returncode == 0, evaluate.stderr
+    metrics = json.loads(evaluate.stdout)["metrics"]
+    assert metrics["n_rows"] == 240 and set(metrics["per_class"]) == {"classical", "jazz", "rock"}
+    assert (tmp_path / "ev" / "report.html").is_file()
+
+    predict = run_cli("predict", "m.npz", str(multiclass), "-o", "pred.csv", "--proba", cwd=tmp_path)
+    assert predict.returncode == 0, predict.stderr
+    pred = pd.read_csv(tmp_path / "pred.csv")
+    assert list(pred.columns) == ["genre", "proba_classical", "proba_jazz", "proba_rock"]
+    np.testing.assert_allclose(pred.filter(like="proba_").sum(axis=1), 1.0, atol=1e-9)
+    truth = pd.read_csv(multiclass)["genre"]
+    assert (pred["genre"] == truth).mean() == pytest.approx(metrics["accuracy"])
+
+
+def test_multilabel_indicator_columns_round_trip(multilabel, tmp_path):
+    fit = run_cli("fit", str(multilabel), "--target", "vocal", "--target", "dance", "--target", "pop",
+                  "--out", "m.npz", "--json", cwd=tmp_path)  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    doc = json.loads(fit.stdout)
+    assert doc["head"] == "sigmoid" and doc["outputs"] == ["dance", "pop", "vocal"]
+    assert 0 <= doc["metrics"]["hamming_loss"] < 0.2
+    predict = run_cli("predict", "m.npz", str(multilabel), cwd=tmp_path)  # CSV on stdout
+    assert predict.returncode == 0, predict.stderr
+    pred = pd.read_csv(pd.io.common.StringIO(predict.stdout))
+    assert list(pred.columns) == ["vocal", "dance", "pop"]
+    assert set(np.unique(pred.to_numpy())) <= {0, 1} and len(pred) == 240
+
+
+def test_label_set_column_and_parquet_round_trip(multilabel, tmp_path):
+    table = _tags_table(multilabel)
+    path = tmp_path / "tags.parquet"
+    table.to_parquet(path)
+    fit = run_cli("fit", str(path), "--target", "tags", "--label-sep", "|", "--report", "rep", "--json",
+                  cwd=tmp_path)  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    doc = json.loads(fit.stdout)
+    assert doc["head"] == "sigmoid" and doc["model"] == "tags.softxent.npz"
+    assert (tmp_path / "rep" / "per_label.png").is_file()
+    evaluate = run_cli("evaluate", "tags.softxent.npz", str(path), "--json", cwd=tmp_path)
+    assert evaluate.returncode == 0, evaluate.stderr
+    assert set(json.loads(evaluate.stdout)["metrics"]["per_label"]) == {"dance", "pop", "vocal"}
+    predict = run_cli("predict", "tags.softxent.npz", str(path), cwd=tmp_path)
+    pred = pd.read_csv(pd.io.common.StringIO(predict.stdout), keep_default_na=False)
+    assert list(pred.columns) == ["tags"]
+    assert all(set(cell.split("|")) <= {"vocal", "dance", "pop", ""} for cell in pred["tags"])
+
+
+def test_text_output_names_head_reason_metrics_and_paths(multiclass, tmp_path):
+    fit = run_cli("fit", str(multiclass), "--target", "genre", "--out", "m.npz", "--report", "rep", cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr
+    out = fit.stdout
+    assert "head: softmax" in out and "why:" in out and "accuracy" in out
+    assert "model: m.npz" in out and "report.html" in out
+    assert "\x1b[" not in out  # not a terminal: no progress bar, no colour codes
+
+
+# ---------------------------------------------------------------------- heads and the "other" class (in process)
+
+
+def test_rows_without_a_class_become_other(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    table = _features(rng, 200)
+    table["genre"] = np.where(table["tempo"] > 130, "rock", np.where(table["tempo"] < 110, "jazz", ""))
+    table.to_csv(tmp_path / "songs.csv", index=False)
+    assert main(["fit", str(tmp_path / "songs.csv"), "--target", "genre", "--out", str(tmp_path / "m.npz"),
+                 "--json"]) == 0  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["head"] == "softmax" and doc["add_other_class"] and "other" in doc["outputs"]
+    assert main(["predict", str(tmp_path / "m.npz"), str(tmp_path / "songs.csv")]) == 0
+    pred = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    assert set(pred["genre"]) <= {"rock", "jazz", "other"} and (pred["genre"] == "other").any()
+
+
+def test_forced_heads(multiclass, multilabel, tmp_path, capsys):
+    assert main(["fit", str(multiclass), "--target", "genre", "--head", "sigmoid", "--out",
+                 str(tmp_path / "s.npz"), "--json"]) == 0  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["head"] == "sigmoid" and doc["recommended_head"] == "softmax"
+    assert "--head sigmoid" in doc["reason"]
+    code = main(["fit", str(multilabel), "--target", "vocal", "--target", "dance", "--head", "softmax"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--head softmax" in err and "labels" in err
+
+
+# ---------------------------------------------------------------------- errors: one line, exit 2, no traceback
+
+
+def _error(args: list[str], capsys) -> str:
+    code = main(args)
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    assert "Traceback" not in captured.err
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+def test_error_missing_file(tmp_path, capsys):
+    msg = _error(["fit", str(tmp_path / "nope.csv"), "--target", "y"], capsys)
+    assert "nope.csv" in msg and "no such file" in msg
+
+
+def test_error_unknown_format(tmp_path, capsys):
+    (tmp_path / "data.xlsx").write_bytes(b"PK")
+    msg = _error(["fit", str(tmp_path / "data.xlsx"), "--target", "y"], capsys)
+    assert ".xlsx" in msg or "data.xlsx" in msg
+    assert ".csv" in msg and ".parquet" in msg
+
+
+def test_error_target_missing_lists_columns(multiclass, capsys):
+    msg = _error(["fit", str(multiclass), "--target", "genres"], capsys)
+    assert "'genres'" in msg and "tempo" in msg and "genre" in msg
+
+
+def test_error_no_feature_columns(tmp_path, capsys):
+    pd.DataFrame({"y": ["a", "b"] * 5}).to_csv(tmp_path / "only.csv", index=False)
+    msg = _error(["fit", str(tmp_path / "only.csv"), "--target", "y"], capsys)
+    assert "feature" in msg
+
+
+def test_error_single_class(tmp_path, capsys):
+    pd.DataFrame({"x": range(10), "y": ["rock"] * 10}).to_csv(tmp_path / "one.csv", index=False)
+    msg = _error(["fit", str(tmp_path / "one.csv"), "--target", "y"], capsys)
+    assert "rock" in msg and ("single" in msg or "one class" in msg)
+
+
+def test_error_nan_without_impute_and_impute_fixes_it(tmp_path, capsys):
+    table = pd.DataFrame({"x": [1.0, np.nan, 3.0, 4.0] * 10, "z": np.arange(40.0), "y": ["a", "b"] * 20})
+    table.to_csv(tmp_path / "nan.csv", index=False)
+    msg = _error(["fit", str(tmp_path / "nan.csv"), "--target", "y"], capsys)
+    assert "'x'" in msg and "10" in msg and "--impute" in msg
+    assert main(["fit", str(tmp_path / "nan.csv"), "--target", "y", "--impute", "median", "--json",
+                 "--out", str(tmp_path / "m.npz")]) == 0  # fmt: skip
+    assert any("median" in line for line in json.loads(capsys.readouterr().out)["features"])
+
+
+def test_error_corrupted_model_and_other_version(multiclass, tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    assert main(["fit", str(multiclass), "--target", "genre", "--out", str(model), "--quiet"]) == 0
+    capsys.readouterr()
+    data = model.read_bytes()
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(data[: len(data) // 2])
+    msg = _error(["predict", str(broken), str(multiclass)], capsys)
+    assert "broken.npz" in msg and "truncated" in msg
+
+    from softxent.models._persistence import load, save
+
+    est, extra = load(model, with_extra=True)
+    extra["cli"]["version"] = 99
+    save(est, tmp_path / "future.npz", extra=extra)
+    msg = _error(["evaluate", str(tmp_path / "future.npz"), str(multiclass)], capsys)
+    assert "newer" in msg and "99" in msg
+
+    from softxent.models import SoftmaxRegression
+
+    SoftmaxRegression().fit(np.eye(3), [0, 1, 2]).save(tmp_path / "plain.npz")
+    msg = _error(["predict", str(tmp_path / "plain.npz"), str(multiclass)], capsys)
+    assert "softxent fit" in msg
+
+
+def test_error_predict_columns_differ(multiclass, tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    assert main(["fit", str(multiclass), "--target", "genre", "--out", str(model), "--quiet"]) == 0
+    capsys.readouterr()
+    pd.read_csv(multiclass).drop(columns=["tempo", "country"]).to_csv(tmp_path / "less.csv", index=False)
+    msg = _error(["predict", str(model), str(tmp_path / "less.csv")], capsys)
+    assert "tempo" in msg and "country" in msg
+
+
+def test_error_is_one_line_in_a_real_process_and_debug_shows_traceback(tmp_path):
+    proc = run_cli("evaluate", "missing.npz", "missing.csv", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "softxent evaluate: error: cannot read MODEL 'missing.npz': no such file"
+    debug = run_cli("evaluate", "missing.npz", "missing.csv", "--debug", cwd=tmp_path)
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_bad_option_values_are_usage_errors(multiclass, capsys):
+    for args in (["--C", "-1"], ["--test-size", "1.5"], ["--max-iter", "0"], ["--head", "relu"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["fit", str(multiclass), "--target", "genre", *args])
+        assert exc.value.code == 2
+        assert args[0] in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- gradcheck, demo, bench
+
+
+def test_gradcheck_agrees_and_prints_the_largest_difference(tmp_path):
+    for extra in ([], ["--soft-labels", "--classes", "6", "--seed", "3"]):
+        proc = run_cli("gradcheck", *extra, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "eq. 13" in proc.stdout and ("eq. 15" if extra else "eq. 16") in proc.stdout
+        largest = float(proc.stdout.rsplit("largest difference", 1)[1].split()[0])
+        assert largest < 1e-6
+
+
+def test_gradcheck_fails_when_a_formula_is_wrong(monkeypatch, capsys):
+    from softxent.cli import _gradcheck
+
+    monkeypatch.setattr(_gradcheck, "softmax_cross_entropy_grad", lambda z, y: -(_gradcheck.softmax(z) - y))
+    assert main(["gradcheck"]) == 1
+    assert "DISAGREE" in capsys.readouterr().out
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    assert main(["demo", "--report-dir", str(tmp_path / "demo"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "choose_head says: softmax" in out and "choose_head says: sigmoid" in out
+    for part in ("digits", "multilabel", "wrong-head"):
+        assert (tmp_path / "demo" / part / "report.html").is_file()
+        assert str(tmp_path / "demo" / part / "report.html") in out
+    mean = next(line for line in out.splitlines() if line.startswith("mean "))
+    sigmoid_recall, softmax_recall = map(float, mean.split()[1:3])
+    assert softmax_recall < sigmoid_recall - 0.1  # the wrong head loses recall, measured
+    digits = json.loads((tmp_path / "demo" / "digits" / "metrics.json").read_text())
+    assert digits["accuracy"] > 0.9
+
+
+def test_bench_quick_mode_prints_a_checked_table(tmp_path):
+    proc = run_cli("bench", "--shapes", "512x10", "--repeats", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("softxent", "memcpy", "NumPy"))]
+    assert any(line.startswith("softxent ") and " ok " in line for line in rows), proc.stdout
+    assert any(line.startswith("memcpy") for line in rows)
