@@ -12,6 +12,10 @@ Two losses, each a function and a thin ``nn.Module``:
   blocks so that the (N, V) logits of a large-vocabulary output head never
   exist in memory.
 
+On CUDA tensors both run softxent's Triton kernels when Triton is installed
+(``pip install softxent[triton]``; :mod:`softxent.torch._triton`), else the
+same formulas in plain torch operations.
+
 For tensor parallelism, :mod:`softxent.torch.distributed` (imported on its
 own, ``from softxent.torch.distributed import ...``) gives both losses with
 the vocabulary split between the ranks of a ``torch.distributed`` group:
@@ -45,6 +49,29 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 from ._functional import cross_entropy
 from ._linear import linear_cross_entropy
 from ._modules import CrossEntropyLoss, LinearCrossEntropyLoss
+
+
+def _register_gpu_kernels() -> None:
+    """CUDA tensors on the Triton kernels (:mod:`._triton`), on CUDA builds of torch with triton installed.
+
+    CPU builds never import triton (it is slow to import and unused there);
+    ``SOFTXENT_DISABLE_TRITON=1`` keeps CUDA tensors on the plain-torch path.
+    """
+    import importlib.util
+    import os
+
+    if torch.version.cuda is None or os.environ.get("SOFTXENT_DISABLE_TRITON") == "1":
+        return
+    if importlib.util.find_spec("triton") is None:
+        return
+    try:
+        from . import _triton
+    except ImportError:  # pragma: no cover - a broken triton install: stay on the plain-torch path
+        return
+    _triton.register()
+
+
+_register_gpu_kernels()
 
 __all__ = [
     "CrossEntropyLoss",

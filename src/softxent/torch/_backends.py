@@ -30,12 +30,16 @@ Backends by device type
   (``Tensor.numpy()`` shares memory), through the public NumPy API
   :func:`softxent.softmax_cross_entropy_with_grad` with ``out=``/``inplace=``
   and ``return_lse=True``.
-* anything else (CUDA, MPS, XPU, meta, ...): none yet. The front end then
-  uses the plain-torch formulas of :mod:`._reference` (torch's autograd for
-  the gradient). A Triton backend for CUDA adds itself to
-  :data:`FUSED_BACKENDS` (used by :func:`softxent.torch.linear_cross_entropy`
-  for its row blocks) and registers as the ``"cuda"`` kernel of the
-  ``softxent::cross_entropy`` custom op (:mod:`._functional`).
+* ``"cuda"`` (when Triton is installed, on a CUDA build of torch):
+  :func:`softxent.torch._triton.cuda_rows`, one Triton kernel launch per
+  call, no host synchronisation (data errors give NaN rows instead of
+  ``ValueError``). :func:`softxent.torch._triton.register` adds it to
+  :data:`FUSED_BACKENDS` and registers the ``"cuda"`` kernels of the
+  ``softxent::cross_entropy`` and ``softxent::linear_cross_entropy`` custom
+  ops (the latter with logits computed tile by tile on chip).
+* anything else (MPS, XPU, meta, ...): none. The front end then uses the
+  plain-torch formulas of :mod:`._reference` (torch's autograd for the
+  gradient).
 """
 
 from __future__ import annotations

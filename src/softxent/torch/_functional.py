@@ -6,8 +6,8 @@ Design (wrapper -> custom op -> backend; the backward rule beside the forward)
   read, so ``torch.compile`` traces it without a graph break), moves the class
   axis last and flattens the batch, giving (M, C) rows, and picks a path:
 
-  - **fused** (devices in :data:`._backends.FUSED_BACKENDS`, today the
-    CPU): the custom op ``softxent::cross_entropy``, with its autograd
+  - **fused** (devices in :data:`._backends.FUSED_BACKENDS`: the CPU, and
+    CUDA when Triton is installed, :mod:`._triton`): the custom op ``softxent::cross_entropy``, with its autograd
     formula registered beside it. The op computes the loss, the gradient
     :math:`\partial L / \partial z` and the per-row log-sum-exp in one sweep
     over the logits (eq. 7 and eq. 15, :mod:`._backends`); the backward only
@@ -101,8 +101,9 @@ def _(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, re
     return loss, grad, logits.new_empty((n_rows,), dtype=work_dtype(logits.dtype))
 
 
-# A CUDA (Triton) backend registers here, _cross_entropy_op.register_kernel("cuda")(fn),
-# and adds itself to _backends.FUSED_BACKENDS (which routes CUDA tensors to this op).
+# The CUDA (Triton) backend registers here, _cross_entropy_op.register_kernel("cuda")(fn),
+# and adds itself to _backends.FUSED_BACKENDS (which routes CUDA tensors to this op):
+# softxent.torch._triton.register().
 
 
 def _is_one(g: torch.Tensor) -> bool:

@@ -1,0 +1,511 @@
+"""The Triton kernels of softxent's GPU path (:mod:`softxent.torch._triton`).
+
+Without a GPU the kernels run in Triton's interpreter on CPU tensors: this
+module sets ``TRITON_INTERPRET=1`` before it imports triton and while its
+tests run (restored in between, so other test modules never see it), on tiny
+shapes (a few rows, V <= 300, widths that are not powers of two, tiles smaller
+than a row so that the online log-sum-exp spans several tiles). With a GPU the
+same tests run the compiled kernels on CUDA tensors, and the ``cuda`` tests
+below add real sizes and the front end.
+
+Oracles: the NumPy API in float64 (``softxent.softmax_cross_entropy_with_grad``,
+with the soft cap and z-loss applied around it by hand), the plain-torch
+reference ``cross_entropy_rows_reference`` in float64 with torch autograd, and
+for the linear head torch autograd of the naive ``F.linear`` + cross-entropy
+in float64. Inputs in bf16 are compared with the oracle of the same (rounded)
+values, so the tolerance is that of one bf16 rounding of the results.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+if not CUDA:
+    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip(
+            "triton was imported before this module could set TRITON_INTERPRET=1 (its mode is fixed at "
+            "import); run tests/test_triton.py in a process of its own",
+            allow_module_level=True,
+        )
+    _saved_interpret = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+try:
+    triton = pytest.importorskip(
+        "triton", reason="Triton is not installed (pip install softxent[triton]): the GPU kernels cannot be tested"
+    )
+    from softxent.torch import _triton as T  # noqa: E402
+
+    T.kernels()  # decorate the kernels while the mode is set
+finally:
+    if not CUDA:
+        if _saved_interpret is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = _saved_interpret
+
+import softxent as sx  # noqa: E402
+from softxent.torch._reference import cross_entropy_rows_reference  # noqa: E402
+
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def _interpreter_mode(monkeypatch):
+    """TRITON_INTERPRET=1 while each test of this module runs (Triton reads it again at launch), never after."""
+    if not CUDA:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+# Tolerances of a result against a float64 oracle of the same input values:
+# float32 arithmetic (and for bf16 one rounding of the result, 2**-8 relative).
+TOL = {
+    torch.float32: dict(rtol=2e-5, atol=2e-6),
+    torch.bfloat16: dict(rtol=2**-7, atol=2e-5),
+}
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def close(actual, expected, dtype, scale=1.0, what=""):
+    tol = TOL[dtype]
+    a = actual.detach().cpu().double()
+    e = torch.as_tensor(expected).detach().cpu().double()
+    torch.testing.assert_close(a, e, rtol=tol["rtol"], atol=tol["atol"] * scale, equal_nan=True, msg=what or None)
+
+
+# --------------------------------------------------------------------------- oracles
+
+
+def numpy_oracle(z, target, weight, *, ignore_index, label_smoothing, z_loss, softcap, reduction):
+    """Loss and gradient from the NumPy API in float64, with the cap and the z-loss around it (eq. 7, 15)."""
+    z = z.detach().cpu().double().numpy()
+    y = target.detach().cpu()
+    prob = y.is_floating_point()
+    y = y.double().numpy() if prob else y.numpy()
+    w = None if weight is None else weight.detach().cpu().double().numpy()
+    zc = softcap * np.tanh(z / softcap) if softcap is not None else z
+    loss, grad, lse = sx.softmax_cross_entropy_with_grad(
+        zc, y, weight=w, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
+        return_lse=True,
+    )  # fmt: skip
+    loss = np.asarray(loss, dtype=np.float64)
+    if z_loss:
+        kept = np.ones(len(z), bool) if prob else y != ignore_index
+        rows = np.where(kept, z_loss * lse**2, 0.0)
+        scale = (1.0 / max(int(kept.sum()), 1)) if reduction == "mean" else 1.0
+        loss = loss + (rows if reduction == "none" else rows.sum() * scale)
+        with np.errstate(invalid="ignore", over="ignore"):
+            a = np.exp(zc - lse[:, None])
+        coef = np.where(kept, 2.0 * z_loss * lse * scale, 0.0)
+        grad = grad + np.where(kept[:, None], coef[:, None] * np.nan_to_num(a), 0.0)
+    if softcap is not None:
+        grad = grad / np.cosh(z / softcap) ** 2
+    return loss, grad, lse
+
+
+def torch_oracle(z, target, weight, *, ignore_index, label_smoothing, z_loss, softcap, reduction):
+    """Loss, gradient (torch autograd) and lse of the plain-torch reference, in float64."""
+    zz = z.detach().cpu().double().requires_grad_(True)
+    y = target.detach().cpu()
+    y = y.double() if y.is_floating_point() else y
+    w = None if weight is None else weight.detach().cpu().double()
+    loss, lse = cross_entropy_rows_reference(
+        zz, y, w, ignore_index, reduction, label_smoothing, z_loss, softcap, need_lse=True
+    )
+    (grad,) = torch.autograd.grad(loss.sum(), zz)
+    return loss.detach(), grad, lse.detach()
+
+
+def make_ce(n, c, dtype, seed, prob=False, ignore=True, scale=3.0):
+    z = (torch.randn(n, c, generator=gen(seed), dtype=torch.float64) * scale).to(dtype)
+    if prob:
+        t = torch.rand(n, c, generator=gen(seed + 1), dtype=torch.float64)
+        t = torch.where(torch.rand(n, c, generator=gen(seed + 2)) < 0.3, 0.0, t)
+        target = (t / t.sum(1, keepdim=True)).float()
+    else:
+        target = torch.randint(0, c, (n,), generator=gen(seed + 1))
+        if ignore:
+            target[1] = -100
+    return z, target
+
+
+OPTIONS = [
+    dict(),
+    dict(reduction="sum"),
+    dict(reduction="none"),
+    dict(weight=True),
+    dict(weight=True, label_smoothing=0.2),
+    dict(label_smoothing=0.1, reduction="sum"),
+    dict(z_loss=1e-2),
+    dict(softcap=4.0),
+    dict(weight=True, label_smoothing=0.15, z_loss=1e-3, softcap=6.0, reduction="none"),
+    dict(ignore_index=2, weight=True, reduction="mean"),
+]
+
+
+def opts(options, c, seed=5):
+    o = dict(ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None, reduction="mean")
+    o.update({k: v for k, v in options.items() if k != "weight"})
+    weight = None
+    if options.get("weight"):
+        weight = torch.rand(c, generator=gen(seed), dtype=torch.float64) + 0.25
+        weight[0] = 0.0  # a class of weight 0
+    return o, weight
+
+
+def run_ce(z, target, weight, o, **kw):
+    dev = lambda t: None if t is None else t.to(DEVICE)  # noqa: E731
+    return T.cross_entropy_rows(dev(z), dev(target), dev(None if weight is None else weight.float()), **o, **kw)
+
+
+# --------------------------------------------------------------------------- cross-entropy on logits
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("target_kind", ["index", "prob"])
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_ce_matches_numpy_and_torch_oracles(dtype, target_kind, options):
+    prob = target_kind == "prob"
+    n, c = (7, 37) if not options.get("weight") else (5, 300)
+    z, target = make_ce(n, c, dtype, seed=len(str(options)), prob=prob)
+    if options.get("ignore_index") == 2 and not prob:
+        target[target == -100] = 2  # row 1 is ignored; class 2 elsewhere would be too
+    o, weight = opts(options, c)
+    block = 64  # V = 300 spans 5 tiles (the last partial), V = 37 one tile of 64 holding 16 rows
+    loss, grad, lse = run_ce(z, target, weight, o, block=block)
+    w64 = None if weight is None else weight.float().double()
+    ref = dict(o)
+    l_np, g_np, lse_np = numpy_oracle(z, target, w64, **ref)
+    l_t, g_t, lse_t = torch_oracle(z, target, w64, **ref)
+    gscale = float(np.abs(g_np).max())
+    close(loss, l_np, dtype, what="loss vs numpy")
+    close(loss, l_t, dtype, what="loss vs torch")
+    close(grad, g_np, dtype, scale=gscale, what="grad vs numpy")
+    close(grad, g_t, dtype, scale=gscale, what="grad vs torch")
+    close(lse, lse_t, torch.float32, what="lse")
+    assert grad.dtype == dtype and grad.shape == z.shape
+    if not prob:
+        assert torch.all(grad[1].cpu() == 0)  # the ignored row: exact zeros
+
+
+def test_ce_loss_only_and_inplace_agree():
+    z, target = make_ce(6, 211, torch.float32, seed=3)
+    o, weight = opts(dict(weight=True, label_smoothing=0.1, z_loss=1e-3), 211)
+    loss, grad, lse = run_ce(z, target, weight, o, block=64)
+    loss2, none, lse2 = run_ce(z, target, weight, o, block=64, need_grad=False)
+    zz = z.clone().to(DEVICE)
+    loss3, grad3, lse3 = T.cross_entropy_rows(zz, target.to(DEVICE), weight.float().to(DEVICE), **o, block=64,
+                                              inplace=True)  # fmt: skip
+    assert none is None and grad3.data_ptr() == zz.data_ptr()
+    torch.testing.assert_close(loss2, loss, rtol=0, atol=0)
+    torch.testing.assert_close(lse2, lse, rtol=0, atol=0)
+    torch.testing.assert_close(grad3, grad, rtol=0, atol=0)
+    torch.testing.assert_close(loss3, loss, rtol=0, atol=0)
+
+
+def test_ce_default_tiles_and_row_blocks():
+    # Default tile sizes: one tile per row, several rows per program (V = 37 < the tile).
+    for n, c in ((9, 37), (3, 300)):
+        z, target = make_ce(n, c, torch.float32, seed=c)
+        o, _ = opts({}, c)
+        loss, grad, _ = run_ce(z, target, None, o)
+        l_t, g_t, _ = torch_oracle(z, target, None, **o)
+        close(loss, l_t, torch.float32)
+        close(grad, g_t, torch.float32)
+
+
+def test_ce_confident_row_keeps_its_tiny_gradient_in_bf16():
+    # z_y = 30 above 299 zeros: a_y - 1 = -299 e^-30 / (1 + 299 e^-30) ~ -2.8e-11, and the loss the same.
+    c = 300
+    z = torch.zeros(2, c, dtype=torch.bfloat16)
+    z[0, 7] = 30.0
+    z[1, 100] = 20.0
+    target = torch.tensor([7, 100])
+    loss, grad, _ = run_ce(z, target, None, dict(reduction="none"), block=64)
+    for i, (y, top) in enumerate(((7, 30.0), (100, 20.0))):
+        rest = (c - 1) * np.exp(-top)
+        exact_loss = np.log1p(rest)
+        exact_g = -rest / (1.0 + rest)
+        assert abs(float(loss[i]) - exact_loss) <= 1e-6 * exact_loss
+        assert abs(float(grad[i, y]) - exact_g) <= 2**-8 * abs(exact_g)  # one bf16 rounding
+    # float32 torch gives 0 for both: the cancellation the kernel avoids.
+    assert float(F.cross_entropy(z[:1].float(), target[:1])) == 0.0
+
+
+def test_ce_extreme_logits_and_masked_classes():
+    c = 131
+    z = torch.randn(5, c, generator=gen(1), dtype=torch.float64)
+    z[0] *= 1e4  # logits of +-1e4: shift by the max, no overflow
+    z[1, ::3] = -torch.inf  # masked classes (the label is not masked)
+    z[2] = 1e4
+    z[3, :] = -torch.inf  # a fully masked row, ignored
+    z[4, 5] = torch.nan  # a NaN row, ignored
+    target = torch.tensor([4, 1, 9, -100, -100])
+    for dtype in (torch.float32, torch.bfloat16):
+        zd = z.to(dtype)
+        for options in (dict(), dict(reduction="none"), dict(weight=True, label_smoothing=0.0, z_loss=1e-4)):
+            o, weight = opts(options, c)
+            loss, grad, lse = run_ce(zd, target, weight, o, block=32)
+            l_t, g_t, lse_t = torch_oracle(zd, target, None if weight is None else weight.float().double(), **o)
+            close(loss, l_t, dtype, scale=1e4, what=f"loss {options}")
+            close(grad, g_t, dtype, what=f"grad {options}")
+            assert torch.isfinite(grad).all()
+            assert torch.all(grad[3:].cpu() == 0)
+            assert float(lse[3]) == -np.inf
+
+
+def test_ce_probability_target_with_masked_class():
+    z = torch.randn(3, 50, generator=gen(2))
+    z[:, 10] = -torch.inf
+    t = torch.rand(3, 50, generator=gen(3))
+    t[:, 10] = 0.0  # no mass on the masked class: 0 * inf = 0, no NaN
+    loss, grad, _ = run_ce(z, t, None, dict(), block=16)
+    l_t, g_t, _ = torch_oracle(z, t, None, ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None,
+                               reduction="mean")  # fmt: skip
+    close(loss, l_t, torch.float32)
+    close(grad, g_t, torch.float32)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_ce_all_ignored_gives_zero(reduction):
+    z = torch.randn(4, 45, generator=gen(4)).to(torch.bfloat16)
+    z[0] = -torch.inf
+    target = torch.full((4,), -100)
+    for options in (dict(reduction=reduction), dict(reduction=reduction, weight=True, z_loss=1e-2, label_smoothing=0.1)):
+        o, weight = opts(options, 45)
+        loss, grad, _ = run_ce(z, target, weight, o, block=16)
+        assert torch.all(loss.cpu() == 0) and torch.all(grad.cpu() == 0)
+    loss, grad, _ = run_ce(z[:0], target[:0], None, dict(reduction=reduction))  # an empty batch
+    assert grad.shape == (0, 45) and torch.all(loss.cpu() == 0)
+
+
+def test_ce_bad_class_index_gives_nan_without_a_host_sync():
+    z = torch.randn(3, 20, generator=gen(5))
+    loss, grad, _ = run_ce(z, torch.tensor([1, 20, 2]), None, dict(reduction="none"))
+    assert torch.isnan(loss[1]) and not torch.isnan(loss[[0, 2]]).any()
+
+
+def test_ce_errors_name_the_argument():
+    z = torch.randn(3, 20, device=DEVICE)
+    with pytest.raises(ValueError, match="z must have shape"):
+        T.cross_entropy_rows(z[0], torch.tensor([1], device=DEVICE))
+    with pytest.raises(ValueError, match="target must hold class indices of shape"):
+        T.cross_entropy_rows(z, torch.tensor([1, 2], device=DEVICE))
+    with pytest.raises(ValueError, match="weight must have shape"):
+        T.cross_entropy_rows(z, torch.tensor([1, 2, 3], device=DEVICE), torch.ones(3, device=DEVICE))
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        T.cross_entropy_rows(z, torch.tensor([1, 2, 3], device=DEVICE), reduction="avg")
+    with pytest.raises(TypeError, match="z must be a torch.Tensor"):
+        T.cross_entropy_rows(np.zeros((3, 20)), torch.tensor([1, 2, 3]))
+
+
+# --------------------------------------------------------------------------- linear cross-entropy
+
+
+def make_lin(n, d, v, dtype, seed=0, scale=3.0, ignore=(3,)):
+    x = torch.randn(n, d, generator=gen(seed), dtype=torch.float64).to(dtype)
+    w = (torch.randn(v, d, generator=gen(seed + 1), dtype=torch.float64) / d**0.5 * scale).to(dtype)
+    b = torch.randn(v, generator=gen(seed + 2), dtype=torch.float64).to(dtype)
+    y = torch.randint(0, v, (n,), generator=gen(seed + 3))
+    for i in ignore:
+        y[i] = -100
+    return x, w, b, y
+
+
+def naive_head(x, w, b, y, *, ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
+               upstream=None):  # fmt: skip
+    """float64 torch autograd of F.linear + cross-entropy (+ z-loss): loss, dx, dW, db."""
+    leaves = [t.detach().cpu().double().requires_grad_(True) for t in (x, w, b)]
+    z = F.linear(*leaves)
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    loss = F.cross_entropy(z, y.cpu(), ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+    kept = y.cpu() != ignore_index
+    if reduction == "mean" and not kept.any():
+        loss = z.sum() * 0.0
+    if z_loss:
+        rows = torch.where(kept, z_loss * torch.logsumexp(z, 1) ** 2, 0.0)
+        loss = loss + (rows if reduction == "none" else rows.sum() / (max(int(kept.sum()), 1) if reduction == "mean" else 1))
+    total = (loss * upstream.double()).sum() if upstream is not None else loss.sum()
+    return (loss.detach(),) + torch.autograd.grad(total, leaves)
+
+
+LIN_OPTIONS = [
+    dict(),
+    dict(reduction="sum"),
+    dict(reduction="none"),
+    dict(label_smoothing=0.1, z_loss=1e-2),
+    dict(softcap=5.0, reduction="sum"),
+    dict(label_smoothing=0.2, z_loss=1e-3, softcap=8.0, reduction="none"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("options", LIN_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_linear_matches_float64_naive_head(dtype, options):
+    n, d, v = 19, 40, 150  # odd sizes: partial row, class and feature tiles
+    x, w, b, y = make_lin(n, d, v, dtype, seed=len(str(options)))
+    upstream = None
+    if options.get("reduction") == "none":
+        upstream = torch.rand(n, generator=gen(9), dtype=torch.float64).float() + 0.5
+    dev = lambda t: t.to(DEVICE)  # noqa: E731
+    loss, dx, dw, db, skipped = T.linear_cross_entropy_triton(
+        dev(x), dev(w), dev(y), dev(b), **options, splits=2, dw_chunk=64,
+        grad_output=1.0 if upstream is None else dev(upstream),
+    )  # fmt: skip
+    l_ref, dx_ref, dw_ref, db_ref = naive_head(x, w, b, y, **options, upstream=upstream)
+    close(loss, l_ref, dtype if dtype == torch.bfloat16 else torch.float32, what="loss")
+    for name, got, ref in (("dx", dx, dx_ref), ("dW", dw, dw_ref), ("db", db, db_ref)):
+        assert got.dtype == dtype
+        close(got, ref, dtype, scale=float(ref.abs().max()) * 10, what=name)
+    assert int(skipped) == 0
+    assert torch.all(dx[3].cpu() == 0)  # the ignored row
+
+
+def test_linear_all_ignored_and_no_bias():
+    x, w, b, y = make_lin(6, 24, 70, torch.float32, ignore=range(6))
+    loss, dx, dw, db, _ = T.linear_cross_entropy_triton(x.to(DEVICE), w.to(DEVICE), y.to(DEVICE), None)
+    assert float(loss) == 0.0 and db is None
+    assert torch.all(dx.cpu() == 0) and torch.all(dw.cpu() == 0)
+    x, w, b, y = make_lin(6, 24, 70, torch.float32, ignore=())
+    loss, dx, dw, db, _ = T.linear_cross_entropy_triton(x.to(DEVICE), w.to(DEVICE), y.to(DEVICE), None, need_grad=False)
+    l_ref = F.cross_entropy(x.double() @ w.double().T, y)
+    close(loss, l_ref, torch.float32)
+    assert dx is None and dw is None
+
+
+def test_linear_gradient_filter_stays_within_its_bound():
+    # The first 32 classes hold (nearly) all the probability (a bias of 30): every other
+    # tile of G is below tau and is skipped; the labels' tile never is.
+    n, d, v = 32, 32, 256
+    x, w, b, y = make_lin(n, d, v, torch.float32, seed=11, scale=1.0, ignore=())
+    b = torch.zeros(v)
+    b[:32] = 30.0
+    y = torch.randint(0, 32, (n,), generator=gen(12))
+    tau = 2.0**-12
+    args = [t.to(DEVICE) for t in (x, w, y, b)]
+    _, dx0, dw0, db0, sk0 = T.linear_cross_entropy_triton(*args, reduction="sum")
+    _, dx1, dw1, db1, sk1 = T.linear_cross_entropy_triton(*args, reduction="sum", grad_filter=tau)
+    _, dx_ref, dw_ref, db_ref = naive_head(x, w, b, y, reduction="sum")
+    assert int(sk0) == 0 and int(sk1) > 0
+    # Off: exact (to float32 rounding). On: within the documented bound (gamma = 1 for "sum").
+    close(dx0, dx_ref, torch.float32, scale=float(dx_ref.abs().max()))
+    close(dw0, dw_ref, torch.float32, scale=float(dw_ref.abs().max()))
+    bound_dx = tau * v * float(w.abs().max())
+    bound_dw = tau * n * float(x.abs().max())
+    assert float((dx1.cpu().double() - dx_ref).abs().max()) <= bound_dx + 1e-5
+    assert float((dw1.cpu().double() - dw_ref).abs().max()) <= bound_dw + 1e-5
+    assert float((db1.cpu().double() - db_ref).abs().max()) <= tau * n + 1e-5
+    assert not torch.equal(dw1, dw0)  # it did change something
+
+
+def test_linear_errors_name_the_argument():
+    x, w, b, y = (t.to(DEVICE) for t in make_lin(4, 8, 20, torch.float32))
+    with pytest.raises(ValueError, match="weight must have shape"):
+        T.linear_cross_entropy_triton(x, w[:, :4], y)
+    with pytest.raises(ValueError, match="target must hold integer class indices"):
+        T.linear_cross_entropy_triton(x, w, y.float())
+    with pytest.raises(TypeError, match="one dtype"):
+        T.linear_cross_entropy_triton(x, w.double(), y)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        T.linear_cross_entropy_triton(x, w, y, b[:3])
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        T.linear_cross_entropy_triton(x, w, y, reduction="avg")
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def test_front_end_imports_and_registers_without_a_gpu():
+    """In a fresh process: softxent.torch imports with triton hidden, and register() plugs in "cuda"."""
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["triton"] = None          # as if triton were not installed
+        import softxent.torch as sxt, torch
+        from softxent.torch import _backends, _triton
+        assert not _triton.HAS_TRITON and _triton.register() is False
+        assert "cuda" not in _backends.FUSED_BACKENDS
+        assert float(sxt.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]))) > 0
+        del sys.modules["triton"]
+        import importlib
+        importlib.reload(_triton)
+        assert _triton.HAS_TRITON and _triton.register() and _triton.register()
+        assert _backends.FUSED_BACKENDS["cuda"] is _triton.cuda_rows
+        print("ok")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+# --------------------------------------------------------------------------- CUDA at real sizes
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("options", [dict(), dict(label_smoothing=0.1, z_loss=1e-4, softcap=30.0)])
+def test_cuda_front_end_cross_entropy(dtype, options):
+    import softxent.torch as sxt
+
+    n, v = 4096, 50257
+    z = (torch.randn(n, v, device="cuda") * 4).to(dtype).requires_grad_(True)
+    y = torch.randint(0, v, (n,), device="cuda")
+    y[::7] = -100
+    loss = sxt.cross_entropy(z, y, **options)
+    loss.backward()
+    zz = z.detach().double().requires_grad_(True)
+    ref, _ = cross_entropy_rows_reference(
+        zz, y, None, -100, "mean", options.get("label_smoothing", 0.0), options.get("z_loss", 0.0),
+        options.get("softcap"),
+    )  # fmt: skip
+    ref.backward()
+    close(loss, ref, dtype)
+    close(z.grad, zz.grad, dtype, scale=float(zz.grad.abs().max()))
+
+
+@needs_cuda
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_cuda_front_end_linear_cross_entropy(reduction):
+    import softxent.torch as sxt
+
+    n, d, v = 2048, 1024, 32768
+    x, w, b, y = make_lin(n, d, v, torch.bfloat16, ignore=range(0, n, 9))
+    leaves = [t.cuda().requires_grad_(True) for t in (x, w, b)]
+    loss = sxt.linear_cross_entropy(leaves[0], leaves[1], y.cuda(), leaves[2], reduction=reduction)
+    up = torch.rand(loss.shape, device="cuda") + 0.5 if reduction == "none" else None
+    (loss * (1 if up is None else up)).sum().backward()
+    xs, ws, bs = (t.cuda().double().requires_grad_(True) for t in (x, w, b))
+    ref = F.cross_entropy(F.linear(xs, ws, bs), y.cuda(), reduction=reduction)
+    (ref * (1 if up is None else up.double())).sum().backward()
+    close(loss, ref, torch.bfloat16)
+    for got, exp in ((leaves[0].grad, xs.grad), (leaves[1].grad, ws.grad), (leaves[2].grad, bs.grad)):
+        close(got, exp, torch.bfloat16, scale=float(exp.abs().max()) * 10)
+
+
+@needs_cuda
+def test_cuda_compile_fullgraph():
+    import softxent.torch as sxt
+
+    z = torch.randn(512, 32000, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    y = torch.randint(0, 32000, (512,), device="cuda")
+    f = torch.compile(lambda z, y: sxt.cross_entropy(z, y, z_loss=1e-4), fullgraph=True)
+    loss = f(z, y)
+    loss.backward()
+    g = z.grad.clone()
+    z.grad = None
+    sxt.cross_entropy(z, y, z_loss=1e-4).backward()
+    torch.testing.assert_close(g, z.grad)
