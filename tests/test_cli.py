@@ -312,6 +312,10 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert softmax_recall < sigmoid_recall - 0.1  # the wrong head loses recall, measured
     digits = json.loads((tmp_path / "demo" / "digits" / "metrics.json").read_text())
     assert digits["accuracy"] > 0.9
+    # (c) scores the same sigmoid model as (b), label for label: its micro-F1 is (b)'s.
+    multilabel = json.loads((tmp_path / "demo" / "multilabel" / "metrics.json").read_text())
+    micro = next(line for line in out.splitlines() if line.startswith("micro-F1 at threshold 0.5"))
+    assert float(micro.split("sigmoid")[1].split(",")[0]) == pytest.approx(multilabel["micro_f1"], abs=6e-4)
 
 
 def test_bench_quick_mode_prints_a_checked_table(tmp_path):
