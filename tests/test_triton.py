@@ -216,14 +216,16 @@ def test_ce_loss_only_and_inplace_agree():
 
 
 def test_ce_default_tiles_and_row_blocks():
-    # Default tile sizes: one tile per row, several rows per program (V = 37 < the tile).
+    # Default tile sizes: one tile per row, several rows per program (V = 37 < the tile);
+    # and fewer programs than row blocks (the grid-stride loop).
     for n, c in ((9, 37), (3, 300)):
         z, target = make_ce(n, c, torch.float32, seed=c)
         o, _ = opts({}, c)
-        loss, grad, _ = run_ce(z, target, None, o)
         l_t, g_t, _ = torch_oracle(z, target, None, **o)
-        close(loss, l_t, torch.float32)
-        close(grad, g_t, torch.float32)
+        for programs in (None, 2):  # one program per row block, or 2 looping over them
+            loss, grad, _ = run_ce(z, target, None, o, programs=programs)
+            close(loss, l_t, torch.float32)
+            close(grad, g_t, torch.float32)
 
 
 def test_ce_confident_row_keeps_its_tiny_gradient_in_bf16():

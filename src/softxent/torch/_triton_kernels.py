@@ -150,93 +150,39 @@ def ce_kernel(
     gradient of exact zeros, whatever their logits hold (-inf, NaN). A class
     index out of range gives NaN (no host sync to raise an error).
     """
-    pid = tl.program_id(0)
-    rows = pid * ROWS + tl.arange(0, ROWS)
-    rmask = rows < n_rows
-    rows64 = rows.to(tl.int64)
-    z_row = z_ptr + rows64 * stride_z
-    ninf = -float("inf")
-    inv_c = 1.0 / n_classes
+    # Grid-stride over row blocks: the host may launch fewer programs than blocks
+    # (``programs=``) to bound the rows in flight, so that pass 2 re-reads from L2.
+    for pid in range(tl.program_id(0), tl.cdiv(n_rows, ROWS), tl.num_programs(0)):
+        rows = pid * ROWS + tl.arange(0, ROWS)
+        rmask = rows < n_rows
+        rows64 = rows.to(tl.int64)
+        z_row = z_ptr + rows64 * stride_z
+        ninf = -float("inf")
+        inv_c = 1.0 / n_classes
 
-    if PROB:
-        kept = rmask
-        in_range = rmask
-    else:
-        y = tl.load(y_ptr + rows64 * stride_y, mask=rmask, other=ignore_index).to(tl.int64)
-        kept = rmask & (y != ignore_index)
-        in_range = (y >= 0) & (y < n_classes)
-        y_safe = tl.where(in_range, y, 0)
-
-    # ---- pass 1: online max / s' (float32), and the target sums
-    m = tl.full((ROWS,), ninf, ACC)
-    sp = tl.zeros((ROWS,), ACC)
-    amax = tl.zeros((ROWS,), tl.int64)
-    t_sum = tl.zeros((ROWS,), ACC)   # T (probability targets)
-    w_sum = tl.zeros((ROWS,), ACC)   # W (class weights with smoothing)
-    for c0 in range(0, n_classes, BLOCK):
-        cols = c0 + tl.arange(0, BLOCK)
-        cmask = cols < n_classes
-        mask = rmask[:, None] & cmask[None, :]
-        z = tl.load(z_row[:, None] + cols[None, :], mask=mask, other=ninf).to(ACC)
-        if SOFTCAP:
-            z = tl.where(mask, _softcap(z, cap), ninf)
-        m, sp, amax = _online_update(z, cols, m, sp, amax, c0)
-        if HAS_WEIGHT:
-            wc = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(ACC)
         if PROB:
-            p = tl.load(y_ptr + rows64[:, None] * stride_y + cols[None, :], mask=mask, other=0.0).to(ACC)
-            t = (1.0 - eps) * p + eps * inv_c if SMOOTH else p
-            if HAS_WEIGHT:
-                t = t * wc[None, :]
-            t_sum += tl.sum(tl.where(mask, t, 0.0), axis=1)
-        elif SMOOTH and HAS_WEIGHT:
-            w_sum += tl.sum(tl.where(mask, wc[None, :] + tl.zeros((ROWS, BLOCK), ACC), 0.0), axis=1)
-
-    log1p_sp = _log1p(sp)
-    lse = m + log1p_sp
-    m_safe = tl.where(m == ninf, 0.0, m)
-    lse_safe = tl.where(lse == ninf, 0.0, lse)
-    ce_scale = tl.load(scale_ptr)
-    zl_scale = tl.load(scale_ptr + 1)
-    tl.store(lse_ptr + rows, lse, mask=rmask)
-
-    if PROB:
-        total = t_sum
-        ce_on = rmask & (t_sum > 0)
-        ce_row = tl.zeros((ROWS,), ACC)  # from pass 2
-    else:
-        if HAS_WEIGHT:
-            w_y = tl.load(w_ptr + y_safe, mask=rmask, other=0.0).to(ACC)
+            kept = rmask
+            in_range = rmask
         else:
-            w_y = tl.full((ROWS,), 1.0, ACC)
-            w_sum = tl.full((ROWS,), 1.0, ACC) * n_classes
-        w_y = tl.where(kept, w_y, 0.0)
-        total = (1.0 - eps) * w_y + eps * inv_c * w_sum if SMOOTH else w_y
-        ce_on = kept & (total > 0)
-        z_y = tl.load(z_row + y_safe, mask=rmask, other=0.0).to(ACC)
-        if SOFTCAP:
-            z_y = _softcap(z_y, cap)
-        y_is_max = z_y == m
-        nll_y = (m - z_y) + log1p_sp                                 # lse - z_y, see the docstring
-        # a_y - 1 without cancellation (exp(z_y - lse) <= 1/2 when z_y < m).
-        am1_y = tl.where(y_is_max, -sp / (1.0 + sp), tl.exp(z_y - lse_safe) - 1.0)
-        ce_row = tl.where(w_y > 0, (1.0 - eps) * w_y * nll_y, 0.0)
-    live = (ce_on | kept) if ZLOSS else ce_on
+            y = tl.load(y_ptr + rows64 * stride_y, mask=rmask, other=ignore_index).to(tl.int64)
+            kept = rmask & (y != ignore_index)
+            in_range = (y >= 0) & (y < n_classes)
+            y_safe = tl.where(in_range, y, 0)
 
-    # ---- pass 2: terms that need lse, and the gradient
-    if NEED_GRAD or SMOOTH or PROB:
-        smooth = tl.zeros((ROWS,), ACC)
+        # ---- pass 1: online max / s' (float32), and the target sums
+        m = tl.full((ROWS,), ninf, ACC)
+        sp = tl.zeros((ROWS,), ACC)
+        amax = tl.zeros((ROWS,), tl.int64)
+        t_sum = tl.zeros((ROWS,), ACC)   # T (probability targets)
+        w_sum = tl.zeros((ROWS,), ACC)   # W (class weights with smoothing)
         for c0 in range(0, n_classes, BLOCK):
             cols = c0 + tl.arange(0, BLOCK)
             cmask = cols < n_classes
             mask = rmask[:, None] & cmask[None, :]
-            z_raw = tl.load(z_row[:, None] + cols[None, :], mask=mask, other=ninf).to(ACC)
+            z = tl.load(z_row[:, None] + cols[None, :], mask=mask, other=ninf).to(ACC)
             if SOFTCAP:
-                z = tl.where(mask, _softcap(z_raw, cap), ninf)
-            else:
-                z = z_raw
-            # lse - z_c >= 0 summed term by term (no cancellation of lse * T - sum t z).
-            d = lse[:, None] - z
+                z = tl.where(mask, _softcap(z, cap), ninf)
+            m, sp, amax = _online_update(z, cols, m, sp, amax, c0)
             if HAS_WEIGHT:
                 wc = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(ACC)
             if PROB:
@@ -244,53 +190,109 @@ def ce_kernel(
                 t = (1.0 - eps) * p + eps * inv_c if SMOOTH else p
                 if HAS_WEIGHT:
                     t = t * wc[None, :]
-                t = tl.where(mask, t, 0.0)
-                ce_row += tl.sum(tl.where(t > 0, t * d, 0.0), axis=1)  # 0 * inf = 0: no mass, no term
-            elif SMOOTH:
-                if HAS_WEIGHT:
-                    wsm = wc[None, :] + tl.zeros((ROWS, BLOCK), ACC)
-                else:
-                    wsm = tl.full((ROWS, BLOCK), 1.0, ACC)
-                wsm = tl.where(mask, wsm, 0.0)
-                smooth += tl.sum(tl.where(wsm > 0, wsm * d, 0.0), axis=1)
-            if NEED_GRAD:
-                a = tl.exp(z - lse_safe[:, None])
-                if PROB:
-                    # At the arg-max a = 1/(1+s') exactly: T a - t = T (a - 1) + (T - t).
-                    at_max = cols[None, :] == amax[:, None]
-                    g = tl.where(at_max, total[:, None] * (-sp / (1.0 + sp))[:, None] + (total[:, None] - t),
-                                 a * total[:, None] - t)
-                else:
-                    is_y = cols[None, :] == y_safe[:, None]
-                    if SMOOTH:
-                        if HAS_WEIGHT:
-                            wct = wc[None, :]
-                        else:
-                            wct = 1.0
-                        g = a * total[:, None] - eps * inv_c * wct
-                        g_y = (1.0 - eps) * w_y * am1_y + eps * inv_c * (tl.exp(z_y - lse_safe) * w_sum - w_y)
-                    else:
-                        g = a * total[:, None]
-                        g_y = w_y * am1_y
-                    g = tl.where(is_y, g_y[:, None], g)
-                g = tl.where(ce_on[:, None], g * ce_scale, 0.0)
-                if ZLOSS:
-                    zcoef = tl.where(kept, 2.0 * z_loss * zl_scale * lse_safe, 0.0)
-                    g += zcoef[:, None] * a
-                if SOFTCAP:
-                    g = g * _sech2(z_raw, cap)
-                g = tl.where(live[:, None], g, 0.0)  # exact zeros for rows that take no part
-                tl.store(g_ptr + rows64[:, None] * stride_g + cols[None, :], g.to(g_ptr.dtype.element_ty), mask=mask)
-        if SMOOTH and not PROB:
-            ce_row += tl.where(kept, eps * inv_c * smooth, 0.0)
+                t_sum += tl.sum(tl.where(mask, t, 0.0), axis=1)
+            elif SMOOTH and HAS_WEIGHT:
+                w_sum += tl.sum(tl.where(mask, wc[None, :] + tl.zeros((ROWS, BLOCK), ACC), 0.0), axis=1)
 
-    ce_row = tl.where(ce_on, ce_row, 0.0)
-    if not PROB:
-        ce_row = tl.where(kept & (y_safe != y), float("nan"), ce_row)  # bad class index: NaN, not a wrong number
-    loss = ce_row * ce_scale
-    if ZLOSS:
-        loss += tl.where(kept, z_loss * lse * lse, 0.0) * zl_scale
-    tl.store(loss_ptr + rows, loss, mask=rmask)
+        log1p_sp = _log1p(sp)
+        lse = m + log1p_sp
+        m_safe = tl.where(m == ninf, 0.0, m)
+        lse_safe = tl.where(lse == ninf, 0.0, lse)
+        ce_scale = tl.load(scale_ptr)
+        zl_scale = tl.load(scale_ptr + 1)
+        tl.store(lse_ptr + rows, lse, mask=rmask)
+
+        if PROB:
+            total = t_sum
+            ce_on = rmask & (t_sum > 0)
+            ce_row = tl.zeros((ROWS,), ACC)  # from pass 2
+        else:
+            if HAS_WEIGHT:
+                w_y = tl.load(w_ptr + y_safe, mask=rmask, other=0.0).to(ACC)
+            else:
+                w_y = tl.full((ROWS,), 1.0, ACC)
+                w_sum = tl.full((ROWS,), 1.0, ACC) * n_classes
+            w_y = tl.where(kept, w_y, 0.0)
+            total = (1.0 - eps) * w_y + eps * inv_c * w_sum if SMOOTH else w_y
+            ce_on = kept & (total > 0)
+            z_y = tl.load(z_row + y_safe, mask=rmask, other=0.0).to(ACC)
+            if SOFTCAP:
+                z_y = _softcap(z_y, cap)
+            y_is_max = z_y == m
+            nll_y = (m - z_y) + log1p_sp                                 # lse - z_y, see the docstring
+            # a_y - 1 without cancellation (exp(z_y - lse) <= 1/2 when z_y < m).
+            am1_y = tl.where(y_is_max, -sp / (1.0 + sp), tl.exp(z_y - lse_safe) - 1.0)
+            ce_row = tl.where(w_y > 0, (1.0 - eps) * w_y * nll_y, 0.0)
+        live = (ce_on | kept) if ZLOSS else ce_on
+
+        # ---- pass 2: terms that need lse, and the gradient
+        if NEED_GRAD or SMOOTH or PROB:
+            smooth = tl.zeros((ROWS,), ACC)
+            for c0 in range(0, n_classes, BLOCK):
+                cols = c0 + tl.arange(0, BLOCK)
+                cmask = cols < n_classes
+                mask = rmask[:, None] & cmask[None, :]
+                z_raw = tl.load(z_row[:, None] + cols[None, :], mask=mask, other=ninf).to(ACC)
+                if SOFTCAP:
+                    z = tl.where(mask, _softcap(z_raw, cap), ninf)
+                else:
+                    z = z_raw
+                # lse - z_c >= 0 summed term by term (no cancellation of lse * T - sum t z).
+                d = lse[:, None] - z
+                if HAS_WEIGHT:
+                    wc = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(ACC)
+                if PROB:
+                    p = tl.load(y_ptr + rows64[:, None] * stride_y + cols[None, :], mask=mask, other=0.0).to(ACC)
+                    t = (1.0 - eps) * p + eps * inv_c if SMOOTH else p
+                    if HAS_WEIGHT:
+                        t = t * wc[None, :]
+                    t = tl.where(mask, t, 0.0)
+                    ce_row += tl.sum(tl.where(t > 0, t * d, 0.0), axis=1)  # 0 * inf = 0: no mass, no term
+                elif SMOOTH:
+                    if HAS_WEIGHT:
+                        wsm = wc[None, :] + tl.zeros((ROWS, BLOCK), ACC)
+                    else:
+                        wsm = tl.full((ROWS, BLOCK), 1.0, ACC)
+                    wsm = tl.where(mask, wsm, 0.0)
+                    smooth += tl.sum(tl.where(wsm > 0, wsm * d, 0.0), axis=1)
+                if NEED_GRAD:
+                    a = tl.exp(z - lse_safe[:, None])
+                    if PROB:
+                        # At the arg-max a = 1/(1+s') exactly: T a - t = T (a - 1) + (T - t).
+                        at_max = cols[None, :] == amax[:, None]
+                        g = tl.where(at_max, total[:, None] * (-sp / (1.0 + sp))[:, None] + (total[:, None] - t),
+                                     a * total[:, None] - t)
+                    else:
+                        is_y = cols[None, :] == y_safe[:, None]
+                        if SMOOTH:
+                            if HAS_WEIGHT:
+                                wct = wc[None, :]
+                            else:
+                                wct = 1.0
+                            g = a * total[:, None] - eps * inv_c * wct
+                            g_y = (1.0 - eps) * w_y * am1_y + eps * inv_c * (tl.exp(z_y - lse_safe) * w_sum - w_y)
+                        else:
+                            g = a * total[:, None]
+                            g_y = w_y * am1_y
+                        g = tl.where(is_y, g_y[:, None], g)
+                    g = tl.where(ce_on[:, None], g * ce_scale, 0.0)
+                    if ZLOSS:
+                        zcoef = tl.where(kept, 2.0 * z_loss * zl_scale * lse_safe, 0.0)
+                        g += zcoef[:, None] * a
+                    if SOFTCAP:
+                        g = g * _sech2(z_raw, cap)
+                    g = tl.where(live[:, None], g, 0.0)  # exact zeros for rows that take no part
+                    tl.store(g_ptr + rows64[:, None] * stride_g + cols[None, :], g.to(g_ptr.dtype.element_ty), mask=mask)
+            if SMOOTH and not PROB:
+                ce_row += tl.where(kept, eps * inv_c * smooth, 0.0)
+
+        ce_row = tl.where(ce_on, ce_row, 0.0)
+        if not PROB:
+            ce_row = tl.where(kept & (y_safe != y), float("nan"), ce_row)  # bad class index: NaN, not a wrong number
+        loss = ce_row * ce_scale
+        if ZLOSS:
+            loss += tl.where(kept, z_loss * lse * lse, 0.0) * zl_scale
+        tl.store(loss_ptr + rows, loss, mask=rmask)
 
 
 # --------------------------------------------------------------------------- linear cross-entropy
