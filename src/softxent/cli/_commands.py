@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import sys
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import pandas as pd
 from ._data import read_table
 from ._errors import CLIError
 from ._pipeline import TablePipeline, TrainResult, train
-from ._report import format_metrics, metrics_table, write_report
+from ._report import format_metrics, jsonable, metrics_table, write_report
 
 __all__ = ["run_evaluate", "run_fit", "run_predict"]
 
@@ -57,7 +56,7 @@ class Output:
                 self.line("  " + text)
 
     def json(self, document: dict[str, Any]) -> None:
-        print(json.dumps(_jsonable(document), indent=2), file=self.stream)
+        print(json.dumps(jsonable(document), indent=2), file=self.stream)
 
     @contextlib.contextmanager
     def progress(self, total: int, description: str) -> Iterator[Any]:
@@ -81,24 +80,6 @@ class Output:
 
         with bar:
             yield callback
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values: numpy scalars unwrapped, NaN/inf as null, paths as strings."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        items = sorted(value, key=str) if isinstance(value, set) else value
-        return [_jsonable(v) for v in items]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def _report_notes(pipeline: TablePipeline, extra: list[str]) -> list[str]:

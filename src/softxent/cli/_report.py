@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # rich is imported when a table is asked for
 
 __all__ = [
     "format_metrics",
+    "jsonable",
     "metrics_table",
     "reliability_bins",
     "sigmoid_metrics",
@@ -512,9 +513,9 @@ def write_report(
 
     document = {"title": str(title), "notes": [str(note) for note in notes], **metrics, "reliability": reliability}
     written["metrics"] = out / "metrics.json"
-    # allow_nan=False: after _jsonable nothing non-finite is left; if something
+    # allow_nan=False: after jsonable nothing non-finite is left; if something
     # were, failing beats writing a NaN token that strict JSON parsers reject.
-    written["metrics"].write_text(json.dumps(_jsonable(document), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    written["metrics"].write_text(json.dumps(jsonable(document), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     written["report"] = out / "report.html"
     written["report"].write_text(_html(title, notes, metrics, reliability, figures), encoding="utf-8")
     return written
@@ -829,14 +830,16 @@ def _binary_log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean(losses))
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values: numpy scalars and arrays unwrapped, NaN/inf as null, paths as text."""
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy scalars and arrays unwrapped, sets sorted into
+    lists, NaN/inf as null, anything else (paths) as text."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return [jsonable(v) for v in items]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
