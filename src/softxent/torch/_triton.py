@@ -285,6 +285,7 @@ def cross_entropy_rows(
                 PROB=prob, HAS_WEIGHT=weight is not None, SMOOTH=bool(label_smoothing),
                 ZLOSS=bool(z_loss), SOFTCAP=softcap is not None, NEED_GRAD=need_grad,
                 ROWS=rows_per, BLOCK=block, ACC=tl_acc,
+                DOWNCAST=interp and need_grad and grad.dtype == torch.bfloat16,
                 **({} if interp else dict(num_warps=warps)),
             )  # fmt: skip
     else:

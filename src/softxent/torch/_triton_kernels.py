@@ -87,6 +87,16 @@ def _sech2(z, cap):
 
 
 @triton.jit
+def _round_bf16(x):
+    # float32 -> bfloat16 rounded to nearest even, by hand: add 0x7FFF plus the lowest kept
+    # bit, drop 16 bits (NaN stays NaN: quiet NaNs have high mantissa bits). The GPU's own
+    # cast does this; only the interpreter (which truncates) needs it (DOWNCAST).
+    bits = x.to(tl.uint32, bitcast=True)
+    bits = bits + 0x7FFF + ((bits >> 16) & 1)
+    return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
 def _online_update(z, cols, m, sp, amax, c0):
     """One block of the online (max, s') recurrence: z (R, B) fp32, -inf where masked.
 
@@ -125,7 +135,7 @@ def ce_kernel(
     eps, z_loss, cap,
     PROB: tl.constexpr, HAS_WEIGHT: tl.constexpr, SMOOTH: tl.constexpr, ZLOSS: tl.constexpr,
     SOFTCAP: tl.constexpr, NEED_GRAD: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
-    ACC: tl.constexpr,
+    ACC: tl.constexpr, DOWNCAST: tl.constexpr,  # DOWNCAST: bf16 gradient in the interpreter
 ):
     r"""Loss, log-sum-exp and gradient of ROWS rows per program (ROWS = 1 for wide rows).
 
@@ -282,7 +292,10 @@ def ce_kernel(
                     if SOFTCAP:
                         g = g * _sech2(z_raw, cap)
                     g = tl.where(live[:, None], g, 0.0)  # exact zeros for rows that take no part
-                    tl.store(g_ptr + rows64[:, None] * stride_g + cols[None, :], g.to(g_ptr.dtype.element_ty), mask=mask)
+                    if DOWNCAST:  # the interpreter truncates float32 -> bf16; the GPU rounds to nearest even
+                        g = _round_bf16(g)
+                    tl.store(g_ptr + rows64[:, None] * stride_g + cols[None, :], g.to(g_ptr.dtype.element_ty),
+                             mask=mask)
             if SMOOTH and not PROB:
                 ce_row += tl.where(kept, eps * inv_c * smooth, 0.0)
 
