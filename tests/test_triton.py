@@ -430,6 +430,32 @@ def test_linear_errors_name_the_argument():
 # --------------------------------------------------------------------------- wiring
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_custom_op_kernels_match_the_cpu_ops(dtype):
+    """The "cuda" kernels registered for the custom ops, run here on CPU tensors, against the CPU ops."""
+    from softxent.torch import _functional, _linear
+
+    z, y = make_ce(6, 77, dtype, seed=21)
+    w = torch.rand(77, generator=gen(22))
+    args = (z, y, w, -100, 0.1, 1e-3, 5.0, "mean", True, False)
+    for got, ref in zip(T._ce_op_cuda(*args), _functional._cross_entropy_op(*args)):
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        close(got, ref, dtype, scale=float(ref.abs().max()) if ref.numel() else 1.0)
+
+    x, wt, b, yl = make_lin(13, 24, 90, dtype, seed=23)
+    for reduction in ("mean", "sum", "none"):
+        args = (x, wt, yl, b, -100, 0.1, 1e-3, 6.0, reduction, 8, 90, True, True, True)
+        for got, ref in zip(T._linear_op_cuda(*args), _linear._linear_op(*args)):
+            assert got.dtype == ref.dtype and got.shape == ref.shape
+            close(got, ref, dtype, scale=10 * float(ref.abs().max()) if ref.numel() else 1.0)
+    lse = _linear._linear_op(*args)[1]
+    up = torch.rand(13, generator=gen(24)).to(dtype)
+    bargs = (up, x, wt, yl, b, lse, -100, 0.1, 1e-3, 6.0, 8, 90, True, True, True)
+    for got, ref in zip(T._linear_backward_op_cuda(*bargs), _linear._linear_backward_op(*bargs)):
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        close(got, ref, dtype, scale=10 * float(ref.abs().max()))
+
+
 def test_front_end_imports_and_registers_without_a_gpu():
     """In a fresh process: softxent.torch imports with triton hidden, and register() plugs in "cuda"."""
     code = textwrap.dedent(
@@ -577,23 +603,61 @@ def test_cuda_front_end_cross_entropy(dtype, options):
     close(z.grad, zz.grad, dtype, scale=float(zz.grad.abs().max()))
 
 
+def _rel(got, ref):
+    return float((got.double() - ref).norm() / ref.norm())
+
+
 @needs_cuda
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_cuda_front_end_linear_cross_entropy(reduction):
+    """Real size, bf16: within bf16's own error, and no worse than torch's bf16 autograd of the naive head."""
     import softxent.torch as sxt
 
     n, d, v = 2048, 1024, 32768
     x, w, b, y = make_lin(n, d, v, torch.bfloat16, ignore=range(0, n, 9))
-    leaves = [t.cuda().requires_grad_(True) for t in (x, w, b)]
-    loss = sxt.linear_cross_entropy(leaves[0], leaves[1], y.cuda(), leaves[2], reduction=reduction)
-    up = torch.rand(loss.shape, device="cuda") + 0.5 if reduction == "none" else None
-    (loss * (1 if up is None else up)).sum().backward()
-    xs, ws, bs = (t.cuda().double().requires_grad_(True) for t in (x, w, b))
-    ref = F.cross_entropy(F.linear(xs, ws, bs), y.cuda(), reduction=reduction)
-    (ref * (1 if up is None else up.double())).sum().backward()
-    close(loss, ref, torch.bfloat16)
-    for got, exp in ((leaves[0].grad, xs.grad), (leaves[1].grad, ws.grad), (leaves[2].grad, bs.grad)):
-        close(got, exp, torch.bfloat16, scale=float(exp.abs().max()) * 10)
+    up = torch.rand(n, device="cuda") + 0.5 if reduction == "none" else None
+
+    def run(fn, dtype):
+        leaves = [t.cuda().to(dtype).requires_grad_(True) for t in (x, w, b)]
+        loss = fn(*leaves)
+        (loss * (1 if up is None else up.to(loss.dtype))).sum().backward()
+        return loss.detach(), [t.grad for t in leaves]
+
+    yc = y.cuda()
+    loss, grads = run(lambda x, w, b: sxt.linear_cross_entropy(x, w, yc, b, reduction=reduction), torch.bfloat16)
+    naive = lambda x, w, b: F.cross_entropy(F.linear(x, w, b), yc, reduction=reduction)  # noqa: E731
+    ref_loss, refs = run(naive, torch.float64)
+    _, torch_bf16 = run(naive, torch.bfloat16)
+    close(loss, ref_loss, torch.bfloat16)
+    for name, got, ref, peer in zip(("dx", "dW", "db"), grads, refs, torch_bf16):
+        assert _rel(got, ref) <= max(4e-3, 1.5 * _rel(peer, ref)), name
+
+
+@needs_cuda
+def test_cuda_no_host_sync_and_opcheck():
+    from softxent.torch import _functional, _linear
+
+    z = torch.randn(64, 1000, device="cuda", dtype=torch.bfloat16)
+    y = torch.randint(0, 1000, (64,), device="cuda")
+    x = torch.randn(64, 128, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(1000, 128, device="cuda", dtype=torch.bfloat16) / 12
+    calls = [
+        lambda: T.cross_entropy_rows(z, y, label_smoothing=0.1, z_loss=1e-3),
+        lambda: T.cross_entropy_rows(z, y, torch.rand(1000, device="cuda"), reduction="mean"),
+        lambda: T.linear_cross_entropy_triton(x, w, y, z_loss=1e-3, label_smoothing=0.1),
+    ]
+    for call in calls:
+        call()  # compile first
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for call in calls:
+            call()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.library.opcheck(_functional._cross_entropy_op, (z, y, None, -100, 0.1, 1e-3, 0.0, "mean", True, False))
+    torch.library.opcheck(_linear._linear_op, (x, w, y, None, -100, 0.0, 0.0, 0.0, "mean", 64, 1000, True, True,
+                                               False))  # fmt: skip
 
 
 @needs_cuda

@@ -141,14 +141,20 @@ def _check_rows(z: torch.Tensor, name: str) -> None:
 
 
 def _ce_scales(target, weight, n_rows, n_classes, ignore_index, reduction, scale, device, prob):
-    """(ce_scale, zl_scale) as a float32 device tensor: computed by torch on the device, never read back."""
+    """(ce_scale, zl_scale) as a float32 device tensor: computed by torch on the device, never read back.
+
+    Constants are written by fill kernels, not copied from the host (``torch.tensor(...,
+    device="cuda")`` would wait for the copy: a host synchronisation).
+    """
     if scale is not None:
-        return torch.tensor([float(scale[0]), float(scale[1])], dtype=torch.float32, device=device)
+        out = torch.empty(2, dtype=torch.float32, device=device)
+        out[0].fill_(float(scale[0]))
+        out[1].fill_(float(scale[1]))
+        return out
     if reduction != "mean":
         return torch.ones(2, dtype=torch.float32, device=device)
     if prob:
-        s = 1.0 / n_rows if n_rows else 1.0
-        return torch.tensor([s, s], dtype=torch.float32, device=device)
+        return torch.full((2,), 1.0 / n_rows if n_rows else 1.0, dtype=torch.float32, device=device)
     kept = target != ignore_index
     if weight is None:
         denom = kept.sum().to(torch.float64)
@@ -680,6 +686,7 @@ def _linear_op_cuda(x, weight, target, bias, ignore_index, label_smoothing, z_lo
             x, weight, target, bias, lse, ce, zl, nll=nll, label_smoothing=label_smoothing,
             softcap=softcap or None, need_dx=need_dx, need_dw=need_dw, need_db=need_db,
         )  # fmt: skip
+    lse = torch.where(kept, lse, 0.0)  # as the CPU op: ignored rows are never computed there
     return (loss.to(x.dtype), lse.to(work_dtype(x.dtype)), e if dx is None else dx, e if dw is None else dw,
             weight.new_empty((0,)) if db is None else db)  # fmt: skip
 
