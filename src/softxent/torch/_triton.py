@@ -36,12 +36,14 @@ Design
    accumulators) and keeps only per-row statistics of each vocabulary split
    (max, :math:`s'`, the smoothing sum), combined on the host side in float64
    into the log-sum-exp and the loss: memory O(N) beyond the inputs. The
-   backward recomputes each tile, forms :math:`G = \partial L/\partial z` and
-   adds :math:`G W` into ``dx`` and :math:`G^\top x` into ``dW`` (atomic adds
-   into float32 accumulators). The float32 ``dW`` accumulator covers a chunk
-   of the vocabulary at a time (:data:`DW_CHUNK_BYTES`) and is rounded into
-   ``weight.dtype`` once per chunk, so bf16 weights get a float32-accumulated
-   gradient at a memory cost of one chunk, not a float32 (V, d) copy.
+   backward goes over the vocabulary in chunks: a Triton kernel recomputes a
+   chunk's logit tiles and writes its block of :math:`G = \partial L/\partial z`
+   (N x chunk, :data:`G_CHUNK_BYTES`), then cuBLAS adds :math:`G W_c` into a
+   float32 ``dx`` and forms :math:`dW_c = G^\top x` in one GEMM over all rows
+   (float32 accumulation, one rounding to ``weight.dtype``): deterministic,
+   and no float32 (V, d) copy of the weight gradient. With gradient filtering
+   (off by default) a fused kernel instead skips the matmuls of negligible
+   tiles and adds the rest with float32 atomics (Cut Cross-Entropy's scheme).
 
 Data errors (a class index out of range, a fully masked row that is not
 ignored) are not raised on the GPU path, since finding them needs a host
@@ -64,6 +66,7 @@ except ImportError:  # pragma: no cover - the module is only imported when trito
 
 __all__ = [
     "DW_CHUNK_BYTES",
+    "G_CHUNK_BYTES",
     "HAS_TRITON",
     "cross_entropy_rows",
     "cuda_rows",
@@ -77,8 +80,10 @@ __all__ = [
 
 HAS_TRITON = triton is not None
 
-#: Bytes of the float32 weight-gradient accumulator (a chunk of the vocabulary at a time).
+#: Bytes of the float32 weight-gradient accumulator of the filtered (fused) backward.
 DW_CHUNK_BYTES = 256 * 2**20
+#: Bytes of the (N, chunk) block of G that the default backward hands to cuBLAS.
+G_CHUNK_BYTES = 64 * 2**20
 
 def _need_triton() -> None:
     if triton is None:
@@ -464,6 +469,21 @@ def linear_forward(
     return ce, lse.float(), nll.float()
 
 
+def _addmm_f32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """acc += a @ b with a float32 accumulator and result (cuBLAS' bf16 -> fp32 GEMM on CUDA)."""
+    if acc.device.type == "cuda" and a.dtype in (torch.bfloat16, torch.float16) and a.dtype == b.dtype:
+        torch.addmm(acc, a, b, torch.float32, out=acc)
+    else:
+        acc.addmm_(a.float(), b.float())
+
+
+def _mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b accumulated and returned in float32 (no reduced-precision split-K for bf16)."""
+    if a.device.type == "cuda" and a.dtype in (torch.bfloat16, torch.float16) and a.dtype == b.dtype:
+        return torch.mm(a, b, torch.float32)
+    return a.float() @ b.float()
+
+
 def linear_backward(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -482,18 +502,30 @@ def linear_backward(
     grad_filter: float | None = None,
     dw_chunk: int | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
-    r"""Gradients of :math:`\sum_i c_i\,\mathrm{CE}_i + \zeta_i\,\operatorname{lse}_i^2/2 \cdot`, recomputing the logits.
+    r"""Gradients of the head from the forward's per-row statistics, recomputing the logits.
 
-    Precisely: with per-row coefficients ``ce_coef`` :math:`c_i` (the
-    reduction's scale times the upstream gradient, 0 for ignored rows) and
-    ``zl_coef`` :math:`\zeta_i = 2\lambda_z \operatorname{lse}_i \times` the
-    z-loss scale and upstream gradient, :math:`G_i = c_i (a_i - t_i) + \zeta_i a_i`
+    With per-row coefficients ``ce_coef`` :math:`c_i` (the reduction's scale
+    times the upstream gradient, 0 for ignored rows) and ``zl_coef``
+    :math:`\zeta_i` (:math:`2\lambda_z \operatorname{lse}_i` times the z-loss
+    scale and the upstream gradient), :math:`G_i = c_i (a_i - t_i) + \zeta_i a_i`
     (times the soft-cap's chain rule), and the results are :math:`G W`,
-    :math:`G^\top x`, :math:`\sum_i G_i` in ``x``'s / ``weight``'s / ``bias``'s
-    dtype, accumulated in float32. Returns ``(dx, dw, db, skipped)``:
-    ``skipped`` is a 1-element int32 tensor, the number of (BM, BN) tiles the
-    gradient filter dropped (0 without ``grad_filter``). ``dw_chunk``: classes
-    per float32 ``dW`` accumulator (default from :data:`DW_CHUNK_BYTES`).
+    :math:`G^	op x`, :math:`\sum_i G_i` in ``x``'s / ``weight``'s /
+    ``bias``'s dtype, accumulated in float32. Returns ``(dx, dw, db, skipped)``.
+
+    Two schedules, over chunks of ``dw_chunk`` classes (default: the chunk of
+    G fits :data:`G_CHUNK_BYTES`):
+
+    * default (deterministic): a Triton kernel recomputes the chunk's logit
+      tiles and writes its (N, chunk) block of G (bf16 for bf16 inputs, else
+      float32); cuBLAS then adds :math:`G W_{	ext{chunk}}` into a float32
+      ``dx`` and forms :math:`dW_{	ext{chunk}} = G^	op x` in one GEMM over
+      all N rows (float32 accumulation, rounded to ``weight.dtype`` once):
+      no atomics, and no float32 (V, d) buffer;
+    * ``grad_filter`` set: one fused kernel per chunk that skips the tiles the
+      filter drops and adds the others' products into float32 accumulators
+      with atomic adds (the dW accumulator covers one chunk,
+      :data:`DW_CHUNK_BYTES`); ``skipped`` (a 1-element int32 tensor) counts
+      the dropped (BM, BN) tiles (0 in the default schedule).
     """
     interp = _interpret(x)
     k = kernels()
@@ -505,48 +537,71 @@ def linear_backward(
     bm, bn, bk, warps, stages = _lce_blocks(interp, x.dtype)
     need_db = need_db and bias is not None
     f32 = torch.float32
+    fused = grad_filter is not None
+    g_dtype = torch.bfloat16 if x.dtype == torch.bfloat16 else f32  # fp16 would underflow G / N
     dx_acc = torch.zeros((n_rows, n_dim), dtype=f32, device=dev) if need_dx else None
     dw = torch.empty_like(weight) if need_dw else None
     db = torch.empty_like(bias) if need_db else None
     skipped = torch.zeros(1, dtype=torch.int32, device=dev)
     if dw_chunk is None:
-        dw_chunk = n_classes if weight.dtype == f32 else max(bn, DW_CHUNK_BYTES // (4 * max(n_dim, 1)) // bn * bn)
-    dw_chunk = max(bn, triton.cdiv(int(dw_chunk), bn) * bn)
-    direct = weight.dtype == f32  # dW accumulates straight into the result
-    dw_acc = db_acc = None
-    if need_dw:
+        if fused:
+            dw_chunk = n_classes if weight.dtype == f32 else DW_CHUNK_BYTES // (4 * max(n_dim, 1))
+        else:
+            dw_chunk = G_CHUNK_BYTES // (max(n_rows, 1) * torch.empty((), dtype=g_dtype).element_size())
+    dw_chunk = min(max(bn, triton.cdiv(int(dw_chunk), bn) * bn), triton.cdiv(n_classes, bn) * bn)
+    direct = fused and weight.dtype == f32  # dW accumulates straight into the result
+    dw_acc = db_acc = g_buf = None
+    if fused and need_dw:
         dw_acc = dw.zero_() if direct else torch.empty((min(dw_chunk, n_classes), n_dim), dtype=f32, device=dev)
-    if need_db:
+    if fused and need_db:
         db_acc = torch.zeros(n_classes, dtype=f32, device=dev)
+    if not fused and n_rows and (need_dx or need_dw or need_db):
+        g_buf = torch.empty((n_rows, min(dw_chunk, n_classes)), dtype=g_dtype, device=dev)
     lse = lse.to(f32).contiguous()
     ce_coef = ce_coef.to(f32).contiguous()
     zl_coef = zl_coef.to(f32).contiguous()
     dummy = lse
     for v0 in range(0, n_classes, dw_chunk) if n_rows else ():
         v1 = min(n_classes, v0 + dw_chunk)
-        if need_dw and not direct:
+        if fused and need_dw and not direct:
             dw_acc.zero_()
         dw_ptr = dw_acc[v0:v1] if (need_dw and direct) else dw_acc
-        db_ptr = db_acc[v0:v1] if need_db else dummy
+        db_ptr = db_acc[v0:v1] if (fused and need_db) else dummy
+        g_chunk = None if g_buf is None else g_buf[:, : v1 - v0]
         grid = (triton.cdiv(n_rows, bm), triton.cdiv(v1 - v0, bn))
         with _launching(interp):
             k.lce_backward_kernel[grid](
                 x, x.stride(0), weight, weight.stride(0), bias if bias is not None else x, target,
                 lse, nll.to(f32).contiguous() if nll is not None else dummy, ce_coef, zl_coef,
-                dx_acc if need_dx else dummy, dw_ptr if need_dw else dummy, db_ptr, skipped,
+                dx_acc if (fused and need_dx) else dummy, dw_ptr if (fused and need_dw) else dummy, db_ptr,
+                skipped, g_chunk if g_chunk is not None else dummy, g_buf.stride(0) if g_buf is not None else 0,
                 n_rows, n_classes, n_dim, v0, v1, float(label_smoothing), float(softcap or 1.0),
                 float(grad_filter or 0.0),
                 HAS_BIAS=bias is not None, SMOOTH=bool(label_smoothing), SOFTCAP=softcap is not None,
                 HAS_NLL=nll is not None, NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db,
-                FILTER=grad_filter is not None, BM=bm, BN=bn, BK=bk,
-                UPCAST=interp and x.dtype != f32, IEEE=x.dtype == f32,
+                FILTER=fused, STORE_G=g_chunk is not None,
+                DOWNCAST=interp and g_chunk is not None and g_dtype == torch.bfloat16,
+                BM=bm, BN=bn, BK=bk, UPCAST=interp and x.dtype != f32, IEEE=x.dtype == f32,
                 **({} if interp else dict(num_warps=warps, num_stages=stages)),
             )  # fmt: skip
-        if need_dw and not direct:
-            dw[v0:v1].copy_(dw_acc[: v1 - v0])  # rounded to weight.dtype once per chunk
+        if fused:
+            if need_dw and not direct:
+                dw[v0:v1].copy_(dw_acc[: v1 - v0])  # rounded to weight.dtype once per chunk
+            continue
+        if g_chunk is None:
+            continue
+        w_chunk = weight[v0:v1]
+        if need_dx:
+            _addmm_f32(dx_acc, g_chunk, w_chunk if w_chunk.dtype == g_dtype else w_chunk.to(g_dtype))
+        if need_dw:
+            dw[v0:v1].copy_(_mm_f32(g_chunk.t(), x if x.dtype == g_dtype else x.to(g_dtype)))
+        if need_db:
+            db[v0:v1].copy_(g_chunk.sum(dim=0, dtype=f32))
     if need_dw and not n_rows:
         dw.zero_()
-    if need_db:
+    if need_db and not n_rows:
+        db.zero_()
+    if fused and need_db:
         db.copy_(db_acc)
     dx = None if dx_acc is None else dx_acc.to(x.dtype)
     return dx, dw, db, skipped

@@ -399,12 +399,20 @@ def lce_backward_kernel(
     ce_ptr, zc_ptr,             # (N,) fp32 per-row coefficients: of (a - t), and of a (z-loss)
     dx_ptr, dw_ptr, db_ptr,     # fp32 accumulators: (N, D), (V_chunk, D), (V_chunk,)
     flag_ptr,                   # (1,) int32: tiles skipped by the filter (FILTER)
+    g_ptr, stride_g,            # (N, v1 - v0) gradient block out (STORE_G)
     n_rows, n_classes, n_dim, v0, v1, eps, cap, filter_eps,
     HAS_BIAS: tl.constexpr, SMOOTH: tl.constexpr, SOFTCAP: tl.constexpr, HAS_NLL: tl.constexpr,
     NEED_DX: tl.constexpr, NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, FILTER: tl.constexpr,
+    STORE_G: tl.constexpr, DOWNCAST: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
 ):
     r"""Per (row block, vocabulary block of the chunk [v0, v1)): recompute z, form G, accumulate dx, dW, db.
+
+    Two uses. ``STORE_G``: write the chunk's G (in x's dtype for bf16, else
+    float32) and stop; the host then forms dx += G W_chunk and dW_chunk = G^T x
+    with cuBLAS (float32 accumulation, deterministic, each dW entry rounded
+    once). Otherwise (the gradient filter): the fused form below, which skips
+    the matmuls of the tiles the filter drops.
 
     With t = (1 - eps) e_y + eps / V and a = exp(z' - lse):
 
@@ -416,9 +424,9 @@ def lce_backward_kernel(
     ignored rows, zc_i = 2 z_loss lse_i (its scale) likewise. Then
     dx[rows] += G W[cols], dW[cols] += G^T x[rows], db[cols] += sum_i G.
     The tile's G is rounded to the input dtype for the tensor-core matmuls (as
-    torch's bf16 autograd rounds its logits gradient) and the products are
-    accumulated in float32 with atomic adds (so the last bits depend on the
-    order the tiles finish in).
+    torch's bf16 autograd rounds its logits gradient); in the fused form the
+    products are accumulated in float32 with atomic adds (so the last bits
+    depend on the order the tiles finish in).
 
     Gradient filtering (FILTER): a tile whose unscaled |a - t| (and z-loss
     term |a|) are all below filter_eps adds nothing to dx and dW; see
@@ -462,41 +470,47 @@ def lce_backward_kernel(
     valid = rmask[:, None] & cmask[None, :]
     g = tl.where(valid & ((ce != 0.0) | (zc != 0.0))[:, None], g, 0.0)
 
-    use_tile = True
-    if FILTER:
-        big = tl.where(valid & ((ce != 0.0) | (zc != 0.0))[:, None], tl.maximum(tl.abs(u), a), 0.0)
-        use_tile = tl.max(tl.max(big, axis=1), axis=0) >= filter_eps
-        if not use_tile:
-            tl.atomic_add(flag_ptr, 1)
-    if use_tile:
-        if UPCAST:
-            gd = g
-        else:
-            gd = g.to(x_ptr.dtype.element_ty)
-        if NEED_DB:
-            tl.atomic_add(db_ptr + (cols - v0), tl.sum(g, axis=0), mask=cmask)
-        for k0 in range(0, n_dim, BK):
-            ks = k0 + tl.arange(0, BK)
-            kmask = ks < n_dim
-            if NEED_DX:
-                wt = tl.load(w_ptr + cols.to(tl.int64)[:, None] * stride_w + ks[None, :],
-                             mask=cmask[:, None] & kmask[None, :], other=0.0)
-                if UPCAST:
-                    wt = wt.to(tl.float32)
-                if IEEE:
-                    dxk = tl.dot(gd, wt, input_precision="ieee")
-                else:
-                    dxk = tl.dot(gd, wt)
-                tl.atomic_add(dx_ptr + rows64[:, None] * n_dim + ks[None, :], dxk,
-                              mask=rmask[:, None] & kmask[None, :])
-            if NEED_DW:
-                xt = tl.load(x_ptr + rows64[:, None] * stride_x + ks[None, :],
-                             mask=rmask[:, None] & kmask[None, :], other=0.0)
-                if UPCAST:
-                    xt = xt.to(tl.float32)
-                if IEEE:
-                    dwk = tl.dot(tl.trans(gd), xt, input_precision="ieee")
-                else:
-                    dwk = tl.dot(tl.trans(gd), xt)
-                tl.atomic_add(dw_ptr + (cols - v0).to(tl.int64)[:, None] * n_dim + ks[None, :], dwk,
-                              mask=cmask[:, None] & kmask[None, :])
+    if STORE_G:
+        if DOWNCAST:  # the interpreter truncates float32 -> bf16; the GPU rounds to nearest even
+            g = _round_bf16(g)
+        tl.store(g_ptr + rows64[:, None] * stride_g + (cols - v0)[None, :], g.to(g_ptr.dtype.element_ty),
+                 mask=valid)
+    else:
+        use_tile = True
+        if FILTER:
+            big = tl.where(valid & ((ce != 0.0) | (zc != 0.0))[:, None], tl.maximum(tl.abs(u), a), 0.0)
+            use_tile = tl.max(tl.max(big, axis=1), axis=0) >= filter_eps
+            if not use_tile:
+                tl.atomic_add(flag_ptr, 1)
+        if use_tile:
+            if UPCAST:
+                gd = g
+            else:
+                gd = g.to(x_ptr.dtype.element_ty)
+            if NEED_DB:
+                tl.atomic_add(db_ptr + (cols - v0), tl.sum(g, axis=0), mask=cmask)
+            for k0 in range(0, n_dim, BK):
+                ks = k0 + tl.arange(0, BK)
+                kmask = ks < n_dim
+                if NEED_DX:
+                    wt = tl.load(w_ptr + cols.to(tl.int64)[:, None] * stride_w + ks[None, :],
+                                 mask=cmask[:, None] & kmask[None, :], other=0.0)
+                    if UPCAST:
+                        wt = wt.to(tl.float32)
+                    if IEEE:
+                        dxk = tl.dot(gd, wt, input_precision="ieee")
+                    else:
+                        dxk = tl.dot(gd, wt)
+                    tl.atomic_add(dx_ptr + rows64[:, None] * n_dim + ks[None, :], dxk,
+                                  mask=rmask[:, None] & kmask[None, :])
+                if NEED_DW:
+                    xt = tl.load(x_ptr + rows64[:, None] * stride_x + ks[None, :],
+                                 mask=rmask[:, None] & kmask[None, :], other=0.0)
+                    if UPCAST:
+                        xt = xt.to(tl.float32)
+                    if IEEE:
+                        dwk = tl.dot(tl.trans(gd), xt, input_precision="ieee")
+                    else:
+                        dwk = tl.dot(tl.trans(gd), xt)
+                    tl.atomic_add(dw_ptr + (cols - v0).to(tl.int64)[:, None] * n_dim + ks[None, :], dwk,
+                                  mask=cmask[:, None] & kmask[None, :])
