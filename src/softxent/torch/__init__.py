@@ -66,9 +66,17 @@ def _register_gpu_kernels() -> None:
         return
     try:
         from . import _triton
-    except ImportError:  # pragma: no cover - a broken triton install: stay on the plain-torch path
-        return
-    _triton.register()
+
+        _triton.register()
+    except Exception as exc:  # pragma: no cover - a broken triton install: stay on the plain-torch path
+        import warnings
+
+        warnings.warn(
+            f"softxent.torch: Triton is installed but could not be loaded ({type(exc).__name__}: {exc}); "
+            "CUDA tensors use the plain-torch path (set SOFTXENT_DISABLE_TRITON=1 to silence this)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 _register_gpu_kernels()

@@ -36,6 +36,12 @@ final log-sum-exp, the label's entry as :math:`\operatorname{expm1}(z_y -
 path is plain torch operations and also serves devices without a fused
 kernel (there with a single chunk when V fits, so without recomputation).
 
+On CUDA tensors with Triton installed the custom ops below run
+:mod:`softxent.torch._triton` instead (registered as their ``"cuda"``
+kernels): logit tiles computed on chip and never stored, per-row statistics
+in the forward, the tiles recomputed vocabulary chunk by vocabulary chunk in
+the backward.
+
 Rows labelled ``ignore_index`` (padding, and the last position of each
 sequence with ``shift=True``) are skipped before the matmul: they cost
 nothing and get zero gradient.
