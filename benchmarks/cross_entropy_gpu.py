@@ -65,8 +65,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 if "--dry-run" in sys.argv[1:]:
     # Triton fixes interpreter or compiler when it is first imported: before torch/softxent import it.
@@ -178,7 +179,7 @@ def _triton_functions(torch: Any) -> tuple[Any, Any]:
     class TritonLinear(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x, w, y, grad_filter):
-            loss, dx, dw, _, skipped = _triton.linear_cross_entropy_triton(x, w, y, grad_filter=grad_filter)
+            loss, dx, dw, _, _ = _triton.linear_cross_entropy_triton(x, w, y, grad_filter=grad_filter)
             ctx.save_for_backward(dx, dw)
             return loss.to(x.dtype)
 
@@ -344,7 +345,7 @@ def bench_linear(torch: Any, args: argparse.Namespace, clock: Clock, device: str
 
                 last: list[Any] = []
 
-                def step(fn: Any = fn, x: Any = x, w: Any = w, last: list[Any] = last) -> None:
+                def step(fn: Any = fn, x: Any = x, w: Any = w, y: Any = y, last: list[Any] = last) -> None:
                     x.grad = w.grad = None
                     loss = fn(x, w, y)
                     loss.backward()
@@ -391,7 +392,7 @@ def bench_ce(torch: Any, args: argparse.Namespace, clock: Clock, device: str) ->
         min_bytes = 2 * n * v * z0.element_size()  # read the logits, write the gradient
 
         # The floor: one read and one write of N x V bf16 into a fresh tensor.
-        copy_times = [clock.time(lambda: torch.empty_like(z0).copy_(z0)) for _ in range(args.warmup + args.reps)]
+        copy_times = [clock.time(lambda z0=z0: torch.empty_like(z0).copy_(z0)) for _ in range(args.warmup + args.reps)]
         copy_s = statistics.median(copy_times[args.warmup :])
         floor = dict(shape=f"{n}x{v}", impl="floor: copy into a fresh tensor", status="ok",
                      median_ms=1e3 * copy_s, min_ms=1e3 * min(copy_times[args.warmup :]),
@@ -408,20 +409,27 @@ def bench_ce(torch: Any, args: argparse.Namespace, clock: Clock, device: str) ->
 
                 last: list[Any] = []
 
-                def step(fn: Any = fn, z: Any = z, last: list[Any] = last) -> None:
+                def step(fn: Any = fn, z: Any = z, y: Any = y, last: list[Any] = last) -> None:
                     z.grad = None
                     loss = fn(z, y)
                     loss.backward()
                     last[:] = [loss]
 
+                def reset(z: Any = z, z0: Any = z0) -> None:
+                    # Liger writes the gradient over its input: every call gets the logits afresh.
+                    z.grad = None
+                    with torch.no_grad():
+                        z.copy_(z0)
+
                 for _ in range(args.warmup):
+                    reset()
                     step()
-                z.grad = None
+                reset()
                 _free(torch, clock.cuda)
                 row["peak_bytes"] = clock.peak(step) if clock.cuda else math.nan
                 times = []
                 for _ in range(args.reps):
-                    z.grad = None
+                    reset()
                     times.append(clock.time(step))
                 loss = last[0]
                 med = statistics.median(times)
@@ -517,14 +525,15 @@ def write_reports(report: dict[str, Any], out_dir: Path, stem: str) -> tuple[Pat
     lines = [
         "# Cross-entropy on a GPU: softxent vs torch, Liger-Kernel, Cut Cross-Entropy",
         "",
-        f"Device: **{report['device']}**{' (dry run: CPU, Triton interpreter; timings meaningless)' if report['dry_run'] else ''}. "
-        f"{report['date']}. Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
+        (f"Device: **{report['device']}**"
+         f"{' (dry run: CPU, Triton interpreter; timings meaningless)' if report['dry_run'] else ''}. "
+         f"{report['date']}. Versions: ") + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
         "",
-        f"bf16 inputs; forward + backward; median of {report['args']['reps']} CUDA-event timings after "
-        f"{report['args']['warmup']} warm-up calls; peak = `torch.cuda.max_memory_allocated` during one call "
-        "minus the memory allocated before it (inputs), gradients included. Errors: against float64 of the "
-        f"same bf16 inputs, on the first {report['args']['check_rows']} rows of dx (dz) and the first "
-        f"{report['args']['check_classes']} rows of dW; relative Frobenius norm.",
+        (f"bf16 inputs; forward + backward; median of {report['args']['reps']} CUDA-event timings after "
+         f"{report['args']['warmup']} warm-up calls; peak = `torch.cuda.max_memory_allocated` during one call "
+         "minus the memory allocated before it (inputs), gradients included. Errors: against float64 of the "
+         f"same bf16 inputs, on the first {report['args']['check_rows']} rows of dx (dz) and the first "
+         f"{report['args']['check_classes']} rows of dW; relative Frobenius norm."),
         "",
         "## Linear + cross-entropy (gradients for x and W)",
         "",

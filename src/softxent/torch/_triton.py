@@ -330,7 +330,10 @@ def cuda_rows(
 
     Differences from the CPU backend: the loss and log-sum-exp are float32
     (float64 for float64 logits), the gradient is in ``z.dtype`` (bf16 rounded
-    once from float32), and data errors are not raised (no host sync).
+    once from float32), and data errors are not raised (no host sync). float64
+    logits are computed in float64, but the scalar options
+    (``label_smoothing``, ``z_loss``, ``softcap``) reach the kernel rounded to
+    float32.
     """
     loss, grad, lse = cross_entropy_rows(
         z, target, weight, ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,

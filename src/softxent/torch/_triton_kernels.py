@@ -168,7 +168,7 @@ def ce_kernel(
         rows64 = rows.to(tl.int64)
         z_row = z_ptr + rows64 * stride_z
         ninf = -float("inf")
-        inv_c = 1.0 / n_classes
+        inv_c = 1.0 / tl.sum(tl.zeros((1,), ACC) + n_classes, axis=0)  # 1/C in ACC (float64 for float64)
 
         if PROB:
             kept = rmask
@@ -206,7 +206,6 @@ def ce_kernel(
 
         log1p_sp = _log1p(sp)
         lse = m + log1p_sp
-        m_safe = tl.where(m == ninf, 0.0, m)
         lse_safe = tl.where(lse == ninf, 0.0, lse)
         ce_scale = tl.load(scale_ptr)
         zl_scale = tl.load(scale_ptr + 1)
