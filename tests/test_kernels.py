@@ -1044,3 +1044,25 @@ def test_sigmoid_kernel_matches_reference(shape, reduction, dtype, rng, oracle):
     assert_grad(grad, ref_grad, dtype)
     assert_identical(sx.sigmoid_cross_entropy(x, y, **kw), loss, "loss alone vs with the gradient")
     assert_identical(sx.sigmoid_cross_entropy_grad(x, y, **kw), grad, "gradient alone vs with the loss")
+
+
+# -- code generation: the hot loop stays vectorised
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("in_place", [False, True], ids=["out", "inplace"])
+def test_pass_two_is_vectorised_in_and_out_of_place(dtype, in_place):
+    """Pass 2 (one exponential per element) must compile to SIMD code, written
+    over the logits or not: twice a harmless-looking change (an aliasing
+    buffer, a loop bound) left it scalar and 3-5x slower with identical
+    results, which no numerical test can see. Compiled afresh here, since
+    numba does not show the code of a cached function."""
+    import re
+
+    fresh = numba.njit(**{**_cpu.JIT_SUM, "cache": False})(_cpu._exp_store.py_func)
+    x = np.linspace(-3.0, 0.0, 1000).astype(dtype)
+    fresh(x, None if in_place else np.empty_like(x), 0.0, 1.0)  # one loop per specialisation
+    ir = fresh.inspect_llvm(fresh.signatures[0])
+    kind = "float" if np.dtype(dtype) == np.float32 else "double"
+    widths = {int(w) for w in re.findall(rf"<(\d+) x {kind}>", ir)}
+    assert widths and max(widths) >= 4, f"no SIMD {kind} vectors in pass 2 (vector widths found: {widths})"

@@ -208,33 +208,42 @@ _SUM_BLOCK = 256
 
 @nb.njit(**JIT_SUM)
 def _exp_store(x, e, m, inv_t):
-    """Pass 2: ``e = exp((x - m) / T)`` (``e`` may be ``x`` itself); return the
-    sum, block sums accumulated in float64 (NaN if any term is NaN)."""
+    """Pass 2: ``e = exp((x - m) / T)``, or over ``x`` itself when ``e`` is
+    None; return the sum, block sums accumulated in float64 (NaN if any term
+    is NaN). Callers go through :func:`_exp_pass`."""
     mm = x.dtype.type(m)
     it = x.dtype.type(inv_t)
-    zero = x.dtype.type(0.0)
     n = x.shape[0]
     total = 0.0
-    if e.ctypes.data == x.ctypes.data:
-        # In place, written with one array: with two that alias, LLVM's
-        # vectorised loop is guarded by a run-time overlap check, which fails
-        # and sends the row to its scalar loop (measured 3-5x slower).
-        for lo in range(0, n, _SUM_BLOCK):
-            acc = zero
-            for c in range(lo, min(n, lo + _SUM_BLOCK)):
-                v = vexp((x[c] - mm) * it)
-                x[c] = v
-                acc += v
-            total += np.float64(acc)
-        return total
+    # Each block runs on slices: a loop over range(lo, hi) of the row itself
+    # was left scalar by LLVM when written in place.
     for lo in range(0, n, _SUM_BLOCK):
-        acc = zero
-        for c in range(lo, min(n, lo + _SUM_BLOCK)):
-            v = vexp((x[c] - mm) * it)
-            e[c] = v
-            acc += v
+        xb = x[lo : min(n, lo + _SUM_BLOCK)]
+        acc = x.dtype.type(0.0)
+        if e is None:  # resolved when numba compiles: one loop per specialisation
+            for c in range(xb.shape[0]):
+                v = vexp((xb[c] - mm) * it)
+                xb[c] = v
+                acc += v
+        else:
+            eb = e[lo : lo + xb.shape[0]]
+            for c in range(xb.shape[0]):
+                v = vexp((xb[c] - mm) * it)
+                eb[c] = v
+                acc += v
         total += np.float64(acc)
     return total
+
+
+@nb.njit(**JIT)
+def _exp_pass(x, e, m, inv_t):
+    """Pass 2 into ``e``, which may be ``x`` itself (``inplace``). In place it
+    runs on one array: with two that alias, LLVM's vectorised loop is guarded
+    by a run-time overlap check, which fails and sends the row to its scalar
+    loop (measured 3-5x slower)."""
+    if e.ctypes.data == x.ctypes.data:
+        return _exp_store(x, None, m, inv_t)
+    return _exp_store(x, e, m, inv_t)
 
 
 @nb.njit(**JIT_SUM)
@@ -381,7 +390,7 @@ def _xent_index_rows(
         wd = _weighted_shift_sum(x, m, inv_t, weight) if (k1 > 0.0 and counts and state == _NORMAL) else 0.0
         # Without a gradient the exponentials go to a scratch row: the same
         # summation as with one, so the loss is identical bit for bit.
-        s = _exp_store(x, g if need_grad else scratch, m, inv_t)
+        s = _exp_pass(x, g if need_grad else scratch, m, inv_t)
         if s != s:
             state = _UNDEFINED
         log_s = np.nan
@@ -462,7 +471,7 @@ def _xent_prob_rows(
             continue
         # Without a gradient the exponentials go to a scratch row: the same
         # summation as with one, so the loss is identical bit for bit.
-        s = _exp_store(x, g if need_grad else scratch, m, inv_t)
+        s = _exp_pass(x, g if need_grad else scratch, m, inv_t)
         if s != s:
             state = _UNDEFINED
         log_s = np.nan
@@ -508,7 +517,7 @@ def _softmax_rows(z, out, inv_t, log, lo, hi):
         if state == _MASKED:
             _fill(o, -np.inf if log else 0.0)
             continue
-        s = _exp_store(x, o, m, inv_t)
+        s = _exp_pass(x, o, m, inv_t)
         if state == _UNDEFINED or s != s:
             _fill(o, np.nan)
             continue
