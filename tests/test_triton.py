@@ -278,6 +278,17 @@ def test_ce_extreme_logits_and_masked_classes():
             assert float(lse[3]) == -np.inf
 
 
+def test_ce_nan_stays_in_its_row():
+    z = torch.randn(4, 90, generator=gen(6))
+    z[1, 50] = torch.nan  # not the label: the row's loss and gradient are NaN, the others untouched
+    target = torch.tensor([3, 7, 11, -100])
+    z[3, 0] = torch.nan  # ignored: exact zeros
+    loss, grad, _ = run_ce(z, target, None, dict(reduction="none"), block=32)
+    assert torch.isnan(loss[1]) and torch.isnan(grad[1]).all()
+    assert torch.isfinite(loss[[0, 2, 3]]).all() and torch.isfinite(grad[[0, 2]]).all()
+    assert float(loss[3]) == 0.0 and torch.all(grad[3].cpu() == 0)
+
+
 def test_ce_probability_target_with_masked_class():
     z = torch.randn(3, 50, generator=gen(2))
     z[:, 10] = -torch.inf
@@ -411,6 +422,14 @@ def test_linear_matches_float64_naive_head(dtype, options):
             close(got, ref, dtype, scale=float(ref.abs().max()) * 10, what=name)
     assert int(skipped) == 0
     assert torch.all(dx[3].cpu() == 0)  # the ignored row
+
+
+def test_linear_nan_stays_in_its_row():
+    x, w, b, y = make_lin(6, 24, 70, torch.float32, ignore=())
+    x[2, 5] = torch.nan
+    loss, dx, dw, db, _ = T.linear_cross_entropy_triton(x.to(DEVICE), w.to(DEVICE), y.to(DEVICE), b.to(DEVICE),
+                                                        reduction="none", need_grad=False)  # fmt: skip
+    assert torch.isnan(loss[2]) and torch.isfinite(loss[[0, 1, 3, 4, 5]]).all()
 
 
 def test_linear_all_ignored_and_no_bias():

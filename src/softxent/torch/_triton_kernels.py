@@ -185,6 +185,7 @@ def ce_kernel(
         amax = tl.zeros((ROWS,), tl.int64)
         t_sum = tl.zeros((ROWS,), ACC)   # T (probability targets)
         w_sum = tl.zeros((ROWS,), ACC)   # W (class weights with smoothing)
+        n_nan = tl.zeros((ROWS,), tl.int32)
         for c0 in range(0, n_classes, BLOCK):
             cols = c0 + tl.arange(0, BLOCK)
             cmask = cols < n_classes
@@ -193,6 +194,7 @@ def ce_kernel(
             if SOFTCAP:
                 z = tl.where(mask, _softcap(z, cap), ninf)
             m, sp, amax = _online_update(z, cols, m, sp, amax, c0)
+            n_nan += tl.sum(tl.where(z != z, 1, 0), axis=1)  # max/argmax may skip NaN: count it
             if HAS_WEIGHT:
                 wc = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(ACC)
             if PROB:
@@ -204,6 +206,9 @@ def ce_kernel(
             elif SMOOTH and HAS_WEIGHT:
                 w_sum += tl.sum(tl.where(mask, wc[None, :] + tl.zeros((ROWS, BLOCK), ACC), 0.0), axis=1)
 
+        # NaN in, NaN out for the row (its loss, lse and gradient), as the reference.
+        m = tl.where(n_nan > 0, float("nan"), m)
+        sp = tl.where(n_nan > 0, float("nan"), sp)
         log1p_sp = _log1p(sp)
         lse = m + log1p_sp
         lse_safe = tl.where(lse == ninf, 0.0, lse)
@@ -367,6 +372,7 @@ def lce_forward_kernel(
     dsum = tl.zeros((BM,), tl.float32)
     n_seen = 0.0
     zy = tl.zeros((BM,), tl.float32)
+    n_nan = tl.zeros((BM,), tl.int32)
     for c0 in range(v_lo, v_hi, BN):
         cols = c0 + tl.arange(0, BN)
         cmask = cols < v_hi
@@ -377,6 +383,7 @@ def lce_forward_kernel(
         z = tl.where(cmask[None, :], z, ninf)
         m_old = m
         m, sp, amax = _online_update(z, cols, m, sp, amax, c0)
+        n_nan += tl.sum(tl.where(z != z, 1, 0), axis=1)
         if SMOOTH:
             n_blk = tl.sum(cmask.to(tl.float32), axis=0)
             dsum = tl.where(n_seen > 0, dsum + (m - m_old) * n_seen, 0.0)
@@ -384,6 +391,7 @@ def lce_forward_kernel(
             n_seen += n_blk
         zy += tl.sum(tl.where(cols[None, :] == y[:, None], z, 0.0), axis=1)
     out = pid_s * n_rows + rows64
+    m = tl.where(n_nan > 0, float("nan"), m)  # NaN in x or W: the row's loss is NaN
     tl.store(m_ptr + out, m, mask=rmask)
     tl.store(sp_ptr + out, sp, mask=rmask)
     if SMOOTH:
