@@ -289,7 +289,8 @@ def cross_entropy_rows(
             block = min(_pow2(n_classes), 4096 if acc == torch.float32 else 2048)
         rows_per = max(1, min(16, 2048 // block)) if block >= n_classes else 1
         n_blocks = triton.cdiv(n_rows, rows_per)
-        warps = 16 if block >= 4096 else 8 if block >= 1024 else 4
+        tile = rows_per * block  # elements per program and sweep step: about 8 per thread
+        warps = 16 if tile >= 4096 else 8 if tile >= 1024 else 4
         w = weight.contiguous() if weight is not None else z  # a dummy pointer when unused
         tl_acc = _tl_dtype(acc)
         grid = (max(1, min(n_blocks, int(programs))) if programs else n_blocks,)
