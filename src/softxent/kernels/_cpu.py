@@ -651,17 +651,22 @@ def _xent_index_tiles(
             ties[r] = 0.0
             rs[r] = 0.0
             wd[r] = 0.0
-        # Pass 2: exponentials in place; s = ties + rs as in _split_sum.
+        # Pass 2: exponentials in place; s = ties + rs as in _split_sum. Three
+        # loops, so that the exponential runs at the data's vector width: one
+        # loop with float64 sums in it would run all of it at float64's.
         for c in range(n_cls):
             wc = weight[c] if has_w else 1.0
+            if k1 > 0.0 and wc > 0.0:  # sum_c w_c d_c, for label smoothing only
+                for r in range(_TILE):
+                    wd[r] += wc * np.float64((buf[c, r] - m[r]) * it)
+            row = buf[c]
             for r in range(_TILE):
-                d = (buf[c, r] - m[r]) * it
-                e = vexp(d)
-                buf[c, r] = e
+                row[r] = vexp((row[r] - m[r]) * it)
+            for r in range(_TILE):
+                e = row[r]
                 top = np.float64(e == dt(1.0))
                 ties[r] += top
                 rs[r] += np.float64(e) * (1.0 - top)
-                wd[r] += wc * np.float64(d) if wc > 0.0 else 0.0
         # Per-row scalars: gathers first, then plain arithmetic across rows
         # (padding lanes compute harmless values), so that the second loop,
         # with its log, vectorises.
