@@ -480,19 +480,37 @@ def linear_forward(
     return ce, lse.float(), nll.float()
 
 
-def _addmm_f32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """acc += a @ b with a float32 accumulator and result (cuBLAS' bf16 -> fp32 GEMM on CUDA)."""
-    if acc.device.type == "cuda" and a.dtype in (torch.bfloat16, torch.float16) and a.dtype == b.dtype:
-        torch.addmm(acc, a, b, torch.float32, out=acc)
-    else:
-        acc.addmm_(a.float(), b.float())
+# Which forms of cuBLAS' low-precision-in, float32-out GEMM this torch has (torch.mm(a, b,
+# out_dtype) came with torch 2.8; addmm into its own input may be refused): found on first use.
+_GEMM_FORMS = {"addmm_out": True, "mm_dtype": True}
+
+
+def _low_precision_pair(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.device.type == "cuda" and a.dtype in (torch.bfloat16, torch.float16) and a.dtype == b.dtype
 
 
 def _mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b accumulated and returned in float32 (no reduced-precision split-K for bf16)."""
-    if a.device.type == "cuda" and a.dtype in (torch.bfloat16, torch.float16) and a.dtype == b.dtype:
-        return torch.mm(a, b, torch.float32)
+    if _low_precision_pair(a, b) and _GEMM_FORMS["mm_dtype"]:
+        try:
+            return torch.mm(a, b, torch.float32)
+        except (TypeError, RuntimeError):
+            _GEMM_FORMS["mm_dtype"] = False
     return a.float() @ b.float()
+
+
+def _addmm_f32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """acc += a @ b with a float32 accumulator and result (cuBLAS' bf16 -> fp32 GEMM on CUDA)."""
+    if _low_precision_pair(a, b) and _GEMM_FORMS["addmm_out"]:
+        try:
+            torch.addmm(acc, a, b, torch.float32, out=acc)  # beta = 1: accumulate in place
+            return
+        except (TypeError, RuntimeError):
+            _GEMM_FORMS["addmm_out"] = False
+    if _low_precision_pair(a, b):
+        acc.add_(_mm_f32(a, b))
+    else:
+        acc.addmm_(a.float(), b.float())
 
 
 def linear_backward(
