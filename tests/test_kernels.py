@@ -1066,3 +1066,39 @@ def test_pass_two_is_vectorised_in_and_out_of_place(dtype, in_place):
     kind = "float" if np.dtype(dtype) == np.float32 else "double"
     widths = {int(w) for w in re.findall(rf"<(\d+) x {kind}>", ir)}
     assert widths and max(widths) >= 4, f"no SIMD {kind} vectors in pass 2 (vector widths found: {widths})"
+
+
+# -- the compiled label pass of the wrappers
+
+
+@pytest.mark.parametrize("label_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("with_weight", [False, True])
+def test_compiled_label_pass_matches_numpy(label_dtype, with_weight, monkeypatch):
+    from softxent import _losses
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 7, (4, 9)).astype(label_dtype)
+    labels[0, 3] = labels[2, 8] = -100
+    weight = rng.uniform(0.1, 2.0, 7) if with_weight else None
+    fast = _losses._kernel_class_labels(labels, 7, weight, -100)
+    assert fast is not None
+    monkeypatch.setattr(_losses, "_kernel_class_labels", lambda *args: None)
+    slow = _losses._parse_labels(labels, (4, 9, 7), 2, weight, -100)
+    np.testing.assert_array_equal(fast.index, slow.index)
+    np.testing.assert_array_equal(fast.row_weight, slow.row_weight)
+    assert fast.index[0, 3] == -1 and fast.row_weight[2, 8] == 0.0
+
+
+@pytest.mark.parametrize("label_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("bad_value", [7, -1, -100])
+def test_compiled_label_pass_raises_the_numpy_message(label_dtype, bad_value):
+    from softxent import _losses
+
+    labels = np.array([[0, 1, 2], [3, bad_value, 4]], dtype=label_dtype)
+    ignore = None if bad_value == -100 else -100  # -100 is bad only when nothing is ignored
+    with pytest.raises(ValueError) as fast:
+        _losses._kernel_class_labels(labels, 7, None, ignore)
+    with pytest.raises(ValueError) as slow:
+        _losses.check_class_labels(labels.astype(np.int64), 7, ignore)
+    assert str(fast.value) == str(slow.value)
+    assert f"got {bad_value} at index (1, 1)" in str(fast.value)

@@ -109,6 +109,9 @@ def _parse_labels(
     if lab.shape == shape:  # probability labels (eq. 15 holds even if rows do not sum to 1)
         return _Labels(None, np.moveaxis(check_probability_labels(lab), axis, -1), np.ones(batch))
     if lab.shape == batch:
+        fast = _kernel_class_labels(lab, n_classes, weight, ignore_index)
+        if fast is not None:
+            return fast
         idx, kept = check_class_labels(lab, n_classes, ignore_index)
         idx = np.where(kept, idx, -1)
         w = np.ones(n_classes) if weight is None else weight
@@ -118,6 +121,26 @@ def _parse_labels(
         f"labels must be class indices of shape {batch} (the logits' shape {shape} without "
         f"axis {axis}) or probabilities of shape {shape}, got shape {lab.shape}"
     )
+
+
+def _kernel_class_labels(
+    lab: np.ndarray, n_classes: int, weight: np.ndarray | None, ignore_index: int | None
+) -> _Labels | None:
+    """:func:`_parse_labels` for int32/int64 class labels in one compiled pass
+    (None where the kernels are off or the dtype is another: the NumPy path)."""
+    kern = kernels.cpu(np.dtype(np.float64))
+    if kern is None or lab.dtype not in (np.dtype(np.int64), np.dtype(np.int32)) or lab.ndim == 0:
+        return None
+    flat = np.ascontiguousarray(lab).reshape(-1)
+    idx = np.empty(flat.shape, dtype=np.int64)
+    row_weight = np.empty(flat.shape)
+    w = np.empty(0) if weight is None else weight
+    has_ignore = ignore_index is not None
+    bad = kern.class_rows(flat, n_classes, ignore_index if has_ignore else 0, has_ignore, w, idx, row_weight)
+    if bad >= 0:
+        check_class_labels(lab, n_classes, ignore_index)  # raises, naming the first bad label
+        raise AssertionError("class_rows and check_class_labels disagree")  # pragma: no cover
+    return _Labels(idx.reshape(lab.shape), None, row_weight.reshape(lab.shape))
 
 
 def _effective_target(lab: _Labels, n_classes: int, weight: np.ndarray | None, smoothing: float) -> np.ndarray:
@@ -282,8 +305,8 @@ def _softmax_xent(
     target = _grad_buffer(arr, logits, out, inplace) if need_grad else None
     lab = _parse_labels(labels, arr.shape, ax, weight, ignore_index)
 
-    scale = np.ones(batch) if sample_weight is None else sample_weight
-    denominator = float((scale * lab.row_weight).sum())
+    rows_in_mean = lab.row_weight if sample_weight is None else sample_weight * lab.row_weight
+    denominator = float(rows_in_mean.sum())
     grad_scale = 1.0
     if reduction == "mean":
         grad_scale = 1.0 / denominator if denominator else 0.0
@@ -306,6 +329,7 @@ def _softmax_xent(
             grad = kernels.from_rows(grad2, arr.shape, ax)
     else:
         t = _effective_target(lab, n_classes, weight, smoothing)
+        scale = np.ones(batch) if sample_weight is None else sample_weight
         z = np.moveaxis(arr.astype(compute_dtype(arr.dtype)), ax, -1)
         loss_rows, grad, lse = _reference_softmax_xent(
             z, t, scale, temperature, grad_scale, need_grad, ignore_index

@@ -806,6 +806,32 @@ def sigmoid_xent(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, los
         )
 
 
+# --------------------------------------------------------------------------- labels
+
+
+@nb.njit(**JIT)
+def class_rows(labels, n_classes, ignore_index, has_ignore, weight, idx, row_weight):
+    """One pass over 1-D integer class labels for the wrappers: ``idx`` = the
+    label, or -1 for a row labelled ``ignore_index`` (when ``has_ignore``);
+    ``row_weight`` = ``weight[label]`` (1 when ``weight`` has size 0), 0 for
+    an ignored row. Returns the position of the first label outside
+    ``[0, n_classes)`` (-1 if none); the caller raises the error. Replaces
+    about ten NumPy passes over the labels, which cost more than the kernel
+    itself on inputs with few classes."""
+    has_w = weight.shape[0] > 0
+    for i in range(labels.shape[0]):
+        y = np.int64(labels[i])
+        if has_ignore and y == ignore_index:
+            idx[i] = -1
+            row_weight[i] = 0.0
+        elif y < 0 or y >= n_classes:
+            return i
+        else:
+            idx[i] = y
+            row_weight[i] = weight[y] if has_w else 1.0
+    return -1
+
+
 # --------------------------------------------------------------------------- parallel drivers
 #
 # Each public kernel splits its rows into blocks of about _BLOCK_ELEMENTS
