@@ -631,15 +631,13 @@ def _xent_index_tiles(
     kept = np.empty(_TILE)
     for base in range(lo, hi, _TILE):
         nr = min(_TILE, hi - base)
-        if nr == _TILE:  # rows along the vector lanes: strided loads, contiguous stores
+        # Rows along the vector lanes: contiguous loads of each row, strided
+        # stores into the L1-resident tile (twice as fast as strided loads).
+        # A last partial tile is padded with copies of its first row.
+        for r in range(_TILE):
+            src = z[base + r] if r < nr else z[base]
             for c in range(n_cls):
-                for r in range(_TILE):
-                    buf[c, r] = z[base + r, c]
-        else:  # last partial tile: pad with a copy of its first row
-            for r in range(_TILE):
-                src = z[base + r] if r < nr else z[base]
-                for c in range(n_cls):
-                    buf[c, r] = src[c]
+                buf[c, r] = src[c]
         # Pass 1: max per row, on integer keys (vectorised across rows).
         for r in range(_TILE):
             mk[r] = order_key(dt(-np.inf))
