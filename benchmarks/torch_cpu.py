@@ -91,9 +91,8 @@ NOTES = [
     "pages; torch's CPU allocator does so only with `THP_MEM_ALLOC_ENABLE=1`. That is why softxent "
     "does not depend on the variable and torch eager does.",
     "- The floor row is one read of the logits and one write of an (N, V) tensor into fresh memory: the "
-    "least traffic a loss + gradient that does not overwrite its input can do. At 2048x32768 and "
-    "512x131072 softxent takes 1.3-1.8 floors, torch.compile 2.5-3.5: a 3× lead over torch.compile "
-    "would need a loss + gradient at about the floor itself.",
+    "least traffic a loss + gradient that does not overwrite its input can do; read every other row "
+    "of its table in multiples of it.",
     "- Linear + cross-entropy is three matmuls of 275 GFLOP each (x Wᵀ, G W, Gᵀ x) in every variant; "
     "they are ~95% of the time, so the fused head can only save the cross-entropy passes and the page "
     "faults of the (N, V) tensors. The recomputing variant does a fourth matmul (logits again in the "
