@@ -244,6 +244,8 @@ def test_plan_blocks():
     budget = _linear.BLOCK_BYTES
     rows, vocab = plan(4096, 32768, 4, 1, None)
     assert vocab == 32768 and rows * 32768 * 4 <= budget and rows >= 32
+    rows, vocab = plan(2048, 100277, 4, 1, None)  # large V: 256 rows, within four budgets
+    assert vocab == 100277 and rows == 256 and budget < rows * 100277 * 4 <= 4 * budget
     rows, vocab = plan(4096, 10**6, 4, 2, None)
     assert rows == 32 and vocab < 10**6 and rows * vocab * 4 * 2 <= budget and vocab % 256 == 0
     assert plan(10, 100, 4, 1, None) == (10, 100)
