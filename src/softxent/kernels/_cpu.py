@@ -635,9 +635,9 @@ def _xent_index_tiles(
         # stores into the L1-resident tile (twice as fast as strided loads).
         # A last partial tile is padded with copies of its first row.
         for r in range(_TILE):
-            src = z[base + r] if r < nr else z[base]
+            i = base + r if r < nr else base
             for c in range(n_cls):
-                buf[c, r] = src[c]
+                buf[c, r] = z[i, c]
         # Pass 1: max per row, on integer keys (vectorised across rows).
         for r in range(_TILE):
             mk[r] = order_key(dt(-np.inf))
@@ -711,9 +711,8 @@ def _xent_index_tiles(
         if need_grad:
             for r in range(nr):
                 if not special[r]:
-                    dst = grad[base + r]
                     for c in range(n_cls):
-                        dst[c] = buf[c, r]
+                        grad[base + r, c] = buf[c, r]
         for r in range(nr):
             if special[r]:
                 _xent_index_rows(
