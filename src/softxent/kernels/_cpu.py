@@ -6,21 +6,24 @@ Contract (shared with every backend): 2-D C-contiguous float32/float64 logits
 
 * pass 1 reads the row once from memory and takes its max;
 * pass 2 computes :math:`e_c = e^{d_c}` (the one exponential per element),
-  stores it in the gradient row, and sums it in float64 (plus the label
-  terms the loss needs);
+  stores it in the gradient row, and sums it (blocks of 256 terms in the
+  data's dtype, so that the loop runs at its vector width, the block sums
+  in float64; see ``_SUM_BLOCK``), plus the label terms the loss needs;
 * pass 3 rewrites the stored :math:`e_c` into the gradient
   :math:`(a_c \sum t - t_c) \cdot \text{coef}` while the row is still in cache.
 
 The gradient buffer may be the logits themselves (``inplace``): pass 2 reads
-:math:`z_c` before it overwrites it, and the label's logit is read first.
+:math:`z_c` before it overwrites it, and the label's logit is read first;
+pass 2 then runs as its own one-array specialisation, since LLVM sends
+aliasing arrays to its scalar loop.
 
 Numerics (the reasons beside the code): the exponential is a polynomial with
 Cody-Waite range reduction, written so that LLVM vectorises it (numba's
-``math.exp`` is a scalar libm call); the normaliser is accumulated in float64
-as :math:`s = n_{\max} + r` with :math:`r` the sum of the non-maximal terms,
-so that :math:`\log s = \log1p(n_{\max} - 1 + r)` and the top class's
-:math:`a - 1 = \operatorname{expm1}(-\log s)` keep full precision for
-confident rows, as in the NumPy oracle.
+``math.exp`` is a scalar libm call); for confident rows (:math:`s < 2`) the
+normaliser is summed again in float64 as :math:`s = n_{\max} + r`, with
+:math:`r` the sum of the non-maximal terms, so that :math:`\log s =
+\log1p(n_{\max} - 1 + r)` and the top class's :math:`a - 1 =
+\operatorname{expm1}(-\log s)` keep full precision, as in the NumPy oracle.
 """
 
 from __future__ import annotations
