@@ -1046,6 +1046,26 @@ def test_sigmoid_kernel_matches_reference(shape, reduction, dtype, rng, oracle):
     assert_identical(sx.sigmoid_cross_entropy_grad(x, y, **kw), grad, "gradient alone vs with the loss")
 
 
+@pytest.mark.parametrize("with_sample_weight", [False, True])
+@pytest.mark.parametrize("shape", [(300, 14), (7, 64), (1000, 3)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_sigmoid_flat_tiles_equal_the_row_path_bit_for_bit(shape, with_sample_weight, rng):
+    """Few labels run as flat tiles of rows; they must give exactly what the row path gives."""
+    n, k = shape
+    z = rng.normal(0, 6, shape)
+    z[0, 0], z[1, 1] = np.nan, 800.0
+    y = rng.uniform(0, 1, shape).round(1)
+    pos_w, w = rng.uniform(0.5, 2, k), rng.uniform(0, 1, k)
+    sw = rng.uniform(0, 2, n) if with_sample_weight else np.empty(0)
+    outs = []
+    for run in (_cpu._sigmoid_xent_flat, _cpu._sigmoid_xent_rows):
+        grad, elem, rows = np.empty(shape), np.empty(shape), np.empty(n)
+        run(z, y, pos_w, w, sw, 0.5, grad, True, elem, rows, 0, n)
+        outs.append((grad, elem, rows))
+    for flat, by_row in zip(*outs, strict=True):
+        np.testing.assert_array_equal(flat, by_row)
+    assert np.isnan(outs[0][2][0]) and np.isfinite(outs[0][2][2:]).all()
+
+
 # -- code generation: the hot loop stays vectorised
 
 
