@@ -62,6 +62,81 @@ dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 reductions = pytest.mark.parametrize("reduction", REDUCTIONS)
 
 
+# --------------------------------------------------------------------------- elementwise building blocks
+
+
+@numba.njit
+def _apply_vexp(x, out):
+    for i in range(x.shape[0]):
+        out[i] = _cpu.vexp(x[i])
+
+
+@numba.njit
+def _apply_log1p_recip(a, log1p, recip):
+    for i in range(a.shape[0]):
+        log1p[i], recip[i] = _cpu._log1p_recip(a[i])
+
+
+@numba.njit
+def _apply_vlog1p(u, out):
+    for i in range(u.shape[0]):
+        out[i] = _cpu._vlog1p(u[i])
+
+
+def _ulps(got, want, dtype):
+    """|got - want| in units of the dtype's eps times |want| (want in long double)."""
+    want = np.asarray(want, dtype=np.longdouble)
+    return np.asarray(np.abs(got.astype(np.longdouble) - want) / (np.abs(want) * np.finfo(dtype).eps), dtype=np.float64)
+
+
+@dtypes
+def test_vectorised_exp_is_accurate_over_its_whole_range(dtype):
+    """The polynomial exponential (magic-constant rounding, no clamp) within 2 ulps
+    wherever the result is normal, exactly 0 below, exactly 1 at 0, NaN for NaN."""
+    lo = -88.0 if np.dtype(dtype) == np.float32 else -709.0
+    x = np.concatenate([np.linspace(lo, 0.0, 400_001), -np.logspace(-30, 2.5, 20_001)]).astype(dtype)
+    got = np.empty_like(x)
+    _apply_vexp(x, got)
+    want = np.exp(x.astype(np.longdouble))
+    normal = want >= np.finfo(dtype).tiny
+    assert _ulps(got[normal], want[normal], dtype).max() <= 2.0
+    assert (got[~normal] == 0.0).all(), "results below the smallest normal are flushed to exactly 0"
+    specials = np.array([0.0, -0.0, -np.inf, np.nan, -1e30], dtype=dtype)
+    out = np.empty_like(specials)
+    _apply_vexp(specials, out)
+    assert out[0] == 1.0 and out[1] == 1.0 and out[2] == 0.0 and np.isnan(out[3]) and out[4] == 0.0
+
+
+def test_log1p_and_reciprocal_from_one_division():
+    """The sigmoid head's log(1 + a) and 1 / (1 + a), a = exp(-|z|) in [0, 1] (0 or normal: the
+    exponential flushes subnormals), against long double,
+    with tiny a keeping its digits and both sides of the sqrt(2) - 1 switch."""
+    edge = math.sqrt(2.0) - 1.0
+    a = np.concatenate([
+        np.linspace(0.0, 1.0, 200_001), np.logspace(-300, 0, 3001),
+        np.nextafter(edge, 0.0) + np.arange(-3, 4) * 1e-17, [0.0, 1.0, 2.3e-308],
+    ])  # fmt: skip
+    log1p, recip = np.empty_like(a), np.empty_like(a)
+    _apply_log1p_recip(a, log1p, recip)
+    al = a.astype(np.longdouble)
+    want_log = np.log1p(al)
+    nz = want_log != 0
+    assert _ulps(log1p[nz], want_log[nz], np.float64).max() <= 4.0
+    assert (log1p[~nz] == 0.0).all()
+    assert _ulps(recip, 1.0 / (1.0 + al), np.float64).max() <= 4.0
+
+
+def test_vectorised_log1p_from_tiny_to_huge():
+    """The tile kernel's log1p(u), u >= 0 (u = s - 1 of a softmax row, up to V - 1)."""
+    u = np.concatenate([np.logspace(-300, 15, 100_001), np.linspace(0.0, 3.0, 30_001)])
+    got = np.empty_like(u)
+    _apply_vlog1p(u, got)
+    want = np.log1p(u.astype(np.longdouble))
+    nz = want != 0
+    assert _ulps(got[nz], want[nz], np.float64).max() <= 4.0
+    assert (got[~nz] == 0.0).all()
+
+
 # --------------------------------------------------------------------------- backend switching
 
 
@@ -1081,7 +1156,7 @@ def test_pass_two_is_vectorised_in_and_out_of_place(dtype, in_place):
 
     fresh = numba.njit(**{**_cpu.JIT_SUM, "cache": False})(_cpu._exp_store.py_func)
     x = np.linspace(-3.0, 0.0, 1000).astype(dtype)
-    fresh(x, None if in_place else np.empty_like(x), 0.0, 1.0)  # one loop per specialisation
+    fresh(x, None if in_place else np.empty_like(x), 0.0, 1.0, x[::-1].copy())  # one loop per specialisation
     ir = fresh.inspect_llvm(fresh.signatures[0])
     kind = "float" if np.dtype(dtype) == np.float32 else "double"
     widths = {int(w) for w in re.findall(rf"<(\d+) x {kind}>", ir)}
