@@ -171,6 +171,33 @@ def test_row_blocks_and_threads_do_not_change_the_result(rng, monkeypatch, head)
     np.testing.assert_allclose(blocked[2], whole[2], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("label_weights", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sigmoid_blocks_call_the_kernel_directly_with_the_public_result(rng, monkeypatch, label_weights, dtype):
+    """The objective calls the fused sigmoid kernel without re-validating each block; it must give
+    what the public function gives (SOFTXENT_REFERENCE=1 sends the blocks through it) and what the
+    definition gives."""
+    problem = _sigmoid_problem(rng, label_weights=label_weights)
+    problem.X = problem.X.astype(dtype)
+    problem.targets = problem.targets.astype(dtype)
+    W = rng.standard_normal((problem.n_outputs, problem.n_features)) * 0.3
+    b = rng.standard_normal(problem.n_outputs)
+    monkeypatch.setattr(_objective, "rows_per_block", lambda *args: 8)  # several blocks, a short last one
+    blocks = _objective._SigmoidBlocks(problem, 8)
+    assert blocks.kernel is not None, "the kernels are available here: the direct path must be the one tested"
+    direct = data_loss_grad(problem, W, b)
+    monkeypatch.setenv("SOFTXENT_REFERENCE", "1")
+    assert _objective._SigmoidBlocks(problem, 8).kernel is None
+    public = data_loss_grad(problem, W, b)
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    assert direct[0] == pytest.approx(public[0], rel=rtol)
+    np.testing.assert_allclose(direct[1], public[1], rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(direct[2], public[2], rtol=rtol, atol=rtol)
+    F = _numpy_sigmoid_F(W, b, problem.X.astype(np.float64), problem.targets.astype(np.float64), 1.0,
+                         problem.sample_weight, problem.class_weight, problem.pos_weight)  # fmt: skip
+    assert direct[0] + 0.5 * np.sum(W * W) == pytest.approx(F, rel=rtol)
+
+
 def test_sparse_X_gives_the_dense_result(rng):
     X, y = _softmax_data(rng)
     X[rng.uniform(size=X.shape) < 0.6] = 0.0

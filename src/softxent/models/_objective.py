@@ -70,6 +70,7 @@ import numpy as np
 from scipy import sparse
 
 import softxent as sx
+from softxent import kernels
 
 __all__ = ["Objective", "Problem", "objective_value", "rows_per_block", "effective_n_threads"]
 
@@ -190,6 +191,7 @@ def _block_loss_grad(
     g_b = np.zeros(k)
     loss = 0.0
     sw_all = problem.sample_weight
+    sigmoid = _SigmoidBlocks(problem, z_buf.shape[0]) if problem.head == "sigmoid" else None
     for start in range(lo, hi, step):
         stop = min(start + step, hi)
         xb = X[start:stop]
@@ -201,23 +203,58 @@ def _block_loss_grad(
         if b is not None:
             z += b
         sw = None if sw_all is None else sw_all[start:stop]
-        if problem.head == "softmax":
+        if sigmoid is not None:
+            # G = s_i w_j ((1 - y) sigma(z) - p_j y sigma(-z)), sigma(z) - y unweighted.
+            block_loss, g = sigmoid(z, start, stop)
+        else:
             # G = s_i (softmax(z_i) - e_{y_i}) w_{y_i} (eq. 16), written over z: no allocation.
             block_loss, g = sx.softmax_cross_entropy_with_grad(
                 z, problem.targets[start:stop], weight=problem.class_weight,
                 sample_weight=sw, reduction="sum", inplace=True,
-            )  # fmt: skip
-        else:
-            # G = s_i w_j ((1 - y) sigma(z) - p_j y sigma(-z)), sigma(z) - y unweighted.
-            block_loss, g = sx.sigmoid_cross_entropy_with_grad(
-                z, problem.targets[start:stop], pos_weight=problem.pos_weight,
-                weight=problem.class_weight, sample_weight=sw, reduction="sum",
             )  # fmt: skip
         loss += float(block_loss)
         # X_blk is still in cache from the product above: dL/dW^T += X_blk^T G.
         g_wt += xb.T @ g
         g_b += g.sum(axis=0, dtype=np.float64)
     return loss, g_wt, g_b
+
+
+class _SigmoidBlocks:
+    """Loss and gradient of the sigmoid head on blocks of one fit's logits.
+
+    The targets and weights were validated once, when the problem was built,
+    so the fused kernel is called directly, into buffers reused from block to
+    block; the public :func:`softxent.sigmoid_cross_entropy_with_grad` would
+    validate them again on every block (on Yeast, 1500 x 14, that doubled
+    the kernel's time). Without the kernels (``SOFTXENT_REFERENCE=1`` or no
+    numba) it is the public function, with identical results.
+    """
+
+    def __init__(self, problem: Problem, rows: int) -> None:
+        self.problem = problem
+        self.kernel = kernels.cpu(problem.dtype)
+        k = problem.n_outputs
+        pos_w, w = problem.pos_weight, problem.class_weight
+        self.pos_weight = np.ones(k) if pos_w is None else np.ascontiguousarray(pos_w, dtype=np.float64)
+        self.weight = np.ones(k) if w is None else np.ascontiguousarray(w, dtype=np.float64)
+        self.grad = np.empty((rows, k), dtype=problem.dtype)
+        self.row_loss = np.empty(rows)
+        self.no_elements = np.empty((0, 0))
+        self.no_weights = np.empty(0)
+
+    def __call__(self, z: np.ndarray, start: int, stop: int) -> tuple[float, np.ndarray]:
+        p = self.problem
+        sw = None if p.sample_weight is None else p.sample_weight[start:stop]
+        y = p.targets[start:stop]
+        if self.kernel is None or not y.flags.c_contiguous or y.dtype != z.dtype:
+            return sx.sigmoid_cross_entropy_with_grad(
+                z, y, pos_weight=p.pos_weight, weight=p.class_weight, sample_weight=sw, reduction="sum"
+            )  # fmt: skip
+        n = stop - start
+        g, rows = self.grad[:n], self.row_loss[:n]
+        sw = self.no_weights if sw is None else np.ascontiguousarray(sw, dtype=np.float64)
+        self.kernel.sigmoid_xent(z, y, self.pos_weight, self.weight, sw, 1.0, g, True, self.no_elements, rows)
+        return float(rows.sum()), g
 
 
 def data_loss_grad(
@@ -254,11 +291,12 @@ def data_loss_grad(
     else:
         parts = min(n_threads, n_blocks)
         cuts = [step * (n_blocks * i // parts) for i in range(parts)] + [n]
+        # The calling thread takes the first range itself: one hand-over fewer.
         futures = [
             executor.submit(_block_loss_grad, problem, Wt, bt, cuts[i], cuts[i + 1], step)
-            for i in range(parts)
+            for i in range(1, parts)
         ]
-        results = [f.result() for f in futures]
+        results = [_block_loss_grad(problem, Wt, bt, cuts[0], cuts[1], step)] + [f.result() for f in futures]
         loss = sum(r[0] for r in results)
         g_wt = results[0][1]
         g_b = results[0][2]
@@ -316,7 +354,7 @@ class Objective:
     # -- context: the thread pool -------------------------------------------------
     def __enter__(self) -> Objective:
         if self.n_threads > 1 and self.problem.n_rows > 1:
-            self._executor = ThreadPoolExecutor(max_workers=self.n_threads, thread_name_prefix="softxent")
+            self._executor = ThreadPoolExecutor(max_workers=self.n_threads - 1, thread_name_prefix="softxent")
         return self
 
     def __exit__(self, *exc: Any) -> None:
