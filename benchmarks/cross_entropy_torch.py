@@ -48,8 +48,8 @@ Noisy machine
     ``--wait-idle S`` waits before each worker for a quiet second. Compare rows
     of the same run only. A full run takes about 6-8 minutes.
 
-Run: ``python benchmarks/torch_cpu.py`` (``--help`` for options). Writes
-``benchmarks/results/torch_cpu.md`` and ``.json``.
+Run: ``python benchmarks/cross_entropy_torch.py`` (``--help`` for options). Writes
+``benchmarks/results/cross_entropy_torch.md`` and ``.json``.
 """
 
 from __future__ import annotations
@@ -447,7 +447,7 @@ def _linear_section(part: dict[str, Any]) -> list[str]:
 
 def write_reports(report: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "torch_cpu.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / "cross_entropy_torch.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# softxent.torch on the CPU: cross-entropy and linear + cross-entropy, forward + backward",
         "",
@@ -501,7 +501,7 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
     for part in report["linear"]:
         lines += _linear_section(part)
     lines += ["", *report.get("notes", [])]
-    (out_dir / "torch_cpu.md").write_text("\n".join(lines) + "\n")
+    (out_dir / "cross_entropy_torch.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -527,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     report: dict[str, Any] = dict(
-        command="python benchmarks/torch_cpu.py" + ("" if argv is None else " " + " ".join(argv)),
+        command="python benchmarks/cross_entropy_torch.py" + ("" if argv is None else " " + " ".join(argv)),
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         machine=f"{cpu_model()}, {os.cpu_count()} logical CPUs, {platform.platform()}",
         versions=versions(), cross_entropy=[], linear=[],
@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     report["total_s"] = time.perf_counter() - t0
     report["notes"] = NOTES
     write_reports(report, args.out)
-    print((args.out / "torch_cpu.md").read_text())
+    print((args.out / "cross_entropy_torch.md").read_text())
     return 0
 
 

@@ -22,6 +22,13 @@ the vocabulary split between the ranks of a ``torch.distributed`` group:
 ``vocab_parallel_cross_entropy`` and ``vocab_parallel_linear_cross_entropy``,
 equal to the single-process results.
 
+On the CPU, large gradients go into memory that softxent reuses from step to
+step once the tensors holding it are gone (a fresh 256 MiB buffer costs about
+as much in page faults as the loss itself): :func:`cached_bytes` says how much
+is held free, :func:`empty_cache` returns it to the system and
+:func:`set_cache_limit` bounds it (default 1 GiB, or
+``SOFTXENT_CPU_CACHE_BYTES``; 0 turns the cache off).
+
 This is eq. (9)-(10) and (16) of the seed at scale: a linear layer, softmax
 and cross-entropy, whose gradient with respect to the logits is ``a - y``.
 
@@ -48,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 
 from ._functional import cross_entropy
 from ._linear import linear_cross_entropy
+from ._memory import cached_bytes, empty_cache, set_cache_limit
 from ._modules import CrossEntropyLoss, LinearCrossEntropyLoss
 
 
@@ -84,6 +92,9 @@ _register_gpu_kernels()
 __all__ = [
     "CrossEntropyLoss",
     "LinearCrossEntropyLoss",
+    "cached_bytes",
     "cross_entropy",
+    "empty_cache",
     "linear_cross_entropy",
+    "set_cache_limit",
 ]

@@ -52,35 +52,15 @@ import torch
 
 import softxent as sx
 
+from ._memory import empty
 from ._reference import work_dtype
 from ._validation import check_index_target_values, check_prob_target_values
 
-__all__ = ["FUSED_BACKENDS", "cpu_rows", "empty", "fused_backend", "has_fused_backend"]
+__all__ = ["FUSED_BACKENDS", "cpu_rows", "fused_backend", "has_fused_backend"]
 
 # Rows per slice of the elementwise z-loss / soft-cap passes: about 4 MiB of
 # float32 temporaries, so they stay in cache and never cost a second (M, C) buffer.
 _SLICE_ELEMENTS = 1 << 20
-
-
-_NUMPY_TWIN = {
-    torch.float32: np.float32, torch.float64: np.float64,
-    torch.float16: np.float16, torch.bfloat16: np.uint16,  # same width; the tensor is viewed as bfloat16
-}  # fmt: skip
-
-
-def empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """A new CPU tensor whose memory comes from NumPy's allocator.
-
-    NumPy asks the kernel for transparent huge pages on large arrays
-    (``madvise(MADV_HUGEPAGE)``); torch's CPU allocator does so only with
-    ``THP_MEM_ALLOC_ENABLE=1``. Writing a fresh 256 MiB gradient then costs
-    128 page faults instead of 65536, which on this kind of machine is the
-    difference between ~20 ms and ~55 ms for a whole forward + backward. The
-    tensor shares the array's memory and keeps it alive (and, like every
-    tensor made from a NumPy array, cannot be resized).
-    """
-    t = torch.from_numpy(np.empty(shape, dtype=_NUMPY_TWIN[dtype]))
-    return t.view(dtype) if dtype == torch.bfloat16 else t
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:

@@ -49,7 +49,8 @@ from typing import Literal
 
 import torch
 
-from ._backends import cpu_rows, empty, has_fused_backend
+from ._backends import cpu_rows, has_fused_backend
+from ._memory import empty
 from ._reference import cross_entropy_rows_reference, work_dtype
 from ._validation import check_ce_args, check_options
 

@@ -58,7 +58,7 @@ the matmuls are nearly all of the time (at N = 4096, d = 1024, V = 32768
 each is 275 GFLOP, ~95% of the step), so softxent computes the gradients in
 the forward for ``reduction="mean"`` and ``"sum"``: the recomputing variant
 (which is what ``reduction="none"`` runs) does four matmuls instead of three,
-about a third more time; ``benchmarks/torch_cpu.py`` times both against the
+about a third more time; ``benchmarks/cross_entropy_torch.py`` times both against the
 naive head. With ``reduction="none"`` the upstream gradient differs per row,
 so the weight gradient cannot be formed in advance: that reduction
 recomputes in the backward (the vocabulary-chunked path from the saved
@@ -75,7 +75,8 @@ from typing import Literal
 
 import torch
 
-from ._backends import empty, fused_backend, has_fused_backend
+from ._backends import fused_backend, has_fused_backend
+from ._memory import empty
 from ._functional import _functorch_active, cross_entropy
 from ._reference import work_dtype
 from ._validation import check_float_tensor, check_index_target_values, check_options, check_same_device
@@ -193,7 +194,7 @@ def _torch_rows_block(
 
 
 def _zeros_cpu(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    return empty(shape, dtype).zero_()  # NumPy's allocator: huge pages (see _backends.empty)
+    return empty(shape, dtype).zero_()  # NumPy's allocator: huge pages, freed blocks reused (see _memory)
 
 
 def _linear_xent(

@@ -125,7 +125,8 @@ from typing import Any, Literal, NamedTuple
 import torch
 import torch.distributed as dist
 
-from ._backends import _SLICE_ELEMENTS, _zloss_softcap_grad, empty
+from ._backends import _SLICE_ELEMENTS, _zloss_softcap_grad
+from ._memory import empty
 from ._functional import _backward as _scale_stored_grad
 from ._functional import _is_one
 from ._linear import plan_blocks
@@ -355,7 +356,7 @@ class _Stats(NamedTuple):
 
 
 def _new(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    # On the CPU from NumPy's allocator: huge pages for large buffers (see _backends.empty).
+    # On the CPU from NumPy's allocator: huge pages for large buffers, freed blocks reused (see _memory).
     return empty(shape, dtype) if device.type == "cpu" else torch.empty(shape, dtype=dtype, device=device)
 
 
