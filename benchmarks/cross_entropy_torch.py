@@ -94,11 +94,14 @@ NOTES = [
     "Notes:",
     "",
     "- softxent allocates the (N, V) gradient with NumPy's allocator, which asks for transparent huge "
-    "pages; torch's CPU allocator does so only with `THP_MEM_ALLOC_ENABLE=1`. That is why softxent "
-    "does not depend on the variable and torch eager does.",
-    "- The floor row is one read of the logits and one write of an (N, V) tensor into fresh memory: the "
-    "least traffic a loss + gradient that does not overwrite its input can do; read every other row "
-    "of its table in multiples of it.",
+    "pages (torch's CPU allocator does so only with `THP_MEM_ALLOC_ENABLE=1`), and reuses the block "
+    "the previous call's gradient freed (`softxent.torch._memory`): from the second timed call on, "
+    "the gradient goes into memory that is already mapped, as it does in a training loop. That is why "
+    "softxent does not depend on the variable and torch eager does, and why softxent can beat the "
+    "floor row.",
+    "- The floor row is one read of the logits and one write of an (N, V) tensor into fresh memory "
+    "(page faults included): the least work a loss + gradient into a new torch tensor can do; read "
+    "every other row of its table in multiples of it.",
     "- Linear + cross-entropy is three matmuls of 275 GFLOP each (x Wᵀ, G W, Gᵀ x) in every variant; "
     "they are ~95% of the time, so the fused head can only save the cross-entropy passes and the page "
     "faults of the (N, V) tensors. The recomputing variant does a fourth matmul (logits again in the "
