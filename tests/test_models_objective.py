@@ -132,7 +132,7 @@ def test_gradient_of_W_and_b_matches_finite_differences(rng, make, fit_intercept
 
 @pytest.mark.parametrize("make", PROBLEMS.values(), ids=PROBLEMS.keys())
 def test_gradient_in_preconditioned_coordinates_matches_finite_differences(rng, make):
-    """The solver's function of theta: the chain rule through W = W'/D, b = b' - W mu."""
+    """The solver's function of theta: the chain rule through W = W' P, b = b' - W mu."""
     problem = make(rng)
     objective = Objective(problem, C=0.8, fit_intercept=True, n_threads=1)
     assert not np.allclose(objective.mean, 0) and not np.allclose(objective.scale, 1)
@@ -144,6 +144,61 @@ def test_gradient_in_preconditioned_coordinates_matches_finite_differences(rng, 
     W, b = objective.unpack(theta)
     np.testing.assert_allclose(objective.pack(W, b), theta, rtol=1e-12, atol=1e-12)
     assert objective.loss_grad(W, b)[0] == pytest.approx(f, rel=1e-14)
+
+
+def _correlated_problem(rng, head):
+    """Features that are mixtures of three sources plus little noise: strongly correlated."""
+    n, d, k = 200, 8, 3
+    X = rng.standard_normal((n, 3)) @ rng.standard_normal((3, d)) * rng.uniform(0.5, 20, d)
+    X += 0.01 * rng.standard_normal((n, d)) + rng.uniform(-5, 5, d)
+    if head == "softmax":
+        return Problem(X, rng.integers(0, k, n), "softmax", k, sample_weight=rng.uniform(0.2, 2, n))
+    return Problem(X, (rng.uniform(size=(n, k)) < 0.4).astype(np.float64), "sigmoid", k)
+
+
+@pytest.mark.parametrize("head", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_whitened_coordinates_for_correlated_features(rng, head, fit_intercept):
+    """Correlated features get the dense preconditioner W = W' P; the solver's gradient in theta
+    still matches finite differences, and pack/unpack are inverse."""
+    problem = _correlated_problem(rng, head)
+    objective = Objective(problem, C=0.8, fit_intercept=fit_intercept, n_threads=1)
+    assert objective.P.shape == (8, 8), "correlated features must be whitened"
+    np.testing.assert_allclose(objective.P @ objective.P_inv, np.eye(8), atol=1e-8)
+    theta = rng.standard_normal(objective.pack(np.zeros((3, 8)), np.zeros(3)).size) * 0.3
+    f, grad = objective(theta)
+    numeric = finite_difference_grad(lambda t: objective(t)[0], theta, h=1e-4)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-7, atol=1e-9)
+    W, b = objective.unpack(theta)
+    np.testing.assert_allclose(objective.pack(W, b), theta, rtol=1e-10, atol=1e-10)
+    assert objective.loss_grad(W, b)[0] == pytest.approx(f, rel=1e-14)
+
+
+def test_whitening_only_where_it_pays(rng):
+    """Independent features (and sparse X, and a single feature) keep the diagonal scaling."""
+    X, y = _softmax_data(rng, n=300, d=6)
+    assert Objective(Problem(X, y, "softmax", 4), C=1.0, fit_intercept=True).P.ndim == 1
+    corr = _correlated_problem(rng, "softmax")
+    assert Objective(corr, C=1.0, fit_intercept=True).P.ndim == 2
+    sp = Problem(sparse.csr_matrix(corr.X), corr.targets, "softmax", 3)
+    assert Objective(sp, C=1.0, fit_intercept=True).P.ndim == 1
+    one = Problem(corr.X[:, :1], corr.targets, "softmax", 3)
+    assert Objective(one, C=1.0, fit_intercept=True).P.ndim == 1
+    with_const = Problem(np.hstack([corr.X, np.ones((corr.n_rows, 1))]), corr.targets, "softmax", 3)
+    assert Objective(with_const, C=1.0, fit_intercept=True).P.shape == (9, 9)  # a constant column is left out of the test
+
+
+def test_whitening_estimates_the_covariance_on_a_row_sample(rng, monkeypatch):
+    """Beyond _WHITEN_ROWS rows the covariance comes from evenly spaced rows: still a valid change of
+    variables (the function is the same), only the conditioning differs."""
+    problem = _correlated_problem(rng, "softmax")
+    monkeypatch.setattr(_objective, "_WHITEN_ROWS", 50)
+    objective = Objective(problem, C=0.8, fit_intercept=True, n_threads=1)
+    assert objective.P.shape == (8, 8)
+    theta = rng.standard_normal(3 * 9) * 0.3
+    f, grad = objective(theta)
+    numeric = finite_difference_grad(lambda t: objective(t)[0], theta, h=1e-4)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-7, atol=1e-9)
 
 
 def test_stopping_gradient_is_measured_in_the_original_coordinates(rng):

@@ -47,16 +47,31 @@ Gradient in row blocks (memory O(block x K) beyond the data)
     spinning against each other on a small machine cost more than they give).
 
 Preconditioning
-    L-BFGS is not invariant to the scale of the features: raw pixels in
-    [0, 255] or counts make the Hessian badly conditioned and the solver
-    slow. The solver therefore works in standardised coordinates
-    :math:`\theta = (W', b')` with :math:`W = W' D^{-1}`,
-    :math:`b = b' - W \mu` (:math:`\mu` the weighted feature means,
-    :math:`D = \operatorname{diag}(\sqrt{\operatorname{var} x_j + \lambda / a})`,
-    :math:`a = p(1-p)` at the starting point). This is a change of variables
-    only: X is never copied or centred, the function and its minimiser are
-    those of scikit-learn, and the stopping test is made on the gradient in
-    the original coordinates.
+    L-BFGS is not invariant to linear changes of the features: raw pixels in
+    [0, 255] or counts, and strongly correlated features (neighbouring
+    pixels), make the Hessian badly conditioned and the solver slow. The
+    solver therefore works in whitened coordinates :math:`\theta = (W', b')`
+    with :math:`W = W' P`, :math:`b = b' - W \mu` (:math:`\mu` the weighted
+    feature means) and :math:`P \approx (\Sigma + \tfrac{\lambda}{a} I)^{-1/2}`,
+    :math:`\Sigma` the weighted covariance of the features and :math:`a =
+    p(1-p)` the curvature of one logit's loss at the starting point: at
+    :math:`W = 0` the Hessian in :math:`\theta` is then about :math:`a I`
+    in every direction (the data's curvature :math:`a \Sigma` and the
+    penalty's :math:`\lambda` both mapped to :math:`a`). On Fashion-MNIST
+    (60000 x 784, C = 1) L-BFGS then reaches the optimum within 1e-6 in
+    about 620 iterations (54 s); with the diagonal scaling alone it was
+    still 6e-5 above after 1600 (150 s) and 1e-7 above after 3200. It is
+    computed in standardised coordinates, :math:`P = D^{-1} R^{-1/2}` with
+    :math:`R = D^{-1} (\Sigma + \tfrac{\lambda}{a} I) D^{-1}` and
+    :math:`D = \operatorname{diag}(\sqrt{\operatorname{var} x_j + \lambda /
+    a})`, and used only where the features are correlated (see
+    ``_whitening``), X is dense and has at most ``_WHITEN_MAX_FEATURES``
+    features; the covariance comes from at most ``_WHITEN_ROWS`` evenly
+    spaced rows (a preconditioner need not be exact). Otherwise :math:`P =
+    D^{-1}`, the diagonal scaling. This is a change of variables only: X is never
+    copied or centred, the function and its minimiser are those of
+    scikit-learn, and the stopping test is made on the gradient in the
+    original coordinates.
 """
 
 from __future__ import annotations
@@ -82,6 +97,12 @@ Head = Literal["softmax", "sigmoid"]
 # boundary so that the second product reads it from cache.
 _BLOCK_LOGITS = 1 << 16
 _BLOCK_BYTES = 4 << 20
+# Dense whitening (see Preconditioning above) up to this many features: its d x d
+# eigendecomposition costs well under a second there, and a fit that needs it
+# takes far longer. Its covariance comes from at most this many rows.
+_WHITEN_MAX_FEATURES = 1024
+_WHITEN_ROWS = 20_000
+_WHITEN_MIN_CONDITION = 1e3
 # Below this much work per thread (rows x (features + outputs)), splitting a block costs more than it gives.
 _MIN_THREAD_WORK = 80_000
 
@@ -344,8 +365,17 @@ class Objective:
         self.shape = (k, d)
         self.mean = np.zeros(d)
         self.scale = np.ones(d)
+        # W = W' P: P is 1-D (a diagonal, 1 / scale) or a dense symmetric d x d
+        # matrix; P_inv its inverse (W' = W P_inv).
+        self.P: np.ndarray = np.ones(d)
+        self.P_inv: np.ndarray = np.ones(d)
         if precondition:
             self.mean, self.scale = self._standardisation(weights)
+            self.P, self.P_inv = 1.0 / self.scale, self.scale
+            if not sparse.issparse(problem.X) and 1 < d <= _WHITEN_MAX_FEATURES:
+                dense = self._whitening(weights)
+                if dense is not None:
+                    self.P, self.P_inv = dense
         self.last_x: np.ndarray | None = None
         self.last_grad_max = np.inf
         self.n_evaluations = 0
@@ -384,24 +414,71 @@ class Objective:
             var = np.maximum(second - mean * mean, 0.0)
         else:
             var, mean = second, np.zeros_like(mean)
-        k = self.problem.n_outputs
-        # Curvature of one logit's loss at W = 0: p(1 - p), p = 1/K (softmax) or 1/2.
-        a = (k - 1) / k**2 if self.problem.head == "softmax" and k > 1 else 0.25
         # lambda / a keeps constant features (var = 0) finite: their curvature is the penalty's.
-        return mean, np.sqrt(var + self.l2 / a)
+        return mean, np.sqrt(var + self.l2 / self._curvature())
+
+    def _curvature(self) -> float:
+        """a = p(1 - p), the curvature of one logit's loss at W = 0: p = 1/K (softmax) or 1/2."""
+        k = self.problem.n_outputs
+        return (k - 1) / k**2 if self.problem.head == "softmax" and k > 1 else 0.25
+
+    def _whitening(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """P with W = W' P, and its inverse: P = D^-1 R^(-1/2), R = D^-1 (Sigma + lambda/a I) D^-1,
+        Sigma the weighted covariance (about the means; the second moment without intercept)
+        of at most _WHITEN_ROWS rows; None where the diagonal D^-1 does as well."""
+        X = self.problem.X
+        n, d = X.shape
+        rows = np.linspace(0, n - 1, _WHITEN_ROWS).astype(np.int64) if n > _WHITEN_ROWS else None
+        w = weights if rows is None else weights[rows]
+        w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
+        cov = np.zeros((d, d))
+        step = rows_per_block(d, 1, 8, False)
+        for start in range(0, len(w), step):
+            idx = slice(start, start + step)
+            xb = (X[idx] if rows is None else X[rows[idx]]).astype(np.float64)
+            xb -= self.mean  # zero without intercept: the second moment
+            cov += (xb * w[idx, None]).T @ xb
+        cov[np.diag_indices(d)] += self.l2 / self._curvature()
+        # Whitening pays only for correlated features. Measured on scikit-learn's sets and
+        # Yeast, it cut L-BFGS's iterations 2-5x where the features' correlation matrix has a
+        # condition number of 4e4-1e6 (breast cancer, Yeast, Fashion-MNIST), and cost up to
+        # 3x more where it is 50-150 (digits, wine, iris), for which the diagonal is kept.
+        # (Constant features, of zero variance, are left out of that test.)
+        var = np.diag(cov) - self.l2 / self._curvature()
+        live = var > 1e-12 * max(float(var.max()), np.finfo(float).tiny)
+        if live.sum() < 2:
+            return None
+        sd = np.sqrt(var[live])
+        corr = cov[np.ix_(live, live)] / np.outer(sd, sd)
+        corr[np.diag_indices(len(sd))] = 1.0  # without the added lambda/a
+        corr_eig = np.linalg.eigvalsh(corr)
+        if corr_eig[-1] < _WHITEN_MIN_CONDITION * max(float(corr_eig[0]), 1e-300):
+            return None
+        # The preconditioner itself, in standardised coordinates (unit diagonal, scale-free).
+        eigval, eigvec = np.linalg.eigh(cov / np.outer(self.scale, self.scale))
+        root = np.sqrt(np.maximum(eigval, 1e-12 * eigval[-1]))  # rounding below the added lambda/a
+        P = (eigvec / root) @ eigvec.T / self.scale  # W = W' P
+        P_inv = self.scale[:, None] * ((eigvec * root) @ eigvec.T)  # W' = W P_inv
+        return P, P_inv
+
+    def _to_theta(self, W: np.ndarray) -> np.ndarray:
+        return W * self.P_inv if self.P_inv.ndim == 1 else W @ self.P_inv
+
+    def _from_theta(self, Wp: np.ndarray) -> np.ndarray:
+        return Wp * self.P if self.P.ndim == 1 else Wp @ self.P
 
     def pack(self, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
-        """theta from (W, b): W' = W D, b' = b + W mu."""
-        Wp = np.asarray(W, dtype=np.float64) * self.scale
+        """theta from (W, b): W' = W P^-1, b' = b + W mu."""
+        Wp = self._to_theta(np.asarray(W, dtype=np.float64))
         parts = [Wp.ravel()]
         if self.fit_intercept:
             parts.append(np.asarray(b, dtype=np.float64) + np.asarray(W, dtype=np.float64) @ self.mean)
         return np.concatenate(parts)
 
     def unpack(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(W, b) from theta: W = W' / D, b = b' - W mu."""
+        """(W, b) from theta: W = W' P, b = b' - W mu."""
         k, d = self.shape
-        W = theta[: k * d].reshape(k, d) / self.scale
+        W = self._from_theta(theta[: k * d].reshape(k, d))
         if not self.fit_intercept:
             return W, None
         return W, theta[k * d :] - W @ self.mean
@@ -431,10 +508,10 @@ class Objective:
                 f"the objective became {f!r}; the data or the weights hold values too large "
                 "for the working dtype (try dtype=np.float64 or scale the features)"
             )
-        # Chain rule through W = W'/D, b = b' - W mu:
-        #   df/dW' = (df/dW - df/db mu^T) / D,  df/db' = df/db.
+        # Chain rule through W = W' P, b = b' - W mu:
+        #   df/dW' = (df/dW - df/db mu^T) P^T,  df/db' = df/db.
         g_wp = g_w if g_b is None else g_w - np.outer(g_b, self.mean)
-        g_wp = g_wp / self.scale
+        g_wp = g_wp * self.P if self.P.ndim == 1 else g_wp @ self.P.T
         grad = g_wp.ravel() if g_b is None else np.concatenate([g_wp.ravel(), g_b])
         self._last_value = (f, grad.copy())
         return f, grad
