@@ -43,7 +43,7 @@ Data (nothing is downloaded)
                   ``pip install river``; skipped with a message when absent.
 
 Usage
-    python benchmarks/classifiers.py                 # everything available, about 3 minutes
+    python benchmarks/classifiers.py                 # everything available: about 3 minutes, 15-30 more with Fashion-MNIST
     python benchmarks/classifiers.py --quick         # small synthetic set, under a minute
     python benchmarks/classifiers.py --only yeast digits
 Writes benchmarks/results/classifiers.md and .json (or --out DIR).
@@ -492,7 +492,7 @@ def _fmt_time(t: float | None) -> str:
 
 
 SYNTHETIC_NOTE = (
-    "**Synthetic data**, not Fashion-MNIST (which is not installed on the machine that produced this table): a "
+    "**Synthetic data**, not Fashion-MNIST (its own table is above when the data set is installed): a "
     "10-class Gaussian mixture in a 40-dimensional latent space mapped to 784 correlated features plus noise, "
     "clipped to [0, 1] (`synthetic_fashion_like` in the script). It has Fashion-MNIST's size and value range but "
     "is nearly separable (test accuracy ≈ 99.9%, against ≈ 84% for logistic regression on Fashion-MNIST), so it "
@@ -596,10 +596,11 @@ def write_report(results: dict, out: Path) -> None:
     if fused and plain and fused > 2 * plain:
         lines += [
             "",
-            f"The sigmoid fits are bound by the fused sigmoid kernel, {fused / plain:.0f}× slower per logit than the "
-            "same formula as NumPy expressions (it calls scalar `exp`/`log1p` per element; the softmax kernel has a "
-            "vectorised exponential). SigmoidRegression makes one pass over the data per iteration for all labels "
-            "together; its time per objective evaluation, mostly this kernel, is what keeps it from the 5× target.",
+            f"At this shape the public fused sigmoid function takes {fused / plain:.1f}× the time per logit of the "
+            "same formula as NumPy expressions. Part of it is the function's input validation, which "
+            "SigmoidRegression's fit does once (it calls the kernel directly on its blocks); the rest is the "
+            "kernel's float64 vector code (exp, log1p and 1/(1+e) with one division per element), which leaves "
+            "room for work.",
         ]
     lines += [
         "",
@@ -679,7 +680,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== softmax: fashion-mnist skipped: {data}", flush=True)
             results["skipped"]["Softmax: Fashion-MNIST"] = data
         else:
-            fm_limits = {k: max(v, 600.0) for k, v in limits.items()}
+            # C = 1 on 60000 rows is weakly regularised: scikit-learn needs thousands of iterations (minutes)
+            # to come within 1e-6; its erratic default-thread configuration gets two minutes.
+            fm_limits = {"default": max(limits["default"], 1200.0), "sklearn": max(limits["sklearn"], 120.0)}
             results["softmax"].append(
                 softmax_benchmark("Fashion-MNIST", {"dataset": "fashion-mnist", "path": str(args.fashion_mnist or "")},
                                   C=args.C, limits=fm_limits, shape=data[0].shape,

@@ -182,6 +182,8 @@ def test_whitening_only_where_it_pays(rng):
     assert Objective(corr, C=1.0, fit_intercept=True).P.ndim == 2
     sp = Problem(sparse.csr_matrix(corr.X), corr.targets, "softmax", 3)
     assert Objective(sp, C=1.0, fit_intercept=True).P.ndim == 1
+    f32 = Problem(corr.X.astype(np.float32), corr.targets, "softmax", 3)
+    assert Objective(f32, C=1.0, fit_intercept=True).P.ndim == 1  # float32 noise would be amplified
     one = Problem(corr.X[:, :1], corr.targets, "softmax", 3)
     assert Objective(one, C=1.0, fit_intercept=True).P.ndim == 1
     with_const = Problem(np.hstack([corr.X, np.ones((corr.n_rows, 1))]), corr.targets, "softmax", 3)
