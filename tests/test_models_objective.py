@@ -182,8 +182,11 @@ def test_whitening_only_where_it_pays(rng):
     assert Objective(corr, C=1.0, fit_intercept=True).P.ndim == 2
     sp = Problem(sparse.csr_matrix(corr.X), corr.targets, "softmax", 3)
     assert Objective(sp, C=1.0, fit_intercept=True).P.ndim == 1
-    f32 = Problem(corr.X.astype(np.float32), corr.targets, "softmax", 3)
-    assert Objective(f32, C=1.0, fit_intercept=True).P.ndim == 1  # float32 noise would be amplified
+    f32 = Objective(Problem(corr.X.astype(np.float32), corr.targets, "softmax", 3), C=1.0, fit_intercept=True)
+    # float32: whitened, but amplifying no direction more than 1/sqrt(_WHITEN_FLOOR32) in standardised units.
+    assert f32.P.ndim == 2
+    amplification = np.linalg.norm(f32.P * f32.scale[None, :], 2)  # P = Q D^-1: the norm of Q
+    assert amplification <= 1.0001 / np.sqrt(_objective._WHITEN_FLOOR32)
     one = Problem(corr.X[:, :1], corr.targets, "softmax", 3)
     assert Objective(one, C=1.0, fit_intercept=True).P.ndim == 1
     with_const = Problem(np.hstack([corr.X, np.ones((corr.n_rows, 1))]), corr.targets, "softmax", 3)
