@@ -130,6 +130,17 @@ def test_gradient_of_W_and_b_matches_finite_differences(rng, make, fit_intercept
     assert f_of(flat) == pytest.approx(F / (0.8 * S), rel=1e-12)
 
 
+def _check_theta_coordinates(objective, theta, roundtrip_tol):
+    """The solver's gradient in theta matches finite differences; pack and unpack are inverse, and
+    the value is the same function of (W, b)."""
+    f, grad = objective(theta)
+    numeric = finite_difference_grad(lambda t: objective(t)[0], theta, h=1e-4)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-7, atol=1e-9)
+    W, b = objective.unpack(theta)
+    np.testing.assert_allclose(objective.pack(W, b), theta, rtol=roundtrip_tol, atol=roundtrip_tol)
+    assert objective.loss_grad(W, b)[0] == pytest.approx(f, rel=1e-14)
+
+
 @pytest.mark.parametrize("make", PROBLEMS.values(), ids=PROBLEMS.keys())
 def test_gradient_in_preconditioned_coordinates_matches_finite_differences(rng, make):
     """The solver's function of theta: the chain rule through W = W' P, b = b' - W mu."""
@@ -137,13 +148,7 @@ def test_gradient_in_preconditioned_coordinates_matches_finite_differences(rng, 
     objective = Objective(problem, C=0.8, fit_intercept=True, n_threads=1)
     assert not np.allclose(objective.mean, 0) and not np.allclose(objective.scale, 1)
     theta = rng.standard_normal(problem.n_outputs * (problem.n_features + 1)) * 0.3
-    f, grad = objective(theta)
-    numeric = finite_difference_grad(lambda t: objective(t)[0], theta, h=1e-4)
-    np.testing.assert_allclose(grad, numeric, rtol=1e-7, atol=1e-9)
-    # pack and unpack are inverse; the value is the same function of (W, b).
-    W, b = objective.unpack(theta)
-    np.testing.assert_allclose(objective.pack(W, b), theta, rtol=1e-12, atol=1e-12)
-    assert objective.loss_grad(W, b)[0] == pytest.approx(f, rel=1e-14)
+    _check_theta_coordinates(objective, theta, 1e-12)
 
 
 def _correlated_problem(rng, head):
@@ -166,12 +171,7 @@ def test_whitened_coordinates_for_correlated_features(rng, head, fit_intercept):
     assert objective.P.shape == (8, 8), "correlated features must be whitened"
     np.testing.assert_allclose(objective.P @ objective.P_inv, np.eye(8), atol=1e-8)
     theta = rng.standard_normal(objective.pack(np.zeros((3, 8)), np.zeros(3)).size) * 0.3
-    f, grad = objective(theta)
-    numeric = finite_difference_grad(lambda t: objective(t)[0], theta, h=1e-4)
-    np.testing.assert_allclose(grad, numeric, rtol=1e-7, atol=1e-9)
-    W, b = objective.unpack(theta)
-    np.testing.assert_allclose(objective.pack(W, b), theta, rtol=1e-10, atol=1e-10)
-    assert objective.loss_grad(W, b)[0] == pytest.approx(f, rel=1e-14)
+    _check_theta_coordinates(objective, theta, 1e-10)
 
 
 def test_whitening_only_where_it_pays(rng):
@@ -200,10 +200,7 @@ def test_whitening_estimates_the_covariance_on_a_row_sample(rng, monkeypatch):
     monkeypatch.setattr(_objective, "_WHITEN_ROWS", 50)
     objective = Objective(problem, C=0.8, fit_intercept=True, n_threads=1)
     assert objective.P.shape == (8, 8)
-    theta = rng.standard_normal(3 * 9) * 0.3
-    f, grad = objective(theta)
-    numeric = finite_difference_grad(lambda t: objective(t)[0], theta, h=1e-4)
-    np.testing.assert_allclose(grad, numeric, rtol=1e-7, atol=1e-9)
+    _check_theta_coordinates(objective, rng.standard_normal(3 * 9) * 0.3, 1e-10)
 
 
 def test_stopping_gradient_is_measured_in_the_original_coordinates(rng):
