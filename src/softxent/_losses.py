@@ -241,8 +241,9 @@ def _kernel_softmax_xent(
         y = lab.probs.reshape(n_rows, n_classes)
     # Without a gradient the kernel never writes to its grad argument.
     run(z2, y, w, smoothing, sw, 1.0 / temperature, grad_scale, grad2 if need_grad else z2, need_grad, loss, lse)
-    bad = np.isnan(loss) & (lse == -np.inf)
-    if bad.any():
+    # A row that counts but has every class masked: NaN loss, lse -inf. The
+    # sum is NaN whenever one is, so most calls skip the elementwise test.
+    if np.isnan(loss.sum()) and (bad := np.isnan(loss) & (lse == -np.inf)).any():
         raise _all_masked_error(int(np.flatnonzero(bad)[0]), batch, ignore_index)
     return loss.reshape(batch), lse.reshape(batch)
 

@@ -712,6 +712,22 @@ def _log1p_recip(a):
     return log1p, den * q
 
 
+def _key_array(n, like):  # pragma: no cover - replaced by the overload inside jitted code
+    """An empty array of ``n`` :func:`order_key` integers for floats like ``like``."""
+    raise NotImplementedError
+
+
+@overload(_key_array, inline="always")
+def _key_array_overload(n, like):
+    # int32 keys for float32: the tile max then runs 8 lanes wide (AVX2), as
+    # the data does, instead of 4 with int64 keys.
+    if isinstance(like, types.Float) and like.bitwidth == 32:
+        return lambda n, like: np.empty(n, dtype=np.int32)
+    if isinstance(like, types.Float) and like.bitwidth == 64:
+        return lambda n, like: np.empty(n, dtype=np.int64)
+    return None
+
+
 @nb.njit(**JIT)
 def _xent_index_tiles(
     z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi
@@ -726,11 +742,13 @@ def _xent_index_tiles(
     for c in range(n_cls):
         w_sum += weight[c] if has_w else 1.0
     dt = z.dtype.type
+    one = dt(1.0)
+    zero = dt(0.0)
     it = dt(inv_t)
     buf = np.empty((n_cls, _TILE), dtype=z.dtype)
-    mk = np.empty(_TILE, dtype=np.int64)
+    mk = _key_array(_TILE, zero)
     m = np.empty(_TILE, dtype=z.dtype)
-    ties = np.empty(_TILE)
+    ties = np.empty(_TILE, dtype=z.dtype)  # counts <= 64: exact in any float
     rs = np.empty(_TILE)
     wd = np.empty(_TILE)
     special = np.empty(_TILE, dtype=np.bool_)
@@ -740,12 +758,15 @@ def _xent_index_tiles(
     wys = np.empty(_TILE)
     tops = np.empty(_TILE)
     acoef = np.empty(_TILE)
-    e_y = np.empty(_TILE)
     sws = np.empty(_TILE)
     dys = np.empty(_TILE)
+    e_y = np.empty(_TILE)
     losses = np.empty(_TILE)
     lses = np.empty(_TILE)
-    kept = np.empty(_TILE)
+    # The gradient's per-row constants in the data's dtype (uniform t_c).
+    g_top = np.empty(_TILE, dtype=z.dtype)
+    g_a = np.empty(_TILE, dtype=z.dtype)
+    g_t = np.empty(_TILE, dtype=z.dtype)
     for base in range(lo, hi, _TILE):
         nr = min(_TILE, hi - base)
         # Rows along the vector lanes: contiguous loads of each row, strided
@@ -755,77 +776,104 @@ def _xent_index_tiles(
             i = base + r if r < nr else base
             for c in range(n_cls):
                 buf[c, r] = z[i, c]
-        # Pass 1: max per row, on integer keys (vectorised across rows).
+        # Pass 1: max per row, on integer keys (a float compare-and-select
+        # became a masked store, microcoded and slow on AMD).
         for r in range(_TILE):
             mk[r] = order_key(dt(-np.inf))
         for c in range(n_cls):
+            row = buf[c]
             for r in range(_TILE):
-                mk[r] = max(mk[r], np.int64(order_key(buf[c, r])))
+                mk[r] = max(mk[r], order_key(row[r]))
         for r in range(_TILE):
-            m[r] = from_key(mk[r], dt(0.0))
-            ties[r] = 0.0
+            m[r] = from_key(mk[r], zero)
+        # sum_c w_c d_c, for label smoothing only, before the exponentials
+        # overwrite the logits.
+        if k1 > 0.0:
+            for r in range(_TILE):
+                wd[r] = 0.0
+            for c in range(n_cls):
+                wc = weight[c] if has_w else 1.0
+                if wc > 0.0:
+                    row = buf[c]
+                    for r in range(_TILE):
+                        wd[r] += wc * np.float64((row[r] - m[r]) * it)
+        # Pass 2: exponentials in place, then s = ties + rs as in _split_sum.
+        # Separate loops, so that each runs at its own dtype's vector width:
+        # a float64 sum in the exponential's loop would run all of it at
+        # float64's; the tie count stays in the data's dtype.
+        for r in range(_TILE):
+            ties[r] = zero
             rs[r] = 0.0
-            wd[r] = 0.0
-        # Pass 2: exponentials in place; s = ties + rs as in _split_sum. Three
-        # loops, so that the exponential runs at the data's vector width: one
-        # loop with float64 sums in it would run all of it at float64's.
         for c in range(n_cls):
-            wc = weight[c] if has_w else 1.0
-            if k1 > 0.0 and wc > 0.0:  # sum_c w_c d_c, for label smoothing only
-                for r in range(_TILE):
-                    wd[r] += wc * np.float64((buf[c, r] - m[r]) * it)
             row = buf[c]
             for r in range(_TILE):
                 row[r] = vexp((row[r] - m[r]) * it)
             for r in range(_TILE):
+                ties[r] += one if row[r] == one else zero
+            for r in range(_TILE):
                 e = row[r]
-                top = np.float64(e == dt(1.0))
-                ties[r] += top
-                rs[r] += np.float64(e) * (1.0 - top)
+                rs[r] += np.float64(zero if e == one else e)
         # Per-row scalars: gathers first, then plain arithmetic across rows
         # (padding lanes compute harmless values), so that the second loop,
         # with its log, vectorises.
         for r in range(_TILE):
             i = base + r if r < nr else base
             mr = np.float64(m[r])
-            special[r] = not (math.isfinite(mr) and rs[r] == rs[r] and math.isfinite(wd[r]))
+            special[r] = not (math.isfinite(mr) and rs[r] == rs[r] and (k1 == 0.0 or math.isfinite(wd[r])))
             y = labels[i]
             ys[r] = y if y >= 0 else 0
-            kept[r] = 1.0 if y >= 0 else 0.0
             wys[r] = ((weight[y] if has_w else 1.0) if y >= 0 else 0.0)
             sws[r] = sample_weight[i] if has_sw else 1.0
             dys[r] = (np.float64(z[i, ys[r]]) - mr) * inv_t
+            tsum[r] = ((keep * wys[r] + k1 * w_sum) if y >= 0 else 0.0)
             e_y[r] = np.float64(buf[ys[r], r])
         for r in range(_TILE):
-            t_sum = kept[r] * (keep * wys[r] + k1 * w_sum)
-            u = (ties[r] - 1.0) + rs[r]
-            s = ties[r] + rs[r]
+            t_sum = tsum[r]
+            tr = np.float64(ties[r])
+            u = (tr - 1.0) + rs[r]
+            s = tr + rs[r]
             log_s = _vlog1p(u)
             counts = sws[r] * t_sum > 0.0
-            lses[r] = np.float64(m[r]) * inv_t + log_s
-            row_loss = sws[r] * (t_sum * log_s - keep * wys[r] * dys[r] - k1 * wd[r])
-            losses[r] = row_loss if counts else 0.0
-            coef[r] = sws[r] * inv_t * grad_scale if counts else 0.0
-            tsum[r] = t_sum
-            tops[r] = -t_sum * (u / s)  # t_sum (a_max - 1), exact: a_max - 1 = -(s - 1)/s
-            acoef[r] = t_sum / s
+            lse_r = np.float64(m[r]) * inv_t + log_s
+            row_loss = sws[r] * (t_sum * log_s - keep * wys[r] * dys[r] - (k1 * wd[r] if k1 > 0.0 else 0.0))
+            loss_r = row_loss if counts else 0.0
+            cf = sws[r] * inv_t * grad_scale if counts else 0.0
+            top = -t_sum * (u / s)  # t_sum (a_max - 1), exact: a_max - 1 = -(s - 1)/s
+            ac = t_sum / s
+            coef[r] = cf
+            tops[r] = top
+            acoef[r] = ac
+            g_top[r] = dt((top + (t_sum - k1)) * cf)
+            g_a[r] = dt(ac * cf)
+            g_t[r] = dt(k1 * cf)
+            lses[r] = lse_r
+            losses[r] = loss_r
         for r in range(nr):
             loss[base + r] = losses[r]
             lse[base + r] = lses[r]
         if need_grad:
             # eq. (15) across rows; the top class avoids cancellation as in _grad_row.
-            for c in range(n_cls):
-                t_c = k1 * (weight[c] if has_w else 1.0)
-                for r in range(_TILE):
-                    e = np.float64(buf[c, r])
-                    val = (tops[r] + (tsum[r] - t_c)) if e == 1.0 else (acoef[r] * e - t_c)
-                    buf[c, r] = val * coef[r]
+            if not has_w:  # uniform t_c: per-row constants, the data's dtype
+                for c in range(n_cls):
+                    row = buf[c]
+                    for r in range(_TILE):
+                        e = row[r]
+                        row[r] = g_top[r] if e == one else e * g_a[r] - g_t[r]
+            else:
+                for c in range(n_cls):
+                    t_c = k1 * weight[c]
+                    row = buf[c]
+                    for r in range(_TILE):
+                        e = np.float64(row[r])
+                        val = (tops[r] + (tsum[r] - t_c)) if e == 1.0 else (acoef[r] * e - t_c)
+                        row[r] = val * coef[r]
             # The label's entry also carries (1 - eps) w_y of the target.
             for r in range(nr):
                 t_y = (k1 + keep) * wys[r]
                 val = (tops[r] + k1 * (w_sum - wys[r])) if e_y[r] == 1.0 else (acoef[r] * e_y[r] - t_y)
                 buf[ys[r], r] = val * coef[r]
-        if need_grad:
+            # Indexed 2-D, not through a row view: a view per row costs a
+            # reference-count update, which took a third of the copy's time.
             for r in range(nr):
                 if not special[r]:
                     for c in range(n_cls):
