@@ -24,8 +24,11 @@ TOL = {
 }
 
 
-@pytest.fixture(params=["rows", "vocab", "plain"])
+@pytest.fixture(params=["rows", "panels", "vocab", "plain"])
 def path(request, monkeypatch):
+    if request.param == "panels":
+        # The CPU matmuls in 128-class panels: V = 300 gives three, the last partial.
+        monkeypatch.setattr(_linear, "_MM_PANEL", 128)
     if request.param == "vocab":
         # A 2 KiB budget: fewer than 32 rows of V classes fit, so the vocabulary is split
         # into 256-class chunks (V = 300 or 700 below: 2 or 3 chunks, the last partial).

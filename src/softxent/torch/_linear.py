@@ -98,6 +98,13 @@ _MIN_ROWS = 32  # fewer rows than this per block: split the vocabulary instead
 _FAST_ROWS = 256
 _GROW = 4
 _VOCAB_ALIGN = 256
+# On the CPU a block's logits and its dx are computed in vocabulary panels
+# of this many classes (W[c0:c1] is 8 MiB at d = 1024): the (R, V) = (256,
+# 32768) matmul against all of W ran about 12% slower than the same work
+# split into panels that stay in cache while they are used (float32, 2
+# cores, measured in one process; G W about 8% slower). dW is updated
+# unsplit: its panels measured no faster.
+_MM_PANEL = 2048
 
 
 def plan_blocks(n_rows: int, n_classes: int, elem_bytes: int, n_buffers: int, chunk_size: int | None,
@@ -237,6 +244,8 @@ def _linear_xent(
     lse_all = torch.zeros(n_rows, dtype=wd, device=x.device)
     rows_fn = fused_backend(x.device) if block_vocab >= n_classes else None
     use_kernel = rows_fn is not None
+    panel = _MM_PANEL if x.device.type == "cpu" else n_classes
+    panels = [(c0, min(n_classes, c0 + panel)) for c0 in range(0, n_classes, panel)]
     buf = None
     if use_kernel:
         shape = (min(block_rows, max(n_kept, 1)), n_classes)
@@ -250,10 +259,11 @@ def _linear_xent(
         gb_rows = None if row_grad is None else row_grad[rows].to(wd)
         if use_kernel:
             zb = buf[: r1 - r0]
-            if bc is None:
-                torch.mm(xb, wc.t(), out=zb)
-            else:
-                torch.addmm(bc, xb, wc.t(), out=zb)
+            for c0, c1 in panels:
+                if bc is None:
+                    torch.mm(xb, wc[c0:c1].t(), out=zb[:, c0:c1])
+                else:
+                    torch.addmm(bc[c0:c1], xb, wc[c0:c1].t(), out=zb[:, c0:c1])
             # Loss rows and each row's own gradient, scaled for the mean over all blocks.
             loss_b, gb, lse_b = rows_fn(
                 zb, yb, None, ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,
@@ -267,10 +277,11 @@ def _linear_xent(
                 if gb_rows is not None:
                     gb.mul_(gb_rows[:, None])
                 if dx is not None:
-                    if idx is None:
-                        torch.mm(gb, wc, out=dx[rows])
-                    else:
-                        dx[rows] = gb @ wc
+                    dxb = dx[rows] if idx is None else torch.zeros_like(xb)  # zeros: accumulated
+                    for c0, c1 in panels:
+                        dxb.addmm_(gb[:, c0:c1], wc[c0:c1])
+                    if idx is not None:
+                        dx[rows] = dxb
                 if dw is not None:
                     dw.addmm_(gb.t(), xb)  # float32 (float64) accumulation over the blocks
                 if db is not None:
