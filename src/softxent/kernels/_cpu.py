@@ -454,6 +454,7 @@ def _xent_index_rows(
     """Rows ``lo:hi`` of :func:`softmax_xent_index` (integer labels)."""
     n_cls = z.shape[1]
     ahead_n = _ahead_elements(z)
+    n_rows = z.shape[0]  # the next row may be the next block's: prefetch it all the same
     has_w = weight.shape[0] > 0
     has_sw = sample_weight.shape[0] > 0
     k1 = smoothing / n_cls if n_cls > 0 else 0.0
@@ -486,7 +487,7 @@ def _xent_index_rows(
         wd = _weighted_shift_sum(x, m, inv_t, weight) if (k1 > 0.0 and counts and state == _NORMAL) else 0.0
         # Without a gradient the exponentials go to a scratch row: the same
         # summation as with one, so the loss is identical bit for bit.
-        s = _exp_pass(x, g if need_grad else scratch, m, inv_t, z[min(i + 1, hi - 1), :ahead_n])
+        s = _exp_pass(x, g if need_grad else scratch, m, inv_t, z[min(i + 1, n_rows - 1), :ahead_n])
         if s != s:
             state = _UNDEFINED
         log_s = np.nan
@@ -546,6 +547,7 @@ def _xent_prob_rows(
     """
     n_cls = z.shape[1]
     ahead_n = _ahead_elements(z)
+    n_rows = z.shape[0]  # the next row may be the next block's: prefetch it all the same
     has_w = weight.shape[0] > 0
     has_sw = sample_weight.shape[0] > 0
     k1 = smoothing / n_cls if n_cls > 0 else 0.0
@@ -568,7 +570,7 @@ def _xent_prob_rows(
             continue
         # Without a gradient the exponentials go to a scratch row: the same
         # summation as with one, so the loss is identical bit for bit.
-        s = _exp_pass(x, g if need_grad else scratch, m, inv_t, z[min(i + 1, hi - 1), :ahead_n])
+        s = _exp_pass(x, g if need_grad else scratch, m, inv_t, z[min(i + 1, n_rows - 1), :ahead_n])
         if s != s:
             state = _UNDEFINED
         log_s = np.nan
@@ -607,6 +609,7 @@ def _softmax_rows(z, out, inv_t, log, lo, hi):
     ``out`` must not alias ``z``. Row conventions as in :mod:`softxent._softmax`."""
     n_cls = z.shape[1]
     ahead_n = _ahead_elements(z)
+    n_rows = z.shape[0]  # the next row may be the next block's: prefetch it all the same
     for i in range(lo, hi):
         x = z[i]
         o = out[i]
@@ -615,7 +618,7 @@ def _softmax_rows(z, out, inv_t, log, lo, hi):
         if state == _MASKED:
             _fill(o, -np.inf if log else 0.0)
             continue
-        s = _exp_pass(x, o, m, inv_t, z[min(i + 1, hi - 1), :ahead_n])
+        s = _exp_pass(x, o, m, inv_t, z[min(i + 1, n_rows - 1), :ahead_n])
         if state == _UNDEFINED or s != s:
             _fill(o, np.nan)
             continue
