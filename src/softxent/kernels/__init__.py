@@ -17,6 +17,7 @@ kernel does (and compiles, or loads from numba's on-disk cache).
 
 from __future__ import annotations
 
+import math
 import os
 from types import ModuleType
 
@@ -53,12 +54,16 @@ def cpu(dtype: np.dtype) -> ModuleType | None:
 def as_rows(a: np.ndarray, axis: int) -> np.ndarray:
     """``a`` with ``axis`` moved last, as a C-contiguous (N, V) array: a view
     when the layout allows, else a copy (the kernels' input contract)."""
-    moved = np.moveaxis(a, axis, -1)
-    n_rows = int(np.prod(moved.shape[:-1]))
+    # The common case, classes last, skips np.moveaxis: its axis checks cost
+    # more than the kernel on small inputs.
+    moved = a if axis in (-1, a.ndim - 1) else np.moveaxis(a, axis, -1)
+    n_rows = math.prod(moved.shape[:-1])
     return np.ascontiguousarray(moved).reshape(n_rows, a.shape[axis])
 
 
 def from_rows(rows: np.ndarray, shape: tuple[int, ...], axis: int) -> np.ndarray:
     """Inverse of :func:`as_rows`: the (N, V) array as ``shape`` with V at ``axis``."""
+    if axis in (-1, len(shape) - 1):
+        return rows.reshape(shape)
     moved = tuple(n for i, n in enumerate(shape) if i != axis) + (shape[axis],)
     return np.moveaxis(rows.reshape(moved), -1, axis)
