@@ -534,6 +534,59 @@ def test_wide_float32_row_loss_within_1e6_relative(labels_kind, rng, oracle):
         assert (err <= 1e-6).all(), f"relative errors {err}"
 
 
+# Rows longer than 256 KiB run passes 1 and 2 chunk by chunk (64 KiB each:
+# 16384 float32 or 8192 float64 classes), each chunk against its own max.
+LONG_V = 70001  # 5 float32 chunks / 9 float64 chunks, the last one partial
+
+
+def _long_rows(rng, dtype):
+    """(logits, labels): one row per situation the chunked passes must get right."""
+    v = LONG_V
+    x = rng.standard_normal((12, v)) * 3
+    x[1] = 0.0
+    x[1, -1] = 20.0  # confident, its max in the last chunk: r = 1.4e-4 must keep its digits
+    x[2] *= 1.0 / 3.0
+    x[2, [5, 50000]] = 10.0  # the max tied across two chunks
+    x[3, 16384:40000] = -np.inf  # whole chunks masked
+    x[4, 40000] = np.nan
+    x[5, 20000] = np.inf
+    x[6] = np.linspace(-30.0, 30.0, v)  # the running max grows chunk by chunk
+    x[7] = np.linspace(30.0, -30.0, v)
+    x[8] = -np.inf  # every class masked: ignored below
+    x[9, :100] = -np.inf  # its label sits on a masked class: infinite loss
+    x[10] = np.sign(x[10]) * 1e30
+    x[11, 0] = 100.0  # later chunks 1e-43 below the max: their factors underflow
+    labels = rng.integers(0, v, 12)
+    labels[[1, 6]] = v - 1  # the top class, in the last chunk
+    labels[2] = 50000
+    labels[8] = -100
+    labels[9] = 50
+    return x.astype(dtype), labels
+
+
+@dtypes
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"temperature": 0.3}, {"weight": "w", "sample_weight": "sw"}, {"label_smoothing": 0.1}],
+    ids=["plain", "temperature", "weights", "smoothing"],
+)
+def test_long_rows_by_chunks_match_reference(kw, dtype, rng, oracle):
+    """Chunked long rows (plain, T, class and row weights; smoothing takes the
+    whole-row passes) against the oracle, row by row, in place and not."""
+    x, labels = _long_rows(rng, dtype)
+    kw = dict(kw)
+    if "weight" in kw:
+        kw["weight"] = rng.uniform(0.2, 2.0, LONG_V)
+        kw["sample_weight"] = rng.uniform(0.5, 2.0, 12)
+    loss, grad = compare_xent(oracle, "with_grad", x, labels, dtype, reduction="none", **kw)
+    work = x.copy()
+    loss_in, grad_in = sx.softmax_cross_entropy_with_grad(work, labels, reduction="none", inplace=True, **kw)
+    assert grad_in is work
+    assert_identical(loss_in, loss, "in-place loss")
+    assert_identical(grad_in, grad, "in-place gradient")
+    assert np.isnan(loss[[4, 5]]).all() and loss[8] == 0.0 and loss[9] == np.inf
+
+
 # --------------------------------------------------------------------------- non-finite rows
 
 
