@@ -534,7 +534,7 @@ def test_wide_float32_row_loss_within_1e6_relative(labels_kind, rng, oracle):
         assert (err <= 1e-6).all(), f"relative errors {err}"
 
 
-# Rows longer than 256 KiB run passes 1 and 2 chunk by chunk (64 KiB each:
+# Rows longer than 64 KiB run passes 1 and 2 chunk by chunk (64 KiB each:
 # 16384 float32 or 8192 float64 classes), each chunk against its own max.
 LONG_V = 70001  # 5 float32 chunks / 9 float64 chunks, the last one partial
 

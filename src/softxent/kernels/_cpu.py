@@ -13,10 +13,9 @@ Contract (shared with every backend): 2-D C-contiguous float32/float64 logits
 * pass 3 rewrites the stored :math:`e_c` into the gradient
   :math:`(a_c \sum t - t_c) \cdot \text{coef}` while the row is still in cache.
 
-A row too long to sit in L2 beside the next one (over 256 KiB) runs passes 1
-and 2 chunk by chunk, each chunk against its own max, and pass 3 rescales
-the chunks (see ``_CHUNK_BYTES``); few classes run across rows instead (see
-``_xent_index_tiles``).
+A long row (over 64 KiB) runs passes 1 and 2 chunk by chunk, each chunk
+against its own max, and pass 3 rescales the chunks (see ``_CHUNK_BYTES``);
+few classes run across rows instead (see ``_xent_index_tiles``).
 
 The gradient buffer may be the logits themselves (``inplace``): pass 2 reads
 :math:`z_c` before it overwrites it, and the label's logit is read first;
@@ -452,15 +451,16 @@ def _grad_row(g, top, t_sum, a_coef, coef, weight, k1):
             g[c] = val * coef
 
 
-# A row longer than _AHEAD_BYTES does not fit in L2 beside the next one, so
-# prefetching the next row would evict the current one, and without it pass
-# 1 of each row waits on memory while nothing computes (512x131072 float32,
-# 2 threads: about 12% slower than 2048x32768, the same bytes). Such rows run
-# passes 1 and 2 chunk by chunk instead: each chunk of _CHUNK_BYTES gets its
-# own max m_b and exponentials e^{(x - m_b)/T}, while the next chunk is
-# prefetched; the row's sum is sum_b s_b e^{(m_b - M)/T} with M the row max,
-# and pass 3 scales each chunk by its factor (only chunks with m_b = M hold
-# the top class). Still one exponential per element. Used without label
+# Rows longer than _CHUNK_BYTES run passes 1 and 2 chunk by chunk: each
+# chunk gets its own max m_b and exponentials e^{(x - m_b)/T} while the next
+# chunk is prefetched; the row's sum is sum_b s_b e^{(m_b - M)/T} with M the
+# row max, and pass 3 scales each chunk by its factor (only chunks with m_b =
+# M hold the top class). Still one exponential per element, and pass 1 of a
+# chunk reads from cache instead of waiting on memory. Whole rows with the
+# next one prefetched (_AHEAD_BYTES) did worse once a row outgrew 64 KiB:
+# 512x131072 float32 (512 KiB rows, too long to prefetch at all) in place,
+# 2 threads, 32 -> 27 ms; 2048x32768 (128 KiB rows) about 29 -> 27 ms
+# (medians of four alternating benchmark runs each). Used without label
 # smoothing only, whose sum_c w_c d_c needs M before x is overwritten.
 _CHUNK_BYTES = 64 << 10
 
@@ -468,7 +468,7 @@ _CHUNK_BYTES = 64 << 10
 @nb.njit(**JIT)
 def _chunk_elements(z, k1):
     """Elements per chunk of a long row; 0 when rows go whole."""
-    if k1 > 0.0 or z.shape[1] * z.itemsize <= _AHEAD_BYTES:
+    if k1 > 0.0 or z.shape[1] * z.itemsize <= _CHUNK_BYTES:
         return 0
     return _CHUNK_BYTES // z.itemsize
 
