@@ -132,14 +132,21 @@ def _kernel_class_labels(
     if kern is None or lab.dtype not in (np.dtype(np.int64), np.dtype(np.int32)) or lab.ndim == 0:
         return None
     flat = np.ascontiguousarray(lab).reshape(-1)
-    idx = np.empty(flat.shape, dtype=np.int64)
-    row_weight = np.empty(flat.shape)
-    w = np.empty(0) if weight is None else weight
     has_ignore = ignore_index is not None
-    bad = kern.class_rows(flat, n_classes, ignore_index if has_ignore else 0, has_ignore, w, idx, row_weight)
+    ignore = ignore_index if has_ignore else 0
+    bad, any_ignored = -1, True
+    if weight is None and flat.dtype == np.int64:
+        bad, any_ignored = kern.class_check(flat, n_classes, ignore, has_ignore)
+        if bad < 0 and not any_ignored:  # the labels are the indices, and every row weighs 1
+            return _Labels(flat.reshape(lab.shape), None, np.broadcast_to(np.float64(1.0), lab.shape))
+    if bad < 0:
+        idx = np.empty(flat.shape, dtype=np.int64)
+        row_weight = np.empty(flat.shape)
+        w = np.empty(0) if weight is None else weight
+        bad = kern.class_rows(flat, n_classes, ignore, has_ignore, w, idx, row_weight)
     if bad >= 0:
         check_class_labels(lab, n_classes, ignore_index)  # raises, naming the first bad label
-        raise AssertionError("class_rows and check_class_labels disagree")  # pragma: no cover
+        raise AssertionError("the compiled label pass and check_class_labels disagree")  # pragma: no cover
     return _Labels(idx.reshape(lab.shape), None, row_weight.reshape(lab.shape))
 
 

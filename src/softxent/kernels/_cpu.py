@@ -1177,6 +1177,23 @@ def class_rows(labels, n_classes, ignore_index, has_ignore, weight, idx, row_wei
     return -1
 
 
+@nb.njit(**JIT)
+def class_check(labels, n_classes, ignore_index, has_ignore):
+    """:func:`class_rows` without its outputs, for int64 labels and no class
+    weights: ``(first bad position or -1, whether any row is ignored)``.
+    When none is, the labels are already the kernels' class indices and
+    every row weighs 1: the wrappers then use them as they are, without two
+    (N,) arrays to allocate and fill."""
+    any_ignored = False
+    for i in range(labels.shape[0]):
+        y = labels[i]
+        if has_ignore and y == ignore_index:
+            any_ignored = True
+        elif y < 0 or y >= n_classes:
+            return i, any_ignored
+    return -1, any_ignored
+
+
 # --------------------------------------------------------------------------- parallel drivers
 #
 # Each public kernel splits its rows into blocks of about _BLOCK_ELEMENTS
