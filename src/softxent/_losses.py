@@ -616,7 +616,10 @@ def _sigmoid_xent(
             f"labels must have the shape of logits {arr.shape} (one 0/1 or probability "
             f"target per logit), got shape {lab.shape}"
         )
-    y = check_probability_labels(lab, upper=1.0)
+    kern = kernels.cpu(arr.dtype)
+    y = _kernel_unit_labels(kern, lab, arr.dtype)
+    if y is None:
+        y = check_probability_labels(lab, upper=1.0)
     reduction = check_reduction(reduction)
     # Rows and labels: (N, K) or (..., K); a 1-D array is N rows of one label.
     rows = arr.shape[:-1] if arr.ndim >= 2 else arr.shape
@@ -630,7 +633,6 @@ def _sigmoid_xent(
 
     n_rows_weight = float(np.prod(rows)) if sample_weight is None else float(sample_weight.sum())
     denominator = n_rows_weight * n_labels
-    kern = kernels.cpu(arr.dtype)
     if kern is not None:
         return _kernel_sigmoid_xent(
             kern, arr, y, pos_weight, weight, sample_weight, reduction, denominator, need_grad
@@ -659,6 +661,18 @@ def _sigmoid_xent(
         _scalar_or_array(loss, arr.dtype),
         None if grad is None else grad.astype(arr.dtype, copy=False),
     )
+
+
+def _kernel_unit_labels(kern: Any, lab: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
+    """Labels of the logits' dtype, checked in [0, 1] by one compiled pass and
+    passed to the kernel as they are (it reads them as float64); None for
+    other dtypes or without kernels (the general check then converts)."""
+    if kern is None or lab.dtype != dtype:
+        return None
+    if kern.unit_interval_check(np.ascontiguousarray(lab).reshape(-1)) >= 0:
+        check_probability_labels(lab, upper=1.0)  # raises, naming the first bad label
+        raise AssertionError("unit_interval_check and check_probability_labels disagree")  # pragma: no cover
+    return lab
 
 
 def _kernel_sigmoid_xent(

@@ -1194,6 +1194,31 @@ def class_check(labels, n_classes, ignore_index, has_ignore):
     return -1, any_ignored
 
 
+_CHECK_BLOCK = 4096
+
+
+@nb.njit(**JIT_SUM)
+def unit_interval_check(y):
+    """The position of the first entry of the flat ``y`` outside [0, 1] (NaN
+    included), -1 if none: the sigmoid wrappers' label check in one pass,
+    without the float64 copy and the four NumPy passes of the general check."""
+    n = y.shape[0]
+    for lo in range(0, n, _CHECK_BLOCK):
+        # A count per block, with no exit in the loop, so that it vectorises;
+        # the block that holds a bad entry is then scanned for its position.
+        yb = y[lo : min(n, lo + _CHECK_BLOCK)]
+        n_bad = 0
+        for i in range(yb.shape[0]):
+            v = yb[i]
+            n_bad += 0 if (v >= 0.0) & (v <= 1.0) else 1
+        if n_bad:
+            for i in range(yb.shape[0]):
+                v = yb[i]
+                if not (v >= 0.0 and v <= 1.0):
+                    return lo + i
+    return -1
+
+
 # --------------------------------------------------------------------------- parallel drivers
 #
 # Each public kernel splits its rows into blocks of about _BLOCK_ELEMENTS
