@@ -1231,7 +1231,7 @@ def test_compiled_label_pass_matches_numpy(label_dtype, with_weight, monkeypatch
     fast = _losses._kernel_class_labels(labels, 7, weight, -100)
     assert fast is not None
     monkeypatch.setattr(_losses, "_kernel_class_labels", lambda *args: None)
-    slow = _losses._parse_labels(labels, (4, 9, 7), 2, weight, -100)
+    slow = _losses._parse_labels(labels, (4, 9, 7), np.dtype(np.float64), 2, weight, -100)
     np.testing.assert_array_equal(fast.index, slow.index)
     np.testing.assert_array_equal(fast.row_weight, slow.row_weight)
     assert fast.index[0, 3] == -1 and fast.row_weight[2, 8] == 0.0
@@ -1250,3 +1250,34 @@ def test_compiled_label_pass_raises_the_numpy_message(label_dtype, bad_value):
         _losses.check_class_labels(labels.astype(np.int64), 7, ignore)
     assert str(fast.value) == str(slow.value)
     assert f"got {bad_value} at index (1, 1)" in str(fast.value)
+
+
+@dtypes
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_float_probability_labels_give_the_same_bits_as_converted_ones(dtype, axis, rng):
+    """float32 and float64 probability labels go to the kernel as they are
+    (one compiled check instead of a float64 copy): bit for bit the results
+    of the same values in float16, which the general check converts."""
+    x = random_logits(rng, (300, 37), dtype=dtype)
+    y16 = _unnormalised_rows(rng, 300, 37).astype(np.float16)  # values exact in every dtype below
+    if axis == 0:
+        x, y16 = np.ascontiguousarray(x.T), np.ascontiguousarray(y16.T)
+    for kw in ({}, {"label_smoothing": 0.1, "weight": rng.uniform(0.5, 2.0, 37)}):
+        want = sx.softmax_cross_entropy_with_grad(x, y16, axis=axis, reduction="none", **kw)
+        for label_dtype in (np.float32, np.float64):
+            got = sx.softmax_cross_entropy_with_grad(x, y16.astype(label_dtype), axis=axis, reduction="none", **kw)
+            assert_identical(got[0], want[0], f"loss, {np.dtype(label_dtype)} labels")
+            assert_identical(got[1], want[1], f"gradient, {np.dtype(label_dtype)} labels")
+
+
+@dtypes
+@pytest.mark.parametrize("bad", [np.nan, -0.5, np.inf, -np.inf])
+def test_bad_float_probability_labels_name_the_first_one(dtype, bad, rng):
+    """The compiled check finds the first bad probability past its first block
+    (4096 entries) and raises the general check's message."""
+    x = random_logits(rng, (3, 5000), dtype=dtype)
+    y = _unnormalised_rows(rng, 3, 5000).astype(dtype)
+    y[1, 4000] = bad
+    y[2, 7] = -1.0  # a later bad entry is not the one reported
+    with pytest.raises(ValueError, match=r"labels must be finite probabilities non-negative, got .* at index \(1, 4000\)"):
+        sx.softmax_cross_entropy_with_grad(x, y)

@@ -98,16 +98,36 @@ class _Labels(NamedTuple):
     row_weight: np.ndarray  # each row's weight in the mean: w[y] (0 if ignored), or 1
 
 
+def _kernel_probability_labels(lab: np.ndarray, dtype: np.dtype, upper: float | None) -> np.ndarray | None:
+    """float32 or float64 probability labels, checked finite and in [0,
+    upper] by one compiled pass and handed to the kernels as they are (they
+    read them as float64); None for other dtypes or where the logits'
+    ``dtype`` has no kernel: :func:`check_probability_labels` then converts
+    them to float64."""
+    kern = kernels.cpu(dtype)
+    if kern is None or lab.dtype not in kernels.KERNEL_DTYPES:
+        return None
+    bound = float(np.finfo(lab.dtype).max) if upper is None else upper
+    if kern.bounded_check(np.ascontiguousarray(lab).reshape(-1), bound) >= 0:
+        check_probability_labels(lab, upper=upper)  # raises, naming the first bad label
+        raise AssertionError("bounded_check and check_probability_labels disagree")  # pragma: no cover
+    return lab
+
+
 def _parse_labels(
-    labels: Any, shape: tuple[int, ...], axis: int, weight: np.ndarray | None, ignore_index: int | None
+    labels: Any, shape: tuple[int, ...], dtype: np.dtype, axis: int, weight: np.ndarray | None,
+    ignore_index: int | None,
 ) -> _Labels:
     """Class indices if ``labels`` has the logits' shape without ``axis``,
-    probabilities if it has the logits' shape."""
+    probabilities if it has the logits' shape (``dtype``: the logits')."""
     n_classes = shape[axis]
     batch = shape[:axis] + shape[axis + 1 :]
     lab = np.asarray(labels)
     if lab.shape == shape:  # probability labels (eq. 15 holds even if rows do not sum to 1)
-        return _Labels(None, np.moveaxis(check_probability_labels(lab), axis, -1), np.ones(batch))
+        probs = _kernel_probability_labels(lab, dtype, None)
+        if probs is None:
+            probs = check_probability_labels(lab)
+        return _Labels(None, np.moveaxis(probs, axis, -1), np.ones(batch))
     if lab.shape == batch:
         fast = _kernel_class_labels(lab, n_classes, weight, ignore_index)
         if fast is not None:
@@ -311,7 +331,7 @@ def _softmax_xent(
     weight = check_class_weight(weight, n_classes)
     sample_weight = check_sample_weight(sample_weight, batch)
     target = _grad_buffer(arr, logits, out, inplace) if need_grad else None
-    lab = _parse_labels(labels, arr.shape, ax, weight, ignore_index)
+    lab = _parse_labels(labels, arr.shape, arr.dtype, ax, weight, ignore_index)
 
     rows_in_mean = lab.row_weight if sample_weight is None else sample_weight * lab.row_weight
     denominator = float(rows_in_mean.sum())
@@ -616,8 +636,7 @@ def _sigmoid_xent(
             f"labels must have the shape of logits {arr.shape} (one 0/1 or probability "
             f"target per logit), got shape {lab.shape}"
         )
-    kern = kernels.cpu(arr.dtype)
-    y = _kernel_unit_labels(kern, lab, arr.dtype)
+    y = _kernel_probability_labels(lab, arr.dtype, 1.0)
     if y is None:
         y = check_probability_labels(lab, upper=1.0)
     reduction = check_reduction(reduction)
@@ -633,6 +652,7 @@ def _sigmoid_xent(
 
     n_rows_weight = float(np.prod(rows)) if sample_weight is None else float(sample_weight.sum())
     denominator = n_rows_weight * n_labels
+    kern = kernels.cpu(arr.dtype)
     if kern is not None:
         return _kernel_sigmoid_xent(
             kern, arr, y, pos_weight, weight, sample_weight, reduction, denominator, need_grad
@@ -661,18 +681,6 @@ def _sigmoid_xent(
         _scalar_or_array(loss, arr.dtype),
         None if grad is None else grad.astype(arr.dtype, copy=False),
     )
-
-
-def _kernel_unit_labels(kern: Any, lab: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
-    """Labels of the logits' dtype, checked in [0, 1] by one compiled pass and
-    passed to the kernel as they are (it reads them as float64); None for
-    other dtypes or without kernels (the general check then converts)."""
-    if kern is None or lab.dtype != dtype:
-        return None
-    if kern.unit_interval_check(np.ascontiguousarray(lab).reshape(-1)) >= 0:
-        check_probability_labels(lab, upper=1.0)  # raises, naming the first bad label
-        raise AssertionError("unit_interval_check and check_probability_labels disagree")  # pragma: no cover
-    return lab
 
 
 def _kernel_sigmoid_xent(

@@ -1198,10 +1198,12 @@ _CHECK_BLOCK = 4096
 
 
 @nb.njit(**JIT_SUM)
-def unit_interval_check(y):
-    """The position of the first entry of the flat ``y`` outside [0, 1] (NaN
-    included), -1 if none: the sigmoid wrappers' label check in one pass,
-    without the float64 copy and the four NumPy passes of the general check."""
+def bounded_check(y, upper):
+    """The position of the first entry of the flat ``y`` outside [0, upper]
+    (NaN included; ``upper`` the dtype's largest float excludes +inf), -1 if
+    none: the wrappers' check of probability labels in one pass, without the
+    float64 copy and the four NumPy passes of the general check."""
+    ub = y.dtype.type(upper)
     n = y.shape[0]
     for lo in range(0, n, _CHECK_BLOCK):
         # A count per block, with no exit in the loop, so that it vectorises;
@@ -1210,11 +1212,11 @@ def unit_interval_check(y):
         n_bad = 0
         for i in range(yb.shape[0]):
             v = yb[i]
-            n_bad += 0 if (v >= 0.0) & (v <= 1.0) else 1
+            n_bad += 0 if (v >= 0.0) & (v <= ub) else 1
         if n_bad:
             for i in range(yb.shape[0]):
                 v = yb[i]
-                if not (v >= 0.0 and v <= 1.0):
+                if not (v >= 0.0 and v <= ub):
                     return lo + i
     return -1
 
