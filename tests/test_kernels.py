@@ -1281,3 +1281,17 @@ def test_bad_float_probability_labels_name_the_first_one(dtype, bad, rng):
     y[2, 7] = -1.0  # a later bad entry is not the one reported
     with pytest.raises(ValueError, match=r"labels must be finite probabilities non-negative, got .* at index \(1, 4000\)"):
         sx.softmax_cross_entropy_with_grad(x, y)
+
+
+@dtypes
+def test_strided_probability_labels_equal_contiguous_ones(dtype, rng):
+    """Probability labels that are a strided view reach the kernel as a
+    contiguous copy: the same bits as contiguous labels."""
+    x = random_logits(rng, (50, 40), dtype=dtype)
+    wide = _unnormalised_rows(rng, 50, 80).astype(dtype)
+    strided = wide[:, ::2]
+    assert not strided.flags.c_contiguous
+    got = sx.softmax_cross_entropy_with_grad(x, strided, reduction="none")
+    want = sx.softmax_cross_entropy_with_grad(x, np.ascontiguousarray(strided), reduction="none")
+    assert_identical(got[0], want[0], "loss")
+    assert_identical(got[1], want[1], "gradient")
