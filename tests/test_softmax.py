@@ -142,7 +142,7 @@ def test_float32_is_the_float64_result_rounded_once(func, oracle, rng, backend):
     # Reference path: "the arithmetic runs in float64 and is rounded once", so
     # within 1 ulp of the float64 oracle rounded to float32 (float32 arithmetic
     # is several ulps off). The kernel computes x - max in float32 (as torch and
-    # JAX do): its documented bound is a relative error of (|x - max| + 8) eps
+    # JAX do): its documented bound is a relative error of (|x - max| + 10) eps
     # on a probability, and 4 eps (1 + |value|) on a log-probability.
     x = random_logits(rng, (64, 1000), scale=6.0, dtype=np.float32)
     out = func(x)
@@ -155,7 +155,7 @@ def test_float32_is_the_float64_result_rounded_once(func, oracle, rng, backend):
     eps = float(np.finfo(np.float32).eps)
     d = np.abs(f64(x) - f64(x).max(axis=-1, keepdims=True))
     if func is sx.softmax:
-        bound = (d + 8) * eps * exact + 1e-37
+        bound = (d + 10) * eps * exact + 1e-37
     else:
         bound = 4 * eps * (1 + np.abs(exact))
     assert np.all(np.abs(out - exact) <= bound)

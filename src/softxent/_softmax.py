@@ -167,7 +167,7 @@ def softmax(x: Any, axis: int = -1, *, temperature: float = 1.0, where: Any = No
     Backends: without ``where``, float32/float64 input runs on the fused CPU
     kernel, which computes :math:`x - m` in the input's precision (as torch
     and JAX do): a probability :math:`p` carries a relative error of at most
-    :math:`(|x_i - m| + 8)\,\epsilon`, an absolute error below 3e-8 in
+    :math:`(|x_i - m| / T + 10)\,\epsilon`, an absolute error below 3e-8 in
     float32. The exact path (float64 arithmetic, rounded once; also used with
     ``where``, for float16, or with ``SOFTXENT_REFERENCE=1``) is within 1 ulp.
 
