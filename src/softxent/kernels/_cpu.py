@@ -254,14 +254,50 @@ def _from_key_overload(k, like):
     return None
 
 
+def float_bits(v):  # pragma: no cover - replaced by the overload inside jitted code
+    """The bits of the float ``v`` as a signed integer of its width."""
+    raise NotImplementedError
+
+
+def bits_float(b, like):  # pragma: no cover
+    """The float (of ``like``'s type) whose bits are ``b``."""
+    raise NotImplementedError
+
+
+@overload(float_bits, inline="always")
+def _float_bits_overload(v):
+    if isinstance(v, types.Float):
+        return (lambda v: _f32_to_bits(v)) if v.bitwidth == 32 else (lambda v: _f64_to_bits(v))
+    return None
+
+
+@overload(bits_float, inline="always")
+def _bits_float_overload(b, like):
+    if isinstance(like, types.Float):
+        return (lambda b, like: _bits_to_f32(b)) if like.bitwidth == 32 else (lambda b, like: _bits_to_f64(b))
+    return None
+
+
 @nb.njit(**JIT)
 def _row_max(x):
-    """Pass 1: the row max as float64 (NaN if the row holds a positive NaN)."""
+    """Pass 1: the row max as float64 (NaN if the row holds a positive NaN).
+
+    On the raw bits as signed integers, non-negative floats order as their
+    bits and negative ones in reverse (+NaN above +inf, -0 at the bottom). So
+    the max is the largest bits if any is >= 0, else the smallest: two
+    integer reductions (vpmaxsd, vpminsd) instead of :func:`order_key`'s
+    three operations and a max (about 0.055 -> 0.047 ns an element, in L2). Starting both
+    at -inf's bits, a negative NaN (above -inf's bits) is never the min: it
+    is caught in pass 2, like any NaN.
+    """
     lowest = x.dtype.type(-np.inf)
-    mk = order_key(lowest)
+    hi = float_bits(lowest)
+    lo = hi
     for c in range(x.shape[0]):
-        mk = max(mk, order_key(x[c]))
-    return np.float64(from_key(mk, lowest))
+        b = float_bits(x[c])
+        hi = b if b > hi else hi
+        lo = b if b < lo else lo
+    return np.float64(bits_float(hi if hi >= 0 else lo, lowest))
 
 
 @nb.njit(**JIT)
@@ -434,12 +470,28 @@ def _row_state(x, m):
 
 
 @nb.njit(**JIT)
+def _scale_row(g, f):
+    ff = g.dtype.type(f)
+    for c in range(g.shape[0]):
+        g[c] = g[c] * ff
+
+
+@nb.njit(**JIT)
 def _grad_row(g, top, t_sum, a_coef, coef, weight, k1):
     """Pass 3: the stored e_c becomes coef * (a_c sum(t) - t_c), eq. (15), with
     t_c = k1 * w_c (the label's own share is added by the caller) and
     a_c = e_c / s = e_c * a_coef / t_sum. The top class (e_c == 1) uses
     t_sum (a - 1) + (t_sum - t_c), whose first term ``top`` = t_sum *
-    expm1(-log s) has no cancellation."""
+    expm1(-log s) has no cancellation.
+
+    Without smoothing (k1 = 0) every t_c here is 0 and the top class's value
+    is t_sum (a - 1) + t_sum = t_sum a, as for any other class (the caller
+    rewrites the label's entry, the only one that cancels): the pass is a
+    plain scale, one multiply an element instead of a compare, a multiply-add
+    and a select (pass 3 alone about 25% faster)."""
+    if k1 == 0.0:
+        _scale_row(g, a_coef * coef)
+        return
     if weight.shape[0] == 0:
         # Uniform t_c: constants per row, the loop runs in the data's dtype.
         dt = g.dtype.type
@@ -539,24 +591,15 @@ def _chunked_normaliser(e, chunk, mb, big, inv_t, s):
 
 
 @nb.njit(**JIT)
-def _scale_row(g, f):
-    ff = g.dtype.type(f)
-    for c in range(g.shape[0]):
-        g[c] = g[c] * ff
-
-
-@nb.njit(**JIT)
-def _chunked_grad(g, chunk, mb, big, inv_t, top, t_sum, a_coef, coef, weight):
-    """Pass 3 of a chunked row (no smoothing, so t_c = 0 but for the label):
-    the top chunks as :func:`_grad_row`, the others ``e * a e^{(m_b - M)/T} * coef``."""
+def _chunked_grad(g, chunk, mb, big, inv_t, a_coef, coef):
+    """Pass 3 of a chunked row (no smoothing, so t_c = 0 but for the label,
+    which the caller rewrites): ``e * a e^{(m_b - M)/T} * coef``, the factor
+    1 in the chunks whose max is the row's (see :func:`_grad_row`)."""
     n = g.shape[0]
     for b in range(mb.shape[0]):
-        lo = b * chunk
-        gb = g[lo : min(n, lo + chunk)]
-        if mb[b] == big:
-            _grad_row(gb, top, t_sum, a_coef, coef, weight, 0.0)
-        elif mb[b] > -np.inf:  # an all-masked chunk already holds its zeros
-            _scale_row(gb, a_coef * math.exp((mb[b] - big) * inv_t) * coef)
+        if mb[b] > -np.inf:  # an all-masked chunk already holds its zeros
+            f = 1.0 if mb[b] == big else math.exp((mb[b] - big) * inv_t)
+            _scale_row(g[b * chunk : min(n, b * chunk + chunk)], a_coef * f * coef)
 
 
 @nb.njit(**JIT)
@@ -636,7 +679,7 @@ def _xent_index_rows(
         top = t_sum * math.expm1(-log_s)
         a_coef = t_sum / s
         if chunk > 0:
-            _chunked_grad(g, chunk, mb, m, inv_t, top, t_sum, a_coef, coef, weight)
+            _chunked_grad(g, chunk, mb, m, inv_t, a_coef, coef)
         else:
             _grad_row(g, top, t_sum, a_coef, coef, weight, k1)
         # The label's entry also carries (1 - eps) w_y of the target: eq. (16).
