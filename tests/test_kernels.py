@@ -953,6 +953,42 @@ def test_return_lse_is_logsumexp_of_logits_over_t(axis, case, v, dtype, rng, ora
     assert_identical(loss, sx.softmax_cross_entropy_with_grad(x, labels, axis=axis, **kw)[0], "loss")
 
 
+@dtypes
+def test_returned_rows_are_not_the_reused_scratch_buffers(dtype, rng):
+    """Per-row losses and log-sum-exps that a call only reduces live in
+    buffers reused by the next call; whatever a call returns must survive
+    the calls after it (float64 rows are returned without a conversion)."""
+    x, labels, _ = make_case("index", rng, 300, 7, dtype)
+    rows = sx.softmax_cross_entropy(x, labels, reduction="none")
+    _, _, lse = sx.softmax_cross_entropy_with_grad(x, labels, return_lse=True)
+    rows_copy, lse_copy = rows.copy(), lse.copy()
+    for _ in range(2):  # other inputs, all sizes, through the scratch buffers
+        for n in (50, 300, 900):
+            y, lab, _ = make_case("index", rng, n, 7, dtype)
+            sx.softmax_cross_entropy_with_grad(10 * y, lab)
+            sx.softmax_cross_entropy(10 * y, lab, reduction="sum")
+    assert_identical(rows, rows_copy, "reduction='none' rows after later calls")
+    assert_identical(lse, lse_copy, "return_lse after later calls")
+    assert not np.shares_memory(rows, lse)
+    for buf in kernels.scratch(300, 2):
+        assert not np.shares_memory(buf, rows) and not np.shares_memory(buf, lse)
+
+
+def test_threads_calling_at_once_each_get_their_own_result(rng):
+    """The scratch buffers are per thread: four Python threads running the
+    (GIL-free) kernel at the same time get what one serial call gets."""
+    import concurrent.futures
+
+    cases = [make_case("index", rng, 20000, 10, np.float32)[:2] for _ in range(4)]
+    want = [sx.softmax_cross_entropy_with_grad(x, y) for x, y in cases]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda c: sx.softmax_cross_entropy_with_grad(*c), cases))
+            for (lw, gw), (lg, gg) in zip(want, got):
+                assert_identical(lg, lw, "loss from a thread")
+                assert_identical(gg, gw, "gradient from a thread")
+
+
 # --------------------------------------------------------------------------- threads
 
 

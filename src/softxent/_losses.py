@@ -35,6 +35,7 @@ The sigmoid loss (independent binary heads) is elementwise; see
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -127,7 +128,7 @@ def _parse_labels(
         probs = _kernel_probability_labels(lab, dtype, None)
         if probs is None:
             probs = check_probability_labels(lab)
-        return _Labels(None, np.moveaxis(probs, axis, -1), np.ones(batch))
+        return _Labels(None, np.moveaxis(probs, axis, -1), np.broadcast_to(np.float64(1.0), batch))
     if lab.shape == batch:
         fast = _kernel_class_labels(lab, n_classes, weight, ignore_index)
         if fast is not None:
@@ -243,19 +244,24 @@ def _reference_softmax_xent(
 def _kernel_softmax_xent(
     kern: Any, arr: np.ndarray, ax: int, lab: _Labels, weight: np.ndarray | None,
     smoothing: float, sample_weight: np.ndarray | None, temperature: float, grad_scale: float,
-    grad2: np.ndarray | None, ignore_index: int | None,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    grad2: np.ndarray | None, ignore_index: int | None, keep_rows: bool, keep_lse: bool,
+) -> tuple[np.ndarray, np.ndarray, float]:  # fmt: skip
     """The fused kernel on a 2-D C-contiguous view (or copy) of ``arr``.
 
     ``grad2`` is the (N, V) C-contiguous gradient buffer (``None``: loss only).
-    Returns per-row losses and log-sum-exps (float64, batch shape).
+    Returns per-row losses and log-sum-exps (float64, batch shape) and the
+    losses' sum. Without ``keep_rows`` / ``keep_lse`` those arrays are
+    :func:`kernels.scratch` buffers, valid until the next call only.
     """
     n_classes = arr.shape[ax]
     batch = arr.shape[:ax] + arr.shape[ax + 1 :]
     z2 = kernels.as_rows(arr, ax)
     n_rows = z2.shape[0]
-    loss = np.empty(n_rows)
-    lse = np.empty(n_rows)
+    loss, lse = kernels.scratch(n_rows, 2)
+    if keep_rows:
+        loss = np.empty(n_rows)
+    if keep_lse:
+        lse = np.empty(n_rows)
     empty = np.empty(0)
     w = empty if weight is None else weight
     sw = empty if sample_weight is None else sample_weight.reshape(-1)
@@ -270,9 +276,10 @@ def _kernel_softmax_xent(
     run(z2, y, w, smoothing, sw, 1.0 / temperature, grad_scale, grad2 if need_grad else z2, need_grad, loss, lse)
     # A row that counts but has every class masked: NaN loss, lse -inf. The
     # sum is NaN whenever one is, so most calls skip the elementwise test.
-    if np.isnan(loss.sum()) and (bad := np.isnan(loss) & (lse == -np.inf)).any():
+    total = float(loss.sum())
+    if math.isnan(total) and (bad := np.isnan(loss) & (lse == -np.inf)).any():
         raise _all_masked_error(int(np.flatnonzero(bad)[0]), batch, ignore_index)
-    return loss.reshape(batch), lse.reshape(batch)
+    return loss.reshape(batch), lse.reshape(batch), total
 
 
 def _grad_buffer(arr: np.ndarray, logits: Any, out: Any, inplace: bool) -> np.ndarray | None:
@@ -316,8 +323,10 @@ def _softmax_xent(
     need_grad: bool,
     out: Any = None,
     inplace: bool = False,
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Validate, pick the backend, compute loss, gradient and log-sum-exp in one pass."""
+    need_lse: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Validate, pick the backend, compute loss, gradient and (``need_lse``)
+    log-sum-exp in one pass."""
     arr = as_float_array(logits, "logits", allow_int=False)
     if arr.ndim == 0:
         raise ValueError("logits must have a class axis, got a 0-d array")
@@ -333,8 +342,12 @@ def _softmax_xent(
     target = _grad_buffer(arr, logits, out, inplace) if need_grad else None
     lab = _parse_labels(labels, arr.shape, arr.dtype, ax, weight, ignore_index)
 
-    rows_in_mean = lab.row_weight if sample_weight is None else sample_weight * lab.row_weight
-    denominator = float(rows_in_mean.sum())
+    if sample_weight is None and lab.row_weight.size and not any(lab.row_weight.strides):
+        # One value broadcast to every row (1 for plain labels): no sum of N ones.
+        denominator = float(lab.row_weight.flat[0]) * lab.row_weight.size
+    else:
+        rows_in_mean = lab.row_weight if sample_weight is None else sample_weight * lab.row_weight
+        denominator = float(rows_in_mean.sum())
     grad_scale = 1.0
     if reduction == "mean":
         grad_scale = 1.0 / denominator if denominator else 0.0
@@ -349,9 +362,9 @@ def _softmax_xent(
             # Write straight into the destination when its (N, V) view is not a copy.
             if inplace and not np.shares_memory(grad2, dest):
                 grad2 = kernels.as_rows(arr, ax)  # a copy of the logits, overwritten, then put back
-        loss_rows, lse = _kernel_softmax_xent(
+        loss_rows, lse, total = _kernel_softmax_xent(
             kern, arr, ax, lab, weight, smoothing, sample_weight, temperature, grad_scale,
-            grad2, ignore_index,
+            grad2, ignore_index, keep_rows=reduction == "none", keep_lse=need_lse,
         )  # fmt: skip
         if need_grad:
             grad = kernels.from_rows(grad2, arr.shape, ax)
@@ -362,6 +375,7 @@ def _softmax_xent(
         loss_rows, grad, lse = _reference_softmax_xent(
             z, t, scale, temperature, grad_scale, need_grad, ignore_index
         )
+        total = loss_rows.sum()
         if grad is not None:
             grad = np.moveaxis(grad, -1, ax).astype(arr.dtype, copy=False)
     if grad is not None and reduction == "mean" and not denominator:
@@ -375,11 +389,11 @@ def _softmax_xent(
     if reduction == "none":
         loss = loss_rows
     else:
-        loss = loss_rows.sum()
+        loss = total
         if reduction == "mean":
             loss = loss / denominator if denominator else np.zeros(())
     # lse stays float64: log-sum-exp of z / T can exceed float32's range.
-    return _scalar_or_array(loss, arr.dtype), grad, _scalar_or_array(lse, np.dtype(np.float64))
+    return _scalar_or_array(loss, arr.dtype), grad, _scalar_or_array(lse, np.dtype(np.float64)) if need_lse else None
 
 
 _SOFTMAX_PARAMS = r"""
@@ -594,6 +608,7 @@ def softmax_cross_entropy_with_grad(
         logits, labels, axis=axis, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, sample_weight=sample_weight,
         temperature=temperature, reduction=reduction, need_grad=True, out=out, inplace=inplace,
+        need_lse=return_lse,
     )  # fmt: skip
     assert grad is not None
     return (loss, grad, lse) if return_lse else (loss, grad)
@@ -701,7 +716,7 @@ def _kernel_sigmoid_xent(
         grad_scale = 1.0 / denominator if denominator else 0.0
     grad2 = np.empty(z2.shape, dtype=arr.dtype) if need_grad else z2  # not written without grad
     loss_elem = np.empty(z2.shape) if reduction == "none" else np.empty((0, 0))
-    row_loss = np.empty(n_rows)
+    (row_loss,) = kernels.scratch(n_rows)  # only summed here
     kern.sigmoid_xent(z2, y2, pos_w, w, sw, grad_scale, grad2, need_grad, loss_elem, row_loss)
     if reduction == "none":
         loss = loss_elem.reshape(arr.shape)

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from types import ModuleType
 
 import numpy as np
 
-__all__ = ["cpu", "reference_forced", "KERNEL_DTYPES", "as_rows", "from_rows"]
+__all__ = ["cpu", "reference_forced", "KERNEL_DTYPES", "as_rows", "from_rows", "scratch"]
 
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -67,3 +68,27 @@ def from_rows(rows: np.ndarray, shape: tuple[int, ...], axis: int) -> np.ndarray
         return rows.reshape(shape)
     moved = tuple(n for i, n in enumerate(shape) if i != axis) + (shape[axis],)
     return np.moveaxis(rows.reshape(moved), -1, axis)
+
+
+# Per-row float64 outputs that a call only reduces (the losses of a mean, the
+# log-sum-exps nobody asked for) live in buffers kept per thread and reused:
+# a fresh 512 KiB array is a fresh mmap, and its page faults cost more than
+# the kernel's work on few classes (65536 rows: two such arrays 0.6 ms, the
+# kernel about 2 ms). Buffers of more than _SCRATCH_MAX rows are not kept.
+_SCRATCH_MAX = 1 << 20
+_scratch = threading.local()
+
+
+def scratch(n: int, count: int = 1) -> list[np.ndarray]:
+    """``count`` float64 work arrays of length ``n``, reused by later calls
+    on this thread: the caller must not return or keep them."""
+    if n > _SCRATCH_MAX:
+        return [np.empty(n) for _ in range(count)]
+    pool: list[np.ndarray] = getattr(_scratch, "pool", [])
+    while len(pool) < count:
+        pool.append(np.empty(0))
+    for k in range(count):
+        if pool[k].shape[0] < n:
+            pool[k] = np.empty(min(max(n, 2 * pool[k].shape[0]), _SCRATCH_MAX))
+    _scratch.pool = pool
+    return [pool[k][:n] for k in range(count)]
