@@ -925,26 +925,34 @@ def _xent_index_tiles(
     it = dt(inv_t)
     buf = np.empty((n_cls, _TILE), dtype=z.dtype)
     mk = _key_array(_TILE, zero)
+    # Labels as integers of the data's width (int32 for float32), compared
+    # with class numbers of the same type: a select on "y == c" then runs in
+    # the lanes of the data. int64 labels against float32 data halved the
+    # vector width of every loop they entered.
+    yk = _key_array(_TILE, zero)
+    cls = _key_array(n_cls, zero)
+    for c in range(n_cls):
+        cls[c] = c
     m = np.empty(_TILE, dtype=z.dtype)
     ties = np.empty(_TILE, dtype=z.dtype)  # counts <= 64: exact in any float
+    xy = np.empty(_TILE, dtype=z.dtype)  # the label's logit, then its exponential
     rs = np.empty(_TILE)
     wd = np.empty(_TILE)
     special = np.empty(_TILE, dtype=np.bool_)
-    ys = np.empty(_TILE, dtype=np.int64)
     coef = np.empty(_TILE)
     tsum = np.empty(_TILE)
     wys = np.empty(_TILE)
     tops = np.empty(_TILE)
     acoef = np.empty(_TILE)
     sws = np.empty(_TILE)
-    dys = np.empty(_TILE)
-    e_y = np.empty(_TILE)
     losses = np.empty(_TILE)
     lses = np.empty(_TILE)
+    g_lab = np.empty(_TILE)  # the label's gradient entry, eq. (16)
     # The gradient's per-row constants in the data's dtype (uniform t_c).
     g_top = np.empty(_TILE, dtype=z.dtype)
     g_a = np.empty(_TILE, dtype=z.dtype)
     g_t = np.empty(_TILE, dtype=z.dtype)
+    g_y = np.empty(_TILE, dtype=z.dtype)
     for base in range(lo, hi, _TILE):
         nr = min(_TILE, hi - base)
         # Rows along the vector lanes: contiguous loads of each row, strided
@@ -954,16 +962,42 @@ def _xent_index_tiles(
             i = base + r if r < nr else base
             for c in range(n_cls):
                 buf[c, r] = z[i, c]
+        # Per-row inputs, contiguous: the label (-1: ignored, matches no
+        # class) and the sample weight.
+        for r in range(nr):
+            y = labels[base + r]
+            yk[r] = y if y >= 0 else -1
+        for r in range(nr):
+            sws[r] = sample_weight[base + r] if has_sw else 1.0
+        for r in range(nr, _TILE):
+            yk[r] = yk[0]
+            sws[r] = sws[0]
         # Pass 1: max per row, on integer keys (a float compare-and-select
-        # became a masked store, microcoded and slow on AMD).
+        # became a masked store, microcoded and slow on AMD); the label's
+        # logit and weight picked by selects over the classes, not gathered
+        # row by row.
         for r in range(_TILE):
             mk[r] = order_key(dt(-np.inf))
+            xy[r] = zero
         for c in range(n_cls):
             row = buf[c]
+            kc = cls[c]
             for r in range(_TILE):
                 mk[r] = max(mk[r], order_key(row[r]))
+                # A sum of one value and zeros, not a select-or-keep: LLVM
+                # turns that into a masked store (microcoded on AMD).
+                xy[r] += row[r] if yk[r] == kc else zero
         for r in range(_TILE):
             m[r] = from_key(mk[r], zero)
+            wys[r] = 1.0 if yk[r] >= 0 else 0.0
+        if has_w:
+            for r in range(_TILE):
+                wys[r] = 0.0
+            for c in range(n_cls):
+                kc = cls[c]
+                wc = weight[c]
+                for r in range(_TILE):
+                    wys[r] += wc if yk[r] == kc else 0.0
         # sum_c w_c d_c, for label smoothing only, before the exponentials
         # overwrite the logits.
         if k1 > 0.0:
@@ -991,65 +1025,78 @@ def _xent_index_tiles(
             for r in range(_TILE):
                 e = row[r]
                 rs[r] += np.float64(zero if e == one else e)
-        # Per-row scalars: gathers first, then plain arithmetic across rows
-        # (padding lanes compute harmless values), so that the second loop,
-        # with its log, vectorises.
+        # Per-row scalars, across rows (padding lanes compute harmless
+        # values): the label's e_y = exp(d_y) has the bits of its stored
+        # exponential (same operands, same function).
         for r in range(_TILE):
-            i = base + r if r < nr else base
+            g_y[r] = vexp((xy[r] - m[r]) * it)
+        # Two loops, so that each vectorises (one with every per-row array
+        # in it was left scalar: too many arrays for LLVM's alias checks).
+        for r in range(_TILE):
             mr = np.float64(m[r])
-            special[r] = not (math.isfinite(mr) and rs[r] == rs[r] and (k1 == 0.0 or math.isfinite(wd[r])))
-            y = labels[i]
-            ys[r] = y if y >= 0 else 0
-            wys[r] = ((weight[y] if has_w else 1.0) if y >= 0 else 0.0)
-            sws[r] = sample_weight[i] if has_sw else 1.0
-            dys[r] = (np.float64(z[i, ys[r]]) - mr) * inv_t
-            tsum[r] = ((keep * wys[r] + k1 * w_sum) if y >= 0 else 0.0)
-            e_y[r] = np.float64(buf[ys[r], r])
-        for r in range(_TILE):
-            t_sum = tsum[r]
+            wy = wys[r]
+            t_sum = (keep * wy + k1 * w_sum) if yk[r] >= 0 else 0.0
             tr = np.float64(ties[r])
             u = (tr - 1.0) + rs[r]
             s = tr + rs[r]
             log_s = _vlog1p(u)
             counts = sws[r] * t_sum > 0.0
-            lse_r = np.float64(m[r]) * inv_t + log_s
-            row_loss = sws[r] * (t_sum * log_s - keep * wys[r] * dys[r] - (k1 * wd[r] if k1 > 0.0 else 0.0))
-            loss_r = row_loss if counts else 0.0
-            cf = sws[r] * inv_t * grad_scale if counts else 0.0
-            top = -t_sum * (u / s)  # t_sum (a_max - 1), exact: a_max - 1 = -(s - 1)/s
-            ac = t_sum / s
-            coef[r] = cf
-            tops[r] = top
-            acoef[r] = ac
-            g_top[r] = dt((top + (t_sum - k1)) * cf)
+            d_y = (np.float64(xy[r]) - mr) * inv_t
+            row_loss = sws[r] * (t_sum * log_s - keep * wy * d_y - (k1 * wd[r] if k1 > 0.0 else 0.0))
+            coef[r] = sws[r] * inv_t * grad_scale if counts else 0.0
+            tsum[r] = t_sum
+            tops[r] = -t_sum * (u / s)  # t_sum (a_max - 1), exact: a_max - 1 = -(s - 1)/s
+            acoef[r] = t_sum / s
+            lses[r] = mr * inv_t + log_s
+            losses[r] = row_loss if counts else 0.0
+        for r in range(_TILE):
+            cf = coef[r]
+            top = tops[r]
+            ac = acoef[r]
+            wy = wys[r]
+            # The label's entry also carries (1 - eps) w_y of the target: eq. (16).
+            e_y = np.float64(g_y[r])
+            lab = (top + k1 * (w_sum - wy)) if e_y == 1.0 else (ac * e_y - (k1 + keep) * wy)
+            g_lab[r] = lab * cf
+            g_y[r] = dt(lab * cf)
             g_a[r] = dt(ac * cf)
+            g_top[r] = dt((top + (tsum[r] - k1)) * cf)
             g_t[r] = dt(k1 * cf)
-            lses[r] = lse_r
-            losses[r] = loss_r
         for r in range(nr):
             loss[base + r] = losses[r]
             lse[base + r] = lses[r]
+        # Bitwise, not short-circuit: a branch per row kept the loop scalar.
+        for r in range(nr):
+            mr = np.float64(m[r])
+            special[r] = not (math.isfinite(mr) & (rs[r] == rs[r]) & ((k1 == 0.0) | math.isfinite(wd[r])))
         if need_grad:
-            # eq. (15) across rows; the top class avoids cancellation as in _grad_row.
-            if not has_w:  # uniform t_c: per-row constants, the data's dtype
+            # eq. (15) across rows, the label's entry selected in the same
+            # loop (a scatter row by row cost more than the whole loop).
+            # Without smoothing the top class needs no case of its own (as
+            # in _grad_row); with it, it avoids the cancellation.
+            if not has_w and k1 == 0.0:
                 for c in range(n_cls):
                     row = buf[c]
+                    kc = cls[c]
+                    for r in range(_TILE):
+                        row[r] = g_y[r] if yk[r] == kc else row[r] * g_a[r]
+            elif not has_w:  # uniform t_c: per-row constants, the data's dtype
+                for c in range(n_cls):
+                    row = buf[c]
+                    kc = cls[c]
                     for r in range(_TILE):
                         e = row[r]
-                        row[r] = g_top[r] if e == one else e * g_a[r] - g_t[r]
+                        v = g_top[r] if e == one else e * g_a[r] - g_t[r]
+                        row[r] = g_y[r] if yk[r] == kc else v
             else:
                 for c in range(n_cls):
                     t_c = k1 * weight[c]
                     row = buf[c]
+                    kc = cls[c]
                     for r in range(_TILE):
                         e = np.float64(row[r])
                         val = (tops[r] + (tsum[r] - t_c)) if e == 1.0 else (acoef[r] * e - t_c)
-                        row[r] = val * coef[r]
-            # The label's entry also carries (1 - eps) w_y of the target.
-            for r in range(nr):
-                t_y = (k1 + keep) * wys[r]
-                val = (tops[r] + k1 * (w_sum - wys[r])) if e_y[r] == 1.0 else (acoef[r] * e_y[r] - t_y)
-                buf[ys[r], r] = val * coef[r]
+                        row[r] = g_lab[r] if yk[r] == kc else val * coef[r]
             # Indexed 2-D, not through a row view: a view per row costs a
             # reference-count update, which took a third of the copy's time.
             for r in range(nr):
