@@ -935,7 +935,7 @@ def _xent_index_tiles(
         cls[c] = c
     m = np.empty(_TILE, dtype=z.dtype)
     ties = np.empty(_TILE, dtype=z.dtype)  # counts <= 64: exact in any float
-    xy = np.empty(_TILE, dtype=z.dtype)  # the label's logit, then its exponential
+    xy = np.empty(_TILE, dtype=z.dtype)  # the label's logit
     rs = np.empty(_TILE)
     wd = np.empty(_TILE)
     special = np.empty(_TILE, dtype=np.bool_)
@@ -952,7 +952,7 @@ def _xent_index_tiles(
     g_top = np.empty(_TILE, dtype=z.dtype)
     g_a = np.empty(_TILE, dtype=z.dtype)
     g_t = np.empty(_TILE, dtype=z.dtype)
-    g_y = np.empty(_TILE, dtype=z.dtype)
+    g_y = np.empty(_TILE, dtype=z.dtype)  # the label's exponential, then its gradient entry
     for base in range(lo, hi, _TILE):
         nr = min(_TILE, hi - base)
         # Rows along the vector lanes: contiguous loads of each row, strided
@@ -984,8 +984,8 @@ def _xent_index_tiles(
             kc = cls[c]
             for r in range(_TILE):
                 mk[r] = max(mk[r], order_key(row[r]))
-                # A sum of one value and zeros, not a select-or-keep: LLVM
-                # turns that into a masked store (microcoded on AMD).
+                # A sum of one value and zeros: written as select-or-keep
+                # (xy if not the label), the whole tile ran twice as slow.
                 xy[r] += row[r] if yk[r] == kc else zero
         for r in range(_TILE):
             m[r] = from_key(mk[r], zero)
