@@ -1268,10 +1268,11 @@ def test_compiled_label_pass_matches_numpy(label_dtype, with_weight, monkeypatch
     labels = rng.integers(0, 7, (4, 9)).astype(label_dtype)
     labels[0, 3] = labels[2, 8] = -100
     weight = rng.uniform(0.1, 2.0, 7) if with_weight else None
-    fast = _losses._kernel_class_labels(labels, 7, weight, -100)
+    kern = kernels.cpu(np.dtype(np.float64))
+    fast = _losses._kernel_class_labels(labels, kern, 7, weight, -100)
     assert fast is not None
     monkeypatch.setattr(_losses, "_kernel_class_labels", lambda *args: None)
-    slow = _losses._parse_labels(labels, (4, 9, 7), np.dtype(np.float64), 2, weight, -100)
+    slow = _losses._parse_labels(labels, (4, 9, 7), kern, 2, weight, -100)
     np.testing.assert_array_equal(fast.index, slow.index)
     np.testing.assert_array_equal(fast.row_weight, slow.row_weight)
     assert fast.index[0, 3] == -1 and fast.row_weight[2, 8] == 0.0
@@ -1285,7 +1286,7 @@ def test_compiled_label_pass_raises_the_numpy_message(label_dtype, bad_value):
     labels = np.array([[0, 1, 2], [3, bad_value, 4]], dtype=label_dtype)
     ignore = None if bad_value == -100 else -100  # -100 is bad only when nothing is ignored
     with pytest.raises(ValueError) as fast:
-        _losses._kernel_class_labels(labels, 7, None, ignore)
+        _losses._kernel_class_labels(labels, kernels.cpu(np.dtype(np.float64)), 7, None, ignore)
     with pytest.raises(ValueError) as slow:
         _losses.check_class_labels(labels.astype(np.int64), 7, ignore)
     assert str(fast.value) == str(slow.value)

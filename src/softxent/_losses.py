@@ -96,16 +96,15 @@ class _Labels(NamedTuple):
 
     index: np.ndarray | None  # int64, batch shape; -1 marks an ignored row
     probs: np.ndarray | None  # batch + (K,), float32/float64 as given (or float64)
-    row_weight: np.ndarray  # each row's weight in the mean: w[y] (0 if ignored), or 1
+    row_weight: np.ndarray | None  # each row's weight in the mean, w[y] (0 if ignored); None: all 1
 
 
-def _kernel_probability_labels(lab: np.ndarray, dtype: np.dtype, upper: float | None) -> np.ndarray | None:
+def _kernel_probability_labels(lab: np.ndarray, kern: Any, upper: float | None) -> np.ndarray | None:
     """float32 or float64 probability labels, checked finite and in [0,
     upper] by one compiled pass and handed to the kernels as they are (they
-    read them as float64); None for other dtypes or where the logits'
-    ``dtype`` has no kernel: :func:`check_probability_labels` then converts
-    them to float64."""
-    kern = kernels.cpu(dtype)
+    read them as float64); None for other dtypes or without kernels
+    (``kern``, the logits' :func:`kernels.cpu`):
+    :func:`check_probability_labels` then converts them to float64."""
     if kern is None or lab.dtype not in kernels.KERNEL_DTYPES:
         return None
     bound = float(np.finfo(lab.dtype).max) if upper is None else upper
@@ -116,21 +115,22 @@ def _kernel_probability_labels(lab: np.ndarray, dtype: np.dtype, upper: float | 
 
 
 def _parse_labels(
-    labels: Any, shape: tuple[int, ...], dtype: np.dtype, axis: int, weight: np.ndarray | None,
+    labels: Any, shape: tuple[int, ...], kern: Any, axis: int, weight: np.ndarray | None,
     ignore_index: int | None,
 ) -> _Labels:
     """Class indices if ``labels`` has the logits' shape without ``axis``,
-    probabilities if it has the logits' shape (``dtype``: the logits')."""
+    probabilities if it has the logits' shape (``kern``: the logits'
+    :func:`kernels.cpu`, None for the NumPy checks)."""
     n_classes = shape[axis]
     batch = shape[:axis] + shape[axis + 1 :]
     lab = np.asarray(labels)
     if lab.shape == shape:  # probability labels (eq. 15 holds even if rows do not sum to 1)
-        probs = _kernel_probability_labels(lab, dtype, None)
+        probs = _kernel_probability_labels(lab, kern, None)
         if probs is None:
             probs = check_probability_labels(lab)
-        return _Labels(None, np.moveaxis(probs, axis, -1), np.broadcast_to(np.float64(1.0), batch))
+        return _Labels(None, np.moveaxis(probs, axis, -1), None)
     if lab.shape == batch:
-        fast = _kernel_class_labels(lab, n_classes, weight, ignore_index)
+        fast = _kernel_class_labels(lab, kern, n_classes, weight, ignore_index)
         if fast is not None:
             return fast
         idx, kept = check_class_labels(lab, n_classes, ignore_index)
@@ -144,13 +144,15 @@ def _parse_labels(
     )
 
 
+_INT_LABELS = (np.dtype(np.int64), np.dtype(np.int32))
+
+
 def _kernel_class_labels(
-    lab: np.ndarray, n_classes: int, weight: np.ndarray | None, ignore_index: int | None
+    lab: np.ndarray, kern: Any, n_classes: int, weight: np.ndarray | None, ignore_index: int | None
 ) -> _Labels | None:
     """:func:`_parse_labels` for int32/int64 class labels in one compiled pass
     (None where the kernels are off or the dtype is another: the NumPy path)."""
-    kern = kernels.cpu(np.dtype(np.float64))
-    if kern is None or lab.dtype not in (np.dtype(np.int64), np.dtype(np.int32)) or lab.ndim == 0:
+    if kern is None or lab.dtype not in _INT_LABELS or lab.ndim == 0:
         return None
     flat = np.ascontiguousarray(lab).reshape(-1)
     has_ignore = ignore_index is not None
@@ -159,7 +161,7 @@ def _kernel_class_labels(
     if weight is None and flat.dtype == np.int64:
         bad, any_ignored = kern.class_check(flat, n_classes, ignore, has_ignore)
         if bad < 0 and not any_ignored:  # the labels are the indices, and every row weighs 1
-            return _Labels(flat.reshape(lab.shape), None, np.broadcast_to(np.float64(1.0), lab.shape))
+            return _Labels(flat.reshape(lab.shape), None, None)
     if bad < 0:
         idx = np.empty(flat.shape, dtype=np.int64)
         row_weight = np.empty(flat.shape)
@@ -184,7 +186,8 @@ def _effective_target(lab: _Labels, n_classes: int, weight: np.ndarray | None, s
     safe = np.maximum(lab.index, 0)[..., None]
     t = np.broadcast_to(uniform * w, lab.index.shape + (n_classes,)).copy()
     if n_classes:
-        on_label = np.take_along_axis(t, safe, axis=-1) + (1.0 - smoothing) * lab.row_weight[..., None]
+        rw = 1.0 if lab.row_weight is None else lab.row_weight[..., None]
+        on_label = np.take_along_axis(t, safe, axis=-1) + (1.0 - smoothing) * rw
         np.put_along_axis(t, safe, on_label, axis=-1)
     t[~kept] = 0.0
     return t
@@ -340,11 +343,11 @@ def _softmax_xent(
     weight = check_class_weight(weight, n_classes)
     sample_weight = check_sample_weight(sample_weight, batch)
     target = _grad_buffer(arr, logits, out, inplace) if need_grad else None
-    lab = _parse_labels(labels, arr.shape, arr.dtype, ax, weight, ignore_index)
+    kern = kernels.cpu(arr.dtype)
+    lab = _parse_labels(labels, arr.shape, kern, ax, weight, ignore_index)
 
-    if sample_weight is None and lab.row_weight.size and not any(lab.row_weight.strides):
-        # One value broadcast to every row (1 for plain labels): no sum of N ones.
-        denominator = float(lab.row_weight.flat[0]) * lab.row_weight.size
+    if lab.row_weight is None:  # every row weighs 1: no sum of N ones
+        denominator = float(math.prod(batch)) if sample_weight is None else float(sample_weight.sum())
     else:
         rows_in_mean = lab.row_weight if sample_weight is None else sample_weight * lab.row_weight
         denominator = float(rows_in_mean.sum())
@@ -352,7 +355,6 @@ def _softmax_xent(
     if reduction == "mean":
         grad_scale = 1.0 / denominator if denominator else 0.0
 
-    kern = kernels.cpu(arr.dtype)
     grad = None
     if kern is not None:
         grad2 = None
@@ -651,7 +653,8 @@ def _sigmoid_xent(
             f"labels must have the shape of logits {arr.shape} (one 0/1 or probability "
             f"target per logit), got shape {lab.shape}"
         )
-    y = _kernel_probability_labels(lab, arr.dtype, 1.0)
+    kern = kernels.cpu(arr.dtype)
+    y = _kernel_probability_labels(lab, kern, 1.0)
     if y is None:
         y = check_probability_labels(lab, upper=1.0)
     reduction = check_reduction(reduction)
@@ -667,7 +670,6 @@ def _sigmoid_xent(
 
     n_rows_weight = float(np.prod(rows)) if sample_weight is None else float(sample_weight.sum())
     denominator = n_rows_weight * n_labels
-    kern = kernels.cpu(arr.dtype)
     if kern is not None:
         return _kernel_sigmoid_xent(
             kern, arr, y, pos_weight, weight, sample_weight, reduction, denominator, need_grad

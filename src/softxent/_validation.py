@@ -17,6 +17,7 @@ Conventions
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -94,7 +95,7 @@ def as_float_array(x: Any, name: str, *, allow_int: bool) -> np.ndarray:
 
 def check_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     """Normalise ``axis`` for an array of ``ndim`` dimensions."""
-    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
+    if type(axis) is not int and (isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral)):
         raise TypeError(f"{name} must be an integer, got {_short(axis)}")
     axis = int(axis)
     if ndim == 0:
@@ -114,13 +115,15 @@ def check_scalar(
     high_inclusive: bool = True,
 ) -> float:
     """A finite real number within the given bounds."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    if type(value) is float or type(value) is int:  # the common case, without the ABC checks below
+        pass
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
             value = value.item()
         else:
             raise TypeError(f"{name} must be a real number, got {_short(value)}")
     value = float(value)
-    if not np.isfinite(value):
+    if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     if low is not None and (value < low or (not low_inclusive and value == low)):
         bound = ">=" if low_inclusive else ">"
@@ -150,6 +153,8 @@ def check_reduction(reduction: Any) -> str:
 def check_ignore_index(ignore_index: Any) -> int | None:
     if ignore_index is None:
         return None
+    if type(ignore_index) is int:
+        return ignore_index
     if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
         raise TypeError(f"ignore_index must be an integer or None, got {_short(ignore_index)}")
     return int(ignore_index)
