@@ -176,15 +176,17 @@ def _vexp32(x):
     t = x * _L2E32 + _M32
     n = t - _M32
     r = x - n * _LN2_32  # one FMA (contract)
-    p = _C32[0]
-    for k in nb.literal_unroll(_C32[1:]):
-        p = p * r + k
-    # Horner to the end: 1 + r (1 + r q) in two FMAs, one operation fewer
-    # than 1 + r + r^2 q, as accurate (the last FMA rounds once).
-    p = p * r + np.float32(1.0)
-    p = p * r + np.float32(1.0)
+    # exp(r) - 1 = r + r^2 q(r), q by Estrin's scheme (two FMAs side by side,
+    # then one): 3 dependent steps where Horner had 5; then 2**n (1 + w) as
+    # one FMA, scale + w * scale, instead of an add and a multiply. The loop
+    # is bound by its FMA pipes and by this chain's latency: pass 2 alone,
+    # in cache, about 6% faster (min of 300 interleaved rounds); 1.82 ulps
+    # for x > -20 and 3.37 over the range, against 1.79 and 3.33.
+    c0, c1, c2, c3 = _C32
+    r2 = r * r
+    w = r + r2 * ((c2 * r + c3) + (c0 * r + c1) * r2)
     scale = _bits_to_f32(np.int32(_f32_to_bits(t) << np.int32(23)))
-    return np.float32(0.0) if x < _LO32 else p * scale
+    return np.float32(0.0) if x < _LO32 else w * scale + scale
 
 
 @nb.njit(**JIT_ELEMENT)
@@ -192,10 +194,9 @@ def _vexp64(x):
     t = x * _L2E64 + _M64
     n = t - _M64
     r = (x - n * _HI64) - n * _LO64C
-    p = _estrin12(r, _E64)
-    p = p * r * r + r + 1.0
+    w = _estrin12(r, _E64) * r * r + r  # exp(r) - 1
     scale = _bits_to_f64(_f64_to_bits(t) << np.int64(52))
-    return 0.0 if x < _LO64 else p * scale
+    return 0.0 if x < _LO64 else w * scale + scale  # one FMA for 2**n (1 + w)
 
 
 @overload(vexp, inline="always")
