@@ -324,3 +324,20 @@ def test_bench_quick_mode_prints_a_checked_table(tmp_path):
     rows = [line for line in proc.stdout.splitlines() if line.startswith(("softxent", "memcpy", "NumPy"))]
     assert any(line.startswith("softxent ") and " ok " in line for line in rows), proc.stdout
     assert any(line.startswith("memcpy") for line in rows)
+    # "% of paired memcpy" (5th number) is measured in every worker, not left blank.
+    softxent = next(line for line in rows if line.startswith("softxent ") and " ok " in line)
+    assert float(softxent.split()[5]) > 0, softxent
+
+
+def test_bench_pairs_every_timed_call_with_a_memcpy_timed_just_before():
+    from softxent.cli import _bench
+
+    calls = []
+    bench = _bench.Bench(run=lambda: calls.append("run"), fetch=lambda _: None, reset=lambda: calls.append("reset"))
+    yardstick = _bench.Bench(run=lambda: calls.append("copy"), fetch=lambda _: None,
+                             reset=lambda: calls.append("settle"))  # fmt: skip
+    times, paired, _ = _bench.time_bench(bench, repeats=3, min_time=0.0, yardstick=yardstick)
+    assert calls == ["settle", "copy", "reset", "run"] * 3
+    assert len(times) == len(paired) == 3
+    times, paired, _ = _bench.time_bench(bench, repeats=2, min_time=0.0)
+    assert len(times) == 2 and paired == []
