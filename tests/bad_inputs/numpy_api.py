@@ -1,0 +1,5 @@
+"""Bad-input rows for the numpy_api layer (see tests/bad_inputs/__init__.py for the row types)."""
+
+from __future__ import annotations
+
+CASES: list = []
