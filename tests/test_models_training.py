@@ -249,14 +249,16 @@ def test_input_errors_name_the_problem(iris, Estimator):
     X, y = iris
     bad = X.copy()
     bad[3, 2] = np.nan
-    with pytest.raises(ValueError, match="Input X contains NaN"):
+    with pytest.raises(ValueError, match=r"X must be finite, got nan at X\[3, 2\]"):
         Estimator().fit(bad, y)
     bad[3, 2] = np.inf
-    with pytest.raises(ValueError, match="Input X contains infinity"):
+    with pytest.raises(ValueError, match=r"X must be finite, got inf at X\[3, 2\]"):
         Estimator().fit(bad, y)
+    with pytest.raises(ValueError, match=r"X must be finite, got nan at X\[1, 0\]"):
+        Estimator().fit(X, y).predict(np.array([[1.0, 2, 3, 4], [np.nan, 0, 0, 0]]))
     with pytest.raises(ValueError, match="only one class: 0"):
         Estimator().fit(X[:50], y[:50])
-    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+    with pytest.raises(ValueError, match="X and y must have the same number of rows, got 150 rows in X and 149 in y"):
         Estimator().fit(X, y[:-1])
     with pytest.raises(ValueError, match="Unknown label type"):
         Estimator().fit(X, y + 0.5)
@@ -273,7 +275,7 @@ def test_multilabel_input_errors():
         SigmoidRegression().fit(X, np.array([[0, 1], [5, 0], [1, 1]]))
     # A list of lists that is not 0/1 is a list of label sets, not an indicator.
     assert SigmoidRegression().fit(np.arange(6.0).reshape(3, 2), [[0, 1], [5, 0], [1]]).classes_.tolist() == [0, 1, 5]
-    with pytest.raises(ValueError, match="X has 3 rows, y has 2"):
+    with pytest.raises(ValueError, match="got 3 rows in X and 2 in y"):
         SigmoidRegression().fit(X, [[0, 1], [1, 0]])
     model = SigmoidRegression().fit(np.arange(6.0).reshape(3, 2), [[0, 1], [1, 0], [1, 1]])
     assert model.target_type_ == "multilabel-indicator"

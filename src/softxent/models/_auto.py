@@ -11,8 +11,8 @@ from sklearn.exceptions import DataConversionWarning
 from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import COMMON_PARAMS, _is_real
-from ._heads import _choose, parse_targets
+from ._base import COMMON_PARAMS
+from ._heads import _choose, _exact_array, check_other_label, parse_targets
 from ._sigmoid_regression import SigmoidRegression
 from ._softmax_regression import SoftmaxRegression
 
@@ -25,12 +25,7 @@ _SHARED = (
 
 def _names_array(values: list[Any]) -> np.ndarray:
     """An array of class names; object dtype when the kinds mix (e.g. 0, 1 and "other")."""
-    kinds = {type(v.item() if isinstance(v, np.generic) else v) for v in values}
-    if len(kinds) <= 1 or kinds <= {int, float}:
-        return np.asarray(values)
-    out = np.empty(len(values), dtype=object)
-    out[:] = [v.item() if isinstance(v, np.generic) else v for v in values]
-    return out
+    return _exact_array([v.item() if isinstance(v, np.generic) else v for v in values])
 
 
 class AutoClassifier(ClassifierMixin, BaseEstimator):
@@ -132,6 +127,11 @@ class AutoClassifier(ClassifierMixin, BaseEstimator):
         self.threshold = threshold
         self.other_label = other_label
 
+    def _check_params(self) -> None:
+        """Every parameter, with the rules of the heads it passes them to (also run by ``load``)."""
+        check_other_label(self.other_label)
+        SigmoidRegression(**self._shared_params(), threshold=self.threshold)._check_params()
+
     def _shared_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _SHARED}
 
@@ -148,10 +148,7 @@ class AutoClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        if not isinstance(self.other_label, (str, int, float, np.generic)) or isinstance(self.other_label, bool):
-            raise ValueError(f"other_label must be a string or a number, got {self.other_label!r}")
-        if not _is_real(self.threshold) or not 0 <= self.threshold <= 1:
-            raise ValueError(f"threshold must be a probability in [0, 1], got {self.threshold!r}")
+        self._check_params()
         parsed = parse_targets(y)
         choice = _choose(parsed, self.other_label)
         previous = getattr(self, "head_", None) if self.warm_start else None
@@ -179,6 +176,12 @@ class AutoClassifier(ClassifierMixin, BaseEstimator):
             Y = parsed.indicator
             n_labels = Y.shape[1]
             codes = np.where(Y.any(axis=1), np.argmax(Y, axis=1), n_labels)  # n_labels = "other"
+            present = np.unique(codes)
+            if len(present) < 2:  # one label on every row: the head would report a column index
+                raise ValueError(
+                    f"AutoClassifier needs rows of at least 2 classes, but every row of y carries the one "
+                    f"label {parsed.names[present[0]].item()!r}"
+                )
             if self.other_label in parsed.names.tolist():
                 raise ValueError(
                     f"other_label={self.other_label!r} is already one of the labels "

@@ -10,7 +10,6 @@ optimisers in :mod:`._solvers`.
 
 from __future__ import annotations
 
-import numbers
 import time
 import warnings
 from collections.abc import Callable
@@ -25,19 +24,16 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import ThreadpoolController
 
 from .._validation import check_sample_weight
+from ._heads import check_discrete_labels, exact_labels
+from ._inputs import check_common_params, validated_X
 from ._objective import Objective, Problem, effective_n_threads
 from ._solvers import Adam, Progress, lbfgs, progress_factory, run_adam
 
 __all__ = ["LinearClassifierBase", "Targets"]
-
-SOLVERS = ("lbfgs", "adam")
-DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
 
 @dataclass
 class Targets:
@@ -67,18 +63,6 @@ def one_blas_thread() -> Any:
     return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
-def _bad(name: str, value: Any, expected: str) -> ValueError:
-    return ValueError(f"{name} must be {expected}, got {value!r}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and np.isfinite(value)
-
-
 def _solver_is_adam(estimator: LinearClassifierBase) -> bool:
     if estimator.solver != "adam":
         raise AttributeError(
@@ -93,42 +77,8 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ parameters
     def _check_params(self) -> None:
-        """Every parameter, with an error that names it and shows the bad value."""
-        if not _is_real(self.C) or self.C <= 0:
-            raise _bad("C", self.C, "a finite number > 0 (the inverse of the regularisation strength)")
-        for name in ("fit_intercept", "early_stopping", "warm_start"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise _bad(name, getattr(self, name), "True or False")
-        if self.solver not in SOLVERS:
-            raise _bad("solver", self.solver, f"one of {SOLVERS}")
-        if not _is_int(self.max_iter) or self.max_iter < 1:
-            raise _bad("max_iter", self.max_iter, "an integer >= 1")
-        if not _is_real(self.tol) or self.tol < 0:
-            raise _bad("tol", self.tol, "a finite number >= 0")
-        cw = self.class_weight
-        if not (cw is None or (isinstance(cw, str) and cw == "balanced") or isinstance(cw, dict)):
-            raise _bad("class_weight", cw, "None, 'balanced' or a dict {class: weight}")
-        bs = self.batch_size
-        if not ((isinstance(bs, str) and bs == "auto") or (_is_int(bs) and bs >= 1)):
-            raise _bad("batch_size", bs, "'auto' or an integer >= 1")
-        if not _is_real(self.learning_rate) or self.learning_rate <= 0:
-            raise _bad("learning_rate", self.learning_rate, "a finite number > 0")
-        if not _is_real(self.validation_fraction) or not 0 < self.validation_fraction < 1:
-            raise _bad("validation_fraction", self.validation_fraction, "a number in (0, 1)")
-        if not _is_int(self.n_iter_no_change) or self.n_iter_no_change < 1:
-            raise _bad("n_iter_no_change", self.n_iter_no_change, "an integer >= 1")
-        try:
-            dtype = np.dtype(self.dtype)
-        except TypeError:
-            dtype = None
-        if dtype not in DTYPES:
-            raise _bad("dtype", self.dtype, "np.float32 or np.float64")
-        if not (_is_int(self.verbose) or isinstance(self.verbose, (bool, np.bool_))) or self.verbose < 0:
-            raise _bad("verbose", self.verbose, "an integer >= 0")
-        if self.callback is not None and not callable(self.callback):
-            raise _bad("callback", self.callback, "None or a callable taking a Progress record")
-        if not (self.n_jobs is None or (_is_int(self.n_jobs) and self.n_jobs != 0)):
-            raise _bad("n_jobs", self.n_jobs, "None or a non-zero integer")
+        """Every parameter, with an error that names it and shows the bad value (also run by ``load``)."""
+        check_common_params(self)
         self._check_extra_params()
 
     def _check_extra_params(self) -> None:
@@ -151,15 +101,13 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
 
     def _validate_X_y(self, X: Any, y: Any, *, first: bool, multi_output: bool) -> tuple[Any, np.ndarray]:
         dtype = self._work_dtype if first or not hasattr(self, "coef_") else self.coef_.dtype
-        return validate_data(
-            self, X, y, reset=first, accept_sparse="csr", dtype=dtype, order="C", multi_output=multi_output
-        )
+        return validated_X(self, X, y, reset=first, dtype=dtype, multi_output=multi_output)
 
     def _class_labels(
         self, y: np.ndarray, *, first: bool, partial: bool, classes: Any
     ) -> np.ndarray:
         """Check 1-D class labels; on the first call set ``classes_``; return the class index of each row."""
-        check_classification_targets(y)
+        check_discrete_labels(y, "y")
         if first:
             if partial:
                 if classes is None:
@@ -167,7 +115,12 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
                         "classes must be passed on the first call to partial_fit: all the classes that "
                         "the stream will ever hold, e.g. classes=[0, 1, 2]"
                     )
-                self.classes_ = np.unique(np.asarray(classes))
+                self.classes_ = np.unique(check_discrete_labels(exact_labels(classes, "classes"), "classes"))
+                if len(self.classes_) < 2:
+                    raise ValueError(
+                        f"classes must name at least 2 classes (all the classes the stream will hold), got "
+                        f"{self.classes_.tolist()!r}"
+                    )
             else:
                 self.classes_ = np.unique(y)
             if len(self.classes_) < 2:
@@ -190,22 +143,31 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         """Class weights of 1-D labels, folded into the rows as scikit-learn does."""
         if self.class_weight is None:
             return None
-        weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+        if isinstance(self.class_weight, dict):
+            # scikit-learn's compute_class_weight reports an unknown key as the known classes missing.
+            known = self.classes_.tolist()
+            unknown = [k for k in self.class_weight if k not in known]
+            if unknown:
+                raise ValueError(
+                    f"class_weight names classes that are not in y: {unknown[:10]!r}; the classes are {known[:20]!r}"
+                )
+            weights = np.array([float(self.class_weight.get(c, 1.0)) for c in known])
+        else:
+            weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
         return weights[codes]
 
     def _check_y_length(self, X: Any, n_rows: int) -> None:
         if X.shape[0] != n_rows:
-            raise ValueError(
-                f"Found input variables with inconsistent numbers of samples: X has {X.shape[0]} "
-                f"rows, y has {n_rows}"
-            )
+            raise ValueError(f"X and y must have the same number of rows, got {X.shape[0]} rows in X and {n_rows} in y")
 
     # ------------------------------------------------------------------ data
     def _validate_X(self, X: Any, *, reset: bool) -> Any:
         dtype = self._work_dtype if reset or not hasattr(self, "coef_") else self.coef_.dtype
-        return validate_data(self, X, reset=reset, accept_sparse="csr", dtype=dtype, order="C")
+        return validated_X(self, X, reset=reset, dtype=dtype)
 
     def _problem(self, X: Any, targets: Targets, sample_weight: Any) -> Problem:
+        if isinstance(sample_weight, (str, bytes)):
+            raise TypeError(f"sample_weight must be a number or an array of numbers, got {sample_weight!r:.80}")
         if sample_weight is not None and not isinstance(sample_weight, np.ndarray) and np.isscalar(sample_weight):
             sample_weight = np.full(X.shape[0], sample_weight, dtype=np.float64)  # a scalar weighs every row
         elif sample_weight is not None:

@@ -23,6 +23,8 @@ reason a user can read.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,7 +32,10 @@ from typing import Any, Literal
 import numpy as np
 from scipy import sparse
 
-__all__ = ["HeadChoice", "ParsedTargets", "choose_head", "parse_targets"]
+__all__ = [
+    "HeadChoice", "ParsedTargets", "check_discrete_labels", "check_other_label", "choose_head", "exact_labels",
+    "parse_targets",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,93 @@ class ParsedTargets:
     dtype: np.dtype | None = None  # the indicator's dtype as given (int64 for label sets)
 
 
+def exact_labels(y: Any, name: str = "y") -> Any:
+    """A list of 1-D labels as an array that holds them exactly (other inputs unchanged).
+
+    NumPy turns ``[1, "a"]`` into the strings ``["1", "a"]`` and
+    ``[2**63 + 1, 1]`` into rounded floats; such lists become object arrays,
+    which :func:`check_discrete_labels` then accepts or refuses by name.
+    """
+    if not isinstance(y, (list, tuple)):
+        return y
+    try:
+        arr = np.asarray(y)
+    except ValueError:  # ragged: the caller reports it in its own terms
+        return y
+    return _exact_array(list(y)) if arr.ndim == 1 else arr
+
+
+def _exact_array(values: list[Any]) -> np.ndarray:
+    try:
+        arr = np.array(values)
+        exact = arr.ndim == 1 and all(a == b for a, b in zip(arr.tolist(), values))
+    except (ValueError, TypeError):  # ragged, or values NumPy cannot compare
+        exact = False
+    if not exact:
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = values
+    return arr
+
+
+def check_discrete_labels(y: np.ndarray, name: str = "y") -> np.ndarray:
+    """Refuse labels that are not classes: non-integer floats, NaN, mixed strings and numbers, other objects.
+
+    Integral floats of any size (1e20) are classes; scikit-learn's
+    ``type_of_target`` casts them to int64 and calls them continuous.
+    """
+    kind = y.dtype.kind
+    if kind in "biuUS":
+        return y
+    if kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad_mask = ~np.isfinite(y) | (y != np.round(y))
+        if bad_mask.any():
+            i = int(np.argmax(bad_mask))
+            _raise_not_a_class(y[i].item(), name, i)
+        return y
+    if kind != "O":
+        raise TypeError(f"Unknown label type: {name} must hold class labels (integers or strings), got dtype {y.dtype}")
+    first: dict[str, tuple[int, Any]] = {}
+    for i, v in enumerate(y.tolist()):
+        if isinstance(v, str):
+            first.setdefault("string", (i, v))
+        elif isinstance(v, numbers.Integral):  # Python ints of any size, beyond int64 too
+            first.setdefault("number", (i, v))
+        elif isinstance(v, numbers.Real):
+            if not (math.isfinite(v) and float(v).is_integer()):
+                _raise_not_a_class(v, name, i)
+            first.setdefault("number", (i, v))
+        else:
+            raise TypeError(
+                f"Unknown label type: {name} must hold class labels (integers or strings), got {v!r:.60} at {name}[{i}]"
+            )
+    if len(first) == 2:
+        (i, a), (j, b) = first["string"], first["number"]
+        raise TypeError(f"{name} mixes strings and numbers ({a!r} at {name}[{i}], {b!r} at {name}[{j}]); use one kind of label")
+    return y
+
+
+def _raise_not_a_class(value: Any, name: str, i: int) -> None:
+    if isinstance(value, float) and not np.isfinite(value):
+        raise ValueError(f"{name} must hold class labels, got {value!r} at {name}[{i}]")
+    # "Unknown label type: continuous" is the phrase scikit-learn's checks look for.
+    raise ValueError(
+        f"Unknown label type: continuous: {name} must hold class labels, got the non-integer value "
+        f"{value!r} at {name}[{i}] (a regression target?)"
+    )
+
+
+def check_other_label(other_label: Any) -> None:
+    """The name of the added class: a string or a finite number (it becomes an entry of ``classes_``)."""
+    ok = isinstance(other_label, str) or (
+        isinstance(other_label, numbers.Real)
+        and not isinstance(other_label, (bool, np.bool_))
+        and bool(np.isfinite(other_label))
+    )
+    if not ok:
+        raise ValueError(f"other_label must be a string or a finite number, got {other_label!r}")
+
+
 def _is_label_set_list(y: Any) -> bool:
     if isinstance(y, np.ndarray) or sparse.issparse(y) or not isinstance(y, Sequence) or isinstance(y, str):
         return False
@@ -106,10 +198,13 @@ def _sets_to_indicator(y: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
                 f"y looks like a list of label sets, but y[{i}] is {row!r}, not a set, "
                 f"list or tuple of labels"
             )
-        sets.append(set(row))
+        try:
+            sets.append(set(row))
+        except TypeError:
+            raise TypeError(f"y[{i}] is a label set holding an unhashable label: {row!r:.80}") from None
     labels = set().union(*sets)
     try:
-        names = np.array(sorted(labels))
+        names = _exact_array(sorted(labels))
     except TypeError:
         raise TypeError(
             f"the labels in y must be comparable to be put in order, got mixed types: {sorted(map(repr, labels))[:6]}"
@@ -133,7 +228,7 @@ def parse_targets(y: Any) -> ParsedTargets:
         )
     if sparse.issparse(y):
         y = y.toarray()
-    arr = np.asarray(y)
+    arr = np.asarray(exact_labels(y))
     if arr.ndim == 1:
         if arr.shape[0] == 0:
             raise ValueError("y is empty: a classifier needs at least one labelled row")
@@ -178,6 +273,13 @@ def _choose(parsed: ParsedTargets, other_label: Any) -> HeadChoice:
     counts = Y.sum(axis=1, dtype=np.int64)
     multi = int((counts >= 2).sum())
     none = int((counts == 0).sum())
+    if none == n:  # a head over no class, or over "other" alone, would learn nothing
+        if parsed.from_sets:
+            raise ValueError(f"y has no labels: all {n} rows are empty label sets, so there is nothing to learn")
+        raise ValueError(
+            f"y has no labels: its indicator matrix ({n} rows, {L} label columns) holds no 1, so there is "
+            "nothing to learn"
+        )
     if multi:
         i = int(np.argmax(counts))
         return HeadChoice(
@@ -224,7 +326,8 @@ def choose_head(y: Any, *, other_label: Any = "other") -> HeadChoice:
     Raises
     ------
     ValueError
-        If ``y`` is empty, 3-D or more, or 2-D with entries other than 0/1.
+        If ``y`` is empty, 3-D or more, 2-D with entries other than 0/1, or
+        has no label at all (an all-zero indicator, only empty label sets).
 
     Examples
     --------
@@ -237,4 +340,5 @@ def choose_head(y: Any, *, other_label: Any = "other") -> HeadChoice:
     >>> choose_head([{"rock"}, {"jazz"}, set()]).add_other_class
     True
     """
+    check_other_label(other_label)
     return _choose(parse_targets(y), other_label)

@@ -10,8 +10,9 @@ from sklearn.exceptions import DataConversionWarning
 
 import softxent as sx
 
-from ._base import COMMON_PARAMS, LinearClassifierBase, Targets, _is_real
+from ._base import COMMON_PARAMS, LinearClassifierBase, Targets
 from ._heads import ParsedTargets, parse_targets
+from ._inputs import is_real
 
 
 class SigmoidRegression(LinearClassifierBase):
@@ -131,7 +132,7 @@ class SigmoidRegression(LinearClassifierBase):
         self.threshold = threshold
 
     def _check_extra_params(self) -> None:
-        if not _is_real(self.threshold) or not 0 <= self.threshold <= 1:
+        if not is_real(self.threshold) or not 0 <= self.threshold <= 1:
             raise ValueError(f"threshold must be a probability in [0, 1], got {self.threshold!r}")
 
     # ------------------------------------------------------------------ targets

@@ -9,6 +9,7 @@ import numpy as np
 import softxent as sx
 
 from ._base import COMMON_PARAMS, LinearClassifierBase, Targets
+from ._heads import exact_labels
 
 
 class SoftmaxRegression(LinearClassifierBase):
@@ -112,7 +113,7 @@ class SoftmaxRegression(LinearClassifierBase):
     def _fit_targets(
         self, X: Any, y: Any, *, first: bool, partial: bool, classes: Any = None
     ) -> tuple[Any, Targets]:
-        X, y = self._validate_X_y(X, y, first=first, multi_output=False)
+        X, y = self._validate_X_y(X, exact_labels(y), first=first, multi_output=False)
         codes = self._class_labels(y, first=first, partial=partial, classes=classes)
         row_weight = self._row_class_weight(y, codes)
         k = len(self.classes_)
