@@ -219,6 +219,18 @@ def assert_grad(actual, expected, dtype, what="gradient"):
     assert_within(actual, e, bound, what)
 
 
+def assert_same_rounding(actual, expected, dtype, what):
+    """Two kernel results of the same inputs from separately compiled code:
+    equal within the documented bounds (the loss bound for losses, the
+    gradient bound for gradients), NaN and infinities at the same places."""
+    a = np.asarray(actual)
+    assert a.shape == np.shape(expected) and a.dtype == np.asarray(expected).dtype, what
+    if "grad" in what:
+        assert_grad(actual, expected, dtype, what)
+    else:
+        assert_loss(actual, expected, dtype, what)
+
+
 def shifted(x, axis, temperature=1.0):
     """``|d| = |x - max x| / T`` (float64, 0 where not finite), for the softmax bound."""
     x = _as_f64(x)
@@ -243,7 +255,12 @@ def assert_softmax_family(name, actual, expected, x, dtype, axis=-1, temperature
 
 
 def assert_identical(actual, expected, what):
-    """Bit for bit (NaN equal to NaN)."""
+    """Bit for bit (NaN equal to NaN). Only for results of the *same compiled
+    code* (one kernel, other threads, batches, buffers or layouts that reach it
+    as the same contiguous rows): separately compiled specialisations (another
+    label dtype, the in-place pass, another driver) may round differently in
+    the last bit, on another CPU or after a fresh compile, and are compared
+    with :func:`assert_same_rounding`."""
     a, e = np.asarray(actual), np.asarray(expected)
     assert a.shape == e.shape and a.dtype == e.dtype, f"{what}: {a.shape} {a.dtype} vs {e.shape} {e.dtype}"
     assert np.array_equal(a, e, equal_nan=True), (
@@ -586,8 +603,10 @@ def test_long_rows_by_chunks_match_reference(kw, dtype, rng, oracle):
     work = x.copy()
     loss_in, grad_in = sx.softmax_cross_entropy_with_grad(work, labels, reduction="none", inplace=True, **kw)
     assert grad_in is work
-    assert_identical(loss_in, loss, "in-place loss")
-    assert_identical(grad_in, grad, "in-place gradient")
+    # In place, pass 2 is its own one-array specialisation (see _cpu's
+    # docstring): the same numbers up to rounding, not necessarily the same bits.
+    assert_same_rounding(loss_in, loss, dtype, "in-place loss")
+    assert_same_rounding(grad_in, grad, dtype, "in-place gradient")
     assert np.isnan(loss[[4, 5]]).all() and loss[8] == 0.0 and loss[9] == np.inf
 
 
@@ -1216,8 +1235,8 @@ def test_sigmoid_kernel_matches_reference(shape, reduction, dtype, rng, oracle):
 
 @pytest.mark.parametrize("with_sample_weight", [False, True])
 @pytest.mark.parametrize("shape", [(300, 14), (7, 64), (1000, 3)], ids=lambda s: f"{s[0]}x{s[1]}")
-def test_sigmoid_flat_tiles_equal_the_row_path_bit_for_bit(shape, with_sample_weight, rng):
-    """Few labels run as flat tiles of rows; they must give exactly what the row path gives."""
+def test_sigmoid_flat_tiles_equal_the_row_path(shape, with_sample_weight, rng):
+    """Few labels run as flat tiles of rows; they must give what the row path gives."""
     n, k = shape
     z = rng.normal(0, 6, shape)
     z[0, 0], z[1, 1] = np.nan, 800.0
@@ -1229,8 +1248,10 @@ def test_sigmoid_flat_tiles_equal_the_row_path_bit_for_bit(shape, with_sample_we
         grad, elem, rows = np.empty(shape), np.empty(shape), np.empty(n)
         run(z, y, pos_w, w, sw, 0.5, grad, True, elem, rows, 0, n)
         outs.append((grad, elem, rows))
+    # Two separately compiled loops over the same per-element function: equal
+    # up to the float64 rounding of the loss sums, not necessarily in the last bit.
     for flat, by_row in zip(*outs, strict=True):
-        np.testing.assert_array_equal(flat, by_row)
+        np.testing.assert_allclose(flat, by_row, rtol=1e-14, atol=1e-300)
     assert np.isnan(outs[0][2][0]) and np.isfinite(outs[0][2][2:]).all()
 
 
@@ -1295,10 +1316,13 @@ def test_compiled_label_pass_raises_the_numpy_message(label_dtype, bad_value):
 
 @dtypes
 @pytest.mark.parametrize("axis", [-1, 0])
-def test_float_probability_labels_give_the_same_bits_as_converted_ones(dtype, axis, rng):
+def test_float_probability_labels_give_the_results_of_converted_ones(dtype, axis, rng):
     """float32 and float64 probability labels go to the kernel as they are
-    (one compiled check instead of a float64 copy): bit for bit the results
-    of the same values in float16, which the general check converts."""
+    (one compiled check instead of a float64 copy): the results of the same
+    values in float16, which the general check converts to float64. Each label
+    dtype is its own compiled specialisation, so the comparison is at the
+    documented bound: comparing bits failed in CI when one specialisation came
+    from numba's cache and the other was compiled in the process."""
     x = random_logits(rng, (300, 37), dtype=dtype)
     y16 = _unnormalised_rows(rng, 300, 37).astype(np.float16)  # values exact in every dtype below
     if axis == 0:
@@ -1307,8 +1331,8 @@ def test_float_probability_labels_give_the_same_bits_as_converted_ones(dtype, ax
         want = sx.softmax_cross_entropy_with_grad(x, y16, axis=axis, reduction="none", **kw)
         for label_dtype in (np.float32, np.float64):
             got = sx.softmax_cross_entropy_with_grad(x, y16.astype(label_dtype), axis=axis, reduction="none", **kw)
-            assert_identical(got[0], want[0], f"loss, {np.dtype(label_dtype)} labels")
-            assert_identical(got[1], want[1], f"gradient, {np.dtype(label_dtype)} labels")
+            assert_same_rounding(got[0], want[0], dtype, f"loss, {np.dtype(label_dtype)} labels")
+            assert_same_rounding(got[1], want[1], dtype, f"gradient, {np.dtype(label_dtype)} labels")
 
 
 @dtypes
