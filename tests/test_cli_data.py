@@ -565,7 +565,9 @@ def malformed(**changes):
     [
         ("nope", "must be a dict"),
         (malformed(format="other"), "not a table transform"),
-        (malformed(version=2), "version 2"),
+        (malformed(version=3), "version 3"),
+        (malformed(col_decimal=","), "column 'city' has a bad decimal mark ','"),  # a category has no decimals
+        (malformed(col_decimal=";"), "column 'city' has a bad decimal mark ';'"),
         (malformed(impute="max"), "impute must be one of"),
         (malformed(columns=[]), "non-empty list"),
         (malformed(mean=[0.0]), "mean must be a list of 4 numbers"),

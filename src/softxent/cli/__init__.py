@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--impute", choices=["mean", "median", "most_frequent"],
                      help="fill missing feature values (default: missing values are an error)")
     fit.add_argument("--other-label", default="other", help="name of the added class for rows without a label")
+    fit.add_argument("--decimal", choices=[".", ","], default=None,
+                     help="decimal mark of numbers written as text: ',' reads 1,5 as 1.5; default: a decimal "
+                          "comma is recognised in files whose delimiter is not a comma (the model keeps the choice)")
     fit.add_argument("--out", metavar="MODEL", help="model file (default: DATA's name + .softxent.npz, here)")
     fit.add_argument("--report", metavar="DIR", help="write metrics.json, plots and report.html to DIR")
     fit.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -104,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", metavar="MODEL")
     evaluate.add_argument("data", metavar="DATA")
     evaluate.add_argument("--report", metavar="DIR", help="write metrics.json, plots and report.html to DIR")
+    evaluate.add_argument("--decimal", choices=[".", ","], default=None,
+                          help="decimal mark of DATA's numbers (default: each column as in training)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     predict = sub.add_parser("predict", parents=[common], help="predictions of a model, as CSV",
@@ -113,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("-o", "--output", metavar="OUT", help="CSV file (default: stdout)")
     predict.add_argument("--proba", action="store_true", help="add one probability column per class or label")
     predict.add_argument("--label-sep", metavar="SEP", help="separator of predicted label sets (default: the model's, or '|')")
+    predict.add_argument("--decimal", choices=[".", ","], default=None,
+                         help="decimal mark of DATA's numbers (default: each column as in training)")
 
     demo = sub.add_parser(
         "demo", parents=[common], help="the main job: softmax vs sigmoid on real data, offline",

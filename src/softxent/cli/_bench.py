@@ -860,10 +860,40 @@ QUICK_IMPLS = {
 }  # fmt: skip
 
 
+def _check_quick_shapes(shapes: str) -> None:
+    """``--shapes`` of ``softxent bench`` as a CLIError, not the harness's own usage message."""
+    from ._errors import CLIError
+
+    parsed = []
+    for text in shapes.split(","):
+        if not text.strip():
+            continue
+        try:
+            parsed.append((text.strip(), *parse_shape(text.strip())))
+        except argparse.ArgumentTypeError:
+            raise CLIError(f"--shapes: {text.strip()!r} is not NxV (rows x classes, e.g. 8192x1000)") from None
+    if not parsed:
+        raise CLIError(f"--shapes: {shapes!r} names no shape; give NxV shapes separated by commas, e.g. 8192x1000")
+    for text, n, v in parsed:
+        if n * v > QUICK_MAX_ELEMENTS:
+            raise CLIError(
+                f"--shapes: {text!r} has {n * v:,} logits; the quick benchmark takes at most "
+                f"{QUICK_MAX_ELEMENTS:,} (1 GiB of float32 per buffer); "
+                "run python benchmarks/cross_entropy_cpu.py for larger shapes"
+            )
+
+
+# 2**28 logits are 1 GiB of float32 per buffer, and a worker holds several
+# (logits, gradient, the memcpy pair): a quick run stays within a few GiB,
+# where a typo like 100000x100000 would otherwise fail deep in a worker.
+QUICK_MAX_ELEMENTS = 2**28
+
+
 def run_bench(*, shapes: str, repeats: int, out: Any = None) -> int:
     """``softxent bench``: the same harness on quick settings, installed peers only; prints the table."""
     import importlib.util
 
+    _check_quick_shapes(shapes)
     impls = [name for name, module in QUICK_IMPLS.items() if module is None or importlib.util.find_spec(module)]
     missing = [name for name, module in QUICK_IMPLS.items() if name not in impls]
     stream = out if out is not None else sys.stdout

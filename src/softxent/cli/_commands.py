@@ -22,8 +22,9 @@ import pandas as pd
 
 from ._data import read_table
 from ._errors import CLIError
-from ._pipeline import TablePipeline, TrainResult, train
-from ._report import format_metrics, jsonable, metrics_table, write_report
+from ._files import check_output_dir, check_output_file, replacing
+from ._pipeline import TablePipeline, TrainResult, train, unseen_note
+from ._report import REPORT_FILES, format_metrics, jsonable, metrics_table, write_report
 
 __all__ = ["run_evaluate", "run_fit", "run_predict"]
 
@@ -97,6 +98,25 @@ def _write_report(directory: str, pipeline: TablePipeline, metrics: dict, truth:
         raise CLIError(f"cannot write the report to --report {directory!r}: {exc.strerror or exc}") from None
 
 
+def _check_report_dir(directory: str | None, inputs: dict[str, str | None]) -> None:
+    if directory is not None:
+        check_output_dir(directory, "--report", inputs, files=REPORT_FILES)
+
+
+def _columns_line(preprocessor: Any) -> str:
+    """``columns read as number: a, b; decimal-comma number: c; category: d`` (``--json`` has them all)."""
+    groups: dict[str, list[str]] = {}
+    for name, kind in preprocessor.column_kinds().items():
+        groups.setdefault(kind, []).append(name)
+    parts = []
+    for kind in ("number", "decimal-comma number", "category"):
+        names = groups.get(kind, [])
+        if names:
+            more = f", ... and {len(names) - 12} more" if len(names) > 12 else ""
+            parts.append(f"{kind}: {', '.join(names[:12])}{more}")
+    return "columns read as " + "; ".join(parts)
+
+
 def default_model_path(data: str) -> str:
     """``songs.csv`` → ``songs.softxent.npz`` in the current directory."""
     stem = Path(data).name
@@ -109,8 +129,12 @@ def default_model_path(data: str) -> str:
 
 
 def run_fit(args: argparse.Namespace, out: Output) -> int:
-    table = read_table(args.data)
     model_path = args.out or default_model_path(args.data)
+    # Every output is checked before the data is even read: a mistake costs no training.
+    inputs = {"DATA": args.data}
+    check_output_file(model_path, "--out" if args.out else "the model file", inputs, what="the model")
+    _check_report_dir(args.report, {**inputs, "--out": model_path})
+    table = read_table(args.data)
     out.line(f"data: {args.data}: {len(table)} rows, {table.shape[1]} columns")
 
     def on_choice(choice: Any, auto: Any, preprocessor: Any) -> None:
@@ -119,20 +143,24 @@ def run_fit(args: argparse.Namespace, out: Output) -> int:
         out.line("features:")
         for text in preprocessor.summary():
             out.line(f"  {text}")
+        out.line(f"  {_columns_line(preprocessor)}")
 
     with out.progress(args.max_iter, "training") as callback:
         result = train(
             table, targets=args.target, features=args.features, label_sep=args.label_sep, head=args.head,
             C=args.C, solver=args.solver, max_iter=args.max_iter, test_size=args.test_size, seed=args.seed,
             impute=args.impute, other_label=args.other_label, callback=callback, on_choice=on_choice,
-            source=os.path.abspath(args.data),
+            source=os.path.abspath(args.data), score=False, decimal=args.decimal,
         )  # fmt: skip
     pipeline = result.pipeline
     final = f", final objective {pipeline.loss_curve[-1]:.6g}" if pipeline.loss_curve else ""
     out.line(f"trained on {result.n_train} rows: {pipeline.n_iter} iterations ({args.solver}){final}")
+    # The model is saved before the held-out rows are scored: nothing in the
+    # evaluation can throw away a finished training.
+    pipeline.save(model_path)
+    result.score(table)
     for text in result.warnings:
         out.line(f"  note: {text}")
-    pipeline.save(model_path)
 
     report = None
     if result.metrics is not None:
@@ -163,6 +191,7 @@ def _fit_document(args: argparse.Namespace, result: TrainResult, model_path: str
         "recommended_head": result.auto_choice.head,
         "outputs": [str(n) for n in p.names],
         "features": p.preprocessor.summary(),
+        "columns": p.preprocessor.column_kinds(),
         "n_train": result.n_train,
         "n_test": result.n_test,
         "n_iter": p.n_iter,
@@ -178,11 +207,17 @@ def _fit_document(args: argparse.Namespace, result: TrainResult, model_path: str
 
 
 def run_evaluate(args: argparse.Namespace, out: Output) -> int:
+    _check_report_dir(args.report, {"MODEL": args.model, "DATA": args.data})
     pipeline = TablePipeline.load(args.model)
+    pipeline.decimal = args.decimal
     table = read_table(args.data)
     metrics, truth, proba = pipeline.metrics(table)
     out.line(f"model: {args.model} ({pipeline.head} head, {len(pipeline.names)} outputs)")
     out.line(f"data: {args.data}: {len(table)} rows")
+    out.line(_columns_line(pipeline.preprocessor))
+    note = unseen_note(metrics)
+    if note:
+        out.line(f"note: {note}")
     out.metrics(metrics)
     report = None
     if args.report:
@@ -192,6 +227,7 @@ def run_evaluate(args: argparse.Namespace, out: Output) -> int:
         out.line(f"report: {report['report']}")
     if out.as_json:
         out.json({"command": "evaluate", "model": args.model, "data": args.data, "head": pipeline.head,
+                  "columns": pipeline.preprocessor.column_kinds(), "notes": [note] if note else [],
                   "metrics": metrics, "report": {k: str(v) for k, v in report.items()} if report else None})  # fmt: skip
     return 0
 
@@ -220,14 +256,19 @@ def predictions_frame(pipeline: TablePipeline, table: pd.DataFrame, *, proba: bo
 
 
 def run_predict(args: argparse.Namespace, out: Output) -> int:
+    to_file = args.output not in (None, "-")
+    if to_file:
+        check_output_file(args.output, "-o", {"MODEL": args.model, "DATA": args.data}, what="the predictions")
     pipeline = TablePipeline.load(args.model)
+    pipeline.decimal = args.decimal
     table = read_table(args.data)
     frame = predictions_frame(pipeline, table, proba=args.proba, label_sep=args.label_sep or "|")
-    if args.output in (None, "-"):
+    if not to_file:
         frame.to_csv(sys.stdout, index=False, lineterminator="\n")
         return 0
     try:
-        frame.to_csv(args.output, index=False, lineterminator="\n")
+        with replacing(args.output) as handle:
+            frame.to_csv(handle, index=False, lineterminator="\n", encoding="utf-8")
     except OSError as exc:
         raise CLIError(f"cannot write predictions to -o {args.output!r}: {exc.strerror or exc}") from None
     print(f"predictions for {len(frame)} rows: {args.output}", file=sys.stderr)

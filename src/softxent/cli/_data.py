@@ -27,6 +27,7 @@ import gzip
 import io
 import math
 import os
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -57,7 +58,11 @@ _MAX_LISTED = 12  # column names listed in an error before "... and N more"
 Impute = Literal["mean", "median", "most_frequent"]
 _IMPUTE = ("mean", "median", "most_frequent")
 _PREPROCESSOR_FORMAT = "softxent.TablePreprocessor"
-_PREPROCESSOR_VERSION = 1
+# Version 2 adds a column's decimal mark ("decimal": ","). A transform that
+# reads no decimal comma is still written as version 1, which older softxent
+# versions read; one that does is version 2, which they refuse by name rather
+# than misread "1,5" as a category.
+_PREPROCESSOR_VERSION = 2
 
 
 # ---------------------------------------------------------------------- small helpers
@@ -129,9 +134,11 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _to_float(series: pd.Series) -> tuple[np.ndarray, int | None]:
+def _to_float(series: pd.Series, decimal: str = ".") -> tuple[np.ndarray, int | None]:
     """A column as float64 (true/false as 1/0, missing as NaN).
 
+    ``decimal=","`` reads text cells written with a decimal comma (``1,5``
+    is 1.5); cells pandas already parsed as numbers are taken as they are.
     Returns the values and the row of the first non-missing cell that is not
     a number (None when every cell is a number or missing).
     """
@@ -139,7 +146,12 @@ def _to_float(series: pd.Series) -> tuple[np.ndarray, int | None]:
     if pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_numeric_dtype(series.dtype):
         return np.array(series.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64), None
     missing = _missing_mask(series)
-    numbers = pd.to_numeric(series.where(~missing), errors="coerce")
+    cells = series.where(~missing)
+    if decimal == ",":
+        # Only strings change: "1,5" -> "1.5". A cell with a comma and a dot
+        # ("1.234,5", thousands grouped) becomes "1.234.5", which is not a number.
+        cells = cells.map(lambda v: v.strip().replace(",", ".") if isinstance(v, str) else v)
+    numbers = pd.to_numeric(cells, errors="coerce")
     values = np.array(numbers.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
     # to_numeric takes Python bools but not the words; 'true'/'false' cells are 1/0 like a bool column.
     rest = np.flatnonzero(np.isnan(values) & ~missing)
@@ -214,12 +226,19 @@ def _read_text(path: str, argument: str) -> pd.DataFrame:
     default = "\t" if ".tsv" in os.path.basename(path).lower() else ","
     try:
         sample = _sample(path)
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
-        raise CLIError(f"cannot read {argument} {path!r}: {_short(exc)}") from None
+    except PermissionError:
+        raise CLIError(f"cannot read {argument} {path!r}: permission denied") from None
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise CLIError(f"cannot read {argument} {path!r}: {_damaged(path, exc)}") from None
     if not sample.strip():
         raise CLIError(f"cannot read {argument} {path!r}: the file is empty")
-    sep = _delimiter(sample, default)
-    header = next(csv.reader(io.StringIO(sample), delimiter=sep), [])
+    if "\x00" in sample:  # text tables hold no NUL bytes; the csv module would fail on them
+        raise CLIError(f"cannot read {argument} {path!r}: it holds binary data (NUL bytes), not delimited text")
+    try:
+        sep = _delimiter(sample, default)
+        header = next(csv.reader(io.StringIO(sample), delimiter=sep), [])
+    except csv.Error as exc:  # e.g. a bare carriage return inside a field of random bytes
+        raise CLIError(f"cannot read {argument} {path!r}: not delimited text ({_short(exc)})") from None
     duplicated = _duplicates(h.strip() for h in header if h.strip())
     if duplicated:  # pandas would rename them 'a.1', ...; say so instead
         raise CLIError(f"{argument} {path!r} has duplicate column names: {_listing(duplicated)}")
@@ -229,11 +248,20 @@ def _read_text(path: str, argument: str) -> pd.DataFrame:
         raise CLIError(f"cannot read {argument} {path!r}: it is not UTF-8 text") from None
     except pd.errors.EmptyDataError:
         raise CLIError(f"cannot read {argument} {path!r}: the file is empty") from None
-    except (ValueError, OSError, EOFError) as exc:  # ParserError is a ValueError
-        raise CLIError(f"cannot read {argument} {path!r}: {_short(exc)}") from None
+    except (ValueError, OSError, EOFError, zlib.error, csv.Error) as exc:  # ParserError is a ValueError
+        raise CLIError(f"cannot read {argument} {path!r}: {_damaged(path, exc)}") from None
     # 'a; b' headers: the user types --target b, not ' b'.
     table.columns = [str(c).strip() for c in table.columns]
+    # How the file was split decides whether "1,5" may be a number (TablePreprocessor.fit).
+    table.attrs["delimiter"] = sep
     return table
+
+
+def _damaged(path: str, exc: BaseException) -> str:
+    """The reason a text file could not be read, saying so when it is a damaged gzip file."""
+    if path.lower().endswith(".gz") and isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)):
+        return f"the gzip file is damaged or truncated ({_short(exc)})"
+    return _short(exc)
 
 
 def _read_parquet(path: str, argument: str) -> pd.DataFrame:
@@ -722,27 +750,39 @@ class TargetSpec:
 # ---------------------------------------------------------------------- features
 
 
-def _kind_of(series: pd.Series, name: str) -> str:
-    """``"numeric"`` (numbers, bools, or text that is all numbers) or ``"categorical"``."""
+def _kind_of(series: pd.Series, name: str, decimal_comma: bool = False) -> tuple[str, str]:
+    """How a feature column is read: ``(kind, decimal mark)``.
+
+    ``kind`` is ``"numeric"`` (numbers, bools, or text that is all numbers)
+    or ``"categorical"``; the mark is ``","`` for text that is all numbers
+    only once a decimal comma is read as a point (``1,5``), which is tried
+    when ``decimal_comma`` allows it, else ``"."``.
+    """
     dtype = series.dtype
     if isinstance(dtype, pd.CategoricalDtype):
-        return "categorical"  # an explicit categorical dtype is the user's word
+        return "categorical", "."  # an explicit categorical dtype is the user's word
     if pd.api.types.is_bool_dtype(dtype):
-        return "numeric"
+        return "numeric", "."
     if pd.api.types.is_complex_dtype(dtype):
         raise CLIError(f"column {name!r} holds complex numbers; leave it out with --features")
     if pd.api.types.is_numeric_dtype(dtype):
-        return "numeric"
+        return "numeric", "."
     if not _is_text_dtype(dtype):
         raise CLIError(
             f"column {name!r} holds {dtype} values, which softxent does not turn into features; "
             "convert them to numbers or leave the column out with --features"
         )
     # A number column with a blank cell (' ') or true/false words is read as text by pandas.
-    values, bad = _to_float(series)
-    if bad is None and not _missing_mask(series).all():
-        return "numeric"
-    return "categorical"
+    if _missing_mask(series).all():
+        return "categorical", "."
+    if _to_float(series)[1] is None:
+        return "numeric", "."
+    # Numbers written 1,5 in a file whose fields are split by ';' (or tab):
+    # pandas keeps them as text, and one-hot encoding them would make every
+    # distinct number a category of its own.
+    if decimal_comma and _to_float(series, ",")[1] is None:
+        return "numeric", ","
+    return "categorical", "."
 
 
 def _most_frequent(values: Sequence[Any]) -> Any:
@@ -780,6 +820,9 @@ class TablePreprocessor:
     columns_ : list of str
         The fit columns.
     kinds_ : dict of str to {"numeric", "categorical"}
+    decimal_ : dict of str to str
+        ``","`` for the numeric columns whose text is read with a decimal
+        comma (``1,5`` = 1.5); the others read a decimal point.
     categories_ : dict of str to list of str
         Sorted categories of each categorical column.
     fill_ : dict of str to float or str
@@ -812,8 +855,14 @@ class TablePreprocessor:
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, df: pd.DataFrame, columns: Sequence[str]) -> TablePreprocessor:
+    def fit(self, df: pd.DataFrame, columns: Sequence[str], *, decimal_comma: bool = False) -> TablePreprocessor:
         """Learn the column kinds, categories, fill values, means and scales from ``df``.
+
+        With ``decimal_comma``, a text column whose cells are all numbers once
+        a decimal comma is read as a point (``1,5``) is a numeric column read
+        that way, at fit and at every later :meth:`transform`
+        (``softxent fit`` allows it for files whose delimiter is not a comma,
+        or with ``--decimal ,``).
 
         Raises
         ------
@@ -832,17 +881,20 @@ class TablePreprocessor:
         n = len(df)
         if n == 0:
             raise CLIError("no rows to fit the feature transform on")
-        kinds = {c: _kind_of(df[c], c) for c in columns}
+        read = {c: _kind_of(df[c], c, decimal_comma) for c in columns}
+        kinds = {c: kind for c, (kind, _) in read.items()}
         missing = self.check_missing(df, columns)
         self.columns_ = columns
         self.kinds_ = kinds
+        self.decimal_ = {c: mark for c, (_, mark) in read.items() if mark != "."}
+        self._decimal = None
         self.missing_ = missing
         self.categories_: dict[str, list[str]] = {}
         self.fill_: dict[str, float | str] = {}
         for c in columns:
             series = df[c]
             if kinds[c] == "numeric":
-                values = _to_float(series)[0]
+                values = _to_float(series, self.decimal_.get(c, "."))[0]
                 present = values[~np.isnan(values)]
                 self._check_finite(c, values)
                 if self.impute == "mean":
@@ -895,9 +947,9 @@ class TablePreprocessor:
             )
         return missing
 
-    def fit_transform(self, df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    def fit_transform(self, df: pd.DataFrame, columns: Sequence[str], *, decimal_comma: bool = False) -> np.ndarray:
         """:meth:`fit` then :meth:`transform` on the same rows."""
-        return self.fit(df, columns).transform(df)
+        return self.fit(df, columns, decimal_comma=decimal_comma).transform(df)
 
     @staticmethod
     def _check_finite(name: str, values: np.ndarray) -> None:
@@ -946,10 +998,16 @@ class TablePreprocessor:
         for c in self.columns_:
             series = df[c]
             if self.kinds_[c] == "numeric":
-                values, bad = _to_float(series)
+                mark = self._decimal or self.decimal_.get(c, ".")
+                values, bad = _to_float(series, mark)
                 if bad is not None:
+                    hint = ""
+                    if mark == "." and _to_float(series, ",")[1] is None:
+                        hint = " (numbers with a decimal comma? pass --decimal ,)"
+                    elif mark == ",":
+                        hint = " (read with a decimal comma, as in training; --decimal . reads points)"
                     raise CLIError(
-                        f"column {c!r} held numbers in training but holds {_py(series.iat[bad])!r} in row {bad}"
+                        f"column {c!r} held numbers in training but holds {_py(series.iat[bad])!r} in row {bad}{hint}"
                     )
                 self._check_finite(c, values)
                 holes = np.isnan(values)
@@ -977,11 +1035,13 @@ class TablePreprocessor:
             self.unseen_ = unseen
         return out
 
-    def transform(self, df: pd.DataFrame) -> np.ndarray:
+    def transform(self, df: pd.DataFrame, *, decimal: str | None = None) -> np.ndarray:
         """The standardised feature matrix of ``df``.
 
         Columns not seen in fit are ignored; the fit columns must all be
-        there.
+        there. Numeric text is read with each column's decimal mark from fit
+        (:attr:`decimal_`), or with ``decimal`` (``"."`` or ``","``) for
+        every numeric column when given (``--decimal``).
 
         Returns
         -------
@@ -995,10 +1055,16 @@ class TablePreprocessor:
             without ``impute``, or an infinite value.
         """
         self._fitted()
+        if decimal not in (None, ".", ","):
+            raise CLIError(f"--decimal must be '.' or ',', got {decimal!r}")
         lacking = [c for c in self.columns_ if c not in df.columns]
         if lacking:
             raise CLIError(f"the data lacks columns the model was trained on: {_listing(lacking, limit=30)}")
-        raw = self._raw(df, count_unseen=True)
+        self._decimal = decimal
+        try:
+            raw = self._raw(df, count_unseen=True)
+        finally:
+            self._decimal = None
         raw -= self.mean_
         raw /= self.scale_
         return np.ascontiguousarray(raw)
@@ -1014,6 +1080,9 @@ class TablePreprocessor:
         if numeric:
             plural = "column" if len(numeric) == 1 else "columns"
             lines.append(f"{len(numeric)} numeric {plural} used as they are")
+        commas = [c for c in numeric if c in self.decimal_]
+        if commas:
+            lines.append(f"numbers written with a decimal comma (1,5 = 1.5): {_listing(commas)}")
         if text:
             parts = []
             for c in text:
@@ -1039,6 +1108,15 @@ class TablePreprocessor:
                 lines.append("text columns are always imputed with their most frequent value")
         return lines
 
+    def column_kinds(self) -> dict[str, str]:
+        """How each fit column was read: ``"number"``, ``"decimal-comma number"`` or ``"category"``."""
+        self._fitted()
+        return {
+            c: ("category" if self.kinds_[c] == "categorical" else
+                "decimal-comma number" if c in self.decimal_ else "number")
+            for c in self.columns_
+        }  # fmt: skip
+
     # ------------------------------------------------------------------ serialisation
 
     def to_dict(self) -> dict[str, Any]:
@@ -1046,7 +1124,7 @@ class TablePreprocessor:
         self._fitted()
         return {
             "format": _PREPROCESSOR_FORMAT,
-            "version": _PREPROCESSOR_VERSION,
+            "version": 2 if self.decimal_ else 1,
             "impute": self.impute,
             "n_rows": int(self.n_rows_),
             "columns": [
@@ -1056,6 +1134,7 @@ class TablePreprocessor:
                     "categories": list(self.categories_.get(c, [])),
                     "fill": self.fill_.get(c),
                     "missing": int(self.missing_.get(c, 0)),
+                    **({"decimal": self.decimal_[c]} if c in self.decimal_ else {}),
                 }
                 for c in self.columns_
             ],
@@ -1072,7 +1151,7 @@ class TablePreprocessor:
             raise ValueError(f"not a table transform: format is {d.get('format')!r}, not {_PREPROCESSOR_FORMAT!r}")
         version = d.get("version")
         if not _is_whole(version) or not 1 <= version <= _PREPROCESSOR_VERSION:
-            raise ValueError(f"table transform version {version!r} is not one this softxent reads (1)")
+            raise ValueError(f"table transform version {version!r} is not one this softxent reads (1, 2)")
         missing = [k for k in ("impute", "n_rows", "columns", "mean", "scale") if k not in d]
         if missing:
             raise ValueError(f"the table transform lacks {', '.join(missing)}")
@@ -1087,6 +1166,7 @@ class TablePreprocessor:
             raise ValueError("columns must be a non-empty list")
         pre = cls(impute)
         pre.columns_, pre.kinds_, pre.categories_, pre.fill_, pre.missing_ = [], {}, {}, {}, {}
+        pre.decimal_, pre._decimal = {}, None
         for i, col in enumerate(columns):
             if not isinstance(col, dict):
                 raise ValueError(f"columns[{i}] must be a dict, got {col!r}")
@@ -1120,6 +1200,11 @@ class TablePreprocessor:
                 raise ValueError(f"column {name!r} has a bad missing count {m!r}")
             if m:
                 pre.missing_[name] = m
+            mark = col.get("decimal", ".")
+            if mark not in (".", ",") or (mark == "," and (kind != "numeric" or version < 2)):
+                raise ValueError(f"column {name!r} has a bad decimal mark {mark!r}")
+            if mark == ",":
+                pre.decimal_[name] = mark
             pre.columns_.append(name)
             pre.kinds_[name] = kind
         n_out = sum(1 if pre.kinds_[c] == "numeric" else len(pre.categories_[c]) for c in pre.columns_)

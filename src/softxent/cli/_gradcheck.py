@@ -16,12 +16,19 @@ import numpy as np
 
 from .. import softmax, softmax_cross_entropy, softmax_cross_entropy_grad, softmax_jacobian
 from .._gradcheck import finite_difference_grad
+from ._errors import CLIError
 
-__all__ = ["AGREEMENT", "run_gradcheck"]
+__all__ = ["AGREEMENT", "MAX_CLASSES", "run_gradcheck"]
 
 # float64 with h = 1e-3: the 4th-order differences are good to ~1e-10 here, so
 # a disagreement above 1e-6 is a wrong formula, never rounding.
 AGREEMENT = 1e-6
+#: The largest K checked. The Jacobian and its finite-difference copy are two
+#: K x K float64 matrices (2 x 32 MB at K = 2000), and the differences take
+#: 4 K softmax calls of length K; past a few thousand classes the check runs
+#: for minutes and then exhausts memory (K = 100000 would need 2 x 80 GB),
+#: while what it shows is already visible at K = 5.
+MAX_CLASSES = 2000
 _MAX_PRINTED = 8  # classes shown in full; beyond that only the largest differences are printed
 
 
@@ -47,7 +54,19 @@ def _verdict(out: TextIO, name: str, diff: float) -> float:
 
 
 def run_gradcheck(*, classes: int = 4, soft_labels: bool = False, seed: int = 0, out: TextIO) -> int:
-    """Print the checks to ``out``; return 0 when all agree within :data:`AGREEMENT`."""
+    """Print the checks to ``out``; return 0 when all agree within :data:`AGREEMENT`.
+
+    Raises
+    ------
+    CLIError
+        ``classes`` is above :data:`MAX_CLASSES`.
+    """
+    if classes > MAX_CLASSES:
+        gib = 2 * classes * classes * 8 / 2**30
+        raise CLIError(
+            f"--classes {classes}: the check builds two {classes} x {classes} float64 Jacobians "
+            f"({gib:.3g} GiB); the limit is {MAX_CLASSES} classes"
+        )
     rng = np.random.default_rng(seed)
     z = rng.standard_normal(classes) * 2.0
     a = softmax(z)

@@ -32,6 +32,7 @@ from ..models._persistence import load as load_model
 from ..models._persistence import save as save_model
 from ._data import TablePreprocessor, TargetSpec, select_columns
 from ._errors import CLIError
+from ._files import replacing
 from ._report import sigmoid_metrics, softmax_metrics
 
 __all__ = ["PIPELINE_VERSION", "TablePipeline", "TrainResult", "train"]
@@ -68,6 +69,10 @@ class TablePipeline:
         The head used and why.
     info : dict
         What the command line reports: the training file, row counts, split.
+    decimal : {".", ","} or None
+        How numeric text of the tables given to :meth:`transform` is read
+        (``--decimal`` of ``evaluate`` and ``predict``); None (the default):
+        each column as in training. Not stored in the model file.
     """
 
     model: Any
@@ -76,6 +81,7 @@ class TablePipeline:
     features: list[str]
     choice: HeadChoice
     info: dict[str, Any] = field(default_factory=dict)
+    decimal: str | None = None
 
     # ------------------------------------------------------------------ outputs
 
@@ -102,7 +108,7 @@ class TablePipeline:
         return int(self.model.n_iter_)
 
     def transform(self, table: pd.DataFrame) -> np.ndarray:
-        return self.preprocessor.transform(table)
+        return self.preprocessor.transform(table, decimal=self.decimal)
 
     def predict_proba(self, table: pd.DataFrame) -> np.ndarray:
         """(n_rows, len(names)) probabilities: rows sum to 1 (softmax) or one per label (sigmoid)."""
@@ -130,15 +136,12 @@ class TablePipeline:
         """The table's labels in the form the head is scored on.
 
         Softmax: one class per row (``other`` for rows without a label).
-        Sigmoid: the (n_rows, n_labels) 0/1 matrix in the order of ``names``.
+        Sigmoid: one label set per row (:meth:`metrics` turns it into the
+        0/1 matrix in the order of ``names``).
         """
         y = self.target.extract(table)
         if self.head == "sigmoid":
-            sets = _label_sets(y)
-            unknown = sorted({str(v) for s in sets for v in s} - {str(n) for n in self.names})
-            if unknown:
-                raise CLIError(f"the data has labels the model was not trained on: {', '.join(unknown[:10])}")
-            return TargetSpec.indicator(sets, self.names)
+            return _label_sets(y)
         if isinstance(y, np.ndarray) and y.ndim == 1:
             return y
         classes = []
@@ -154,16 +157,50 @@ class TablePipeline:
         return out
 
     def metrics(self, table: pd.DataFrame) -> tuple[dict[str, Any], Any, np.ndarray]:
-        """Metrics on a labelled table; returns ``(metrics, truth, proba)``."""
+        """Metrics on a labelled table; returns ``(metrics, truth, proba)``.
+
+        A class (softmax) or label (sigmoid) that the model was not trained
+        on cannot be predicted, so it is left out of the scores and counted
+        instead: softmax rows of such classes are dropped and counted in
+        ``unseen_classes`` (class -> rows); sigmoid rows keep their known
+        labels, and the others are counted in ``unseen_labels`` (label ->
+        rows). ``truth`` and ``proba`` are those of the scored rows.
+
+        Raises
+        ------
+        CLIError
+            No row is left to score (every class is one the model never saw).
+        """
         truth = self.truth(table)
         proba = self.predict_proba(table)
+        known = {str(n) for n in self.names}
+        unseen: dict[str, int] = {}
+        if self.head == "sigmoid":
+            for labels in truth:
+                for label in labels:
+                    if str(label) not in known:
+                        unseen[str(label)] = unseen.get(str(label), 0) + 1
+            names = {str(n): n for n in self.names}
+            truth = TargetSpec.indicator([{names[str(v)] for v in s if str(v) in known} for s in truth], self.names)
+        else:
+            keep = np.array([str(v) in known for v in truth.tolist()], dtype=bool)
+            for v in truth[~keep].tolist():
+                unseen[str(v)] = unseen.get(str(v), 0) + 1
+            if not keep.any():
+                raise CLIError(
+                    f"none of the {len(truth)} rows has a class the model was trained on "
+                    f"(the data's: {', '.join(sorted(unseen)[:10])}; the model's: {', '.join(sorted(known)[:10])})"
+                )
+            truth, proba = truth[keep], proba[keep]
         try:
             if self.head == "sigmoid":
                 metrics = sigmoid_metrics(truth, proba, self.names, threshold=self.model.threshold)
             else:
                 metrics = softmax_metrics(truth, proba, self.names)
-        except ValueError as exc:  # classes in the data that the model never saw
+        except ValueError as exc:
             raise CLIError(str(exc)) from None
+        if unseen:
+            metrics["unseen_labels" if self.head == "sigmoid" else "unseen_classes"] = dict(sorted(unseen.items()))
         return metrics, truth, proba
 
     # ------------------------------------------------------------------ persistence
@@ -180,8 +217,12 @@ class TablePipeline:
                 "info": self.info,
             }
         }  # fmt: skip
+        # Through the command line's own atomic writer (cli._files): the
+        # model lands whole under its name or not at all, and a failed
+        # write leaves an older model of that name as it was.
         try:
-            save_model(self.model, path, extra=extra)
+            with replacing(path) as handle:
+                save_model(self.model, handle, extra=extra)
         except OSError as exc:
             raise CLIError(f"cannot write the model to --out {os.fspath(path)!r}: {exc.strerror or exc}") from None
 
@@ -193,6 +234,18 @@ class TablePipeline:
             raise CLIError(f"cannot read MODEL {name!r}: no such file")
         if os.path.isdir(name):
             raise CLIError(f"cannot read MODEL {name!r}: it is a directory")
+        try:
+            with open(name, "rb") as handle:
+                magic = handle.read(4)
+        except OSError as exc:
+            raise CLIError(f"cannot read MODEL {name!r}: {exc.strerror or exc}") from None
+        # A model is an .npz (zip) archive. Anything else, a CSV most often, means
+        # MODEL and DATA were swapped; a truncated archive is left to load_model to name.
+        if magic != b"PK\x03\x04":
+            raise CLIError(
+                f"MODEL {name!r} is not a model file (not an .npz archive); the order is MODEL DATA, "
+                "with MODEL written by `softxent fit`"
+            )
         try:
             model, extra = load_model(name, with_extra=True)
         except ModelFileError as exc:
@@ -226,6 +279,24 @@ class TablePipeline:
             raise CLIError(f"cannot load MODEL {name!r}: its table transform is damaged ({exc})") from None
 
 
+def unseen_note(metrics: dict[str, Any] | None) -> str | None:
+    """One line on the classes or labels of the scored data that the model was not trained on (None if none)."""
+    if not metrics:
+        return None
+    for key, singular, plural, effect in (
+        ("unseen_classes", "class", "classes", "their rows are left out of the scores"),
+        ("unseen_labels", "label", "labels", "they are left out of the scores"),
+    ):
+        unseen = metrics.get(key)
+        if unseen:
+            listed = ", ".join(f"{name!r} ({count} row{'s' if count != 1 else ''})"
+                               for name, count in list(unseen.items())[:10])  # fmt: skip
+            more = f" and {len(unseen) - 10} more" if len(unseen) > 10 else ""
+            word = singular if len(unseen) == 1 else plural
+            return f"{len(unseen)} {word} not seen in training: {listed}{more}; {effect}"
+    return None
+
+
 # ---------------------------------------------------------------------- training
 
 
@@ -241,6 +312,24 @@ class TrainResult:
     truth: Any
     proba: np.ndarray | None
     warnings: list[str]
+
+    def score(self, table: pd.DataFrame) -> None:
+        """Fill ``metrics``, ``truth`` and ``proba`` from the held-out rows of ``table`` (none: stay None).
+
+        Never fatal for a finished training: if no held-out row can be
+        scored (all of classes the model never saw), the metrics stay None
+        and a warning says why.
+        """
+        if not len(self.test_rows):
+            return
+        try:
+            self.metrics, self.truth, self.proba = self.pipeline.metrics(table.iloc[self.test_rows])
+        except CLIError as exc:
+            self.warnings.append(f"no held-out metrics: {exc}")
+            return
+        note = unseen_note(self.metrics)
+        if note:
+            self.warnings.append(note)
 
     @property
     def n_train(self) -> int:
@@ -276,7 +365,15 @@ def _choose(y: Any, head: Head, target: TargetSpec) -> tuple[HeadChoice, HeadCho
 
 
 def _split(n: int, test_size: float, seed: int, strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of the training and held-out parts (stratified by class when every class has 2+ rows)."""
+    """Row indices of the training and held-out parts.
+
+    With ``strata`` (the class of each row, softmax heads), the split keeps
+    every class in training: a class with a single row stays there (a model
+    cannot learn a class it never saw, and one held-out row of it says
+    nothing), every other class keeps at least one training row, and the
+    held-out part is stratified (each class in proportion) whenever it is
+    large enough to hold every class. Without ``strata``, a plain random split.
+    """
     from sklearn.model_selection import train_test_split
 
     rows = np.arange(n)
@@ -285,12 +382,27 @@ def _split(n: int, test_size: float, seed: int, strata: np.ndarray | None) -> tu
     n_test = int(np.ceil(test_size * n))
     if n_test < 1 or n - n_test < 2:
         raise CLIError(f"--test-size {test_size} leaves {n - n_test} training and {n_test} held-out rows of {n}")
-    if strata is not None:
-        _, counts = np.unique(strata.astype(str), return_counts=True)
-        if counts.min() < 2 or n_test < len(counts) or n - n_test < len(counts):
-            strata = None
-    train, test = train_test_split(rows, test_size=n_test, random_state=seed, stratify=strata)
-    return np.sort(train), np.sort(test)
+    if strata is None:
+        train, test = train_test_split(rows, test_size=n_test, random_state=seed)
+        return np.sort(train), np.sort(test)
+    _, codes, counts = np.unique(strata.astype(str), return_inverse=True, return_counts=True)
+    codes = codes.ravel()
+    pool = rows[counts[codes] >= 2]  # singletons are not in the pool: they always train
+    kept = rows[counts[codes] < 2]
+    k = len(np.unique(codes[pool]))
+    # Every pooled class keeps at least one training row, so at most len(pool) - k rows are held out.
+    n_test = min(n_test, len(pool) - k)
+    if n_test < 1:
+        return rows, rows[:0]
+    if n_test >= k:
+        train, test = train_test_split(pool, test_size=n_test, random_state=seed, stratify=codes[pool])
+    else:  # too few held-out rows to hold every class: one row of each class trains, the rest is random
+        rng = np.random.default_rng(seed)
+        first = np.array([rng.choice(pool[codes[pool] == c]) for c in np.unique(codes[pool])])
+        rest = np.setdiff1d(pool, first)
+        test = rng.choice(rest, size=n_test, replace=False)
+        train = np.concatenate([first, np.setdiff1d(rest, test)])
+    return np.sort(np.concatenate([train, kept])), np.sort(test)
 
 
 def _take(y: Any, rows: np.ndarray) -> Any:
@@ -316,11 +428,22 @@ def train(
     callback: Callable[[Any], Any] | None = None,
     on_choice: Callable[[HeadChoice, HeadChoice, TablePreprocessor], None] | None = None,
     source: str = "",
+    score: bool = True,
+    decimal: str | None = None,
 ) -> TrainResult:
     """Fit a classifier on ``table`` (see ``softxent fit --help`` for the options).
 
     ``on_choice(choice, auto_choice, preprocessor)`` is called once the head
     is known, before training starts, so a front end can print it first.
+    With ``score=False`` the held-out rows are not scored yet: the caller
+    saves the model first and then calls :meth:`TrainResult.score`, so that
+    nothing in the evaluation can lose a finished training.
+
+    ``decimal`` (``--decimal``): ``","`` reads text columns of numbers
+    written with a decimal comma (``1,5``) as numbers, ``"."`` never does;
+    None (the default) does so when ``table.attrs["delimiter"]`` (set by
+    :func:`~softxent.cli._data.read_table` for text files) is not a comma,
+    since only then can a field hold ``1,5`` unquoted.
     """
     if not 0 <= test_size < 1:
         raise CLIError(f"--test-size must be in [0, 1), got {test_size}")
@@ -338,7 +461,11 @@ def train(
     preprocessor.check_missing(table, columns)  # counts of the whole file, not of the training part
     train_rows, test_rows = _split(len(table), test_size, seed, strata)
     part = table.iloc[train_rows]
-    X = preprocessor.fit_transform(part, columns)
+    if decimal not in (None, ".", ","):
+        raise CLIError(f"--decimal must be '.' or ',', got {decimal!r}")
+    delimiter = table.attrs.get("delimiter")
+    decimal_comma = decimal == "," or (decimal is None and delimiter is not None and delimiter != ",")
+    X = preprocessor.fit_transform(part, columns, decimal_comma=decimal_comma)
     y_train = _take(y, train_rows)
     if on_choice is not None:
         on_choice(choice, auto, preprocessor)
@@ -372,8 +499,10 @@ def train(
         "solver": solver,
         "C": C,
     }
+    if test_size and not len(test_rows):
+        caught.append("no held-out rows: every class has too few rows to spare one (all rows are needed for training)")
     pipeline = TablePipeline(model, target, preprocessor, list(columns), choice, info)
-    metrics = truth = proba = None
-    if len(test_rows):
-        metrics, truth, proba = pipeline.metrics(table.iloc[test_rows])
-    return TrainResult(pipeline, auto, train_rows, test_rows, metrics, truth, proba, caught)
+    result = TrainResult(pipeline, auto, train_rows, test_rows, None, None, None, caught)
+    if score:
+        result.score(table)
+    return result

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import math
 import os
@@ -42,11 +43,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._files import write_atomically
+
 if TYPE_CHECKING:  # rich is imported when a table is asked for
     from matplotlib.figure import Figure
     from rich.table import Table
 
 __all__ = [
+    "REPORT_FILES",
     "format_metrics",
     "jsonable",
     "metrics_table",
@@ -56,6 +60,9 @@ __all__ = [
     "write_report",
 ]
 
+#: Every name :func:`write_report` may write in its folder (commands check them before any work).
+REPORT_FILES = ("loss_curve.png", "confusion_matrix.png", "per_label.png", "reliability.png",
+                "metrics.json", "report.html")  # fmt: skip
 _N_BINS = 10  # reliability diagram: 10 equal-width bins of predicted probability
 _MAX_ANNOTATED = 30  # confusion-matrix cells carry their counts up to this many classes
 _MAX_NAME = 24  # characters of a class name shown in a terminal column or on an axis
@@ -437,7 +444,8 @@ def write_report(
     Parameters
     ----------
     directory : path
-        Created if missing (parents too); files of the same names are replaced.
+        Created if missing (parents too); files of the same names are replaced,
+        each one whole (written beside it, then renamed), so a failed run leaves the old one.
     metrics : dict
         From :func:`softmax_metrics` or :func:`sigmoid_metrics`; its ``head``
         decides the figures.
@@ -495,29 +503,34 @@ def write_report(
         confidence, outcome = P.ravel(), Y.ravel().astype(np.float64)
     reliability = reliability_bins(confidence, outcome)
 
+    # Everything is rendered in memory first and each file is then replaced
+    # whole (cli._files): a failure while drawing leaves the old report as it was.
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    figures: list[tuple[str, Path]] = []
-
+    rendered: list[tuple[str, Path, bytes]] = []
     curve = None if loss_curve is None else np.asarray(loss_curve, dtype=np.float64).ravel()
     if curve is not None and curve.size:
-        figures.append(("loss_curve", _save(_loss_figure(curve), out / "loss_curve.png")))
+        rendered.append(("loss_curve", out / "loss_curve.png", _png(_loss_figure(curve))))
     if kind == "softmax":
         matrix = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
-        figures.append(("confusion_matrix", _save(_confusion_figure(matrix, names), out / "confusion_matrix.png")))
+        rendered.append(("confusion_matrix", out / "confusion_matrix.png", _png(_confusion_figure(matrix, names))))
     else:
-        figures.append(("per_label", _save(_per_label_figure(metrics, names), out / "per_label.png")))
-    figures.append(("reliability", _save(_reliability_figure(reliability, kind), out / "reliability.png")))
-    written.update(figures)
+        rendered.append(("per_label", out / "per_label.png", _png(_per_label_figure(metrics, names))))
+    rendered.append(("reliability", out / "reliability.png", _png(_reliability_figure(reliability, kind))))
 
+    figures = list(rendered)
     document = {"title": str(title), "notes": [str(note) for note in notes], **metrics, "reliability": reliability}
-    written["metrics"] = out / "metrics.json"
     # allow_nan=False: after jsonable nothing non-finite is left; if something
     # were, failing beats writing a NaN token that strict JSON parsers reject.
-    written["metrics"].write_text(json.dumps(jsonable(document), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    written["report"] = out / "report.html"
-    written["report"].write_text(_html(title, notes, metrics, reliability, figures), encoding="utf-8")
+    text = json.dumps(jsonable(document), indent=2, allow_nan=False) + "\n"
+    rendered.append(("metrics", out / "metrics.json", text.encode("utf-8")))
+    page = _html(title, notes, metrics, reliability, figures)
+    rendered.append(("report", out / "report.html", page.encode("utf-8")))
+
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for key, path, data in rendered:  # report.html last: it links the others
+        write_atomically(path, data)
+        written[key] = path
     return written
 
 
@@ -534,16 +547,17 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as PNG and free it."""
+def _png(fig: Figure) -> bytes:
+    """``fig`` as PNG bytes; the figure is freed."""
     with warnings.catch_warnings():
         # A class name in a script the default font lacks (CJK, say) is drawn
         # as boxes; say nothing rather than warn once per missing glyph.
         warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
         warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support", category=UserWarning)
-        fig.savefig(path, format="png", dpi=_DPI)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=_DPI)
     fig.clear()  # the figure is referenced by nothing else; clear() drops its artists now
-    return path
+    return buffer.getvalue()
 
 
 def _label(text: str, limit: int = 20) -> str:
@@ -677,7 +691,7 @@ figcaption { color: #555; font-size: 0.9em; }
 
 
 def _html(title: str, notes: Sequence[str], metrics: Mapping[str, Any], reliability: Mapping[str, Any],
-          figures: Sequence[tuple[str, Path]]) -> str:  # fmt: skip
+          figures: Sequence[tuple[str, Path, bytes]]) -> str:  # fmt: skip
     """The report page: every figure inline (base64 PNG), no external CSS, JS or fonts."""
     esc = html.escape  # quote=True: also safe inside attribute values
     kind = metrics["head"]
@@ -705,8 +719,8 @@ def _html(title: str, notes: Sequence[str], metrics: Mapping[str, Any], reliabil
     if kind == "sigmoid":
         parts.append(f"<tr><th>threshold</th><td>{metrics['threshold']:g}</td></tr>")
     parts += ["</tbody></table>", "<h2>Figures</h2>"]
-    for key, path in figures:
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
+    for key, path, png in figures:
+        data = base64.b64encode(png).decode("ascii")
         name = esc(path.name)
         parts.append(
             f'<figure id="{esc(key)}"><img src="data:image/png;base64,{data}" alt="{esc(_FIGURE_CAPTIONS[key])}">'

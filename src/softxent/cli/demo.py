@@ -29,10 +29,13 @@ import numpy as np
 import pandas as pd
 
 from ._commands import Output
+from ._files import check_output_dir
 from ._pipeline import TrainResult, train
 from ._report import write_report
 
 __all__ = ["run_demo"]
+
+_PARTS = ("digits", "multilabel", "wrong-head")  # the report folders, one per part
 
 
 def _digits_table() -> pd.DataFrame:
@@ -177,6 +180,8 @@ def _wrong_head(out: Output, table: pd.DataFrame, result: TrainResult, report: P
 
 def run_demo(*, report_dir: str | Path = "softxent-demo", seed: int = 0, quiet: bool = False, stream: Any = None) -> int:
     """Run parts (a)-(c), write their reports under ``report_dir``; return the exit code (0)."""
+    # Before the first fit: a report folder that cannot be written fails now, not after the training.
+    check_output_dir(str(report_dir), "--report-dir", subdirs=_PARTS)
     out = Output(quiet=quiet, stream=stream if stream is not None else sys.stdout)
     root = Path(report_dir)
     start = time.perf_counter()
@@ -197,6 +202,6 @@ def run_demo(*, report_dir: str | Path = "softxent-demo", seed: int = 0, quiet: 
 
     out.line()
     out.line(f"done in {time.perf_counter() - start:.1f} s. Reports (open report.html in a browser):")
-    for part in ("digits", "multilabel", "wrong-head"):
+    for part in _PARTS:
         out.line(f"  {root / part / 'report.html'}")
     return 0
