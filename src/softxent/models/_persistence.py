@@ -30,11 +30,19 @@ neither (a ``callback``, a ``RandomState``) are dropped, listed in
 adam is not saved: a loaded model continues ``partial_fit`` with fresh
 moments.
 
-Loading executes no code from the file: the estimator class is looked up in
-a fixed table, attributes must be among those the class defines, every array
-must match its SHA-256 and the shapes must agree with each other. A
-truncated file, a modified array or document, or a file from a newer format
-version raises :class:`ModelFileError` with what is wrong.
+Loading executes no code from the file and trusts none of it: the estimator
+class is looked up in a fixed table; each member's ``.npy`` header is
+checked against the metadata and the file's size before anything is
+allocated (:mod:`._archive`); every array must match its SHA-256; the
+parameters pass the estimator's own ``_check_params`` (the rules of ``fit``)
+and the fitted attributes the checks of :mod:`._model_checks` (types,
+shapes, finite coefficients, classes that match the coefficient rows). A
+truncated, damaged, modified or foreign file, or one from a newer format
+version, raises :class:`ModelFileError` naming the field and its value.
+
+Saving to a path is atomic: the archive is written to a temporary file in
+the destination folder and renamed over the target, so a failed save leaves
+neither a partial file nor a damaged older model.
 """
 
 from __future__ import annotations
@@ -43,12 +51,17 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import zipfile
 from typing import Any
 
 import numpy as np
 
 import softxent
+
+from ._archive import FileProblem, ModelArchive, check_listing, short
+from ._heads import HeadChoice
+from ._model_checks import check_fitted
 
 __all__ = ["FORMAT_VERSION", "ModelFileError", "load", "save"]
 
@@ -96,8 +109,6 @@ def _json_scalar(value: Any) -> Any:
 
 
 def _encode_value(value: Any, name: str, arrays: dict[str, np.ndarray], prefix: str) -> Any:
-    from ._heads import HeadChoice
-
     if isinstance(value, np.ndarray):
         if value.dtype.kind in "biufU":
             key = prefix + name
@@ -155,17 +166,30 @@ def _checksum(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _target_path(path: Any, verb: str) -> str:
+    try:
+        return os.fspath(path)
+    except TypeError:
+        raise TypeError(
+            f"path must be a file path or a binary file object opened for {verb}, got {short(path)}"
+        ) from None
+
+
 def save(estimator: Any, path: Any, *, extra: dict[str, Any] | None = None) -> None:
     """Write a fitted estimator to ``path`` (a path or a binary file object); see the module docstring.
 
     ``extra`` is an optional JSON-serialisable dict stored beside the model
-    (read back with ``load(path, with_extra=True)``).
+    (read back with ``load(path, with_extra=True)``). A path is written
+    atomically: the archive goes to a temporary file in the same folder,
+    which then replaces ``path``; if anything fails, ``path`` is untouched
+    (an older model there survives) and no temporary file is left.
     """
     from sklearn.utils.validation import check_is_fitted
 
     if type(estimator).__name__ not in _ALLOWED:
         raise TypeError(f"save handles {sorted(_ALLOWED)}, got {type(estimator).__name__}")
     check_is_fitted(estimator)
+    target = None if hasattr(path, "write") else _target_path(path, "writing")
     arrays: dict[str, np.ndarray] = {}
     model = _encode_model(estimator, arrays, "")
     meta = {
@@ -185,116 +209,248 @@ def save(estimator: Any, path: Any, *, extra: dict[str, Any] | None = None) -> N
         raise TypeError(f"cannot save: extra holds a value JSON cannot store ({exc})") from None
     payload = dict(arrays)
     payload[_META] = np.frombuffer(document.encode("utf-8"), dtype=np.uint8)
-    if hasattr(path, "write"):
+    if target is None:
         np.savez(path, **payload)
         return
-    # Write beside the target, then rename: a crash never leaves a half-written model.
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    # Write beside the target, then rename: a crash never leaves a half-written model, and a
+    # failed save never replaces a good one. O_EXCL with a random name: no clash with another
+    # writer; mode 0o666 lets the umask decide the permissions, as for any new file.
+    folder = os.path.dirname(os.path.abspath(target))
+    tmp = os.path.join(folder, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot save a model to {target!r}: {exc.strerror}", target) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
             np.savez(f, **payload)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
+        raise
 
 
 # --------------------------------------------------------------------------- decoding
+
+_TOP_KEYS = {"format", "format_version", "softxent_version", "model", "arrays", "extra"}
+_MODEL_KEYS = {"estimator", "params", "dropped_params", "attributes"}
+_LINEAR_NAMES = {"SoftmaxRegression", "SigmoidRegression"}
 
 
 def _fail(source: str, what: str) -> ModelFileError:
     return ModelFileError(f"cannot load a softxent model from {source}: {what}")
 
 
-def _decode_value(value: Any, attr: str, arrays: dict[str, np.ndarray], source: str) -> Any:
-    from ._heads import HeadChoice
-
-    if not isinstance(value, dict) or len(value) not in (1, 2):
-        raise _fail(source, f"attribute {attr!r} is malformed")
-    if "array" in value:
-        key = value["array"]
-        if key not in arrays:
-            raise _fail(source, f"array {key!r} of attribute {attr!r} is missing")
-        return arrays[key]
-    if "object_array" in value:
-        items = value["object_array"]
-        out = np.empty(len(items), dtype=object)
-        out[:] = items
-        return out.reshape(value.get("shape", [len(items)]))
-    if "head_choice" in value:
-        hc = value["head_choice"]
-        return HeadChoice(hc["head"], int(hc["n_classes"]), bool(hc["add_other_class"]), str(hc["reason"]))
-    if "dtype" in value:
-        return np.dtype(str(value["dtype"]))
-    if "model" in value:
-        return _decode_model(value["model"], arrays, source)
-    if "list" in value:
-        return list(value["list"])
-    if "value" in value:
-        return value["value"]
-    raise _fail(source, f"attribute {attr!r} has an unknown encoding {sorted(value)}")
+def _is_json_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
-def _decode_model(model: Any, arrays: dict[str, np.ndarray], source: str) -> Any:
-    if not isinstance(model, dict) or not {"estimator", "params", "attributes"} <= set(model):
-        raise _fail(source, "the model description is incomplete")
-    registry = _registry()
-    name = model["estimator"]
-    if name not in registry:
-        raise _fail(source, f"unknown estimator {name!r}; this softxent knows {sorted(registry)}")
-    cls = registry[name]
-    params = dict(model["params"])
-    allowed_params = set(cls().get_params(deep=False))
-    unknown = set(params) - allowed_params
-    if unknown:
-        raise _fail(source, f"{name} has no parameters {sorted(unknown)}")
-    if "dtype" in params:
-        params["dtype"] = np.dtype(params["dtype"]).type
-    cw = params.get("class_weight")
-    if isinstance(cw, dict):
-        params["class_weight"] = {k: v for k, v in cw["pairs"]}
-    est = cls(**params)
-    extra = set(model["attributes"]) - _ALLOWED[name]
-    if extra:
-        raise _fail(source, f"{name} has no fitted attributes {sorted(extra)}")
-    for attr, value in model["attributes"].items():
-        setattr(est, attr, _decode_value(value, attr, arrays, source))
-    _check_consistent(est, source)
-    return est
+class _Decoder:
+    """Builds the model from checked metadata and arrays; each mistake is a FileProblem naming its field."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays = arrays
+        self.used: set[str] = set()
+
+    def model(self, model: Any, field: str, allowed: set[str]) -> Any:
+        if not isinstance(model, dict):
+            raise FileProblem(f"the model description {field} is {short(model)}, not a JSON object")
+        missing = {"estimator", "params", "attributes"} - set(model)
+        if missing:
+            raise FileProblem(f"the model description is incomplete: {field} lacks {sorted(missing)}")
+        if set(model) - _MODEL_KEYS:
+            raise FileProblem(f"{field} has unknown entries {sorted(set(model) - _MODEL_KEYS)}")
+        registry = _registry()
+        name = model["estimator"]
+        if not isinstance(name, str) or name not in registry:
+            raise FileProblem(f"unknown estimator {short(name)}; this softxent knows {sorted(registry)}")
+        if name not in allowed:
+            raise FileProblem(f"{field}.estimator is {name!r}; here it must be one of {sorted(allowed)}")
+        cls = registry[name]
+        est = cls(**self.params(model["params"], model.get("dropped_params", []), cls, f"{field}.params"))
+        try:  # the estimator's own parameter rules, those of fit
+            est._check_params()
+        except (TypeError, ValueError) as exc:
+            raise FileProblem(f"{field}.params: {exc}") from None
+        attributes = model["attributes"]
+        if not isinstance(attributes, dict):
+            raise FileProblem(f"{field}.attributes is {short(attributes)}, not a JSON object")
+        unknown = set(attributes) - _ALLOWED[name]
+        if unknown:
+            raise FileProblem(f"{name} has no fitted attributes {sorted(unknown)}")
+        for attr, value in attributes.items():
+            nested = _LINEAR_NAMES if (name, attr) == ("AutoClassifier", "head_") else None
+            setattr(est, attr, self.value(value, f"{field}.attributes.{attr}", nested))
+        try:
+            check_fitted(est, name)
+        except FileProblem as exc:
+            raise FileProblem(f"{field}: {exc}") from None
+        return est
+
+    def params(self, params: Any, dropped: Any, cls: type, field: str) -> dict[str, Any]:
+        if not isinstance(params, dict):
+            raise FileProblem(f"{field} is {short(params)}, not a JSON object")
+        allowed = set(cls().get_params(deep=False))
+        unknown = set(params) - allowed
+        if unknown:
+            raise FileProblem(f"{cls.__name__} has no parameters {sorted(unknown)}")
+        if not isinstance(dropped, list) or not all(isinstance(d, str) and d in allowed for d in dropped):
+            raise FileProblem(f"{field[: -len('params')]}dropped_params is {short(dropped)}, not a list of parameter names")
+        out = {}
+        for key, value in params.items():
+            if key == "dtype" and value in ("float32", "float64"):
+                value = np.dtype(value).type
+            elif key == "class_weight" and isinstance(value, dict):
+                pairs = value.get("pairs") if set(value) == {"pairs"} else None
+                if not isinstance(pairs, list) or not all(
+                    isinstance(p, list) and len(p) == 2 and isinstance(p[0], (bool, int, float, str)) for p in pairs
+                ):
+                    raise FileProblem(f"{field}.class_weight is {short(value)}, not {{'pairs': [[class, weight], ...]}}")
+                value = {k: w for k, w in pairs}
+            elif not _is_json_scalar(value):
+                raise FileProblem(f"{field}.{key} is {short(value)}, not a number, string, boolean or null")
+            out[key] = value
+        return out
+
+    def value(self, value: Any, field: str, nested: set[str] | None) -> Any:
+        if not isinstance(value, dict) or not value:
+            raise FileProblem(f"{field} is {short(value)}, not an encoded value")
+        keys = set(value)
+        if keys == {"array"}:
+            key = value["array"]
+            if not isinstance(key, str) or key not in self.arrays:
+                raise FileProblem(f"{field} names the array {short(key)}, which the file does not hold")
+            if key in self.used:
+                raise FileProblem(f"{field} names the array {key!r}, which another attribute already uses")
+            self.used.add(key)
+            return self.arrays[key]
+        if keys == {"object_array", "shape"}:
+            items, shape = value["object_array"], value["shape"]
+            if not isinstance(items, list) or not all(isinstance(v, (bool, int, float, str)) for v in items):
+                raise FileProblem(f"{field} is {short(items)}, not a list of numbers and strings")
+            if shape != [len(items)]:
+                raise FileProblem(f"{field} has shape {short(shape)} for {len(items)} values")
+            out = np.empty(len(items), dtype=object)
+            out[:] = items
+            return out
+        if keys == {"head_choice"}:
+            hc = value["head_choice"]
+            fields = {"head", "n_classes", "add_other_class", "reason"}
+            if not isinstance(hc, dict) or set(hc) != fields:
+                raise FileProblem(f"{field} is {short(hc)}, not an object of {sorted(fields)}")
+            return HeadChoice(hc["head"], hc["n_classes"], hc["add_other_class"], hc["reason"])
+        if keys == {"dtype"}:
+            try:
+                dtype = np.dtype(value["dtype"]) if isinstance(value["dtype"], str) else None
+            except TypeError:
+                dtype = None
+            if dtype is None or dtype.kind not in "biuf":
+                raise FileProblem(f"{field} is the dtype {short(value['dtype'])}, not a boolean, integer or float dtype")
+            return dtype
+        if keys == {"model"}:
+            if nested is None:
+                raise FileProblem(f"{field} holds a model, which only AutoClassifier.head_ may")
+            return self.model(value["model"], field, nested)
+        if keys == {"list"}:
+            items = value["list"]
+            if not isinstance(items, list) or not all(_is_json_scalar(v) for v in items):
+                raise FileProblem(f"{field} is {short(items)}, not a list of numbers")
+            return list(items)
+        if keys == {"value"}:
+            if not _is_json_scalar(value["value"]):
+                raise FileProblem(f"{field} is {short(value['value'])}, not a number, string, boolean or null")
+            return value["value"]
+        raise FileProblem(f"{field} has an unknown encoding {short(sorted(keys))}")
 
 
-def _check_consistent(est: Any, source: str) -> None:
-    """Shapes and dtypes that must agree: a document edited by hand fails here."""
-    if hasattr(est, "coef_"):
-        coef, intercept = est.coef_, est.intercept_
-        if coef.dtype not in (np.float32, np.float64) or intercept.dtype != coef.dtype:
-            raise _fail(source, f"coef_ and intercept_ must be float32 or float64, got {coef.dtype} and {intercept.dtype}")
-        if coef.ndim != 2 or coef.shape[1] != est.n_features_in_ or intercept.shape != (coef.shape[0],):
-            raise _fail(
-                source,
-                f"coef_ {coef.shape}, intercept_ {intercept.shape} and n_features_in_={est.n_features_in_} disagree",
-            )
-        n_classes = len(est.classes_)
-        expected = 1 if n_classes == 2 and getattr(est, "target_type_", "binary") == "binary" else n_classes
-        if coef.shape[0] != expected:
-            raise _fail(source, f"coef_ has {coef.shape[0]} rows for {n_classes} classes")
+def _read_meta(archive: ModelArchive) -> dict[str, Any]:
+    if _META not in archive.keys:
+        raise FileProblem("no softxent metadata (__meta__): not a model file written by save")
+    raw = archive.read(_META, np.dtype(np.uint8), None)
+    if raw.ndim != 1:
+        raise FileProblem(f"the metadata is an array of shape {raw.shape}, not bytes")
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FileProblem(f"the metadata is not valid JSON ({exc}); the file was modified") from None
+    except RecursionError:
+        raise FileProblem("the metadata is not valid JSON: it is nested too deeply; the file was modified") from None
+    if not isinstance(meta, dict):
+        raise FileProblem(f"the metadata is a JSON {type(meta).__name__}, not an object")
+    if meta.get("format") != FORMAT:
+        raise FileProblem(f"the metadata names format {short(meta.get('format'))}, not {FORMAT!r}")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise FileProblem(f"the format version {short(version)} is not an integer >= 1")
+    if version > FORMAT_VERSION:
+        raise FileProblem(
+            f"it was written in format version {version} (by softxent {short(meta.get('softxent_version', '?'))}), "
+            f"newer than the versions this softxent {softxent.__version__} reads (up to {FORMAT_VERSION}); "
+            "upgrade softxent"
+        )
+    if set(meta) - _TOP_KEYS:
+        raise FileProblem(f"the metadata has unknown entries {sorted(set(meta) - _TOP_KEYS)}")
+    if not isinstance(meta.get("softxent_version"), str):
+        raise FileProblem(f"softxent_version is {short(meta.get('softxent_version'))}, not a string")
+    extra = meta.get("extra")
+    if extra is not None and not isinstance(extra, dict):
+        raise FileProblem(f"the extra metadata is a {type(extra).__name__}, not a JSON object")
+    return meta
+
+
+def _read_arrays(archive: ModelArchive, listed: Any) -> dict[str, np.ndarray]:
+    if not isinstance(listed, dict):
+        raise FileProblem(f"the metadata's arrays entry is {short(listed)}, not a JSON object")
+    members = archive.keys - {_META}
+    if set(listed) != members:
+        raise FileProblem(
+            f"the arrays {sorted(members)} differ from those the metadata lists {sorted(listed)}: "
+            f"missing {sorted(set(listed) - members)}, not listed {sorted(members - set(listed))}"
+        )
+    arrays = {}
+    for key, entry in listed.items():
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "sha256"}:
+            raise FileProblem(f"the metadata lists array {key!r} as {short(entry)}, not {{dtype, shape, sha256}}")
+        dtype, shape = check_listing(key, entry["dtype"], entry["shape"])
+        arr = archive.read(key, dtype, shape)  # checked against the listing and the file before allocation
+        if _checksum(arr) != entry["sha256"]:
+            raise FileProblem(f"array {key!r} does not match its SHA-256 checksum: the file was modified or damaged")
+        arrays[key] = arr
+    return arrays
+
+
+def _file_size(fh: Any) -> int:
+    try:
+        return os.fstat(fh.fileno()).st_size
+    except (AttributeError, OSError, ValueError):  # a file object without a descriptor (BytesIO)
+        here = fh.tell()
+        end = fh.seek(0, os.SEEK_END)
+        fh.seek(here)
+        return end
 
 
 def load(path: Any, *, with_extra: bool = False) -> Any:
     """Read a model written by ``save``: a path or a binary file object.
 
-    Never unpickles or imports anything from the file. With
-    ``with_extra=True`` returns ``(model, extra)``, where ``extra`` is the
-    dict given to ``save`` (None when there was none).
+    Never unpickles or imports anything from the file, and allocates nothing
+    before the sizes the file declares have been checked against the file.
+    Every parameter and fitted attribute is checked with the rules of
+    ``fit``. With ``with_extra=True`` returns ``(model, extra)``, where
+    ``extra`` is the dict given to ``save`` (None when there was none).
 
     Raises
     ------
     ModelFileError
-        If the file is truncated, not a softxent model, modified (a checksum
-        or a shape does not match), or written in a newer format version.
+        If the file is truncated, not a softxent model, modified (a checksum,
+        a shape, a parameter or an attribute is wrong), or written in a newer
+        format version; the message names the field and its value.
     FileNotFoundError
         If ``path`` does not exist.
+    TypeError
+        If ``path`` is neither a path nor a file object.
 
     Examples
     --------
@@ -307,54 +463,33 @@ def load(path: Any, *, with_extra: bool = False) -> Any:
     >>> (load(buffer).predict(X) == model.predict(X)).all()
     np.True_
     """
-    source = repr(os.fspath(path)) if not hasattr(path, "read") else "the given file object"
+    is_file = hasattr(path, "read")
+    source = "the given file object" if is_file else repr(_target_path(path, "reading"))
     try:
-        # The file is opened here, not by np.load: np.load leaks its own file
-        # handle when the zip directory of a truncated file fails to parse.
         with contextlib.ExitStack() as stack:
-            fh = path if hasattr(path, "read") else stack.enter_context(open(os.fspath(path), "rb"))
-            with np.load(fh, allow_pickle=False) as npz:
-                if _META not in npz.files:
-                    raise _fail(source, "no softxent metadata (__meta__): not a model file written by save")
-                arrays = {k: npz[k] for k in npz.files}
-    except ModelFileError:
-        raise
-    except FileNotFoundError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zipfile.LargeZipFile) as exc:
-        raise _fail(source, f"the file is truncated or is not an .npz archive ({type(exc).__name__}: {exc})") from None
-    try:
-        meta = json.loads(arrays.pop(_META).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _fail(source, f"the metadata is not valid JSON ({exc}); the file was modified") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise _fail(source, f"the metadata names format {meta.get('format') if isinstance(meta, dict) else None!r}, not {FORMAT!r}")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise _fail(source, f"the format version {version!r} is not an integer")
-    if version > FORMAT_VERSION:
-        raise _fail(
-            source,
-            f"it was written in format version {version} (by softxent {meta.get('softxent_version', '?')}), "
-            f"newer than the versions this softxent {softxent.__version__} reads (up to {FORMAT_VERSION}); "
-            "upgrade softxent",
-        )
-    listed = meta.get("arrays", {})
-    if set(listed) != set(arrays):
-        raise _fail(source, f"the arrays {sorted(arrays)} differ from those the metadata lists {sorted(listed)}")
-    for key, arr in arrays.items():
-        if _checksum(arr) != listed[key].get("sha256"):
-            raise _fail(source, f"array {key!r} does not match its SHA-256 checksum: the file was modified or damaged")
-    try:
-        model = _decode_model(meta.get("model"), arrays, source)
-    except ModelFileError:
-        raise
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise _fail(source, f"the model description is invalid ({type(exc).__name__}: {exc})") from None
-    if not with_extra:
-        return model
-    extra = meta.get("extra")
-    if extra is not None and not isinstance(extra, dict):
-        raise _fail(source, f"the extra metadata is a {type(extra).__name__}, not a JSON object")
-    return model, extra
-
+            fh = path if is_file else stack.enter_context(open(os.fspath(path), "rb"))
+            try:
+                archive = ModelArchive(fh, _file_size(fh))
+            except FileProblem:
+                raise
+            except (zipfile.BadZipFile, EOFError, OSError, ValueError, zipfile.LargeZipFile) as exc:
+                raise FileProblem(
+                    f"the file is truncated or is not an .npz archive ({type(exc).__name__}: {exc})"
+                ) from None
+            stack.callback(archive.close)
+            try:
+                meta = _read_meta(archive)
+                arrays = _read_arrays(archive, meta.get("arrays"))
+            except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
+                # a member whose data is cut short or damaged (CRC), or that zipfile cannot read
+                raise FileProblem(f"the file is truncated or damaged ({type(exc).__name__}: {exc})") from None
+            decoder = _Decoder(arrays)
+            model = decoder.model(meta.get("model"), "model", set(_ALLOWED))
+            unused = set(arrays) - decoder.used
+            if unused:
+                raise FileProblem(f"the arrays {sorted(unused)} are listed but no attribute uses them")
+    except FileProblem as exc:
+        raise _fail(source, str(exc)) from None
+    except IsADirectoryError as exc:
+        raise _fail(source, f"it is a folder, not a file ({exc.strerror})") from None
+    return (model, meta.get("extra")) if with_extra else model
