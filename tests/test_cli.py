@@ -280,6 +280,204 @@ def test_bad_option_values_are_usage_errors(multiclass, capsys):
         assert args[0] in capsys.readouterr().err
 
 
+# ---------------------------------------------------------------------- the split and unseen classes
+
+
+def test_split_keeps_singletons_and_every_class_in_training_and_stratifies():
+    from softxent.cli._pipeline import _split
+
+    strata = np.array(["a"] * 50 + ["b"] * 30 + ["c"] * 10 + ["once"] + ["twice"] * 2)
+    for seed in range(20):
+        train, test = _split(len(strata), 0.2, seed, strata)
+        assert sorted(np.concatenate([train, test]).tolist()) == list(range(len(strata)))
+        assert set(strata[train]) == set(strata)  # every class is learned, the singleton included
+        assert "once" not in set(strata[test])
+        counts = {c: int((strata[test] == c).sum()) for c in ("a", "b", "c")}
+        assert counts == {"a": 10, "b": 6, "c": 2}, counts  # stratified: 20% of each class
+    # Too few held-out rows for every class: no stratified split, yet every class still trains.
+    few = np.array(["a", "a", "b", "b", "c", "c", "d", "d", "e", "e"])
+    for seed in range(20):
+        train, test = _split(len(few), 0.2, seed, few)
+        assert len(test) == 2 and set(few[train]) == set(few)
+    # Nothing to hold out when every class has a single row.
+    train, test = _split(5, 0.2, 0, np.array(list("abcde")))
+    assert len(train) == 5 and len(test) == 0
+
+
+def test_a_class_with_one_row_never_costs_the_training(tmp_path, capsys):
+    """Issue 15: a singleton class in the held-out rows made fit exit 2 without a model, for some seeds."""
+    rng = np.random.default_rng(3)
+    table = _features(rng, 60)
+    table["genre"] = np.where(table["tempo"] > 120, "rock", "jazz")
+    table.loc[7, "genre"] = "polka"
+    table.to_csv(tmp_path / "songs.csv", index=False)
+    for seed in range(8):
+        model = tmp_path / f"m{seed}.npz"
+        assert main(["fit", str(tmp_path / "songs.csv"), "--target", "genre", "--seed", str(seed),
+                     "--out", str(model), "--json"]) == 0  # fmt: skip
+        doc = json.loads(capsys.readouterr().out)
+        assert model.is_file() and "polka" in doc["outputs"]
+        assert doc["metrics"]["per_class"]["polka"]["support"] == 0  # held out never, learned always
+
+
+def test_classes_the_model_never_saw_are_counted_not_fatal(multiclass, tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    assert main(["fit", str(multiclass), "--target", "genre", "--out", str(model), "--quiet"]) == 0
+    table = pd.read_csv(multiclass)
+    table.loc[:4, "genre"] = "polka"  # 5 rows of a class the model cannot predict
+    table.to_csv(tmp_path / "new.csv", index=False)
+    capsys.readouterr()
+    assert main(["evaluate", str(model), str(tmp_path / "new.csv"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["metrics"]["unseen_classes"] == {"polka": 5} and doc["metrics"]["n_rows"] == 235
+    assert doc["notes"] == ["1 class not seen in training: 'polka' (5 rows); their rows are left out of the scores"]
+    assert main(["evaluate", str(model), str(tmp_path / "new.csv")]) == 0
+    assert "note: 1 class not seen in training: 'polka' (5 rows)" in capsys.readouterr().out
+    table["genre"] = "polka"
+    table.to_csv(tmp_path / "all_new.csv", index=False)
+    msg = _error(["evaluate", str(model), str(tmp_path / "all_new.csv")], capsys)
+    assert "none of the 240 rows has a class the model was trained on" in msg
+
+
+def test_held_out_labels_unseen_in_training_are_counted_for_sigmoid(tmp_path):
+    from softxent.cli._pipeline import train, unseen_note
+
+    rng = np.random.default_rng(4)
+    table = _features(rng, 80)
+    table["tags"] = np.where(table["tempo"] > 120, "vocal|pop", "pop")
+    table = table.iloc[rng.permutation(80)].reset_index(drop=True)
+    result = train(table, targets=["tags"], label_sep="|", max_iter=30, score=False)
+    assert result.metrics is None  # score=False: nothing scored yet
+    held_out = table.iloc[result.test_rows].copy()
+    held_out.iloc[:3, held_out.columns.get_loc("tags")] = "pop|rare"
+    metrics, truth, _ = result.pipeline.metrics(held_out)
+    assert metrics["unseen_labels"] == {"rare": 3} and truth.shape == (len(held_out), 2)
+    assert unseen_note(metrics).startswith("1 label not seen in training: 'rare' (3 rows)")
+
+
+# ---------------------------------------------------------------------- outputs: checked first, written whole
+
+
+def _fitted_model(multiclass: Path, folder: Path, capsys) -> Path:
+    model = folder / "m.npz"
+    assert main(["fit", str(multiclass), "--target", "genre", "--out", str(model), "--quiet", "--test-size", "0"]) == 0
+    capsys.readouterr()
+    return model
+
+
+def test_a_failed_prediction_write_leaves_the_old_file_and_no_temporary(multiclass, tmp_path, capsys, monkeypatch):
+    model = _fitted_model(multiclass, tmp_path, capsys)
+    out = tmp_path / "pred.csv"
+    out.write_text("the old predictions\n")
+
+    def half_then_fail(self, handle, **kwargs):
+        handle.write(b"genre\nrock\n")  # a truncated file, had it been written in place
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half_then_fail)
+    msg = _error(["predict", str(model), str(multiclass), "-o", str(out)], capsys)
+    assert "cannot write predictions to -o" in msg and "No space left on device" in msg
+    assert out.read_text() == "the old predictions\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz", "pred.csv"]
+
+
+def test_an_interrupted_model_write_leaves_the_old_model(multiclass, tmp_path, capsys, monkeypatch):
+    from softxent.cli import _pipeline
+
+    model = _fitted_model(multiclass, tmp_path, capsys)
+    before = model.read_bytes()
+
+    def interrupted(estimator, handle, **kwargs):
+        handle.write(before[:100])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_pipeline, "save_model", interrupted)
+    assert main(["fit", str(multiclass), "--target", "genre", "--out", str(model), "--quiet"]) == 130
+    assert model.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+def test_a_report_that_fails_while_drawing_leaves_the_old_report(multiclass, tmp_path, capsys, monkeypatch):
+    from softxent.cli import _report
+
+    model = _fitted_model(multiclass, tmp_path, capsys)
+    assert main(["evaluate", str(model), str(multiclass), "--report", str(tmp_path / "rep")]) == 0
+    old = {p.name: p.read_bytes() for p in (tmp_path / "rep").iterdir()}
+    monkeypatch.setattr(_report, "_html", lambda *a, **k: 1 / 0)  # after every figure is drawn
+    with pytest.raises(ZeroDivisionError):
+        main(["evaluate", str(model), str(multiclass), "--report", str(tmp_path / "rep")])
+    assert {p.name: p.read_bytes() for p in (tmp_path / "rep").iterdir()} == old
+
+
+def test_replacing_keeps_the_mode_of_the_replaced_file_and_gives_new_files_the_umask_mode(tmp_path):
+    from softxent.cli._files import replacing, write_atomically
+
+    write_atomically(tmp_path / "new.txt", "fresh")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+    old = tmp_path / "old.txt"
+    old.write_text("old")
+    old.chmod(0o640)
+    with replacing(old) as handle:
+        handle.write(b"new")
+    assert old.read_text() == "new" and old.stat().st_mode & 0o777 == 0o640
+    with pytest.raises(RuntimeError), replacing(old) as handle:
+        handle.write(b"half")
+        raise RuntimeError("failed mid-way")
+    assert old.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["new.txt", "old.txt"]
+
+
+# ---------------------------------------------------------------------- decimal commas
+
+
+def _comma_file(path: Path, rng: np.random.Generator, n: int = 80) -> pd.DataFrame:
+    table = _features(rng, n)
+    table["genre"] = np.where(table["tempo"] > 120, "rock", "jazz")
+    table.to_csv(path, index=False, sep=";", decimal=",")
+    return table
+
+
+def test_decimal_comma_numbers_are_read_as_numbers_and_the_model_keeps_it(tmp_path, capsys):
+    _comma_file(tmp_path / "songs.csv", np.random.default_rng(5))
+    assert "," in (tmp_path / "songs.csv").read_text().splitlines()[1]
+    assert main(["fit", str(tmp_path / "songs.csv"), "--target", "genre", "--out", str(tmp_path / "m.npz"),
+                 "--json"]) == 0  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["columns"] == {"tempo": "decimal-comma number", "loudness": "decimal-comma number",
+                              "acoustic": "decimal-comma number", "country": "category"}  # fmt: skip
+    assert doc["metrics"]["accuracy"] > 0.9  # tempo decides the genre; as 80 categories it could not
+    assert main(["fit", str(tmp_path / "songs.csv"), "--target", "genre", "--out", str(tmp_path / "m2.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "columns read as decimal-comma number: tempo, loudness, acoustic; category: country" in out
+    # New rows written the same way are read the same way, from the model alone.
+    _comma_file(tmp_path / "new.csv", np.random.default_rng(6), 20)
+    assert main(["predict", str(tmp_path / "m.npz"), str(tmp_path / "new.csv"), "--proba"]) == 0
+    pred = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    expected = np.where(pd.read_csv(tmp_path / "new.csv", sep=";", decimal=",")["tempo"] > 120, "rock", "jazz")
+    assert (pred["genre"] == expected).mean() >= 0.9
+    # --decimal . reads points only: the same file is then refused, with the way out named.
+    msg = _error(["predict", str(tmp_path / "m.npz"), str(tmp_path / "new.csv"), "--decimal", "."], capsys)
+    assert "column 'tempo' held numbers in training" in msg
+
+
+def test_decimal_option_at_fit(tmp_path, capsys):
+    rng = np.random.default_rng(7)
+    _comma_file(tmp_path / "songs.csv", rng)
+    # --decimal . : the text stays text (one category per distinct value), as the user asked.
+    assert main(["fit", str(tmp_path / "songs.csv"), "--target", "genre", "--decimal", ".", "--json",
+                 "--out", str(tmp_path / "m.npz")]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["columns"]["tempo"] == "category"
+    # A comma-delimited file with quoted "1,5" cells: only --decimal , reads them as numbers.
+    table = pd.DataFrame({"x": ["1,5", "2,5", "0,5", "3,0"] * 5, "genre": ["a", "b"] * 10})
+    table.to_csv(tmp_path / "quoted.csv", index=False, quoting=1)
+    for decimal, kind in ((None, "category"), (",", "decimal-comma number")):
+        extra = ["--decimal", decimal] if decimal else []
+        assert main(["fit", str(tmp_path / "quoted.csv"), "--target", "genre", "--json", *extra,
+                     "--out", str(tmp_path / "q.npz")]) == 0  # fmt: skip
+        assert json.loads(capsys.readouterr().out)["columns"]["x"] == kind, decimal
+
+
 # ---------------------------------------------------------------------- gradcheck, demo, bench
 
 
@@ -316,6 +514,23 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     multilabel = json.loads((tmp_path / "demo" / "multilabel" / "metrics.json").read_text())
     micro = next(line for line in out.splitlines() if line.startswith("micro-F1 at threshold 0.5"))
     assert float(micro.split("sigmoid")[1].split(",")[0]) == pytest.approx(multilabel["micro_f1"], abs=6e-4)
+
+
+def test_gradcheck_refuses_sizes_past_the_limit_before_allocating(capsys):
+    from softxent.cli._gradcheck import MAX_CLASSES
+
+    msg = _error(["gradcheck", "--classes", str(MAX_CLASSES + 1)], capsys)
+    assert f"--classes {MAX_CLASSES + 1}" in msg and f"the limit is {MAX_CLASSES} classes" in msg
+
+
+def test_demo_checks_its_report_folder_before_fitting(tmp_path, capsys, monkeypatch):
+    from softxent.cli import demo
+
+    monkeypatch.setattr(demo, "_digits_table", lambda: pytest.fail("the demo started fitting"))
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep" / "digits").write_text("a file where the demo needs a folder")
+    msg = _error(["demo", "--report-dir", str(tmp_path / "rep")], capsys)
+    assert "digits' is an existing file" in msg
 
 
 def test_bench_quick_mode_prints_a_checked_table(tmp_path):

@@ -55,6 +55,26 @@ def test_semicolon_file_with_decimal_commas_is_not_read_as_commas(tmp_path):
     assert df["b"].tolist() == ["0,5", "1,5"]
 
 
+def test_decimal_commas_are_numbers_only_where_allowed_and_the_mark_is_stored(tmp_path):
+    df = read_table(write(tmp_path / "t.csv", "a;b;c;genre\n1;0,5;1.234,5;rock\n2;-1,5;2.000,25;jazz\n"))
+    assert df.attrs["delimiter"] == ";"
+    assert TablePreprocessor().fit(df, ["a", "b", "c"]).column_kinds()["b"] == "category"
+    pre = TablePreprocessor().fit(df, ["a", "b", "c"], decimal_comma=True)
+    # "1.234,5" groups thousands with a point: not read as a number (it would be ambiguous).
+    assert pre.column_kinds() == {"a": "number", "b": "decimal-comma number", "c": "category"}
+    assert pre.transform(df)[:, 1].tolist() == [1.0, -1.0]  # 0.5 and -1.5, standardised
+    assert any("decimal comma" in line and ": b" in line for line in pre.summary())
+    d = pre.to_dict()
+    assert d["version"] == 2 and d["columns"][1]["decimal"] == ","
+    loaded = TablePreprocessor.from_dict(json.loads(json.dumps(d)))
+    assert loaded.column_kinds() == pre.column_kinds()
+    np.testing.assert_array_equal(loaded.transform(df), pre.transform(df))
+    with pytest.raises(CLIError, match=r"held numbers in training but holds '0,5' in row 0"):
+        loaded.transform(df, decimal=".")
+    # A transform without decimal commas stays version 1, which older softxent versions read.
+    assert TablePreprocessor().fit(df, ["a"]).to_dict()["version"] == 1
+
+
 @pytest.mark.parametrize(
     "rows",
     [
