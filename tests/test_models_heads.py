@@ -235,3 +235,36 @@ def test_auto_class_weight_is_keyed_by_label_names_for_label_sets(rng):
     assert weighted.predict_proba(X)[:, 0].mean() > plain.predict_proba(X)[:, 0].mean()
     with pytest.raises(ValueError, match=r"class_weight names labels that are not in y: \['pop'\]"):
         AutoClassifier(class_weight={"pop": 2.0}).fit(X, sets)
+
+
+@pytest.mark.parametrize(
+    ("y", "match"),
+    [
+        ([set(), set(), set()], "all 3 rows are empty label sets"),
+        (np.zeros((4, 3), dtype=np.uint8), r"indicator matrix \(4 rows, 3 label columns\) holds no 1"),
+        (np.zeros((2, 0)), r"indicator matrix \(2 rows, 0 label columns\) holds no 1"),
+    ],
+    ids=["empty label sets", "all-zero indicator", "no label columns"],
+)
+def test_rows_without_any_label_are_refused(y, match):
+    """A softmax over "other" alone would learn nothing: the answer is an error, not "softmax over 1 classes"."""
+    with pytest.raises(ValueError, match=f"y has no labels: .*{match}"):
+        choose_head(y)
+    from softxent.models import AutoClassifier
+
+    with pytest.raises(ValueError, match=f"y has no labels: .*{match}"):
+        AutoClassifier().fit(np.zeros((len(y), 2)), y)
+
+
+def test_one_label_on_every_row_is_named_not_numbered():
+    from softxent.models import AutoClassifier
+
+    with pytest.raises(ValueError, match="every row of y carries the one label 'rock'"):
+        AutoClassifier().fit(np.arange(6.0).reshape(3, 2), [{"rock"}, {"rock"}, {"rock"}])
+
+
+def test_label_sets_keep_labels_beyond_int64_exactly():
+    """sorted() then np.array would turn 2**63 + 1 into a float and lose the + 1."""
+    parsed = parse_targets([{2**63 + 1}, {1}, {2**63}])
+    assert parsed.names.tolist() == [1, 2**63, 2**63 + 1]
+    np.testing.assert_array_equal(parsed.indicator, [[0, 0, 1], [1, 0, 0], [0, 1, 0]])

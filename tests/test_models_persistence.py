@@ -272,3 +272,84 @@ def test_metadata_records_what_the_format_promises(saved):
     assert meta["model"]["params"]["dtype"] == "float64"
     assert set(meta["arrays"]) == {"classes_", "coef_", "intercept_"}
     assert all(len(a["sha256"]) == 64 for a in meta["arrays"].values())
+
+
+# --------------------------------------------------------------------------- atomic save, checked load
+
+
+def test_a_failed_save_keeps_the_old_model_and_leaves_no_temporary_file(models, tmp_path, monkeypatch):
+    import softxent.models._persistence as persistence
+
+    model, X = models["softmax"]
+    path = tmp_path / "model.npz"
+    model.save(path)
+    good = path.read_bytes()
+
+    def savez_that_fails_midway(file, **arrays):
+        file.write(b"PK\x03\x04 half an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(persistence.np, "savez", savez_that_fails_midway)
+    with pytest.raises(OSError, match="No space left on device"):
+        models["softmax, binary"][0].save(path)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+    monkeypatch.undo()
+    np.testing.assert_array_equal(load(path).predict(X), model.predict(X))
+
+
+def test_save_replaces_a_model_and_creates_files_as_open_does(models, tmp_path):
+    (model, X), (other, _) = models["softmax"], models["softmax, binary"]
+    path = tmp_path / "model.npz"
+    model.save(path)
+    other.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+    np.testing.assert_array_equal(load(path).predict(X), other.predict(X))
+    # The permissions are those of any new file (the umask decides), not mkstemp's 0600.
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert path.stat().st_mode == plain.stat().st_mode
+
+
+def test_labels_beyond_int64_and_float_labels_round_trip_exactly(tmp_path):
+    """2**63 + 1 is not reported as -9223372036854775808, nor rounded to 2**63, before or after a save."""
+    X = np.array([[0.0], [0.1], [1.0], [1.1], [2.0], [2.1]])
+    for labels in ([2**63 + 1, 2**63 + 1, 5, 5, -(2**63) - 5, -(2**63) - 5], [1e20, 1e20, 1.0, 1.0, 2.0, 2.0]):
+        model = SoftmaxRegression(C=100.0).fit(X, labels)
+        assert model.predict(X).tolist() == labels
+        model.save(tmp_path / "m.npz")
+        again = load(tmp_path / "m.npz")
+        assert again.predict(X).tolist() == labels
+        assert again.classes_.tolist() == sorted(set(labels))
+
+
+def test_a_loaded_model_passes_the_checks_of_fit(models, tmp_path):
+    """Every model that save writes is accepted by load's checks, parameters and attributes alike."""
+    for case in CASES:
+        model, X = models[case]
+        model.save(tmp_path / "m.npz")
+        loaded = load(tmp_path / "m.npz")
+        loaded._check_params()
+        assert loaded.get_params(deep=False).keys() == model.get_params(deep=False).keys()
+        np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_a_header_that_lies_is_refused_before_any_allocation(saved, monkeypatch):
+    """The data of a member is read into a buffer only after its header matched the metadata and its size."""
+    import softxent.models._archive as archive
+
+    members = _members(saved)
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f8", "fortran_order": False, "shape": (10**13,)})
+    members["coef_.npy"] = head.getvalue() + members["coef_.npy"][-96:]
+    sizes = []
+    real = bytearray
+    monkeypatch.setattr(archive, "bytearray", lambda n: sizes.append(n) or real(n), raising=False)
+    with pytest.raises(ModelFileError, match=r"member 'coef_' has shape \(10000000000000,\), the metadata lists"):
+        load(_rezip(members))
+    assert max(sizes) < len(saved)
+
+
+def test_the_extra_document_must_be_an_object(saved):
+    with pytest.raises(ModelFileError, match="the extra metadata is a list, not a JSON object"):
+        load(_with_meta(saved, lambda m: m.update(extra=[1, 2])), with_extra=True)

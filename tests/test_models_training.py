@@ -339,3 +339,22 @@ def test_one_vs_rest_probabilities_sum_to_one(iris):
     np.testing.assert_allclose(P.sum(axis=1), 1.0)
     np.testing.assert_allclose(np.exp(model.predict_log_proba(X)), P, rtol=1e-10)
     assert model.score(X, y) > 0.9
+
+
+def test_non_finite_X_is_located_in_sparse_input_too(iris):
+    X, y = iris
+    bad = X.copy()
+    bad[7, 1] = np.inf
+    with pytest.raises(ValueError, match=r"X must be finite, got inf at X\[7, 1\]"):
+        SoftmaxRegression().fit(sparse.csr_matrix(bad), y)
+
+
+@pytest.mark.parametrize("Estimator", [SoftmaxRegression, SigmoidRegression])
+def test_labels_are_classes_exactly_as_given(Estimator):
+    """Integral labels of any size are classes; a list that mixes strings and numbers is refused, not stringified."""
+    X = np.array([[0.0], [0.1], [1.0], [1.1], [2.0], [2.1]])
+    for labels in ([2**64 + 1] * 2 + [3] * 2 + [-(2**63) - 1] * 2, [1e20] * 2 + [-1e20] * 2 + [0.0] * 2):
+        model = Estimator(C=100.0).fit(X, labels)
+        assert model.predict(X).tolist() == labels
+    with pytest.raises(TypeError, match=r"y mixes strings and numbers \('a' at y\[0\], 1 at y\[2\]\)"):
+        Estimator().fit(X, ["a", "a", 1, 1, "b", "b"])
