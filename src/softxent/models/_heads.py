@@ -145,7 +145,9 @@ def check_discrete_labels(y: np.ndarray, name: str = "y") -> np.ndarray:
             )
     if len(first) == 2:
         (i, a), (j, b) = first["string"], first["number"]
-        raise TypeError(f"{name} mixes strings and numbers ({a!r} at {name}[{i}], {b!r} at {name}[{j}]); use one kind of label")
+        raise TypeError(
+            f"{name} mixes strings and numbers ({a!r} at {name}[{i}], {b!r} at {name}[{j}]); use one kind of label"
+        )
     return y
 
 

@@ -151,7 +151,9 @@ def _check_auto(est: Any) -> None:
         raise FileProblem(f"classes_ {short(classes)} does not match the head's {len(head.classes_)} classes")
     if est.target_type_ == "labels":
         if est.labels_ is not None or choice.head != "softmax" or not np.array_equal(classes, head.classes_):
-            raise FileProblem("an AutoClassifier of 1-D labels must have labels_ None and the classes of its softmax head")
+            raise FileProblem(
+                "an AutoClassifier of 1-D labels must have labels_ None and the classes of its softmax head"
+            )
         return
     if est.target_type_ != "multilabel-indicator":
         raise FileProblem(f"target_type_ must be 'labels' or 'multilabel-indicator', got {short(est.target_type_)}")

@@ -298,7 +298,9 @@ class _Decoder:
         if unknown:
             raise FileProblem(f"{cls.__name__} has no parameters {sorted(unknown)}")
         if not isinstance(dropped, list) or not all(isinstance(d, str) and d in allowed for d in dropped):
-            raise FileProblem(f"{field[: -len('params')]}dropped_params is {short(dropped)}, not a list of parameter names")
+            raise FileProblem(
+                f"{field[: -len('params')]}dropped_params is {short(dropped)}, not a list of parameter names"
+            )
         out = {}
         for key, value in params.items():
             if key == "dtype" and value in ("float32", "float64"):
@@ -308,7 +310,9 @@ class _Decoder:
                 if not isinstance(pairs, list) or not all(
                     isinstance(p, list) and len(p) == 2 and isinstance(p[0], (bool, int, float, str)) for p in pairs
                 ):
-                    raise FileProblem(f"{field}.class_weight is {short(value)}, not {{'pairs': [[class, weight], ...]}}")
+                    raise FileProblem(
+                        f"{field}.class_weight is {short(value)}, not {{'pairs': [[class, weight], ...]}}"
+                    )
                 value = {k: w for k, w in pairs}
             elif not _is_json_scalar(value):
                 raise FileProblem(f"{field}.{key} is {short(value)}, not a number, string, boolean or null")
@@ -348,7 +352,9 @@ class _Decoder:
             except TypeError:
                 dtype = None
             if dtype is None or dtype.kind not in "biuf":
-                raise FileProblem(f"{field} is the dtype {short(value['dtype'])}, not a boolean, integer or float dtype")
+                raise FileProblem(
+                    f"{field} is the dtype {short(value['dtype'])}, not a boolean, integer or float dtype"
+                )
             return dtype
         if keys == {"model"}:
             if nested is None:
