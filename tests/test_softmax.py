@@ -278,6 +278,45 @@ def test_temperature_with_float32_max_stays_finite():
     assert_close(logp, sp_log_softmax(f64(y) / 0.5), np.float32)
 
 
+# Temperatures from a subnormal one (1/T overflows float64) to a huge one (1/T
+# is 0 in float32): the kernels multiply by 1/T, the exact path divides by T.
+EXTREME_TEMPERATURES = [1e-310, 1e-300, 1e-30, 1e-8, 1.0, 1e30, 1e300]
+
+
+def shifted_oracle(x, temperature, log):
+    """(Log-)softmax of ``(x - max) / T`` in float64, the shift taken first so
+    that no temperature overflows the division (scipy on ``x / T`` would)."""
+    z = f64(x)
+    with np.errstate(over="ignore"):  # (x - max) / T = -inf is the intended limit
+        d = (z - z.max(axis=-1, keepdims=True)) / temperature
+    return sp_log_softmax(d) if log else sp_softmax(d)
+
+
+@pytest.mark.parametrize("temperature", EXTREME_TEMPERATURES)
+@pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
+def test_extreme_temperatures_match_the_shifted_oracle(temperature, log, dtype, rng):
+    x = random_logits(rng, (5, 7), dtype=dtype)
+    x[1, 2] = x[1].max() + 1  # a tie for the max: at T -> 0 the two share the mass
+    x[1, 4] = x[1, 2]
+    x[2, :3] = -np.inf  # masked classes: -inf * (1/T = 0) would be NaN
+    func = sx.log_softmax if log else sx.softmax
+    out = func(x, temperature=temperature)
+    with np.errstate(over="ignore"):  # log-probabilities below float32's range are -inf there
+        expected = shifted_oracle(x, temperature, log).astype(dtype).astype(np.float64)
+    assert not np.isnan(out).any()
+    assert_close(out, expected, dtype)
+
+
+@pytest.mark.parametrize("temperature", [1e-310, 5e-324, 3e-39])
+def test_subnormal_temperature_gives_the_one_hot_limit(temperature, dtype):
+    """Issue 15: sx.softmax([1., 2.], temperature=1e-310) was [nan, nan] on the kernels."""
+    x = np.array([[1.0, 2.0], [2.0, 1.0]], dtype=dtype)
+    np.testing.assert_array_equal(sx.softmax(x, temperature=temperature), [[0.0, 1.0], [1.0, 0.0]])
+    with np.errstate(over="ignore"):  # -1/T: -inf where it leaves the dtype's range
+        expected = (np.array([[-1.0, 0.0], [0.0, -1.0]]) / temperature).astype(dtype)
+    np.testing.assert_array_equal(sx.log_softmax(x, temperature=temperature), expected)
+
+
 # --------------------------------------------------------------------------------------
 # where= mask
 # --------------------------------------------------------------------------------------

@@ -427,6 +427,93 @@ def test_huge_logits_label_1e30_below_the_max(dtype):
     np.testing.assert_allclose(loss2, 2e30, rtol=TOL[dtype]["rtol"])
 
 
+# From a subnormal temperature (1/T overflows float64) to a huge one (1/T is
+# 0 in float32): the kernels multiply by 1/T, the exact path divides by T.
+EXTREME_TEMPERATURES = [1e-310, 1e-300, 1e-30, 1e-8, 1.0, 1e30, 1e300]
+
+
+def shifted_oracle(logits, target, sample_weight, temperature, grad_scale):
+    """Per-row loss, gradient and log-sum-exp in float64 from the effective
+    target ``t`` (N, K), shifting by the row max before dividing by T (so no
+    temperature overflows the division) and dividing the gradient by T last."""
+    z = logits.astype(np.float64)
+    m = z.max(axis=-1, keepdims=True)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        d = (z - m) / temperature
+        lse_d = np.log(np.exp(d).sum(axis=-1, keepdims=True))  # d <= 0 with one 0: no overflow
+        loss = np.where(target > 0, target * (lse_d - d), 0.0).sum(axis=-1)
+        loss = np.where(sample_weight > 0, loss * sample_weight, 0.0)  # a row weighed 0 is 0, even if inf
+        a = np.exp(d - lse_d)
+        grad = (a * target.sum(axis=-1, keepdims=True) - target) * (sample_weight * grad_scale)[:, None]
+        grad = grad / temperature
+        lse = m[:, 0] / temperature + lse_d[:, 0]
+    return loss, grad, lse
+
+
+def assert_scaled_close(actual, expected, dtype):
+    """TOL[dtype], the absolute part relative to the largest finite magnitude
+    (gradients at T = 1e30 are ~1e-30 everywhere)."""
+    with np.errstate(over="ignore"):
+        expected = np.asarray(expected).astype(dtype).astype(np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    assert not np.isnan(actual).any(), actual
+    finite = np.abs(expected[np.isfinite(expected)])
+    scale = float(finite.max()) if finite.size else 1.0
+    tol = TOL[dtype]
+    np.testing.assert_allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale)
+
+
+@pytest.mark.parametrize("temperature", EXTREME_TEMPERATURES)
+@pytest.mark.parametrize("kind", ["index", "probability"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_extreme_temperatures_match_the_shifted_oracle(temperature, kind, reduction, dtype, rng):
+    n, k = 5, 6
+    logits = random_logits(rng, (n, k), dtype=dtype)
+    logits[1, 4] = logits[1, 2] = logits[1].max() + 1  # a tie for the max
+    logits[2, :2] = -np.inf  # masked classes
+    # Row 3 weighs 0, row 4 1e10: (sw / T) * grad_scale overflows before it is scaled back.
+    sample_weight = np.array([1.0, 2.0, 0.5, 0.0, 1e10])
+    eps = 0.1
+    if kind == "index":
+        labels = np.array([0, 2, 3, 5, 1])
+        one_hot = np.eye(k)[labels]
+        weight = None
+        target = (1 - eps) * one_hot + eps / k
+    else:
+        labels = rng.dirichlet(np.ones(k), size=n).astype(dtype)
+        labels[2, :2] = 0.0  # no mass on the masked classes
+        weight = np.array([1.0, 0.5, 2.0, 1.0, 3.0, 0.25])
+        target = weight * ((1 - eps) * labels.astype(np.float64) + eps / k)
+    denominator = sample_weight.sum()
+    grad_scale = 1.0 / denominator if reduction == "mean" else 1.0
+    loss, grad, lse = sx.softmax_cross_entropy_with_grad(
+        logits, labels, weight=weight, label_smoothing=eps, sample_weight=sample_weight,
+        temperature=temperature, reduction=reduction, return_lse=True,
+    )  # fmt: skip
+    loss_rows, expected_grad, expected_lse = shifted_oracle(logits, target, sample_weight, temperature, grad_scale)
+    expected_loss = loss_rows.sum() * grad_scale
+    assert loss.dtype == grad.dtype == dtype
+    assert_scaled_close(loss, expected_loss, dtype)
+    assert_scaled_close(grad, expected_grad, dtype)
+    np.testing.assert_allclose(lse, expected_lse, rtol=TOL[dtype]["rtol"])
+    # The loss alone takes the same path choice as the loss with its gradient.
+    assert_scaled_close(
+        sx.softmax_cross_entropy(
+            logits, labels, weight=weight, label_smoothing=eps, sample_weight=sample_weight,
+            temperature=temperature, reduction=reduction,
+        ), expected_loss, dtype,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("temperature", [1e-310, 1e-300])
+def test_tiny_temperature_gradient_keeps_its_zeros(temperature, dtype):
+    """Issue 15: 1/T = inf made the gradient's exact zeros NaN (0 * inf) on both paths."""
+    logits = np.array([[1.0, 2.0, 0.0], [3.0, 1.0, 2.0]], dtype=dtype)
+    loss, grad = sx.softmax_cross_entropy_with_grad(logits, np.array([1, 0]), temperature=temperature)
+    assert loss == 0.0  # each label is its row's max: the one-hot limit is exact
+    np.testing.assert_array_equal(grad, 0.0)
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 def test_float32_limits_give_finite_exact_values(temperature):
     logits = np.array([[3e38, -3e38, 0.0], [-3e38, 2e38, 3e38]], dtype=np.float32)

@@ -41,7 +41,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from . import kernels
-from ._softmax import log_sigmoid_exact, normalise, sigmoid_exact
+from ._softmax import kernel_inv_temperature, log_sigmoid_exact, normalise, sigmoid_exact
 from ._validation import (
     as_float_array,
     check_axis,
@@ -70,7 +70,8 @@ Reduction = Literal["mean", "sum", "none"]
 
 
 def _scalar_or_array(value: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    out = np.asarray(value).astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # a loss beyond float32's range (tiny T) is inf, as in the kernel
+        out = np.asarray(value).astype(dtype, copy=False)
     return out if out.ndim else out[()]
 
 
@@ -97,21 +98,32 @@ class _Labels(NamedTuple):
     index: np.ndarray | None  # int64, batch shape; -1 marks an ignored row
     probs: np.ndarray | None  # batch + (K,), float32/float64 as given (or float64)
     row_weight: np.ndarray | None  # each row's weight in the mean, w[y] (0 if ignored); None: all 1
+    at_most_one: bool = True  # every label is <= 1 (known for class indices and kernel-checked probabilities)
 
 
-def _kernel_probability_labels(lab: np.ndarray, kern: Any, upper: float | None) -> np.ndarray | None:
+def _kernel_probability_labels(
+    lab: np.ndarray, kern: Any, upper: float | None
+) -> tuple[np.ndarray | None, bool]:
     """float32 or float64 probability labels, checked finite and in [0,
     upper] by one compiled pass and handed to the kernels as they are (they
     read them as float64); None for other dtypes or without kernels
     (``kern``, the logits' :func:`kernels.cpu`):
-    :func:`check_probability_labels` then converts them to float64."""
+    :func:`check_probability_labels` then converts them to float64.
+
+    The second value says whether every label is known to be <= 1. Without
+    an ``upper`` bound the compiled pass still checks against 1, at no cost:
+    that bounds each row's target sum by K for :func:`_kernel_gradient_fits`;
+    labels above 1 (allowed) fail it and go through the NumPy check instead.
+    """
     if kern is None or lab.dtype not in kernels.KERNEL_DTYPES:
-        return None
-    bound = float(np.finfo(lab.dtype).max) if upper is None else upper
+        return None, False
+    bound = 1.0 if upper is None else upper
     if kern.bounded_check(np.ascontiguousarray(lab).reshape(-1), bound) >= 0:
         check_probability_labels(lab, upper=upper)  # raises, naming the first bad label
-        raise AssertionError("bounded_check and check_probability_labels disagree")  # pragma: no cover
-    return lab
+        if upper is not None:
+            raise AssertionError("bounded_check and check_probability_labels disagree")  # pragma: no cover
+        return lab, False  # valid, with some label above 1
+    return lab, bound <= 1.0
 
 
 def _parse_labels(
@@ -125,10 +137,10 @@ def _parse_labels(
     batch = shape[:axis] + shape[axis + 1 :]
     lab = np.asarray(labels)
     if lab.shape == shape:  # probability labels (eq. 15 holds even if rows do not sum to 1)
-        probs = _kernel_probability_labels(lab, kern, None)
+        probs, at_most_one = _kernel_probability_labels(lab, kern, None)
         if probs is None:
             probs = check_probability_labels(lab)
-        return _Labels(None, np.moveaxis(probs, axis, -1), None)
+        return _Labels(None, np.moveaxis(probs, axis, -1), None, at_most_one)
     if lab.shape == batch:
         fast = _kernel_class_labels(lab, kern, n_classes, weight, ignore_index)
         if fast is not None:
@@ -225,7 +237,8 @@ def _reference_softmax_xent(
         neg_log_a = n.log_s - n.d  # -log softmax(z / T)
         # 0 * inf = 0: a class with no target mass adds nothing, even if masked.
         loss_rows = np.where(t > 0, t * neg_log_a, 0.0).sum(axis=-1)
-    loss_rows = np.where(undefined, np.nan, np.where(counts, loss_rows, 0.0) * scale)
+    with np.errstate(over="ignore"):  # a loss beyond float64's range (tiny T) is inf, as in the kernel
+        loss_rows = np.where(undefined, np.nan, np.where(counts, loss_rows, 0.0) * scale)
     if not need_grad:
         return loss_rows, None, lse
     with np.errstate(invalid="ignore", over="ignore"):
@@ -237,8 +250,15 @@ def _reference_softmax_xent(
             np.put_along_axis(t_rest, n.argmax, 0.0, axis=-1)
             top = t_sum[..., None] * np.expm1(-n.log_s) + t_rest.sum(axis=-1, keepdims=True)
             np.put_along_axis(grad, n.argmax, top, axis=-1)
-    with np.errstate(invalid="ignore"):  # inf * 0 in rows that do not count, replaced below
-        grad = grad * (scale * (grad_scale / temperature))[..., None]
+    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 in rows that do not count, replaced below
+        factor = scale * (grad_scale / temperature)
+        if np.isfinite(factor).all():
+            grad = grad * factor[..., None]
+        else:
+            # 1/T or the row's factor overflows (T below 5.6e-309, huge sample
+            # weights): multiplying by inf would turn the gradient's exact zeros
+            # into NaN; dividing keeps them, and still overflows where it must.
+            grad = grad * (scale * grad_scale)[..., None] / temperature
     grad = np.where(counts[..., None], grad, 0.0)
     grad = np.where(undefined[..., None], np.nan, grad)
     return loss_rows, grad, lse
@@ -246,7 +266,7 @@ def _reference_softmax_xent(
 
 def _kernel_softmax_xent(
     kern: Any, arr: np.ndarray, ax: int, lab: _Labels, weight: np.ndarray | None,
-    smoothing: float, sample_weight: np.ndarray | None, temperature: float, grad_scale: float,
+    smoothing: float, sample_weight: np.ndarray | None, inv_t: float, grad_scale: float,
     grad2: np.ndarray | None, ignore_index: int | None, keep_rows: bool, keep_lse: bool,
 ) -> tuple[np.ndarray, np.ndarray, float]:  # fmt: skip
     """The fused kernel on a 2-D C-contiguous view (or copy) of ``arr``.
@@ -276,13 +296,44 @@ def _kernel_softmax_xent(
         run = kern.softmax_xent_prob
         y = np.ascontiguousarray(lab.probs.reshape(n_rows, n_classes))  # strided labels: one layout to compile
     # Without a gradient the kernel never writes to its grad argument.
-    run(z2, y, w, smoothing, sw, 1.0 / temperature, grad_scale, grad2 if need_grad else z2, need_grad, loss, lse)
+    run(z2, y, w, smoothing, sw, inv_t, grad_scale, grad2 if need_grad else z2, need_grad, loss, lse)
     # A row that counts but has every class masked: NaN loss, lse -inf. The
     # sum is NaN whenever one is, so most calls skip the elementwise test.
     total = float(loss.sum())
     if math.isnan(total) and (bad := np.isnan(loss) & (lse == -np.inf)).any():
         raise _all_masked_error(int(np.flatnonzero(bad)[0]), batch, ignore_index)
     return loss.reshape(batch), lse.reshape(batch), total
+
+
+def _kernel_gradient_fits(
+    inv_t: float, grad_scale: float, weight: np.ndarray | None, sample_weight: np.ndarray | None,
+    lab: _Labels, dtype: np.dtype,
+) -> bool:  # fmt: skip
+    """Whether the kernels' per-row gradient factors stay finite in ``dtype``.
+
+    The kernels scale a row's gradient by ``sw * (1/T) * grad_scale`` times
+    at most ``sum(t)`` (in the logits' dtype for float32); if that overflows,
+    the gradient's exact zeros become ``0 * inf = NaN``. The exact path
+    divides by ``T`` instead and keeps them (tiny temperatures, huge sample
+    weights). ``sum(t) <= max(1, max w)`` times the row's label sum: 1 for
+    class indices, at most K for probabilities <= 1, else computed here.
+    """
+    limit = float(np.finfo(dtype).max) / 4  # room for the top class's t_sum (a - 1) + t_sum - k1
+    # The kernels form (sw * (1/T)) * grad_scale: the product before grad_scale must fit too.
+    factor = inv_t * max(grad_scale, 1.0)
+    if sample_weight is not None and sample_weight.size:
+        factor *= float(sample_weight.max())
+    if weight is not None and weight.size:
+        factor *= max(1.0, float(weight.max()))
+    if lab.probs is None:
+        return factor <= limit
+    n_classes = lab.probs.shape[-1]
+    if lab.at_most_one and factor * n_classes <= limit:
+        return True
+    if lab.probs.size == 0:
+        return factor <= limit
+    row_sum = float(lab.probs.sum(axis=-1, dtype=np.float64).max())
+    return factor * max(1.0, row_sum) <= limit
 
 
 def _grad_buffer(arr: np.ndarray, logits: Any, out: Any, inplace: bool) -> np.ndarray | None:
@@ -355,8 +406,13 @@ def _softmax_xent(
     if reduction == "mean":
         grad_scale = 1.0 / denominator if denominator else 0.0
 
+    inv_t = None if kern is None else kernel_inv_temperature(temperature, arr.dtype)
+    if inv_t is not None and need_grad and not _kernel_gradient_fits(
+        inv_t, grad_scale, weight, sample_weight, lab, arr.dtype
+    ):
+        inv_t = None
     grad = None
-    if kern is not None:
+    if inv_t is not None:  # the kernels, at a temperature and scale they handle
         grad2 = None
         if need_grad:
             dest = target if target is not None else np.empty(arr.shape, dtype=arr.dtype)
@@ -365,7 +421,7 @@ def _softmax_xent(
             if inplace and not np.shares_memory(grad2, dest):
                 grad2 = kernels.as_rows(arr, ax)  # a copy of the logits, overwritten, then put back
         loss_rows, lse, total = _kernel_softmax_xent(
-            kern, arr, ax, lab, weight, smoothing, sample_weight, temperature, grad_scale,
+            kern, arr, ax, lab, weight, smoothing, sample_weight, inv_t, grad_scale,
             grad2, ignore_index, keep_rows=reduction == "none", keep_lse=need_lse,
         )  # fmt: skip
         if need_grad:
@@ -379,7 +435,8 @@ def _softmax_xent(
         )
         total = loss_rows.sum()
         if grad is not None:
-            grad = np.moveaxis(grad, -1, ax).astype(arr.dtype, copy=False)
+            with np.errstate(over="ignore"):  # beyond float32's range (tiny T): +-inf, as in the kernel
+                grad = np.moveaxis(grad, -1, ax).astype(arr.dtype, copy=False)
     if grad is not None and reduction == "mean" and not denominator:
         grad = np.zeros_like(grad)  # every row ignored or weighted 0: 0, not 0/0
     if grad is not None and target is not None:
@@ -654,7 +711,7 @@ def _sigmoid_xent(
             f"target per logit), got shape {lab.shape}"
         )
     kern = kernels.cpu(arr.dtype)
-    y = _kernel_probability_labels(lab, kern, 1.0)
+    y, _ = _kernel_probability_labels(lab, kern, 1.0)
     if y is None:
         y = check_probability_labels(lab, upper=1.0)
     reduction = check_reduction(reduction)

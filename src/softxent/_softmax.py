@@ -36,6 +36,7 @@ from ._validation import as_float_array, check_axis, check_scalar, check_where, 
 __all__ = [
     "log_sigmoid",
     "log_sigmoid_exact",
+    "kernel_inv_temperature",
     "log_softmax",
     "logsumexp",
     "normalise",
@@ -116,14 +117,36 @@ def _work(arr: np.ndarray, ax: int) -> np.ndarray:
     return np.moveaxis(arr.astype(compute_dtype(arr.dtype), copy=False), ax, -1)
 
 
+def kernel_inv_temperature(temperature: float, dtype: np.dtype) -> float | None:
+    """``1 / temperature`` for the compiled kernels, or None where they must not run.
+
+    The kernels multiply by ``1/T`` (cast to the logits' dtype in their
+    exponential pass) where the exact path divides by ``T``. That agrees
+    while ``1/T`` is a normal number of the dtype. Outside that range it does
+    not: ``1/T = inf`` (T below 5.6e-309 in float64, 2.9e-39 in float32) makes
+    ``0 * inf = NaN`` at each row's max, and ``1/T = 0`` (float32, T above
+    3.4e38; inexact already when subnormal, above 8.5e37) makes ``-inf * 0 =
+    NaN`` at masked classes. Such temperatures take the exact path, which
+    divides; they are rare enough that its speed does not matter.
+    """
+    inv_t = 1.0 / temperature  # a Python float: inf, not an error, when it overflows
+    info = np.finfo(dtype)
+    with np.errstate(over="ignore"):
+        in_dtype = float(np.asarray(inv_t).astype(dtype))
+    return inv_t if float(info.tiny) <= in_dtype <= float(info.max) else None
+
+
 def _softmax_kernel(arr: np.ndarray, ax: int, temperature: float, log: bool) -> np.ndarray | None:
     """Softmax or log-softmax through the compiled kernel, or None for the reference path."""
     kern = kernels.cpu(arr.dtype)
     if kern is None:
         return None
+    inv_t = kernel_inv_temperature(temperature, arr.dtype)
+    if inv_t is None:
+        return None
     z2 = kernels.as_rows(arr, ax)
     out = np.empty(z2.shape, dtype=arr.dtype)
-    kern.softmax_rows(z2, out, 1.0 / temperature, log)
+    kern.softmax_rows(z2, out, inv_t, log)
     return kernels.from_rows(out, arr.shape, ax)
 
 
@@ -236,7 +259,8 @@ def log_softmax(x: Any, axis: int = -1, *, temperature: float = 1.0, where: Any 
     if mask is None and (fast := _softmax_kernel(arr, ax, temperature, log=True)) is not None:
         return fast
     n = normalise(_work(arr, ax), temperature=temperature, mask=mask)
-    return np.moveaxis(_log_softmax_rows(n), -1, ax).astype(arr.dtype, copy=False)
+    with np.errstate(over="ignore"):  # below float32's range (tiny T) rounds to -inf, as in the kernel
+        return np.moveaxis(_log_softmax_rows(n), -1, ax).astype(arr.dtype, copy=False)
 
 
 def logsumexp(x: Any, axis: int = -1, *, where: Any = None, keepdims: bool = False) -> np.ndarray:

@@ -672,8 +672,10 @@ def _xent_index_rows(
                 _fill(g, np.nan)
             continue
         d_y = (x_y - m) * inv_t
-        # eq. (7) with t = (1-eps) w_y e_y + (eps/V) w:  sum_c t_c (log s - d_c)
-        loss[i] = sw * (t_sum * log_s - (1.0 - smoothing) * w_y * d_y - k1 * wd)
+        # eq. (7) with t = (1-eps) w_y e_y + (eps/V) w:  sum_c t_c (log s - d_c);
+        # a label of weight 0 adds nothing, even on a masked class (0 * -inf).
+        label_term = (1.0 - smoothing) * w_y * d_y if w_y > 0.0 else 0.0
+        loss[i] = sw * (t_sum * log_s - label_term - k1 * wd)
         if not need_grad:
             continue
         coef = sw * inv_t * grad_scale
@@ -1043,7 +1045,8 @@ def _xent_index_tiles(
             log_s = _vlog1p(u)
             counts = sws[r] * t_sum > 0.0
             d_y = (np.float64(xy[r]) - mr) * inv_t
-            row_loss = sws[r] * (t_sum * log_s - keep * wy * d_y - (k1 * wd[r] if k1 > 0.0 else 0.0))
+            # A label of weight 0 adds nothing, even on a masked class (0 * -inf).
+            row_loss = sws[r] * (t_sum * log_s - (keep * wy * d_y if wy > 0.0 else 0.0) - (k1 * wd[r] if k1 > 0.0 else 0.0))
             coef[r] = sws[r] * inv_t * grad_scale if counts else 0.0
             tsum[r] = t_sum
             tops[r] = -t_sum * (u / s)  # t_sum (a_max - 1), exact: a_max - 1 = -(s - 1)/s
