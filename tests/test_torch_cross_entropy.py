@@ -286,8 +286,13 @@ def test_masked_classes(path):
     torch.testing.assert_close(loss, ref_loss)
     torch.testing.assert_close(grad, ref_grad)
     assert grad[0, 3] == 0 and torch.isfinite(grad).all()
-    with pytest.raises(ValueError, match="-inf for every class"):
-        sxt.cross_entropy(z, torch.tensor([1, 2, 4, 0]))
+    # In torch's words on every path (the NumPy layer's would say logits/label/sample_weight).
+    for y_bad, requires_grad in ((torch.tensor([1, 2, 4, 0]), False), (torch.tensor([1, 2, 4, 0]), True)):
+        with pytest.raises(ValueError, match=r"^row 1 of input .* -inf for every class.* its target asks for a "
+                           r"loss; give it ignore_index=-100 to skip it$"):  # fmt: skip
+            sxt.cross_entropy(z.clone().requires_grad_(requires_grad), y_bad)
+    with pytest.raises(ValueError, match=r"row 1 of input .* give its target row all zeros"):
+        sxt.cross_entropy(z, torch.softmax(torch.ones(4, 5), 1))
     # Probability targets: a masked class with target 0 adds nothing (torch gives NaN).
     p = torch.tensor([[0.5, 0.5, 0.0, 0.0, 0.0]], dtype=torch.float64)
     z1 = torch.tensor([[1.0, 2.0, -math.inf, 0.0, 0.5]], dtype=torch.float64)
@@ -347,13 +352,6 @@ def test_backward_scales_the_stored_gradient():
     torch.testing.assert_close(g1, torch.autograd.grad(F.cross_entropy(z, y), z)[0])
 
 
-def test_double_backward_raises():
-    z = logits_of((3, 4)).requires_grad_(True)
-    (g,) = torch.autograd.grad(sxt.cross_entropy(z, torch.tensor([0, 1, 2])), z, create_graph=True)
-    with pytest.raises(RuntimeError):
-        g.sum().backward()
-
-
 def test_no_grad_computes_the_loss_only():
     z = logits_of((6, 5))
     y = index_target((6,), 5)
@@ -385,10 +383,10 @@ def test_opcheck_custom_op():
     y = index_target((6,), 5)
     w = torch.rand(5, generator=gen(3))
     for args in [
-        (z, y, None, -100, 0.0, 0.0, 0.0, "mean", True, False),
-        (z, y, w, -100, 0.1, 0.01, 2.0, "none", True, True),
-        (z, prob_target((6, 5), 1).float(), w, -100, 0.0, 0.0, 0.0, "sum", False, False),
-        (z.bfloat16(), y, None, -100, 0.0, 0.0, 0.0, "mean", True, False),
+        (z, y, None, -100, 0.0, 0.0, 0.0, "mean", True),
+        (z, y, w, -100, 0.1, 0.01, 2.0, "none", True),
+        (z, prob_target((6, 5), 1).float(), w, -100, 0.0, 0.0, 0.0, "sum", False),
+        (z.bfloat16(), y, None, -100, 0.0, 0.0, 0.0, "mean", True),
     ]:
         torch.library.opcheck(torch.ops.softxent.cross_entropy.default, args)
 

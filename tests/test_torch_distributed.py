@@ -525,7 +525,8 @@ def errors_name_the_argument(rank, world):
                lambda: vp(zl, y, weight=-ctx.local(w) if rank == 0 else ctx.local(w)))
     masked = z.clone()
     masked[0] = -torch.inf
-    ctx.raises("masked row", ValueError, r"input row 0 .* is -inf for every class", lambda: vp(ctx.local(masked), y))
+    ctx.raises("masked row", ValueError, r"^row 0 of local_logits .* is -inf for every class.*ignore_index=-100",
+               lambda: vp(ctx.local(masked), y))
 
     lin = sxd.vocab_parallel_linear_cross_entropy
     x, W, b, y = linear_problem(torch.float64)
@@ -541,6 +542,33 @@ def errors_name_the_argument(rank, world):
     # The group is still in step: a correct call gives the right answer.
     z, y, w = problem()
     compare_logits(ctx, "after the errors", z, y, w, TOL[torch.float64], **OPTIONS["all"])
+    ctx.done()
+
+
+@check()
+def second_order_is_refused(rank, world):
+    """create_graph=True and torch.func raise a RuntimeError saying so (the stored gradient would give zeros)."""
+    ctx = Ctx(rank, world)
+    z, y, _ = problem()
+    x, W, b, yl = linear_problem(torch.float64)
+
+    def grad_of_grad(loss, leaf):
+        (g,) = torch.autograd.grad(loss, leaf, create_graph=True)
+        return g
+
+    zl = ctx.local(z).clone().requires_grad_(True)
+    ctx.raises("logits, create_graph", RuntimeError, r"vocab_parallel_cross_entropy has no second-order gradient",
+               lambda: grad_of_grad(sxd.vocab_parallel_cross_entropy(zl, y, ctx.group), zl))
+    xl = x.clone().requires_grad_(True)
+    ctx.raises("linear, create_graph", RuntimeError,
+               r"vocab_parallel_linear_cross_entropy has no second-order gradient",
+               lambda: grad_of_grad(sxd.vocab_parallel_linear_cross_entropy(xl, ctx.local(W, 0), yl), xl))
+    ctx.raises("logits, torch.func", RuntimeError, r"vocab_parallel_cross_entropy has no torch.func support",
+               lambda: torch.func.grad(lambda t: sxd.vocab_parallel_cross_entropy(t, y, ctx.group))(zl.detach()))
+    ctx.raises("linear, torch.func", RuntimeError, r"vocab_parallel_linear_cross_entropy has no torch.func support",
+               lambda: torch.func.grad(lambda t: sxd.vocab_parallel_linear_cross_entropy(t, ctx.local(W, 0), yl))(x))
+    # The first-order backward is unaffected, and the group still in step.
+    compare_logits(ctx, "after the refusals", z, y, problem()[2], TOL[torch.float64], **OPTIONS["all"])
     ctx.done()
 
 

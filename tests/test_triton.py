@@ -493,7 +493,7 @@ def test_custom_op_kernels_match_the_cpu_ops(dtype):
 
     z, y = make_ce(6, 77, dtype, seed=21)
     w = torch.rand(77, generator=gen(22))
-    args = (z, y, w, -100, 0.1, 1e-3, 5.0, "mean", True, False)
+    args = (z, y, w, -100, 0.1, 1e-3, 5.0, "mean", True)
     for got, ref in zip(T._ce_op_cuda(*args), _functional._cross_entropy_op(*args)):
         assert got.dtype == ref.dtype and got.shape == ref.shape
         close(got, ref, dtype, scale=float(ref.abs().max()) if ref.numel() else 1.0)
@@ -707,7 +707,7 @@ def test_cuda_no_host_sync_and_opcheck():
             call()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    torch.library.opcheck(_functional._cross_entropy_op, (z, y, None, -100, 0.1, 1e-3, 0.0, "mean", True, False))
+    torch.library.opcheck(_functional._cross_entropy_op, (z, y, None, -100, 0.1, 1e-3, 0.0, "mean", True))
     torch.library.opcheck(_linear._linear_op, (x, w, y, None, -100, 0.0, 0.0, 0.0, "mean", 64, 1000, True, True,
                                                False))  # fmt: skip
 

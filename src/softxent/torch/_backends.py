@@ -54,7 +54,7 @@ import softxent as sx
 
 from ._memory import empty
 from ._reference import work_dtype
-from ._validation import check_index_target_values, check_prob_target_values
+from ._validation import check_index_target_values, check_prob_target_values, first_masked_row, masked_row_error
 
 __all__ = ["FUSED_BACKENDS", "cpu_rows", "fused_backend", "has_fused_backend"]
 
@@ -117,6 +117,7 @@ def cpu_rows(
     """
     n_rows, n_classes = z.shape
     wd = work_dtype(z.dtype)
+    z_in, z_in_intact = z, not z_writable  # to name a fully masked row if the kernel finds one
     if z.dtype != wd:
         z = empty(tuple(z.shape), wd).copy_(z)  # bf16/fp16: float32 copy, ours to overwrite
         z_writable = True
@@ -152,20 +153,29 @@ def cpu_rows(
         sample_weight=sample_weight, reduction=np_reduction,
     )  # fmt: skip
     grad = lse = None
-    if need_grad:
-        # The z-loss needs the logits after the kernel: overwrite them only if
-        # they can be rebuilt (from z, when soft-capped) or are not needed.
-        inplace = src_writable and (z_loss == 0.0 or softcap is not None)
-        grad = src if inplace else empty(tuple(src.shape), wd)
-        loss, _, lse_np = sx.softmax_cross_entropy_with_grad(
-            _numpy(src), y, **options, return_lse=True,
-            **(dict(inplace=True) if inplace else dict(out=_numpy(grad))),
-        )  # fmt: skip
-        lse = torch.from_numpy(lse_np)
-    else:
-        loss = sx.softmax_cross_entropy(_numpy(src), y, **options)
-        if z_loss or need_lse:
-            lse = torch.from_numpy(np.asarray(sx.logsumexp(_numpy(src), axis=-1), dtype=np.float64))
+    try:
+        if need_grad:
+            # The z-loss needs the logits after the kernel: overwrite them only if
+            # they can be rebuilt (from z, when soft-capped) or are not needed.
+            inplace = src_writable and (z_loss == 0.0 or softcap is not None)
+            grad = src if inplace else empty(tuple(src.shape), wd)
+            loss, _, lse_np = sx.softmax_cross_entropy_with_grad(
+                _numpy(src), y, **options, return_lse=True,
+                **(dict(inplace=True) if inplace else dict(out=_numpy(grad))),
+            )  # fmt: skip
+            lse = torch.from_numpy(lse_np)
+        else:
+            loss = sx.softmax_cross_entropy(_numpy(src), y, **options)
+            if z_loss or need_lse:
+                lse = torch.from_numpy(np.asarray(sx.logsumexp(_numpy(src), axis=-1), dtype=np.float64))
+    except ValueError:
+        # The NumPy layer names a fully masked row in its own words (logits, labels,
+        # sample_weight); say it in torch's. Callers that let z be overwritten
+        # (the linear head) rebuild their logits and say it themselves.
+        row = first_masked_row(z_in, target, ignore_index) if z_in_intact and softcap is None else None
+        if row is None:
+            raise
+        raise masked_row_error(row, ignore_index, prob=prob) from None
     loss = torch.from_numpy(np.asarray(loss, dtype=np.float64))
 
     if z_loss:

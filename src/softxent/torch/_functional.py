@@ -37,10 +37,18 @@ Design (wrapper -> custom op -> backend; the backward rule beside the forward)
 
 Memory: the forward holds one (M, C) buffer, the gradient, until the backward
 consumes it, and for the usual ``loss.backward()`` the backward allocates
-nothing of that size (it hands that buffer on); the logits themselves are not kept (unless ``return_lse=True``,
-whose backward may need them). torch's ``log_softmax`` + ``nll_loss`` keeps
-the (M, C) log-probabilities and allocates the gradient in the backward: one
-(M, C) tensor more at the peak.
+nothing of that size (it hands that buffer on). It also keeps a reference to
+the logits (no copy; they and the gradient are both alive during the sweep,
+so the peak is unchanged) for the backward of ``return_lse`` and for a
+backward that is differentiated again. torch's ``log_softmax`` +
+``nll_loss`` keeps the (M, C) log-probabilities and allocates the gradient in
+the backward: one (M, C) tensor more at the peak.
+
+Second order: the stored gradient is a constant to autograd, so when a graph
+of the gradient is asked for (``create_graph=True``: Hessian-vector
+products, gradient penalties) the backward recomputes the loss from the
+saved logits with the plain-torch formulas and lets torch differentiate it
+(:func:`_differentiable_grad`); the first-order backward is unchanged.
 """
 
 from __future__ import annotations
@@ -73,12 +81,10 @@ def _cross_entropy_op(
     softcap: float,
     reduction: str,
     need_grad: bool,
-    keep_logits: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loss, gradient (an empty tensor unless ``need_grad``) and log-sum-exp of (M, C) contiguous logits.
 
-    ``softcap=0`` means no cap; ``keep_logits`` saves the logits for the
-    backward of the log-sum-exp. Loss and gradient are in ``logits.dtype``,
+    ``softcap=0`` means no cap. Loss and gradient are in ``logits.dtype``,
     the log-sum-exp in float32 (float64 for float64 logits).
     """
     loss, grad, lse = cpu_rows(
@@ -95,7 +101,7 @@ def _cross_entropy_op(
 
 
 @_cross_entropy_op.register_fake
-def _(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, need_grad, keep_logits):
+def _(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, need_grad):
     n_rows = logits.shape[0]
     loss = logits.new_empty((n_rows,) if reduction == "none" else ())
     grad = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_grad else logits.new_empty((0,))
@@ -115,20 +121,23 @@ def _is_one(g: torch.Tensor) -> bool:
 
 
 def _setup_context(ctx, inputs, output):
-    logits, _, _, _, _, _, softcap, reduction, _, keep_logits = inputs
+    logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, need_grad = inputs
     _, grad, lse = output
     ctx.set_materialize_grads(False)  # unused outputs: None, not an (M, C) tensor of zeros
     ctx.mark_non_differentiable(grad)
     ctx.reduction = reduction
     ctx.softcap = softcap
-    if keep_logits:
-        ctx.save_for_backward(grad, lse, logits)
+    ctx.options = (ignore_index, label_smoothing, z_loss, softcap or None)
+    # The logits (a reference, no copy) serve the log-sum-exp's backward and a
+    # backward that is differentiated again. They are alive during the forward's
+    # sweep anyway, beside the gradient, so the peak memory stays the same.
+    if need_grad:
+        ctx.save_for_backward(grad, lse, logits, target, weight)
     else:
         ctx.save_for_backward(grad)
 
 
-@torch.autograd.function.once_differentiable
-def _backward(ctx, grad_loss, _grad_grad, grad_lse):
+def _scale_stored_grad(ctx, grad_loss, grad_lse):
     """dL/dz = grad_output * (the gradient stored by the forward) [+ grad_lse * dlse/dz]."""
     saved = ctx.saved_tensors
     grad = saved[0]
@@ -142,7 +151,7 @@ def _backward(ctx, grad_loss, _grad_grad, grad_lse):
             out = grad * grad_loss.to(grad.dtype)
     if grad_lse is not None:
         # d lse / dz = softmax(z') * sech^2(z / c), rebuilt from the kept logits.
-        _, lse, logits = saved
+        lse, logits = saved[1], saved[2]
         z = logits.to(lse.dtype)
         if ctx.softcap:
             u = z / ctx.softcap
@@ -152,7 +161,49 @@ def _backward(ctx, grad_loss, _grad_grad, grad_lse):
             term = term / torch.cosh(u).square()
         term = term.to(grad.dtype)
         out = term if out is None else out + term
-    return out, None, None, None, None, None, None, None, None, None
+    return out
+
+
+def _differentiable_grad(ctx, grad_loss, grad_lse):
+    """dL/dz as a function of the logits that autograd can differentiate again (``create_graph=True``).
+
+    The stored gradient is a constant to autograd (the fused kernel is opaque),
+    so a Hessian-vector product or a gradient penalty through it would see
+    zeros. Instead the loss is recomputed from the saved logits with the
+    plain-torch formulas of :mod:`._reference` and differentiated by torch:
+    slower, and it holds the (M, C) intermediates of that graph, but only
+    taken when a graph of the gradient is asked for.
+    """
+    _, _, logits, target, weight = ctx.saved_tensors
+    ignore_index, label_smoothing, z_loss, softcap = ctx.options
+    outputs, grads = [], []
+    with torch.enable_grad():
+        z = logits if logits.requires_grad else logits.detach().requires_grad_()
+        loss, lse = cross_entropy_rows_reference(
+            z, target, weight, ignore_index, ctx.reduction, label_smoothing, z_loss, softcap,
+            need_lse=grad_lse is not None,
+        )  # fmt: skip
+        for out, g in ((loss, grad_loss), (lse, grad_lse)):
+            if g is not None:
+                outputs.append(out)
+                grads.append(g.to(out.dtype))
+        (dz,) = torch.autograd.grad(outputs, z, grads, create_graph=True)
+    return dz
+
+
+def _backward(ctx, grad_loss, _grad_grad, grad_lse):
+    """The fused path's backward: scale the stored gradient, or rebuild it differentiably.
+
+    The autograd engine runs a backward with grad mode on exactly when the
+    caller asked for ``create_graph=True``.
+    """
+    if grad_loss is None and grad_lse is None:
+        return (None,) * 9
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        out = _differentiable_grad(ctx, grad_loss, grad_lse)
+    else:
+        out = _scale_stored_grad(ctx, grad_loss, grad_lse)
+    return out, None, None, None, None, None, None, None, None
 
 
 _cross_entropy_op.register_autograd(_backward, setup_context=_setup_context)
@@ -267,8 +318,9 @@ def cross_entropy(
     and under ``torch.func`` transforms, plain torch operations with the same
     semantics (so ``torch.func.grad``, ``vmap``, ``jacrev``, ``hessian`` all
     work there). The fused path works under ``torch.compile`` (fullgraph) and
-    autocast. Its backward cannot be differentiated again
-    (``create_graph=True`` raises): use the plain path for that.
+    autocast. With ``create_graph=True`` (Hessian-vector products, gradient
+    penalties) its backward is recomputed in plain torch operations, so that
+    it can be differentiated again.
 
     Examples
     --------
@@ -315,8 +367,7 @@ def cross_entropy(
         w = None if weight is None else weight.detach()
         need_grad = torch.is_grad_enabled() and input.requires_grad
         loss, _, lse = _cross_entropy_op(
-            rows, rows_target, w, ignore_index, label_smoothing, z_loss, softcap or 0.0, reduction,
-            need_grad, need_grad and return_lse,
+            rows, rows_target, w, ignore_index, label_smoothing, z_loss, softcap or 0.0, reduction, need_grad
         )  # fmt: skip
     else:
         loss, lse = cross_entropy_rows_reference(

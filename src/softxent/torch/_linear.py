@@ -71,7 +71,6 @@ grad (a frozen head) skip their matmul.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Literal
 
 import torch
@@ -79,8 +78,15 @@ import torch
 from ._backends import fused_backend, has_fused_backend
 from ._memory import empty
 from ._functional import _functorch_active, cross_entropy
-from ._reference import work_dtype
-from ._validation import check_float_tensor, check_index_target_values, check_options, check_same_device
+from ._reference import cross_entropy_rows_reference, work_dtype
+from ._validation import (
+    check_head_options,
+    check_index_target_values,
+    check_linear_args,
+    check_options,
+    first_masked_row,
+    masked_row_error,
+)
 
 __all__ = ["BLOCK_BYTES", "linear_cross_entropy"]
 
@@ -201,6 +207,14 @@ def _torch_rows_block(
     return loss_rows, lse
 
 
+def _raise_masked_row(logits: torch.Tensor, yb: torch.Tensor, ignore_index: int, r0: int, idx) -> None:
+    """Raise the front end's error if a row of the block's ``logits`` is -inf everywhere (else return)."""
+    row = first_masked_row(logits, yb, ignore_index)
+    if row is not None:
+        row = r0 + row if idx is None else int(idx[r0 + row])
+        raise masked_row_error(row, ignore_index, name="x @ weight.T + bias") from None
+
+
 def _zeros_cpu(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return empty(shape, dtype).zero_()  # NumPy's allocator: huge pages, freed blocks reused (see _memory)
 
@@ -266,11 +280,17 @@ def _linear_xent(
                 else:
                     torch.addmm(bc[c0:c1], xb, wc[c0:c1].t(), out=zb[:, c0:c1])
             # Loss rows and each row's own gradient, scaled for the mean over all blocks.
-            loss_b, gb, lse_b = rows_fn(
-                zb, yb, None, ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,
-                softcap=softcap, reduction="none", need_grad=need_grad, need_lse=True, z_writable=True,
-                scale=(ce_scale, zl_scale),
-            )  # fmt: skip
+            try:
+                loss_b, gb, lse_b = rows_fn(
+                    zb, yb, None, ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,
+                    softcap=softcap, reduction="none", need_grad=need_grad, need_lse=True, z_writable=True,
+                    scale=(ce_scale, zl_scale),
+                )  # fmt: skip
+            except ValueError:
+                # zb may hold part of the gradient now: rebuild the block's logits to name the row.
+                pre = xb @ wc.t() if bc is None else torch.addmm(bc, xb, wc.t())
+                _raise_masked_row(pre, yb, ignore_index, r0, idx)
+                raise
             lse_all[rows] = lse_b.to(wd)
             if need_loss:
                 loss_rows[rows] = loss_b
@@ -304,6 +324,9 @@ def _linear_xent(
                 need_grad=need_grad, lse=None if saved_lse is None else saved_lse[rows].to(wd),
                 row_grad=gb_rows, on_grad_chunk=on_grad_chunk,
             )  # fmt: skip
+            if x.device.type == "cpu" and softcap is None and bool((lse_b == -math.inf).any()):
+                # Only possible with infinite x or weight; on other devices a NaN row (no host sync).
+                _raise_masked_row(torch.where(lse_b == -math.inf, -math.inf, 0.0)[:, None], yb, ignore_index, r0, idx)
             lse_all[rows] = lse_b
             if need_loss:
                 loss_rows[rows] = lb.to(torch.float64)
@@ -416,26 +439,53 @@ def _setup_context(ctx, inputs, output):
     ctx.reduction = reduction
     ctx.options = (ignore_index, label_smoothing, z_loss, softcap, block_rows, block_vocab)
     ctx.needs = (need_dx, need_dw, need_db and bias is not None)
-    if reduction == "none":
-        ctx.save_for_backward(x, weight, target, bias, lse)
-    else:
-        ctx.save_for_backward(dx, dw, db)
+    # The inputs (references, no copies) serve the recomputing backward of "none" and a
+    # backward that is differentiated again; the gradients of "mean"/"sum" are kept.
+    ctx.save_for_backward(x, weight, target, bias, lse, dx, dw, db)
 
 
-@torch.autograd.function.once_differentiable
+def _differentiable_grads(ctx, grad_loss):
+    """dL/dx, dL/dW, dL/db as functions of the inputs that autograd can differentiate again.
+
+    Taken only for ``create_graph=True``: the gradients of the blocked forward
+    are constants to autograd, so the head is recomputed as
+    ``F.linear`` + the plain-torch loss of :mod:`._reference` and
+    differentiated by torch. That materialises the (N, V) logits and their
+    graph: second order costs what it costs with the naive head.
+    """
+    x, weight, target, bias = ctx.saved_tensors[:4]
+    ignore_index, label_smoothing, z_loss, softcap, _, _ = ctx.options
+    need = ctx.needs
+    wd = work_dtype(x.dtype)
+    with torch.enable_grad():
+        logits = torch.nn.functional.linear(x.to(wd), weight.to(wd), None if bias is None else bias.to(wd))
+        loss, _ = cross_entropy_rows_reference(
+            logits, target, None, ignore_index, ctx.reduction, label_smoothing, z_loss, softcap or None
+        )
+        wanted = [t for t, n in zip((x, weight, bias), need) if n]
+        grads = iter(torch.autograd.grad(loss.to(x.dtype), wanted, grad_loss, create_graph=True))
+    return tuple(next(grads) if n else None for n in need)
+
+
 def _backward(ctx, grad_loss, *_unused):
-    """Scale the gradients stored by the forward by grad_output, or (``"none"``) recompute them."""
+    """Scale the gradients stored by the forward by grad_output, or (``"none"``) recompute them.
+
+    With ``create_graph=True`` (the engine then runs this with grad mode on)
+    the gradients are rebuilt differentiably instead.
+    """
     need_dx, need_dw, need_db = ctx.needs
     rest = (None,) * 10
     if grad_loss is None:
         return (None, None, None, None) + rest
-    if ctx.reduction == "none":
-        x, weight, target, bias, lse = ctx.saved_tensors
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        dx, dw, db = _differentiable_grads(ctx, grad_loss)
+    elif ctx.reduction == "none":
+        x, weight, target, bias, lse = ctx.saved_tensors[:5]
         dx, dw, db = _linear_backward_op(
             grad_loss, x, weight, target, bias, lse, *ctx.options, need_dx, need_dw, need_db
         )
     else:
-        dx, dw, db = ctx.saved_tensors
+        dx, dw, db = ctx.saved_tensors[5:]
         if not _is_one(grad_loss):
             dx, dw, db = (t * grad_loss.to(t.dtype) for t in (dx, dw, db))
     return (dx if need_dx else None, dw if need_dw else None, None, db if need_db else None) + rest
@@ -519,8 +569,9 @@ def linear_cross_entropy(
     custom op (no graph break). Inside ``torch.func`` transforms (which
     custom ops refuse) it is computed as ``cross_entropy(F.linear(x, weight,
     bias), target, ...)`` on the plain-torch path: every transform works,
-    but the logits are materialised there. The fused backward cannot be
-    differentiated again (``create_graph=True`` raises).
+    but the logits are materialised there. With ``create_graph=True``
+    (Hessian-vector products, gradient penalties) the backward is recomputed
+    the same way, so that it can be differentiated again.
 
     Examples
     --------
@@ -542,37 +593,9 @@ def linear_cross_entropy(
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
         z_loss=z_loss, softcap=softcap,
     )  # fmt: skip
-    check_float_tensor(x, "x")
-    check_float_tensor(weight, "weight")
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-    if x.dim() == 0:
-        raise ValueError("x must have a feature axis: shape (..., d), got a 0-d tensor")
-    d = x.shape[-1]
-    if weight.dim() != 2 or weight.shape[1] != d:
-        raise ValueError(f"weight must have shape (V, {d}) for x of shape {tuple(x.shape)}, got {tuple(weight.shape)}")
-    n_classes = weight.shape[0]
-    if n_classes == 0:
-        raise ValueError("weight must have at least one row (class), got shape (0, d)")
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(f"target must hold class indices (an integer dtype), got {target.dtype}")
-    if tuple(target.shape) != tuple(x.shape[:-1]):
-        raise ValueError(
-            f"target must have shape {tuple(x.shape[:-1])} (x's shape without its last axis), got {tuple(target.shape)}"
-        )
-    if bias is not None:
-        check_float_tensor(bias, "bias")
-        if tuple(bias.shape) != (n_classes,):
-            raise ValueError(f"bias must have shape ({n_classes},) (one per class), got {tuple(bias.shape)}")
-    for name, t in (("weight", weight), ("target", target), ("bias", bias)):
-        check_same_device(x, t, name, "x")
-    bad_chunk = isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1
-    if chunk_size is not None and bad_chunk:
-        raise ValueError(f"chunk_size must be a positive integer (rows per block) or None, got {chunk_size!r}")
-    if not isinstance(shift, bool):
-        raise TypeError(f"shift must be True or False, got {shift!r}")
-    if shift and x.dim() < 2:
-        raise ValueError(f"shift=True needs a sequence axis: x of shape (..., T, d), got {tuple(x.shape)}")
+    check_linear_args(x, weight, target, bias)
+    d, n_classes = x.shape[-1], weight.shape[0]
+    check_head_options(chunk_size, shift, x)
 
     if torch.is_autocast_enabled(x.device.type):
         # Autocast runs torch's cross_entropy in float32; this head runs its matmuls in float32 too.

@@ -8,7 +8,7 @@ from torch import nn
 
 from ._functional import Reduction, cross_entropy
 from ._linear import linear_cross_entropy
-from ._validation import check_options
+from ._validation import check_head_options, check_options
 
 __all__ = ["CrossEntropyLoss", "LinearCrossEntropyLoss"]
 
@@ -55,6 +55,10 @@ class CrossEntropyLoss(nn.Module):
         if not isinstance(return_lse, bool):
             raise TypeError(f"return_lse must be True or False, got {return_lse!r}")
         self.return_lse = return_lse
+        if weight is not None and not isinstance(weight, torch.Tensor):
+            raise TypeError(
+                f"weight must be a torch.Tensor of class weights, shape (C,), or None, got {type(weight).__name__}"
+            )
         self.register_buffer("weight", weight)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor):
@@ -103,6 +107,7 @@ class LinearCrossEntropyLoss(nn.Module):
             ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
             z_loss=z_loss, softcap=softcap,
         )  # fmt: skip
+        check_head_options(chunk_size, shift)
         self.chunk_size = chunk_size
         self.shift = shift
 

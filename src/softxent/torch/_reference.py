@@ -104,7 +104,7 @@ def cross_entropy_rows_reference(
     lse = torch.logsumexp(z, dim=1)
     if not _is_tracing() and n_classes and bool((live & (lse == -torch.inf)).any()):
         i = int((live & (lse == -torch.inf)).nonzero()[0, 0])
-        raise masked_row_error(i, ignore_index)
+        raise masked_row_error(i, ignore_index, prob=target.is_floating_point())
     # -log softmax as (lse - max) - (z - max): the shift before the subtraction keeps
     # |z| ~ 1e4 from cancelling (lse - z would lose 1e4 * eps); never log(softmax).
     neg_log_p = -torch.log_softmax(z, dim=1)

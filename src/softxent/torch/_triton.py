@@ -350,8 +350,7 @@ def cuda_rows(
     return loss, grad, lse
 
 
-def _ce_op_cuda(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, need_grad,
-                keep_logits):  # fmt: skip
+def _ce_op_cuda(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, need_grad):
     """The ``"cuda"`` kernel of ``softxent::cross_entropy`` (see :mod:`._functional`)."""
     from ._reference import work_dtype
 

@@ -27,10 +27,14 @@ import torch
 __all__ = [
     "REDUCTIONS",
     "check_ce_args",
+    "check_head_options",
+    "check_linear_args",
     "check_index_target_values",
     "check_prob_target_values",
     "check_options",
+    "first_masked_row",
     "format_index",
+    "masked_row_error",
 ]
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -81,6 +85,24 @@ def check_options(
                 f"softcap must be > 0 (logits become softcap * tanh(logits / softcap)) or None, got {softcap!r}"
             )
     return int(ignore_index), reduction, label_smoothing, z_loss, softcap
+
+
+def check_head_options(chunk_size: Any, shift: Any, x: torch.Tensor | None = None) -> None:
+    """``chunk_size`` and ``shift`` of the linear heads (``x`` given: that ``shift`` fits its shape)."""
+    bad_chunk = isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1
+    if chunk_size is not None and bad_chunk:
+        raise ValueError(f"chunk_size must be a positive integer (rows per block) or None, got {chunk_size!r}")
+    if not isinstance(shift, bool):
+        raise TypeError(f"shift must be True or False, got {shift!r}")
+    if shift and x is not None:
+        if x.dim() < 2:
+            raise ValueError(f"shift=True needs a sequence axis: x of shape (..., T, d), got {tuple(x.shape)}")
+        if x.shape[-2] == 1:
+            # Every position would be scored against nothing: a loss of 0 that hides the mistake.
+            raise ValueError(
+                f"shift=True scores position t against target[..., t + 1], so it needs sequences of at least "
+                f"2 positions (axis -2 of x), got x of shape {tuple(x.shape)}"
+            )
 
 
 def _check_tensor(value: Any, name: str) -> torch.Tensor:
@@ -150,6 +172,37 @@ def check_ce_args(input: Any, target: Any, weight: Any) -> tuple[bool, tuple[int
     return prob, batch
 
 
+def check_linear_args(x: Any, weight: Any, target: Any, bias: Any) -> None:
+    """Static checks of :func:`softxent.torch.linear_cross_entropy`'s tensors (the dtypes agree after autocast)."""
+    check_float_tensor(x, "x")
+    check_float_tensor(weight, "weight")
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if x.dim() == 0:
+        raise ValueError("x must have a feature axis: shape (..., d), got a 0-d tensor")
+    d = x.shape[-1]
+    if weight.dim() != 2 or weight.shape[1] != d:
+        raise ValueError(f"weight must have shape (V, {d}) for x of shape {tuple(x.shape)}, got {tuple(weight.shape)}")
+    n_classes = weight.shape[0]
+    if n_classes == 0:
+        raise ValueError(f"weight must have at least one row (class), got shape {tuple(weight.shape)}")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(
+            f"target must hold class indices (an integer dtype), got {target.dtype}"
+            + ("; linear_cross_entropy takes no probability targets" if target.is_floating_point() else "")
+        )
+    if tuple(target.shape) != tuple(x.shape[:-1]):
+        raise ValueError(
+            f"target must have shape {tuple(x.shape[:-1])} (x's shape without its last axis), got {tuple(target.shape)}"
+        )
+    if bias is not None:
+        check_float_tensor(bias, "bias")
+        if tuple(bias.shape) != (n_classes,):
+            raise ValueError(f"bias must have shape ({n_classes},) (one per class), got {tuple(bias.shape)}")
+    for name, t in (("weight", weight), ("target", target), ("bias", bias)):
+        check_same_device(x, t, name, "x")
+
+
 # ----------------------------------------------------------------- data checks
 
 
@@ -189,8 +242,28 @@ def check_weight_values(weight: torch.Tensor | None) -> None:
         raise ValueError(f"weight must be finite and non-negative, got {float(weight[i])!r} at index ({i},)")
 
 
-def masked_row_error(row: int, ignore_index: int) -> ValueError:
-    return ValueError(
-        f"input row {row} (of the batch, flattened) is -inf for every class (all classes masked), so it "
-        f"has no softmax, but its target asks for a loss; give it ignore_index={ignore_index} to skip it"
+def masked_row_error(row: int, ignore_index: int, *, name: str = "input", prob: bool = False) -> ValueError:
+    """A row of logits that is ``-inf`` for every class but must give a loss (in torch's argument names).
+
+    ``name`` says what the logits are (``"input"``, ``"local_logits"``, or for the
+    linear head ``"x @ weight.T + bias"``); ``prob``: probability targets, where
+    ``ignore_index`` does not apply.
+    """
+    skip = (
+        "give its target row all zeros to skip it" if prob else f"give it ignore_index={ignore_index} to skip it"
     )
+    return ValueError(
+        f"row {row} of {name} (the batch flattened) is -inf for every class (all classes masked), so it "
+        f"has no softmax, but its target asks for a loss; {skip}"
+    )
+
+
+def first_masked_row(z: torch.Tensor, target: torch.Tensor, ignore_index: int) -> int | None:
+    """The first row of (M, C) logits ``z`` that is ``-inf`` everywhere and takes part in the loss, or None.
+
+    Only called once a kernel has failed (it reads all of ``z``), to name the
+    row in the front end's words instead of the NumPy layer's.
+    """
+    counts = (target != ignore_index) if not target.is_floating_point() else (target.sum(dim=1) > 0)
+    bad = counts & (z == -torch.inf).all(dim=1)
+    return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None

@@ -127,13 +127,14 @@ import torch.distributed as dist
 
 from ._backends import _SLICE_ELEMENTS, _zloss_softcap_grad
 from ._memory import empty
-from ._functional import _backward as _scale_stored_grad
+from ._functional import _functorch_active, _scale_stored_grad
 from ._functional import _is_one
 from ._linear import plan_blocks
 from ._reference import work_dtype
 from ._validation import (
     REDUCTIONS,
     check_float_tensor,
+    check_head_options,
     check_index_target_values,
     check_options,
     check_same_device,
@@ -142,6 +143,15 @@ from ._validation import (
 )
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
+
+
+def _no_second_order(name: str, what: str) -> RuntimeError:
+    """Refuse what the stored gradient cannot give, instead of a silently wrong (zero) answer."""
+    return RuntimeError(
+        f"{name} has no {what}: its gradient is formed from per-row statistics exchanged between the ranks, "
+        "which autograd cannot differentiate; gather the logits and use softxent.torch.cross_entropy "
+        "(or torch's) for that"
+    )
 
 Reduction = Literal["mean", "sum", "none"]
 
@@ -152,6 +162,7 @@ class _Options(NamedTuple):
     label_smoothing: float
     z_loss: float
     softcap: float | None
+    logits_name: str = "local_logits"  # for error messages
 
 
 class _Layout(NamedTuple):
@@ -480,7 +491,7 @@ def _loss_and_plan(g: _Global, kept: torch.Tensor, lay: _Layout, o: _Options) ->
     live = counts | kept if lam else counts
     masked = live & (s_total == 0)
     if bool(masked.any()):
-        raise masked_row_error(int(masked.nonzero()[0, 0]), o.ignore_index)
+        raise masked_row_error(int(masked.nonzero()[0, 0]), o.ignore_index, name=o.logits_name)
     rows = torch.where(w_y > 0, (1.0 - eps) * w_y * nll, 0.0)
     if eps:
         # sum_c w_c (lse - z'_c) = W log S - sum_c w_c (z'_c - M)
@@ -613,9 +624,11 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, grad_lse):
+        if torch.is_grad_enabled():  # create_graph=True: the stored slice is a constant to autograd
+            raise _no_second_order("vocab_parallel_cross_entropy", "second-order gradient (create_graph=True)")
         # dL/dz = grad_output * (the stored slice) [+ grad_lse * softmax(z') sech^2(z / c)]: all
         # local, lse being global already.
-        dz = _scale_stored_grad(ctx, grad_loss, None, grad_lse)[0]
+        dz = _scale_stored_grad(ctx, grad_loss, grad_lse)
         return dz, None, None, None, None, None, None
 
 
@@ -714,6 +727,8 @@ def vocab_parallel_cross_entropy(
         loss = vocab_parallel_cross_entropy(local, target, label_smoothing=0.1)
         loss.backward()          # local.grad: this rank's columns of the full gradient
     """
+    if _functorch_active():
+        raise _no_second_order("vocab_parallel_cross_entropy", "torch.func support (grad, vmap, jacrev, hessian)")
     _, world = _group_info(group)
     fields = error = None
     try:
@@ -924,8 +939,9 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         return loss.to(x.dtype)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
+        if torch.is_grad_enabled():  # create_graph=True: the stored gradients are constants to autograd
+            raise _no_second_order("vocab_parallel_linear_cross_entropy", "second-order gradient (create_graph=True)")
         need_dx, need_dw, need_db = ctx.needs
         rest = (None,) * 7
         if grad_loss is None:
@@ -1022,13 +1038,17 @@ def vocab_parallel_linear_cross_entropy(
         loss = vocab_parallel_linear_cross_entropy(x, local_w, target, shift=True)
         loss.backward()                                     # x.grad summed over the ranks
     """
+    if _functorch_active():
+        raise _no_second_order(
+            "vocab_parallel_linear_cross_entropy", "torch.func support (grad, vmap, jacrev, hessian)"
+        )
     _, world = _group_info(group)
     fields = error = None
     try:
         opts = _Options(*check_options(
             ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
             z_loss=z_loss, softcap=softcap,
-        ))  # fmt: skip
+        ), logits_name="x @ local_weight.T + local_bias")  # fmt: skip
         check_float_tensor(x, "x")
         check_float_tensor(local_weight, "local_weight")
         if x.dim() == 0:
@@ -1057,13 +1077,7 @@ def vocab_parallel_linear_cross_entropy(
                 f"x, local_weight and local_bias must have one dtype, got {x.dtype}, {local_weight.dtype}"
                 + ("" if local_bias is None else f" and {local_bias.dtype}")
             )
-        bad_chunk = isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1
-        if chunk_size is not None and bad_chunk:
-            raise ValueError(f"chunk_size must be a positive integer (rows per block) or None, got {chunk_size!r}")
-        if not isinstance(shift, bool):
-            raise TypeError(f"shift must be True or False, got {shift!r}")
-        if shift and x.dim() < 2:
-            raise ValueError(f"shift=True needs a sequence axis: x of shape (..., T, d), got {tuple(x.shape)}")
+        check_head_options(chunk_size, shift, x)
         _check_vocab_start(vocab_start)
         if shift:
             # Row (.., t) is scored against target[.., t + 1], the last position against nothing.
