@@ -43,8 +43,10 @@ import numpy as np
 from . import kernels
 from ._softmax import kernel_inv_temperature, log_sigmoid_exact, normalise, sigmoid_exact
 from ._validation import (
+    as_array,
     as_float_array,
     check_axis,
+    check_bool,
     check_class_labels,
     check_class_weight,
     check_ignore_index,
@@ -135,7 +137,7 @@ def _parse_labels(
     :func:`kernels.cpu`, None for the NumPy checks)."""
     n_classes = shape[axis]
     batch = shape[:axis] + shape[axis + 1 :]
-    lab = np.asarray(labels)
+    lab = as_array(labels, "labels")
     if lab.shape == shape:  # probability labels (eq. 15 holds even if rows do not sum to 1)
         probs, at_most_one = _kernel_probability_labels(lab, kern, None)
         if probs is None:
@@ -145,7 +147,7 @@ def _parse_labels(
         fast = _kernel_class_labels(lab, kern, n_classes, weight, ignore_index)
         if fast is not None:
             return fast
-        idx, kept = check_class_labels(lab, n_classes, ignore_index)
+        idx, kept = check_class_labels(lab, n_classes, ignore_index, original=labels)
         idx = np.where(kept, idx, -1)
         w = np.ones(n_classes) if weight is None else weight
         row_weight = np.where(kept, w[np.maximum(idx, 0)] if n_classes else 0.0, 0.0)
@@ -391,6 +393,7 @@ def _softmax_xent(
     smoothing = check_scalar(label_smoothing, "label_smoothing", low=0.0, high=1.0)
     temperature = check_scalar(temperature, "temperature", low=0.0, low_inclusive=False)
     ignore_index = check_ignore_index(ignore_index)
+    inplace = check_bool(inplace, "inplace")
     weight = check_class_weight(weight, n_classes)
     sample_weight = check_sample_weight(sample_weight, batch)
     target = _grad_buffer(arr, logits, out, inplace) if need_grad else None
@@ -663,6 +666,7 @@ def softmax_cross_entropy_with_grad(
     >>> print(round(float(loss), 6), grad)
     0.693147 [[ 0.5 -0.5]]
     """
+    return_lse = check_bool(return_lse, "return_lse")
     loss, grad, lse = _softmax_xent(
         logits, labels, axis=axis, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, sample_weight=sample_weight,
@@ -688,7 +692,10 @@ def _label_weights(value: Any, name: str, n_labels: int) -> np.ndarray | None:
     """A scalar or one value per label (the last axis), non-negative."""
     if value is None:
         return None
-    if np.ndim(value) == 0:
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must hold real numbers, got the string {value!r}")
+    value = as_array(value, name)
+    if value.ndim == 0:
         return check_nonnegative_weights(np.asarray(value), name, (), "a scalar")
     return check_nonnegative_weights(value, name, (n_labels,), f"one per label, {n_labels} labels")
 
@@ -704,7 +711,7 @@ def _sigmoid_xent(
     need_grad: bool,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     arr = as_float_array(logits, "logits", allow_int=False)
-    lab = np.asarray(labels)
+    lab = as_array(labels, "labels")
     if lab.shape != arr.shape:
         raise ValueError(
             f"labels must have the shape of logits {arr.shape} (one 0/1 or probability "

@@ -26,12 +26,21 @@ Conventions for non-finite input (the same in every function):
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import kernels
-from ._validation import as_float_array, check_axis, check_scalar, check_where, compute_dtype
+from ._validation import (
+    as_float_array,
+    check_axis,
+    check_bool,
+    check_result_size,
+    check_scalar,
+    check_where,
+    compute_dtype,
+)
 
 __all__ = [
     "log_sigmoid",
@@ -300,6 +309,7 @@ def logsumexp(x: Any, axis: int = -1, *, where: Any = None, keepdims: bool = Fal
     1000.6931471805599
     """
     arr, ax = _checked(x, axis)
+    keepdims = check_bool(keepdims, "keepdims")
     mask = _mask(where, arr, ax)
     kern = kernels.cpu(arr.dtype) if mask is None else None
     if kern is not None:
@@ -422,6 +432,12 @@ def softmax_jacobian(x: Any, axis: int = -1) -> np.ndarray:
         ``batch`` is ``x.shape`` with ``axis`` removed. It holds K² numbers per
         row: use :func:`softmax_vjp` to multiply by a vector without it.
 
+    Raises
+    ------
+    ValueError
+        Before allocating anything, if the result is larger than the
+        machine's physical memory (10^6 classes need 8 TB in float64).
+
     Examples
     --------
     >>> import softxent as sx
@@ -429,12 +445,23 @@ def softmax_jacobian(x: Any, axis: int = -1) -> np.ndarray:
     array([[ 0.25, -0.25],
            [-0.25,  0.25]])
     """
-    arr, work, _ = _prepare(x, axis)
+    arr, ax = _checked(x, axis)
+    n_classes = arr.shape[ax]
+    batch = arr.shape[:ax] + arr.shape[ax + 1 :]
+    rows = f"{math.prod(batch)} rows of " if batch else ""
+    check_result_size(
+        f"softmax_jacobian of {rows}{n_classes} classes", batch + (n_classes, n_classes), arr.dtype,
+        "use softmax_vjp to multiply by a vector without building the matrix",
+    )  # fmt: skip
     with np.errstate(invalid="ignore", over="ignore"):
-        a = np.exp(_log_softmax_rows(normalise(work)))
-    eye = np.eye(a.shape[-1], dtype=a.dtype)
-    jac = a[..., :, None] * (eye - a[..., None, :])
-    return jac.astype(arr.dtype, copy=False)
+        a = np.exp(_log_softmax_rows(normalise(_work(arr, ax))))
+    # Written straight into the result's dtype: one K x K array per row, no
+    # float64 temporaries of that size (eq. 14 everywhere, then eq. 13 on the diagonal).
+    jac = np.empty(batch + (n_classes, n_classes), dtype=arr.dtype)
+    np.multiply(-a[..., :, None], a[..., None, :], out=jac, casting="same_kind")
+    diag = np.arange(n_classes)
+    jac[..., diag, diag] = a * (1.0 - a)
+    return jac
 
 
 def softmax_vjp(x: Any, v: Any, axis: int = -1) -> np.ndarray:

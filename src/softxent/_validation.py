@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "as_array",
     "as_float_array",
     "check_axis",
     "check_base",
+    "check_bool",
     "check_class_labels",
     "check_class_weight",
     "check_ignore_index",
@@ -34,11 +37,13 @@ __all__ = [
     "check_probabilities",
     "check_probability_labels",
     "check_reduction",
+    "check_result_size",
     "check_sample_weight",
     "check_scalar",
     "check_where",
     "compute_dtype",
     "format_index",
+    "physical_memory",
 ]
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -46,8 +51,8 @@ REDUCTIONS = ("mean", "sum", "none")
 
 def _short(value: Any) -> str:
     """A short ``repr`` for error messages (arrays are summarised)."""
-    if isinstance(value, np.ndarray):
-        return np.array2string(value, threshold=6, edgeitems=2, precision=6)
+    if isinstance(value, np.ndarray):  # one line: messages are one line
+        return " ".join(np.array2string(value, threshold=6, edgeitems=2, precision=6).split())
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -58,6 +63,17 @@ def format_index(flat_index: int, shape: tuple[int, ...]) -> str:
         return "()"
     idx = np.unravel_index(int(flat_index), shape)
     return "(" + ", ".join(str(int(i)) for i in idx) + ("," if len(idx) == 1 else "") + ")"
+
+
+def as_array(x: Any, name: str) -> np.ndarray:
+    """``np.asarray(x)``, with NumPy's errors for ragged nested lists turned
+    into a ``TypeError`` that names the argument."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as exc:  # ragged nested lists and the like
+        raise TypeError(f"{name} could not be converted to an array: {exc}") from None
 
 
 def compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -74,10 +90,7 @@ def as_float_array(x: Any, name: str, *, allow_int: bool) -> np.ndarray:
     """
     if isinstance(x, (str, bytes)):
         raise TypeError(f"{name} must be an array of real numbers, got the string {_short(x)}")
-    try:
-        arr = np.asarray(x)
-    except (TypeError, ValueError) as exc:  # ragged nested lists and the like
-        raise TypeError(f"{name} could not be converted to an array: {exc}") from None
+    arr = as_array(x, name)
     kind = arr.dtype.kind
     if kind == "f":
         return arr
@@ -90,6 +103,13 @@ def as_float_array(x: Any, name: str, *, allow_int: bool) -> np.ndarray:
         )
     if kind == "c":
         raise TypeError(f"{name} must be real, got the complex dtype {arr.dtype}")
+    if kind == "O" and arr.ndim:  # name the first entry that is not a number
+        for i, v in enumerate(arr.ravel()):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+                raise TypeError(
+                    f"{name} must be an array of real numbers, got {_short(v)} at index {format_index(i, arr.shape)}"
+                )
+        raise TypeError(f"{name} must be an array of real numbers, got dtype object; convert it with .astype(float)")
     raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}: {_short(arr)}")
 
 
@@ -122,7 +142,10 @@ def check_scalar(
             value = value.item()
         else:
             raise TypeError(f"{name} must be a real number, got {_short(value)}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float's range, e.g. 10**400
+        raise ValueError(f"{name} must be finite, got {_short(value)}, which is beyond float64's range") from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     if low is not None and (value < low or (not low_inclusive and value == low)):
@@ -144,27 +167,74 @@ def check_base(base: Any) -> float | None:
     return base
 
 
+def check_bool(value: Any, name: str) -> bool:
+    """``True`` or ``False`` (NumPy booleans too): a string such as ``"no"``
+    is truthy, and ``inplace="no"`` would destroy the logits."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {_short(value)}")
+
+
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes, or None where the OS does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+        return None
+
+
+def _format_bytes(n: int) -> str:
+    for unit, size in (("PB", 10**15), ("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def check_result_size(what: str, dims: tuple[int, ...], dtype: np.dtype, hint: str) -> None:
+    """Refuse, before allocating, a result of shape ``dims`` that cannot fit in memory.
+
+    The limit is the machine's physical memory: a larger array either fails
+    deep inside NumPy with a ``MemoryError`` or, with overcommit, drives the
+    machine into swap. Where the OS does not report its memory, NumPy's own
+    ``MemoryError`` stands.
+    """
+    dtype = np.dtype(dtype)
+    n_bytes = math.prod(int(d) for d in dims) * dtype.itemsize  # Python ints: no overflow
+    limit = physical_memory()
+    if limit is not None and n_bytes > limit:
+        shape = " x ".join(str(int(d)) for d in dims)
+        raise ValueError(
+            f"{what} needs {_format_bytes(n_bytes)} ({shape} {dtype.name}), more than this "
+            f"machine's {_format_bytes(limit)} of memory; {hint}"
+        )
+
+
 def check_reduction(reduction: Any) -> str:
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {_short(reduction)}")
     return reduction
 
 
+_INT64 = np.iinfo(np.int64)
+
+
 def check_ignore_index(ignore_index: Any) -> int | None:
     if ignore_index is None:
         return None
-    if type(ignore_index) is int:
-        return ignore_index
-    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index must be an integer or None, got {_short(ignore_index)}")
-    return int(ignore_index)
+    if type(ignore_index) is not int:
+        if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
+            raise TypeError(f"ignore_index must be an integer or None, got {_short(ignore_index)}")
+        ignore_index = int(ignore_index)
+    if not _INT64.min <= ignore_index <= _INT64.max:  # labels are compared as int64
+        raise ValueError(f"ignore_index must fit in a 64-bit integer, got {ignore_index}")
+    return ignore_index
 
 
 def check_where(where: Any, shape: tuple[int, ...]) -> np.ndarray | None:
     """A boolean mask broadcast to ``shape`` (``True`` = class takes part)."""
     if where is None:
         return None
-    mask = np.asarray(where)
+    mask = as_array(where, "where")
     if mask.dtype != np.bool_:
         raise TypeError(f"where must be a boolean mask, got dtype {mask.dtype}")
     try:
@@ -183,7 +253,9 @@ def check_nonnegative_weights(
     values: Any, name: str, shape: tuple[int, ...], what: str
 ) -> np.ndarray:
     """Finite, non-negative real weights of exactly ``shape``, as float64."""
-    arr = np.asarray(values)
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must hold real numbers, got the string {_short(values)}")
+    arr = as_array(values, name)
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if arr.shape != shape:
@@ -208,25 +280,69 @@ def check_class_weight(weight: Any, n_classes: int, name: str = "weight") -> np.
 def check_sample_weight(sample_weight: Any, shape: tuple[int, ...]) -> np.ndarray | None:
     if sample_weight is None:
         return None
-    if np.ndim(sample_weight) == 0 and shape != ():
+    if isinstance(sample_weight, (str, bytes)):
+        raise TypeError(f"sample_weight must hold real numbers, got the string {_short(sample_weight)}")
+    sample_weight = as_array(sample_weight, "sample_weight")
+    if sample_weight.ndim == 0 and shape != ():
         raise ValueError(
             f"sample_weight must have shape {shape} (one per row), got the scalar "
-            f"{_short(sample_weight)}; a common factor belongs outside the loss"
+            f"{_short(sample_weight.item())}; a common factor belongs outside the loss"
         )
     return check_nonnegative_weights(sample_weight, "sample_weight", shape, "one per row")
 
 
+def _given(original: Any, flat_index: int, shape: tuple[int, ...], fallback: Any) -> Any:
+    """The element at ``flat_index`` as the caller wrote it: from their nested
+    list when they gave one (NumPy turns ``[2**63 + 1, 0]`` into float64 and
+    rounds the label), else ``fallback``, the array's own element."""
+    if original is None or isinstance(original, np.ndarray) or not shape:
+        return fallback
+    item = original
+    try:
+        for i in np.unravel_index(int(flat_index), shape):
+            item = item[int(i)]
+    except (TypeError, IndexError, KeyError):
+        return fallback
+    return item if isinstance(item, numbers.Number) else fallback
+
+
+def _object_labels(labels: np.ndarray, original: Any) -> np.ndarray:
+    """Class labels of an object array (Python ints beyond int64, mixed
+    ints and floats) as exact Python ints in an object array."""
+    flat = labels.ravel()
+    out = np.empty(flat.shape, dtype=object)
+    for i, v in enumerate(flat):
+        if isinstance(v, (bool, np.bool_, numbers.Integral)):
+            out[i] = int(v)
+        elif isinstance(v, numbers.Real) and math.isfinite(float(v)) and float(v).is_integer():
+            out[i] = int(v)
+        else:
+            shown = _short(_given(original, i, labels.shape, v))
+            where = format_index(i, labels.shape)
+            if isinstance(v, numbers.Real):
+                raise ValueError(
+                    f"labels must be integer class indices, got the non-integer value {shown} at index {where}"
+                )
+            raise TypeError(f"labels must be integer class indices, got {shown} at index {where}")
+    return out.reshape(labels.shape)
+
+
 def check_class_labels(
-    labels: np.ndarray, n_classes: int, ignore_index: int | None
+    labels: np.ndarray, n_classes: int, ignore_index: int | None, original: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate integer class labels; return ``(labels as int64, kept mask)``.
 
-    Labels may have an integer dtype, be boolean, or be floats with integral
-    values (as read from a CSV column). ``ignore_index`` marks rows to skip.
+    Labels may have an integer dtype, be boolean, be floats with integral
+    values (as read from a CSV column), or be Python ints of any size.
+    ``ignore_index`` marks rows to skip. The range is checked before any
+    conversion to int64, so a label such as ``1e20`` or ``2**63 + 1`` is
+    reported as given (``original``: the caller's argument, when it was a
+    list), never as the integer its conversion wrapped to.
     """
     kind = labels.dtype.kind
+    values = labels
     if kind == "b":
-        labels = labels.astype(np.int64)
+        values = labels.astype(np.int64)
     elif kind == "f":
         bad = ~np.isfinite(labels) | (labels != np.round(labels))
         if bad.any():
@@ -235,21 +351,30 @@ def check_class_labels(
                 f"labels must be integer class indices, got the non-integer value "
                 f"{labels.ravel()[i].item()!r} at index {format_index(i, labels.shape)}"
             )
-        labels = labels.astype(np.int64)
-    elif kind in "iu":
-        labels = labels.astype(np.int64, copy=False)
-    else:
+    elif kind == "O":
+        values = _object_labels(labels, original)
+    elif kind not in "iu":
         raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}")
-    kept = np.ones(labels.shape, dtype=bool) if ignore_index is None else labels != ignore_index
-    bad = kept & ((labels < 0) | (labels >= n_classes))
+    # Compared in their own dtype (NumPy compares uint64 and float with Python
+    # ints exactly), so nothing out of range wraps around before it is seen.
+    kept = np.ones(labels.shape, dtype=bool)
+    if ignore_index is not None:
+        kept = np.asarray(values != ignore_index, dtype=bool)
+    bad = kept & np.asarray((values < 0) | (values >= n_classes), dtype=bool)
     if bad.any():
         i = _first_bad(bad)
         hint = "" if ignore_index is None else f" (or ignore_index={ignore_index} to skip the row)"
+        given = labels.ravel()[i]
+        given = given.item() if isinstance(given, np.generic) else given
+        if kind in "iub":  # show integers as integers (np.int64(7) as 7)
+            given = int(given) if kind != "b" else bool(given)
+        shown = _short(_given(original, i, labels.shape, given))
         raise ValueError(
             f"labels must lie in [0, {n_classes}) for {n_classes} classes{hint}, "
-            f"got {int(labels.ravel()[i])} at index {format_index(i, labels.shape)}"
+            f"got {shown} at index {format_index(i, labels.shape)}"
         )
-    return labels, kept
+    # Every label is now in [0, n_classes) or equal to ignore_index, which fits int64.
+    return values.astype(np.int64, copy=False), kept
 
 
 def check_probability_labels(labels: np.ndarray, *, upper: float | None = None) -> np.ndarray:
