@@ -136,11 +136,15 @@ def _set_array(name: str, value: np.ndarray) -> Callable[[dict, dict], None]:
     return lambda meta, arrays: arrays.update({name: value})
 
 
+def _npy_header(header: dict) -> bytes:
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, header)
+    return head.getvalue()
+
+
 def _huge_header(meta: dict, arrays: dict) -> dict[str, bytes]:
     """coef_.npy whose header claims 10**13 float64 elements (80 TB) over 96 bytes of data."""
-    head = io.BytesIO()
-    np.lib.format.write_array_header_1_0(head, {"descr": "<f8", "fortran_order": False, "shape": (10**13,)})
-    return {"coef_.npy": head.getvalue() + bytes(96)}
+    return {"coef_.npy": _npy_header({"descr": "<f8", "fortran_order": False, "shape": (10**13,)}) + bytes(96)}
 
 
 def _huge_listed(tmp: Path) -> Any:
@@ -290,6 +294,16 @@ CASES: list = [
               r"member 'coef_' has shape \(10000000000000,\), the metadata lists \(3, 3\)"),
     _row("load: header and metadata claim 10**13 elements", _huge_listed, _ModelFileError,
          r"member 'coef_' claims shape \(10000000000000,\) \(80000000000000 bytes of data\) but holds 96 bytes"),
+    _file_row("load: .npy header that does not parse",
+              lambda meta, arrays: {"coef_.npy": b"\x93NUMPY\x01\x00\x10\x00{'descr': <f8" + bytes(80)},
+              r"member 'coef_' has no valid .npy header"),
+    _file_row("load: member holding a pickle",
+              lambda meta, arrays: {"coef_.npy": _npy_header({"descr": "|O", "fortran_order": False, "shape": (3, 3)})},
+              r"member 'coef_' holds Python objects \(a pickle\), which load never reads"),
+    _file_row("load: head_ that is not a model", _attr("head_", {"value": 3}),
+              r"head_ must be a SoftmaxRegression or SigmoidRegression, got 3", kind="auto"),
+    _file_row("load: target_type_ an array", _attr("target_type_", {"object_array": ["binary"], "shape": [1]}),
+              r"target_type_ must be one of .*, got an array of dtype object and shape \(1,\)", kind="sigmoid"),
     _row("load: metadata nested 100000 levels", _meta_document(b"[" * 100_000 + b"]" * 100_000), _ModelFileError,
          r"the metadata is not valid JSON: it is nested too deeply"),
     _row("load: metadata not an object", _meta_document(b"[1, 2]"), _ModelFileError,

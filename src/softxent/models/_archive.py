@@ -16,6 +16,7 @@ description; :mod:`._persistence` turns it into the documented
 from __future__ import annotations
 
 import math
+import tokenize
 import zipfile
 from typing import Any
 
@@ -33,7 +34,10 @@ class FileProblem(Exception):
 
 
 def short(value: Any) -> str:
-    text = repr(value)
+    """A value for a one-line message: arrays by dtype and shape, anything else by a repr cut to 80 characters."""
+    if isinstance(value, np.ndarray):
+        return f"an array of dtype {value.dtype} and shape {value.shape}"
+    text = " ".join(repr(value).split())
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -45,7 +49,7 @@ def check_listing(key: str, dtype: Any, shape: Any) -> tuple[np.dtype, tuple[int
         parsed = np.dtype(dtype)
     except (TypeError, ValueError):
         raise FileProblem(f"the metadata lists array {key!r} with an unknown dtype {short(dtype)}") from None
-    if parsed.kind not in ARRAY_KINDS or parsed.str != dtype:
+    if parsed.kind not in ARRAY_KINDS or parsed.str != dtype or parsed.itemsize == 0:
         raise FileProblem(f"the metadata lists array {key!r} with dtype {dtype!r}, which save never writes")
     if (
         not isinstance(shape, list)
@@ -107,7 +111,7 @@ class ModelArchive:
                     found_shape, fortran, found = npy_format.read_array_header_2_0(f)
                 else:
                     raise FileProblem(f"member {key!r} is in .npy format version {version}, which save never writes")
-            except ValueError as exc:  # numpy's words for a damaged header
+            except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as exc:  # a damaged header
                 raise FileProblem(f"member {key!r} has no valid .npy header ({exc})") from None
             header_size = f.tell()
             if found.kind == "O" or found.hasobject:
@@ -118,6 +122,8 @@ class ModelArchive:
                 raise FileProblem(
                     f"member {key!r} has shape {tuple(found_shape)}, the metadata lists {shape}"
                 )
+            if any(n < 0 for n in found_shape):
+                raise FileProblem(f"member {key!r} has the impossible shape {tuple(found_shape)}")
             if fortran:
                 raise FileProblem(f"member {key!r} is in Fortran order, which save never writes")
             nbytes = math.prod(found_shape) * found.itemsize  # Python ints: no overflow on a hostile shape

@@ -97,7 +97,7 @@ def _check_linear(est: Any, name: str) -> None:
     if name == "SigmoidRegression":
         _require(est, "target_type_")
         target_type = est.target_type_
-        if target_type not in _TARGET_TYPES:
+        if not isinstance(target_type, str) or target_type not in _TARGET_TYPES:
             raise FileProblem(f"target_type_ must be one of {_TARGET_TYPES}, got {short(target_type)}")
     multilabel = target_type == "multilabel-indicator"
     classes = _labels("classes_", est.classes_, at_least=1 if multilabel else 2, in_order=not multilabel)
@@ -132,9 +132,12 @@ def _check_linear(est: Any, name: str) -> None:
 
 def _check_auto(est: Any) -> None:
     from ._sigmoid_regression import SigmoidRegression
+    from ._softmax_regression import SoftmaxRegression
 
     _require(est, "classes_", "head_", "head_choice_", "target_type_", "labels_", "n_features_in_")
     head, choice = est.head_, est.head_choice_
+    if not isinstance(head, (SoftmaxRegression, SigmoidRegression)):
+        raise FileProblem(f"head_ must be a SoftmaxRegression or SigmoidRegression, got {short(head)}")
     if not isinstance(choice, HeadChoice):
         raise FileProblem(f"head_choice_ must be a HeadChoice, got {short(choice)}")
     if choice.head not in ("softmax", "sigmoid") or (choice.head == "sigmoid") != isinstance(head, SigmoidRegression):
@@ -143,6 +146,8 @@ def _check_auto(est: Any) -> None:
         raise FileProblem(f"head_choice_.n_classes must be an integer >= 1, got {short(choice.n_classes)}")
     if not isinstance(choice.add_other_class, bool) or not isinstance(choice.reason, str):
         raise FileProblem(f"head_choice_ is malformed: {short(choice)}")
+    if not isinstance(est.target_type_, str) or est.target_type_ not in ("labels", "multilabel-indicator"):
+        raise FileProblem(f"target_type_ must be 'labels' or 'multilabel-indicator', got {short(est.target_type_)}")
     if _int(est, "n_features_in_", 1) != head.n_features_in_:
         raise FileProblem(f"n_features_in_={est.n_features_in_} but the head has {head.n_features_in_}")
     _feature_names(est)
@@ -155,8 +160,6 @@ def _check_auto(est: Any) -> None:
                 "an AutoClassifier of 1-D labels must have labels_ None and the classes of its softmax head"
             )
         return
-    if est.target_type_ != "multilabel-indicator":
-        raise FileProblem(f"target_type_ must be 'labels' or 'multilabel-indicator', got {short(est.target_type_)}")
     labels = _labels("labels_", est.labels_, at_least=1, in_order=False)
     _indicator_dtype(est)
     if choice.head == "sigmoid":

@@ -478,7 +478,7 @@ def load(path: Any, *, with_extra: bool = False) -> Any:
                 archive = ModelArchive(fh, _file_size(fh))
             except FileProblem:
                 raise
-            except (zipfile.BadZipFile, EOFError, OSError, ValueError, zipfile.LargeZipFile) as exc:
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
                 raise FileProblem(
                     f"the file is truncated or is not an .npz archive ({type(exc).__name__}: {exc})"
                 ) from None
@@ -486,8 +486,9 @@ def load(path: Any, *, with_extra: bool = False) -> Any:
             try:
                 meta = _read_meta(archive)
                 arrays = _read_arrays(archive, meta.get("arrays"))
-            except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
-                # a member whose data is cut short or damaged (CRC), or that zipfile cannot read
+            except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
+                # a member whose data is cut short or damaged (CRC), at an offset outside the file,
+                # or that zipfile cannot read
                 raise FileProblem(f"the file is truncated or damaged ({type(exc).__name__}: {exc})") from None
             decoder = _Decoder(arrays)
             model = decoder.model(meta.get("model"), "model", set(_ALLOWED))
