@@ -11,7 +11,7 @@ from sklearn.exceptions import DataConversionWarning
 import softxent as sx
 
 from ._base import COMMON_PARAMS, LinearClassifierBase, Targets
-from ._heads import ParsedTargets, parse_targets
+from ._heads import ParsedTargets, exact_labels, parse_targets
 from ._inputs import is_real
 
 
@@ -178,7 +178,9 @@ class SigmoidRegression(LinearClassifierBase):
         Y, names = parsed.indicator, parsed.names
         if first:
             if classes is not None:
-                self.classes_ = np.asarray(classes)
+                self.classes_ = np.asarray(exact_labels(classes, "classes"))
+                if self.classes_.ndim != 1 or len(set(self.classes_.tolist())) != len(self.classes_):
+                    raise ValueError(f"classes must be a 1-D list of distinct label names, got {classes!r:.80}")
                 if parsed.from_sets:
                     Y = self._reindex(Y, names)
                 elif len(self.classes_) != Y.shape[1]:
