@@ -344,3 +344,12 @@ def test_property_gibbs_inequality_cross_entropy_at_least_entropy(pq):
     p, q = pq
     assert np.all(sx.cross_entropy(p, q) >= sx.entropy(p) - 1e-13)
     np.testing.assert_array_equal(sx.kl_divergence(p, p), 0.0)
+
+
+@pytest.mark.parametrize("func", [sx.entropy, lambda p: sx.kl_divergence(p, p), lambda p: sx.cross_entropy(p, p)],
+                         ids=["entropy", "kl_divergence", "cross_entropy"])
+def test_empty_batch_is_empty_but_empty_distributions_are_refused(func):
+    """No rows: an empty result. Rows of no entries sum to 0, so they are not distributions."""
+    assert func(np.zeros((0, 3))).shape == (0,)
+    with pytest.raises(ValueError, match=r"no entries along that axis \(shape \(2, 0\)\)"):
+        func(np.zeros((2, 0)))

@@ -582,6 +582,37 @@ def test_jacobian_shape_is_batch_plus_k_k(shape, axis, rng):
     np.testing.assert_allclose(jac, jacobian_by_equations(a), **TOL[np.float64])
 
 
+def test_jacobian_of_a_million_classes_is_refused_before_allocating():
+    """Issue 15: 10^6 classes need 8 TB; the error names the size instead of a MemoryError from NumPy."""
+    import tracemalloc
+
+    x = np.zeros(10**6)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as info:
+            sx.softmax_jacobian(x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(info.value)
+    assert "softmax_jacobian of 1000000 classes needs 8.0 TB (1000000 x 1000000 float64)" in message
+    assert "softmax_vjp" in message and "\n" not in message
+    assert peak < 1 << 20  # nothing of the input's size (8 MB), let alone the result's
+
+
+def test_jacobian_limit_is_physical_memory(monkeypatch, rng):
+    from softxent import _validation
+
+    x = random_logits(rng, (2, 100), dtype=np.float32)  # result: 2 x 100 x 100 float32 = 80000 bytes
+    monkeypatch.setattr(_validation, "physical_memory", lambda: 79_999)
+    with pytest.raises(ValueError, match=r"2 rows of 100 classes needs 80\.0 kB \(2 x 100 x 100 float32\)"):
+        sx.softmax_jacobian(x)
+    monkeypatch.setattr(_validation, "physical_memory", lambda: 80_000)
+    assert sx.softmax_jacobian(x).shape == (2, 100, 100)
+    monkeypatch.setattr(_validation, "physical_memory", lambda: None)  # unknown: NumPy decides
+    assert sx.softmax_jacobian(x).dtype == np.float32
+
+
 @pytest.mark.parametrize("axis", [0, 1, -1])
 def test_vjp_equals_v_times_jacobian(axis, dtype, rng):
     x = random_logits(rng, (3, 4, 5), dtype=dtype)

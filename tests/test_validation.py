@@ -129,3 +129,58 @@ def test_valid_edge_values_are_accepted():
     assert np.isfinite(sce(labels=np.array([0.0, 2.0])))  # integral floats, as read from a CSV
     assert np.isfinite(sce(labels=np.array([True, False])))
     assert sce(sample_weight=[0.0, 0.0]) == 0.0
+
+
+# --------------------------------------------------------------------------- labels as given
+
+
+@pytest.mark.parametrize(
+    ("labels", "shown"),
+    [
+        (np.array([0.0, 1e20]), "1e+20"),
+        (np.array([0, 2**63 + 1], dtype=np.uint64), "9223372036854775809"),
+        ([0, 2**63 + 1], "9223372036854775809"),  # NumPy makes this list float64 and rounds it
+        ([0, 2**64], "18446744073709551616"),  # an object array
+        (np.array([0, -(2**70)], dtype=object), "-1180591620717411303424"),
+        (np.array([0.0, 2.0**63]), "9.223372036854776e+18"),
+        (np.array([0.0, -(2.0**63)]), "-9.223372036854776e+18"),
+    ],
+    ids=["float-1e20", "uint64", "list-2**63+1", "list-2**64", "object-negative", "float-2**63", "float--2**63"],
+)
+def test_huge_labels_are_reported_as_given(labels, shown):
+    """Issue 15: these were all reported as -9223372036854775808 (int64 wrap-around)."""
+    with pytest.raises(ValueError) as info:
+        sce(labels=labels)
+    message = str(info.value)
+    assert f"got {shown} at index (1,)" in message, message
+    assert "-9223372036854775808" not in message
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [np.array([0, 1], dtype=object), np.array([0.0, 1], dtype=object), np.array([0, 1], dtype=np.uint64),
+     [np.int8(0), 1.0]],
+    ids=["object-ints", "object-mixed", "uint64", "list-mixed"],
+)
+def test_integer_labels_of_any_container_give_the_int64_result(labels):
+    assert sce(labels=labels) == sce(labels=np.array([0, 1]))
+
+
+def test_huge_ignore_index_is_refused_but_int64_extremes_work():
+    with pytest.raises(ValueError, match=r"ignore_index must fit in a 64-bit integer, got -9223372036854775809"):
+        sce(ignore_index=-(2**63) - 1)
+    labels = np.array([0, np.iinfo(np.int64).min])
+    assert sce(labels=labels, ignore_index=np.iinfo(np.int64).min) == sce(labels=np.array([0, -100]))
+
+
+@pytest.mark.parametrize("value", [np.True_, True])
+def test_numpy_booleans_are_booleans(value):
+    loss, grad, lse = sx.softmax_cross_entropy_with_grad(LOGITS, np.array([0, 1]), return_lse=value)
+    assert lse.shape == (2,)
+    assert sx.logsumexp(LOGITS, keepdims=np.bool_(value)).shape == (2, 1)
+
+
+def test_messages_are_one_line_for_array_values():
+    with pytest.raises(TypeError) as info:
+        sx.softmax(LOGITS, temperature=np.ones((3, 3)))
+    assert "\n" not in str(info.value)

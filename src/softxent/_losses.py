@@ -137,6 +137,8 @@ def _parse_labels(
     :func:`kernels.cpu`, None for the NumPy checks)."""
     n_classes = shape[axis]
     batch = shape[:axis] + shape[axis + 1 :]
+    if isinstance(labels, (str, bytes)):
+        raise TypeError(f"labels must be class indices or probabilities, got the string {labels!r}")
     lab = as_array(labels, "labels")
     if lab.shape == shape:  # probability labels (eq. 15 holds even if rows do not sum to 1)
         probs, at_most_one = _kernel_probability_labels(lab, kern, None)

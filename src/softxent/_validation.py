@@ -408,7 +408,13 @@ def check_probabilities(p: np.ndarray, name: str, axis: int) -> None:
             f"{name} must be a probability vector (non-negative entries), got "
             f"{p.ravel()[i].item()!r} at index {format_index(i, p.shape)}"
         )
-    if p.size == 0 or p.shape[axis] == 0:
+    n_slices = math.prod(n for i, n in enumerate(p.shape) if i != axis)
+    if p.shape[axis] == 0 and n_slices:
+        # Slices with no entries sum to 0: not distributions (an empty batch of them is fine).
+        raise ValueError(
+            f"{name} must sum to 1 along axis {axis}, but it has no entries along that axis (shape {p.shape})"
+        )
+    if p.size == 0:
         return
     tol = float(np.sqrt(np.finfo(p.dtype).eps))
     with np.errstate(invalid="ignore"):

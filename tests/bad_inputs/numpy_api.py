@@ -149,3 +149,12 @@ _INPUT_ROWS = [
 ]
 
 CASES: list = [*_LABEL_ROWS, *_OPTION_ROWS, *_INPUT_ROWS]
+
+CASES += [
+    Case("numpy", "entropy-empty-distribution", lambda tmp: _sx().entropy(np.zeros((2, 0))),
+         ValueError, r"p must sum to 1 along axis 1, but it has no entries along that axis \(shape \(2, 0\)\)"),
+    Case("numpy", "kl-empty-vectors", lambda tmp: _sx().kl_divergence([], []),
+         ValueError, r"p must sum to 1 along axis 0, but it has no entries"),
+    Case("numpy", "labels-string", lambda tmp: _sce(labels="01"),
+         TypeError, r"labels must be class indices or probabilities, got the string '01'"),
+]
