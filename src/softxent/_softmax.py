@@ -126,6 +126,10 @@ def _work(arr: np.ndarray, ax: int) -> np.ndarray:
     return np.moveaxis(arr.astype(compute_dtype(arr.dtype), copy=False), ax, -1)
 
 
+# The normal numbers of each kernel dtype, as Python floats (a comparison per call).
+_NORMAL_RANGE = {np.dtype(t): (float(np.finfo(t).tiny), float(np.finfo(t).max)) for t in (np.float32, np.float64)}
+
+
 def kernel_inv_temperature(temperature: float, dtype: np.dtype) -> float | None:
     """``1 / temperature`` for the compiled kernels, or None where they must not run.
 
@@ -139,10 +143,8 @@ def kernel_inv_temperature(temperature: float, dtype: np.dtype) -> float | None:
     divides; they are rare enough that its speed does not matter.
     """
     inv_t = 1.0 / temperature  # a Python float: inf, not an error, when it overflows
-    info = np.finfo(dtype)
-    with np.errstate(over="ignore"):
-        in_dtype = float(np.asarray(inv_t).astype(dtype))
-    return inv_t if float(info.tiny) <= in_dtype <= float(info.max) else None
+    low, high = _NORMAL_RANGE[np.dtype(dtype)]
+    return inv_t if low <= inv_t <= high else None
 
 
 def _softmax_kernel(arr: np.ndarray, ax: int, temperature: float, log: bool) -> np.ndarray | None:
@@ -201,7 +203,10 @@ def softmax(x: Any, axis: int = -1, *, temperature: float = 1.0, where: Any = No
     and JAX do): a probability :math:`p` carries a relative error of at most
     :math:`(|x_i - m| / T + 10)\,\epsilon`, an absolute error below 3e-8 in
     float32. The exact path (float64 arithmetic, rounded once; also used with
-    ``where``, for float16, or with ``SOFTXENT_REFERENCE=1``) is within 1 ulp.
+    ``where``, for float16, with ``SOFTXENT_REFERENCE=1``, or for a
+    temperature whose reciprocal is not a normal number of the dtype, such
+    as 1e-310) is within 1 ulp. As :math:`T \to 0` the softmax tends to the
+    one-hot vector of the row max (ties share it).
 
     Examples
     --------
