@@ -428,6 +428,23 @@ def test_replacing_keeps_the_mode_of_the_replaced_file_and_gives_new_files_the_u
     assert old.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["new.txt", "old.txt"]
 
 
+def test_an_output_through_a_symlink_replaces_the_file_it_points_to(multiclass, tmp_path, capsys):
+    model = _fitted_model(multiclass, tmp_path, capsys)
+    (tmp_path / "real.csv").write_text("old\n")
+    (tmp_path / "link.csv").symlink_to("real.csv")
+    assert main(["predict", str(model), str(multiclass), "-o", str(tmp_path / "link.csv")]) == 0
+    assert (tmp_path / "link.csv").is_symlink() and (tmp_path / "real.csv").read_text().startswith("genre\n")
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write any file")
+def test_a_read_only_output_is_refused_not_renamed_over(multiclass, tmp_path, capsys):
+    model = _fitted_model(multiclass, tmp_path, capsys)
+    (tmp_path / "kept.csv").write_text("keep\n")
+    (tmp_path / "kept.csv").chmod(0o444)
+    msg = _error(["predict", str(model), str(multiclass), "-o", str(tmp_path / "kept.csv")], capsys)
+    assert "the file is read-only" in msg and (tmp_path / "kept.csv").read_text() == "keep\n"
+
+
 # ---------------------------------------------------------------------- decimal commas
 
 

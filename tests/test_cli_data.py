@@ -55,6 +55,12 @@ def test_semicolon_file_with_decimal_commas_is_not_read_as_commas(tmp_path):
     assert df["b"].tolist() == ["0,5", "1,5"]
 
 
+def test_old_mac_line_ends_are_lines(tmp_path):
+    (tmp_path / "mac.csv").write_bytes(b"a;b;genre\r1;0,5;rock\r2;-1,5;jazz\r3;2,0;rock\r")
+    df = read_table(tmp_path / "mac.csv")
+    assert df.columns.tolist() == ["a", "b", "genre"] and df["genre"].tolist() == ["rock", "jazz", "rock"]
+
+
 def test_decimal_commas_are_numbers_only_where_allowed_and_the_mark_is_stored(tmp_path):
     df = read_table(write(tmp_path / "t.csv", "a;b;c;genre\n1;0,5;1.234,5;rock\n2;-1,5;2.000,25;jazz\n"))
     assert df.attrs["delimiter"] == ";"

@@ -99,7 +99,7 @@ def _write_report(directory: str, pipeline: TablePipeline, metrics: dict, truth:
 
 
 def _check_report_dir(directory: str | None, inputs: dict[str, str | None]) -> None:
-    if directory is not None:
+    if directory is not None:  # "" too: an empty --report is a mistake, not "no report"
         check_output_dir(directory, "--report", inputs, files=REPORT_FILES)
 
 
@@ -129,10 +129,10 @@ def default_model_path(data: str) -> str:
 
 
 def run_fit(args: argparse.Namespace, out: Output) -> int:
-    model_path = args.out or default_model_path(args.data)
+    model_path = args.out if args.out is not None else default_model_path(args.data)
     # Every output is checked before the data is even read: a mistake costs no training.
     inputs = {"DATA": args.data}
-    check_output_file(model_path, "--out" if args.out else "the model file", inputs, what="the model")
+    check_output_file(model_path, "--out" if args.out is not None else "the model file", inputs, what="the model")
     _check_report_dir(args.report, {**inputs, "--out": model_path})
     table = read_table(args.data)
     out.line(f"data: {args.data}: {len(table)} rows, {table.shape[1]} columns")

@@ -185,6 +185,9 @@ def _sample(path: str) -> str:
         raw = handle.read(_SNIFF_BYTES + 1)
     truncated = len(raw) > _SNIFF_BYTES
     text = raw[:_SNIFF_BYTES].decode("utf-8", errors="replace").lstrip("\ufeff")
+    # Line ends as pandas reads them (\r\n, \n, or a lone \r as old Mac files
+    # have): the csv module would call a lone \r a newline inside a field.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     if truncated and "\n" in text:
         text = text[: text.rindex("\n") + 1]
     return text

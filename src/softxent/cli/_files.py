@@ -79,6 +79,8 @@ def check_output_file(path: str, argument: str, inputs: Mapping[str, str | None]
     what : str
         What would be written (``"the model"``), for the message.
     """
+    if not path:
+        raise CLIError(f"{argument} is empty; give a file name")
     _check_not_an_input(path, argument, inputs, what)
     if os.path.isdir(path):
         raise CLIError(f"cannot write {what} to {argument} {path!r}: it is a directory")
@@ -89,6 +91,14 @@ def check_output_file(path: str, argument: str, inputs: Mapping[str, str | None]
         raise CLIError(f"cannot write {what} to {argument} {path!r}: the folder {os.path.dirname(path)!r} {why}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise CLIError(f"cannot write {what} to {argument} {path!r}: no permission to write in its folder")
+    _check_writable(path, argument, what)
+
+
+def _check_writable(path: str, argument: str, what: str) -> None:
+    # A rename replaces a read-only file as easily as any other; open(path, "w")
+    # would have refused, and a read-only file is its owner's word that it must not change.
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise CLIError(f"cannot write {what} to {argument} {path!r}: the file is read-only")
 
 
 def check_output_dir(path: str, argument: str, inputs: Mapping[str, str | None] | None = None, *,
@@ -99,6 +109,8 @@ def check_output_dir(path: str, argument: str, inputs: Mapping[str, str | None] 
     against ``inputs`` like :func:`check_output_file`); ``subdirs`` are
     folders it creates inside it (each must not be an existing file).
     """
+    if not path:
+        raise CLIError(f"{argument} is empty; give a folder name")
     if os.path.exists(path) and not os.path.isdir(path):
         raise CLIError(f"{argument} {path!r} is an existing file, not a directory; choose a folder for the report")
     found = _existing_ancestor(path)
@@ -110,6 +122,7 @@ def check_output_dir(path: str, argument: str, inputs: Mapping[str, str | None] 
             raise CLIError(f"{argument} {path!r}: {inner!r} is an existing file, where the report needs a folder")
     for name in files:
         _check_not_an_input(os.path.join(path, name), argument, inputs or {}, "the report")
+        _check_writable(os.path.join(path, name), argument, "the report")
     if not os.access(found, os.W_OK | os.X_OK):
         raise CLIError(f"{argument} {path!r}: no permission to write in {found!r}")
 
@@ -124,8 +137,10 @@ def replacing(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     is removed if anything fails, KeyboardInterrupt included. The new file
     gets the permissions a plain ``open(path, "w")`` would give it (or those
     of the file it replaces), not :func:`tempfile.mkstemp`'s private 0600.
+    A symbolic link is written through, as ``open(path, "w")`` would: the
+    file it points to is replaced and the link stays.
     """
-    target = os.fspath(path)
+    target = os.path.realpath(os.fspath(path))
     folder = os.path.dirname(os.path.abspath(target))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
     try:
