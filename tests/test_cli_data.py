@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from softxent.cli._data import SUPPORTED_EXTENSIONS, TablePreprocessor, TargetSpec, read_table, select_columns
+from softxent.cli._data import TablePreprocessor, TargetSpec, select_columns
+from softxent.cli._read import SUPPORTED_EXTENSIONS, read_table
 from softxent.cli._errors import CLIError
 from softxent.models import AutoClassifier
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._data import read_table
+from ._read import read_table
 from ._errors import CLIError
 from ._files import check_output_dir, check_output_file, replacing
 from ._pipeline import TablePipeline, TrainResult, train, unseen_note

@@ -442,7 +442,7 @@ def train(
     ``decimal`` (``--decimal``): ``","`` reads text columns of numbers
     written with a decimal comma (``1,5``) as numbers, ``"."`` never does;
     None (the default) does so when ``table.attrs["delimiter"]`` (set by
-    :func:`~softxent.cli._data.read_table` for text files) is not a comma,
+    :func:`~softxent.cli._read.read_table` for text files) is not a comma,
     since only then can a field hold ``1,5`` unquoted.
     """
     if not 0 <= test_size < 1:
