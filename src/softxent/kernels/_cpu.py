@@ -1189,7 +1189,9 @@ def _sigmoid_xent_flat(z, y, pos_w, w, sample_weight, grad_scale, grad, need_gra
 
     The same elementwise code (:func:`_sigmoid_row`) and the same row sums
     (:func:`_row_sum`) as the row path, with ``w_c * s_i`` formed per
-    element: results are bit-identical to it.
+    element: the same results up to rounding (two compiled loops, which LLVM
+    may vectorise differently; which one runs depends on the label count only,
+    never on the batch).
     """
     k = z.shape[1]
     rows = max(1, _FLAT_TILE // k)
