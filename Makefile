@@ -2,7 +2,8 @@
 #   make cli && .venv/bin/softxent demo
 #               create .venv, install softxent with its command line, run the main job
 #               (`make demo` does the same)
-#   make test   create .venv, install softxent with its test dependencies, run the suite
+#   make test   create .venv, install softxent with its test dependencies, lint and
+#               format-check (ruff), run the suite
 # constraints.txt pins torch to the CPU build so that nothing pulls CUDA packages.
 
 PYTHON ?= python3
@@ -26,6 +27,8 @@ AVX2_ENV := NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=+avx2,+fma NUMBA_CACHE_DIR
 AVX2_TESTS := tests/test_kernels.py tests/test_determinism.py
 
 test: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure" >&2; exit 1; fi; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi; \

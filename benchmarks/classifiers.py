@@ -61,9 +61,10 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import scipy.optimize
@@ -143,6 +144,7 @@ def load_yeast() -> tuple[Any, ...] | str:
 def machine_load() -> float:
     """Cores kept busy by everything on the machine over the last 0.5 s (from /proc/stat)."""
     try:
+
         def read() -> tuple[int, int]:
             with open("/proc/stat") as f:
                 v = [int(x) for x in f.readline().split()[1:]]
@@ -357,7 +359,9 @@ def sigmoid_worker(spec: dict) -> dict:
         "implementation": SIGMOID_CONFIGS[config],
         "fit_s": min(times),
         "objective_gap": (objective_value(coef, intercept, Xtr, Ytr, C=C) - spec["F_star"]) / spec["F_star"],
-        "mean_label_log_loss": float(np.mean([log_loss(Yte[:, j], P[:, j], labels=[0, 1]) for j in range(Yte.shape[1])])),
+        "mean_label_log_loss": float(
+            np.mean([log_loss(Yte[:, j], P[:, j], labels=[0, 1]) for j in range(Yte.shape[1])])
+        ),
         "hamming_loss": float(hamming_loss(Yte, pred)),
         "micro_f1": float(f1_score(Yte, pred, average="micro")),
         "machine_load_cores": load,
@@ -484,7 +488,6 @@ def kernel_diagnostics() -> dict[str, float]:
         "softmax_cross_entropy_with_grad (1500x10)": per_element(
             lambda: sx.softmax_cross_entropy_with_grad(Zs, ys, reduction="sum"), Zs.size),
     }  # fmt: skip
-
 
 
 def _fmt_time(t: float | None) -> str:
@@ -662,8 +665,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "command": "python benchmarks/classifiers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}",
-        "versions": {"numpy": np.__version__, "scipy": scipy.__version__, "sklearn": sklearn.__version__,
-                     "softxent": softxent.__version__},  # fmt: skip
+        "versions": {
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "sklearn": sklearn.__version__,
+            "softxent": softxent.__version__,
+        },  # fmt: skip
         "softmax": [],
         "sigmoid": None,
         "skipped": {},
@@ -671,8 +678,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if "digits" in wanted:
         results["softmax"].append(
-            softmax_benchmark("digits", {"dataset": "digits"}, C=args.C, limits=limits, shape=(1347, 64),
-                              note="scikit-learn's load_digits, raw pixel values 0..16 (not scaled).")  # fmt: skip
+            softmax_benchmark(
+                "digits",
+                {"dataset": "digits"},
+                C=args.C,
+                limits=limits,
+                shape=(1347, 64),
+                note="scikit-learn's load_digits, raw pixel values 0..16 (not scaled).",
+            )  # fmt: skip
         )
     if "fashion-mnist" in wanted:
         data = load_fashion_mnist(args.fashion_mnist)
@@ -684,9 +697,14 @@ def main(argv: list[str] | None = None) -> int:
             # to come within 1e-6; its erratic default-thread configuration gets two minutes.
             fm_limits = {"default": max(limits["default"], 1200.0), "sklearn": max(limits["sklearn"], 120.0)}
             results["softmax"].append(
-                softmax_benchmark("Fashion-MNIST", {"dataset": "fashion-mnist", "path": str(args.fashion_mnist or "")},
-                                  C=args.C, limits=fm_limits, shape=data[0].shape,
-                                  note="Pixels scaled to [0, 1].")  # fmt: skip
+                softmax_benchmark(
+                    "Fashion-MNIST",
+                    {"dataset": "fashion-mnist", "path": str(args.fashion_mnist or "")},
+                    C=args.C,
+                    limits=fm_limits,
+                    shape=data[0].shape,
+                    note="Pixels scaled to [0, 1].",
+                )  # fmt: skip
             )
     if "synthetic" in wanted:
         n_train = 10000 if args.quick else 60000
@@ -697,8 +715,11 @@ def main(argv: list[str] | None = None) -> int:
             del Xtr, Xte
             results["softmax"].append(
                 softmax_benchmark(
-                    f"SYNTHETIC Fashion-MNIST-shaped data, {n_train} rows", {"dataset": "synthetic", "path": path},
-                    C=args.C, limits=limits, shape=(n_train, 784),
+                    f"SYNTHETIC Fashion-MNIST-shaped data, {n_train} rows",
+                    {"dataset": "synthetic", "path": path},
+                    C=args.C,
+                    limits=limits,
+                    shape=(n_train, 784),
                     note=SYNTHETIC_NOTE,
                 )
             )

@@ -525,15 +525,21 @@ def write_reports(report: dict[str, Any], out_dir: Path, stem: str) -> tuple[Pat
     lines = [
         "# Cross-entropy on a GPU: softxent vs torch, Liger-Kernel, Cut Cross-Entropy",
         "",
-        (f"Device: **{report['device']}**"
-         f"{' (dry run: CPU, Triton interpreter; timings meaningless)' if report['dry_run'] else ''}. "
-         f"{report['date']}. Versions: ") + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
+        (
+            f"Device: **{report['device']}**"
+            f"{' (dry run: CPU, Triton interpreter; timings meaningless)' if report['dry_run'] else ''}. "
+            f"{report['date']}. Versions: "
+        )
+        + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+        + ".",
         "",
-        (f"bf16 inputs; forward + backward; median of {report['args']['reps']} CUDA-event timings after "
-         f"{report['args']['warmup']} warm-up calls; peak = `torch.cuda.max_memory_allocated` during one call "
-         "minus the memory allocated before it (inputs), gradients included. Errors: against float64 of the "
-         f"same bf16 inputs, on the first {report['args']['check_rows']} rows of dx (dz) and the first "
-         f"{report['args']['check_classes']} rows of dW; relative Frobenius norm."),
+        (
+            f"bf16 inputs; forward + backward; median of {report['args']['reps']} CUDA-event timings after "
+            f"{report['args']['warmup']} warm-up calls; peak = `torch.cuda.max_memory_allocated` during one call "
+            "minus the memory allocated before it (inputs), gradients included. Errors: against float64 of the "
+            f"same bf16 inputs, on the first {report['args']['check_rows']} rows of dx (dz) and the first "
+            f"{report['args']['check_classes']} rows of dW; relative Frobenius norm."
+        ),
         "",
         "## Linear + cross-entropy (gradients for x and W)",
         "",
@@ -552,7 +558,11 @@ def write_reports(report: dict[str, Any], out_dir: Path, stem: str) -> tuple[Pat
         "## Cross-entropy on bf16 logits (gradient for the logits)",
         "",
         "Bandwidth: 2·N·V·2 bytes (read the logits, write the gradient) over the median time"
-        + (f"; nominal peak of this device {peak / 1e12:.2f} TB/s." if peak else "; nominal peak unknown for this device."),
+        + (
+            f"; nominal peak of this device {peak / 1e12:.2f} TB/s."
+            if peak
+            else "; nominal peak unknown for this device."
+        ),
         "",
         "| N×V | implementation | median ms | min ms | peak GiB | TB/s | % of peak | grad rel. err | status |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",

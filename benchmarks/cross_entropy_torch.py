@@ -214,8 +214,14 @@ def worker_ce(impl: str, reps: int) -> dict[str, Any]:
         loss_err, grad_err = _oracle_check(torch, z, y, loss_val, leaf.grad)
         times = [call() for _ in range(reps)]
         results.append(
-            dict(shape=f"{n}x{v}", median_ms=1e3 * statistics.median(times), min_ms=1e3 * min(times),
-                 first_call_s=first, loss_rel_err=loss_err, grad_err_times_n=grad_err)  # fmt: skip
+            dict(
+                shape=f"{n}x{v}",
+                median_ms=1e3 * statistics.median(times),
+                min_ms=1e3 * min(times),
+                first_call_s=first,
+                loss_rel_err=loss_err,
+                grad_err_times_n=grad_err,
+            )  # fmt: skip
         )
     return dict(results=results)
 
@@ -235,7 +241,9 @@ def _linear_targets(torch: Any, n: int, v: int, kind: str, g: Any) -> tuple[Any,
             reps = -(-n // len(tokens))
             ids = torch.tensor((tokens * reps)[:n], dtype=torch.int64)
             if int(ids.max()) < v:
-                took = f"the first {n} of its {len(tokens)}" if len(tokens) >= n else f"its {len(tokens)}, repeated to {n}"
+                took = (
+                    f"the first {n} of its {len(tokens)}" if len(tokens) >= n else f"its {len(tokens)}, repeated to {n}"
+                )
                 return ids, f"cl100k tokens of this repository's README.md ({took})"
             why = f"uniform random (a token id {int(ids.max())} >= V={v})"
         return torch.randint(0, v, (n,), generator=g), why
@@ -307,7 +315,7 @@ def worker_linear_time(impl: str, reps: int, shape: int) -> dict[str, Any]:
     calls = {name: _linear_setup(name, shape)[0] for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(reps):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             times[name].append(calls[name]()[0])
             gc.collect()

@@ -28,9 +28,7 @@ from bad_inputs import ALL_CASES, ALL_CLI_CASES, Case, CliCase
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
-    }
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: f"{c.layer}:{c.id}")
@@ -80,4 +78,3 @@ def test_the_table_covers_every_layer():
     assert all(n >= 5 for n in layers.values()), layers
     ids = [f"{c.layer}:{c.id}" for c in ALL_CASES] + [f"cli:{c.id}" for c in ALL_CLI_CASES]
     assert len(ids) == len(set(ids)), "duplicate row ids"
-

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from softxent.cli._data import TablePreprocessor, TargetSpec, select_columns
-from softxent.cli._read import SUPPORTED_EXTENSIONS, read_table
 from softxent.cli._errors import CLIError
+from softxent.cli._read import SUPPORTED_EXTENSIONS, read_table
 from softxent.models import AutoClassifier
 
 # ---------------------------------------------------------------------- reading: formats
@@ -44,8 +44,10 @@ def check_expected(df: pd.DataFrame) -> None:
      ("T.CSV", ";"), ("t.csv", "|")],
 )  # fmt: skip
 def test_text_delimiter_is_sniffed(tmp_path, name, sep):
-    text = sep.join(EXPECTED.columns) + "\n" + "".join(
-        sep.join(str(v) for v in row) + "\n" for row in EXPECTED.itertuples(index=False)
+    text = (
+        sep.join(EXPECTED.columns)
+        + "\n"
+        + "".join(sep.join(str(v) for v in row) + "\n" for row in EXPECTED.itertuples(index=False))
     )
     check_expected(read_table(write(tmp_path / name, text)))
 
@@ -203,7 +205,7 @@ def test_unknown_extension_lists_the_supported_ones(tmp_path):
         ("t.csv", b"", "the file is empty"),
         ("t.csv", b"\n\n", "the file is empty"),
         ("t.csv", "a,genre\ncaf\xe9,rock\n".encode("latin-1"), "not UTF-8"),
-        ("t.csv", b'a,b\n1,2\n3,4,5,6\n', "Expected 2 fields"),
+        ("t.csv", b"a,b\n1,2\n3,4,5,6\n", "Expected 2 fields"),
         ("t.csv.gz", b"a,b\n1,2\n", "Not a gzipped file"),
         ("t.parquet", b"PAR1 this is not parquet", "not a readable Parquet file"),
         ("t.npz", b"not a zip at all", "not a readable .npz file"),

@@ -310,8 +310,13 @@ def test_write_report_softmax(tmp_path, rng):
     html, document = _check_common(
         paths,
         ["loss_curve", "confusion_matrix", "reliability"],
-        ["&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;", "a &amp; b", "digits &lt;softmax&gt;", "accuracy",
-         "<td>&lt;b&gt;&amp;co</td>"],
+        [
+            "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;",
+            "a &amp; b",
+            "digits &lt;softmax&gt;",
+            "accuracy",
+            "<td>&lt;b&gt;&amp;co</td>",
+        ],
     )
     assert "<script>" not in html
     assert document["title"] == "digits <softmax>" and document["notes"] == notes

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_logits
 
 import softxent as sx
+
+from conftest import random_logits
 
 numba = pytest.importorskip("numba", reason="numba is not installed: thread counts are numba's")
 

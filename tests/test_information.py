@@ -25,12 +25,13 @@ import numpy as np
 import pytest
 import scipy.special
 import scipy.stats
-from conftest import TOL, random_logits
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import softxent as sx
+
+from conftest import TOL, random_logits
 
 SHAPE = (3, 4, 5)
 AXES = [0, 1, 2, -1]
@@ -55,7 +56,7 @@ def random_distributions(rng, shape, axis=-1, dtype=np.float64, zeros=False):
     p = rng.dirichlet(np.ones(k), size=batch)
     if zeros:
         p[rng.random(p.shape) < 0.4] = 0.0
-        p[..., 0] += (p.sum(axis=-1) == 0)  # keep every row a distribution
+        p[..., 0] += p.sum(axis=-1) == 0  # keep every row a distribution
         p /= p.sum(axis=-1, keepdims=True)
     return np.moveaxis(p, -1, axis).astype(dtype)
 
@@ -346,8 +347,11 @@ def test_property_gibbs_inequality_cross_entropy_at_least_entropy(pq):
     np.testing.assert_array_equal(sx.kl_divergence(p, p), 0.0)
 
 
-@pytest.mark.parametrize("func", [sx.entropy, lambda p: sx.kl_divergence(p, p), lambda p: sx.cross_entropy(p, p)],
-                         ids=["entropy", "kl_divergence", "cross_entropy"])
+@pytest.mark.parametrize(
+    "func",
+    [sx.entropy, lambda p: sx.kl_divergence(p, p), lambda p: sx.cross_entropy(p, p)],
+    ids=["entropy", "kl_divergence", "cross_entropy"],
+)
 def test_empty_batch_is_empty_but_empty_distributions_are_refused(func):
     """No rows: an empty result. Rows of no entries sum to 0, so they are not distributions."""
     assert func(np.zeros((0, 3))).shape == (0,)

@@ -35,10 +35,11 @@ import math
 import numpy as np
 import pytest
 import scipy.special
-from conftest import DTYPES, random_logits
 
 import softxent as sx
 from softxent import kernels
+
+from conftest import DTYPES, random_logits
 
 numba = pytest.importorskip("numba", reason="numba is not installed: no kernels to test")
 _cpu = pytest.importorskip("softxent.kernels._cpu")
@@ -185,9 +186,7 @@ def assert_within(actual, expected, bound, what: str) -> None:
     )
     inf_a = np.where(np.isinf(a), np.sign(a), 0.0)
     inf_e = np.where(np.isinf(e), np.sign(e), 0.0)
-    assert np.array_equal(inf_a, inf_e), (
-        f"{what}: infinities differ at {np.argwhere(inf_a != inf_e).tolist()[:8]}"
-    )
+    assert np.array_equal(inf_a, inf_e), f"{what}: infinities differ at {np.argwhere(inf_a != inf_e).tolist()[:8]}"
     fin = np.isfinite(e)
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.where(fin, np.abs(a - e), 0.0)
@@ -295,7 +294,9 @@ def compare_xent(oracle, api, logits, labels, dtype, **kw):
 
 def _softmax_rows(rng, n, v):
     z = rng.standard_normal((n, v)) * 2
-    return np.exp(z - z.max(axis=1, keepdims=True)) / np.exp(z - z.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True)
+    return np.exp(z - z.max(axis=1, keepdims=True)) / np.exp(z - z.max(axis=1, keepdims=True)).sum(
+        axis=1, keepdims=True
+    )
 
 
 def _unnormalised_rows(rng, n, v):
@@ -1133,7 +1134,17 @@ def test_softmax_family_odd_shapes(name, v, n, dtype, rng, oracle):
 SOFTMAX_T = [(name, t) for name in SOFTMAX_FUNCS for t in (TEMPERATURES if name != "logsumexp" else [1.0])]
 softmax_t = pytest.mark.parametrize("name, temperature", SOFTMAX_T, ids=[f"{n}-T{t:g}" for n, t in SOFTMAX_T])
 
-SOFTMAX_SPECIAL = ["masked_but_one", "all_masked", "some_masked", "nan", "negative_nan", "posinf", "huge", "neg_huge_row", "zeros"]
+SOFTMAX_SPECIAL = [
+    "masked_but_one",
+    "all_masked",
+    "some_masked",
+    "nan",
+    "negative_nan",
+    "posinf",
+    "huge",
+    "neg_huge_row",
+    "zeros",
+]
 
 
 @dtypes
@@ -1344,7 +1355,9 @@ def test_bad_float_probability_labels_name_the_first_one(dtype, bad, rng):
     y = _unnormalised_rows(rng, 3, 5000).astype(dtype)
     y[1, 4000] = bad
     y[2, 7] = -1.0  # a later bad entry is not the one reported
-    with pytest.raises(ValueError, match=r"labels must be finite probabilities non-negative, got .* at index \(1, 4000\)"):
+    with pytest.raises(
+        ValueError, match=r"labels must be finite probabilities non-negative, got .* at index \(1, 4000\)"
+    ):
         sx.softmax_cross_entropy_with_grad(x, y)
 
 

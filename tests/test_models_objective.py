@@ -17,8 +17,10 @@ from scipy import sparse  # noqa: E402
 from scipy.special import log_expit, logsumexp  # noqa: E402
 
 from softxent._gradcheck import finite_difference_grad  # noqa: E402
-from softxent.models import objective_value  # noqa: E402
-from softxent.models import _objective  # noqa: E402
+from softxent.models import (
+    _objective,  # noqa: E402
+    objective_value,  # noqa: E402
+)
 from softxent.models._objective import Objective, Problem, data_loss_grad  # noqa: E402
 
 
@@ -190,7 +192,10 @@ def test_whitening_only_where_it_pays(rng):
     one = Problem(corr.X[:, :1], corr.targets, "softmax", 3)
     assert Objective(one, C=1.0, fit_intercept=True).P.ndim == 1
     with_const = Problem(np.hstack([corr.X, np.ones((corr.n_rows, 1))]), corr.targets, "softmax", 3)
-    assert Objective(with_const, C=1.0, fit_intercept=True).P.shape == (9, 9)  # a constant column is left out of the test
+    assert Objective(with_const, C=1.0, fit_intercept=True).P.shape == (
+        9,
+        9,
+    )  # a constant column is left out of the test
 
 
 def test_whitening_estimates_the_covariance_on_a_row_sample(rng, monkeypatch):

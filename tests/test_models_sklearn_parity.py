@@ -143,9 +143,7 @@ def test_sigmoid_regression_equals_one_logistic_regression_per_label(multilabel)
         np.testing.assert_allclose(P[:, j], ref.predict_proba(X)[:, 1], atol=PROBA_ATOL, rtol=0)
     # The joint objective is the sum of the per-label ones.
     F_all = objective_value(model.coef_, model.intercept_, X, Y, C=C)
-    F_sum = sum(
-        objective_value(model.coef_[j : j + 1], model.intercept_[j : j + 1], X, Y[:, j], C=C) for j in range(5)
-    )
+    F_sum = sum(objective_value(model.coef_[j : j + 1], model.intercept_[j : j + 1], X, Y[:, j], C=C) for j in range(5))
     assert F_all == pytest.approx(F_sum, rel=1e-12)
 
 

@@ -23,12 +23,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TOL, finite_difference_grad, random_logits
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import softxent as sx
+
+from conftest import TOL, finite_difference_grad, random_logits
 
 # Every test runs on the fused kernel and on the exact NumPy path (conftest.backend).
 pytestmark = pytest.mark.usefixtures("backend")
@@ -411,5 +412,7 @@ def test_bad_float_labels_name_the_first_one(dtype, bad, rng):
     y = make_labels(rng, (3, 5000), "soft").astype(dtype)
     y[1, 4000] = bad
     y[2, 10] = 7.0  # a later bad label is not the one reported
-    with pytest.raises(ValueError, match=r"labels must be finite probabilities in \[0, 1\], got .* at index \(1, 4000\)"):
+    with pytest.raises(
+        ValueError, match=r"labels must be finite probabilities in \[0, 1\], got .* at index \(1, 4000\)"
+    ):
         sx.sigmoid_cross_entropy_with_grad(z, y)

@@ -24,12 +24,13 @@ import pytest
 import scipy.special
 import torch
 import torch.nn.functional as F
-from conftest import TOL, finite_difference_grad, random_logits
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import softxent as sx
+
+from conftest import TOL, finite_difference_grad, random_logits
 
 # softmax, log_softmax and logsumexp run on the compiled kernel and on the
 # exact NumPy path (conftest.backend); the other functions ignore the switch.
@@ -567,9 +568,7 @@ def test_jacobian_of_masked_class_is_zero():
     np.testing.assert_array_equal(jac[1], 0.0)
     np.testing.assert_array_equal(jac[:, 1], 0.0)
     kept = [0, 2, 3]
-    np.testing.assert_allclose(
-        jac[np.ix_(kept, kept)], jacobian_by_equations(sp_softmax(x[kept])), **TOL[np.float64]
-    )
+    np.testing.assert_allclose(jac[np.ix_(kept, kept)], jacobian_by_equations(sp_softmax(x[kept])), **TOL[np.float64])
 
 
 @pytest.mark.parametrize(("shape", "axis"), [((2, 5, 3), 1), ((5, 2, 3), 0), ((2, 3, 5), -1)])

@@ -28,12 +28,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DTYPES, TOL, finite_difference_grad, random_logits
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import softxent as sx
+
+from conftest import DTYPES, TOL, finite_difference_grad, random_logits
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -109,9 +110,7 @@ def mp_lse(values) -> mpmath.mpf:
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
 @pytest.mark.parametrize("use_weight", [False, True], ids=["noweight", "weight"])
-@pytest.mark.parametrize(
-    "ignore_index", [None, -100, 1], ids=["noignore", "ignore-100", "ignore1"]
-)
+@pytest.mark.parametrize("ignore_index", [None, -100, 1], ids=["noignore", "ignore-100", "ignore1"])
 @pytest.mark.parametrize("shape,axis", SHAPES, ids=["NK", "NCd-axis1"])
 def test_integer_labels_match_torch(dtype, rng, shape, axis, ignore_index, use_weight, label_smoothing, reduction):
     n_classes = shape[1]
@@ -624,7 +623,9 @@ def test_fully_masked_row_with_zero_sample_weight_gives_zero_quietly(dtype, redu
     np.testing.assert_array_equal(grad, expected_grad)
 
 
-@pytest.mark.parametrize("func", [sx.softmax_cross_entropy, sx.softmax_cross_entropy_grad, sx.softmax_cross_entropy_with_grad])
+@pytest.mark.parametrize(
+    "func", [sx.softmax_cross_entropy, sx.softmax_cross_entropy_grad, sx.softmax_cross_entropy_with_grad]
+)
 def test_fully_masked_row_that_asks_for_a_loss_raises(func):
     logits = np.array([[1.0, 2.0, 0.5], [-np.inf, -np.inf, -np.inf]])
     with pytest.raises(ValueError, match="-inf for every class"):

@@ -139,8 +139,8 @@ def test_matches_torch_cross_entropy(path, dtype, shape, target_kind):
         assert loss.shape == ref_loss.shape
         tol = TOL[dtype]
         case = f"weight={weight is not None}, smoothing={smoothing}, {reduction}, ignore={ignore}"
-        torch.testing.assert_close(loss.double(), ref_loss, **tol, msg=lambda m: f"loss, {case}: {m}")
-        torch.testing.assert_close(grad.double(), ref_grad, **tol, msg=lambda m: f"grad, {case}: {m}")
+        torch.testing.assert_close(loss.double(), ref_loss, **tol, msg=lambda m, case=case: f"loss, {case}: {m}")
+        torch.testing.assert_close(grad.double(), ref_grad, **tol, msg=lambda m, case=case: f"grad, {case}: {m}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
@@ -417,6 +417,7 @@ def test_compile_fullgraph():
 
 def test_compile_dynamic_shapes():
     """dynamic=True: symbolic batch sizes and symbolic float options trace without a graph break."""
+
     def f(t, y):
         return sxt.cross_entropy(t, y, z_loss=1e-3, label_smoothing=0.1)
 

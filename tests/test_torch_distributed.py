@@ -489,54 +489,104 @@ def errors_name_the_argument(rank, world):
     z, y, w = problem()
     zl = ctx.local(z)
     vp = sxd.vocab_parallel_cross_entropy
-    ctx.raises("target >= V", ValueError, r"target must hold class indices in \[0, 13\).* got 13",
-               lambda: vp(zl, torch.where(y == -100, 13, y)))
+    ctx.raises(
+        "target >= V",
+        ValueError,
+        r"target must hold class indices in \[0, 13\).* got 13",
+        lambda: vp(zl, torch.where(y == -100, 13, y)),
+    )
     ctx.raises("negative target", ValueError, r"in \[0, 13\).* got -5", lambda: vp(zl, torch.where(y == -100, -5, y)))
-    ctx.raises("probabilities", TypeError, "class indices only.*probability targets are not supported",
-               lambda: vp(zl, torch.softmax(z, 1)))
+    ctx.raises(
+        "probabilities",
+        TypeError,
+        "class indices only.*probability targets are not supported",
+        lambda: vp(zl, torch.softmax(z, 1)),
+    )
     ctx.raises("int logits", TypeError, "local_logits must have a floating dtype", lambda: vp(zl.long(), y))
-    ctx.raises("option", ValueError, r"label_smoothing must lie in \[0, 1\], got 2",
-               lambda: vp(zl, y, label_smoothing=2))
-    ctx.raises("reduction differs", ValueError,
-               "reduction must be the same on every rank of the group, got rank 0: 'mean', rank 1: 'sum'",
-               lambda: vp(zl, y, reduction="mean" if rank == 0 else "sum"))
+    ctx.raises(
+        "option", ValueError, r"label_smoothing must lie in \[0, 1\], got 2", lambda: vp(zl, y, label_smoothing=2)
+    )
+    ctx.raises(
+        "reduction differs",
+        ValueError,
+        "reduction must be the same on every rank of the group, got rank 0: 'mean', rank 1: 'sum'",
+        lambda: vp(zl, y, reduction="mean" if rank == 0 else "sum"),
+    )
     wrong_rank = f"rank {last} of the group rejected its arguments"
-    ctx.raises("one rank's target shape", ValueError,
-               r"target must have shape \(9,\)" if rank == last else wrong_rank,
-               lambda: vp(zl, y[:-1] if rank == last else y))
-    ctx.raises("one rank's weight shape", ValueError,
-               rf"weight must have shape \({ctx.n},\)" if rank == last else wrong_rank,
-               lambda: vp(zl, y, weight=ctx.local(w)[:-1] if rank == last else ctx.local(w)))
+    ctx.raises(
+        "one rank's target shape",
+        ValueError,
+        r"target must have shape \(9,\)" if rank == last else wrong_rank,
+        lambda: vp(zl, y[:-1] if rank == last else y),
+    )
+    ctx.raises(
+        "one rank's weight shape",
+        ValueError,
+        rf"weight must have shape \({ctx.n},\)" if rank == last else wrong_rank,
+        lambda: vp(zl, y, weight=ctx.local(w)[:-1] if rank == last else ctx.local(w)),
+    )
     y_other = y.clone()
     y_other[0] = (y[0] + 1) % 13
-    ctx.raises("targets differ", ValueError, r"target must be the same on every rank.*ranks \[1\] hold other",
-               lambda: vp(zl, y_other if rank == 1 else y))
-    ctx.raises("slices overlap", ValueError, r"must tile \[0, V\) without gaps or overlaps",
-               lambda: vp(zl, y, vocab_start=max(0, ctx.start - 1)))
-    ctx.raises("vocab_start on some ranks", ValueError, "vocab_start .given on every rank or on none. must be the same",
-               lambda: vp(zl, y, vocab_start=ctx.start if rank == 0 else None))
-    ctx.raises("vocab_start type", TypeError if rank == 0 else ValueError,
-               "vocab_start must be an integer" if rank == 0 else "rank 0 of the group rejected",
-               lambda: vp(zl, y, vocab_start=1.5 if rank == 0 else ctx.start))
-    ctx.raises("weight requires grad", ValueError, "weight requires grad",
-               lambda: vp(zl, y, weight=ctx.local(w).clone().requires_grad_(True)))
-    ctx.raises("negative weight", ValueError,
-               "weight must be finite and non-negative" if rank == 0 else "rank 0 of the group rejected",
-               lambda: vp(zl, y, weight=-ctx.local(w) if rank == 0 else ctx.local(w)))
+    ctx.raises(
+        "targets differ",
+        ValueError,
+        r"target must be the same on every rank.*ranks \[1\] hold other",
+        lambda: vp(zl, y_other if rank == 1 else y),
+    )
+    ctx.raises(
+        "slices overlap",
+        ValueError,
+        r"must tile \[0, V\) without gaps or overlaps",
+        lambda: vp(zl, y, vocab_start=max(0, ctx.start - 1)),
+    )
+    ctx.raises(
+        "vocab_start on some ranks",
+        ValueError,
+        "vocab_start .given on every rank or on none. must be the same",
+        lambda: vp(zl, y, vocab_start=ctx.start if rank == 0 else None),
+    )
+    ctx.raises(
+        "vocab_start type",
+        TypeError if rank == 0 else ValueError,
+        "vocab_start must be an integer" if rank == 0 else "rank 0 of the group rejected",
+        lambda: vp(zl, y, vocab_start=1.5 if rank == 0 else ctx.start),
+    )
+    ctx.raises(
+        "weight requires grad",
+        ValueError,
+        "weight requires grad",
+        lambda: vp(zl, y, weight=ctx.local(w).clone().requires_grad_(True)),
+    )
+    ctx.raises(
+        "negative weight",
+        ValueError,
+        "weight must be finite and non-negative" if rank == 0 else "rank 0 of the group rejected",
+        lambda: vp(zl, y, weight=-ctx.local(w) if rank == 0 else ctx.local(w)),
+    )
     masked = z.clone()
     masked[0] = -torch.inf
-    ctx.raises("masked row", ValueError, r"^row 0 of local_logits .* is -inf for every class.*ignore_index=-100",
-               lambda: vp(ctx.local(masked), y))
+    ctx.raises(
+        "masked row",
+        ValueError,
+        r"^row 0 of local_logits .* is -inf for every class.*ignore_index=-100",
+        lambda: vp(ctx.local(masked), y),
+    )
 
     lin = sxd.vocab_parallel_linear_cross_entropy
     x, W, b, y = linear_problem(torch.float64)
     Wl = ctx.local(W, 0)
-    ctx.raises("linear dtypes", TypeError, "x, local_weight and local_bias must have one dtype",
-               lambda: lin(x, Wl.float(), y))
-    ctx.raises("linear x.requires_grad differs", ValueError, r"x.requires_grad .* must be the same on every rank",
-               lambda: lin(x.clone().requires_grad_(rank == 0), Wl, y))
-    ctx.raises("linear weight shape", ValueError, r"local_weight must have shape \(V_local, 6\)",
-               lambda: lin(x, Wl[:, :-1], y))
+    ctx.raises(
+        "linear dtypes", TypeError, "x, local_weight and local_bias must have one dtype", lambda: lin(x, Wl.float(), y)
+    )
+    ctx.raises(
+        "linear x.requires_grad differs",
+        ValueError,
+        r"x.requires_grad .* must be the same on every rank",
+        lambda: lin(x.clone().requires_grad_(rank == 0), Wl, y),
+    )
+    ctx.raises(
+        "linear weight shape", ValueError, r"local_weight must have shape \(V_local, 6\)", lambda: lin(x, Wl[:, :-1], y)
+    )
     ctx.raises("linear target", ValueError, r"in \[0, 13\).* got 13", lambda: lin(x, Wl, torch.where(y == -100, 13, y)))
 
     # The group is still in step: a correct call gives the right answer.
@@ -557,16 +607,31 @@ def second_order_is_refused(rank, world):
         return g
 
     zl = ctx.local(z).clone().requires_grad_(True)
-    ctx.raises("logits, create_graph", RuntimeError, r"vocab_parallel_cross_entropy has no second-order gradient",
-               lambda: grad_of_grad(sxd.vocab_parallel_cross_entropy(zl, y, ctx.group), zl))
+    ctx.raises(
+        "logits, create_graph",
+        RuntimeError,
+        r"vocab_parallel_cross_entropy has no second-order gradient",
+        lambda: grad_of_grad(sxd.vocab_parallel_cross_entropy(zl, y, ctx.group), zl),
+    )
     xl = x.clone().requires_grad_(True)
-    ctx.raises("linear, create_graph", RuntimeError,
-               r"vocab_parallel_linear_cross_entropy has no second-order gradient",
-               lambda: grad_of_grad(sxd.vocab_parallel_linear_cross_entropy(xl, ctx.local(W, 0), yl), xl))
-    ctx.raises("logits, torch.func", RuntimeError, r"vocab_parallel_cross_entropy has no torch.func support",
-               lambda: torch.func.grad(lambda t: sxd.vocab_parallel_cross_entropy(t, y, ctx.group))(zl.detach()))
-    ctx.raises("linear, torch.func", RuntimeError, r"vocab_parallel_linear_cross_entropy has no torch.func support",
-               lambda: torch.func.grad(lambda t: sxd.vocab_parallel_linear_cross_entropy(t, ctx.local(W, 0), yl))(x))
+    ctx.raises(
+        "linear, create_graph",
+        RuntimeError,
+        r"vocab_parallel_linear_cross_entropy has no second-order gradient",
+        lambda: grad_of_grad(sxd.vocab_parallel_linear_cross_entropy(xl, ctx.local(W, 0), yl), xl),
+    )
+    ctx.raises(
+        "logits, torch.func",
+        RuntimeError,
+        r"vocab_parallel_cross_entropy has no torch.func support",
+        lambda: torch.func.grad(lambda t: sxd.vocab_parallel_cross_entropy(t, y, ctx.group))(zl.detach()),
+    )
+    ctx.raises(
+        "linear, torch.func",
+        RuntimeError,
+        r"vocab_parallel_linear_cross_entropy has no torch.func support",
+        lambda: torch.func.grad(lambda t: sxd.vocab_parallel_linear_cross_entropy(t, ctx.local(W, 0), yl))(x),
+    )
     # The first-order backward is unaffected, and the group still in step.
     compare_logits(ctx, "after the refusals", z, y, problem()[2], TOL[torch.float64], **OPTIONS["all"])
     ctx.done()

@@ -104,7 +104,7 @@ def test_matches_naive_head(path, dtype, case, chunk_size):
     ref = grads(naive, x.double(), w.double(), b.double(), y, **case)
     for name, got, want in zip(["loss", "dx", "dW", "db"], out, ref):
         assert got.dtype == dtype and got.shape == want.shape, name
-        torch.testing.assert_close(got.double(), want, **TOL[dtype], msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got.double(), want, **TOL[dtype], msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_without_bias_and_2d_input(path):
@@ -126,7 +126,8 @@ def test_gradcheck(path, case):
     # The vocabulary path (260 classes) checks random projections of the Jacobian
     # (fast_mode) rather than all ~1000 columns: same finite differences, 50x fewer calls.
     assert torch.autograd.gradcheck(
-        lambda xx, ww, bb: sxt.linear_cross_entropy(xx, ww, y, bb, chunk_size=3, **case), args,
+        lambda xx, ww, bb: sxt.linear_cross_entropy(xx, ww, y, bb, chunk_size=3, **case),
+        args,
         fast_mode=path == "vocab",
     )
 
@@ -143,7 +144,9 @@ def test_bfloat16_accumulates_in_float32():
         # Two roundings at most (stored gradient, then grad_output times it), not one per block
         # of 8 rows (bfloat16 accumulation over 64 blocks would lose several bits).
         scale = want.abs().max()
-        torch.testing.assert_close(got.double(), want, rtol=eps, atol=eps * 1e-2 * scale, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(
+            got.double(), want, rtol=eps, atol=eps * 1e-2 * scale, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 def test_frozen_weight_and_no_grad():

@@ -136,6 +136,7 @@ def test_cross_entropy_hvp_float32_runs_the_fused_op_and_agrees():
 
 def test_the_first_order_backward_still_only_scales_the_stored_gradient(monkeypatch):
     """Without create_graph the plain-torch formulas are never run (the fast path is unchanged)."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("the first-order backward must not recompute")
 

@@ -65,6 +65,7 @@ def _interpreter_mode(monkeypatch):
     if not CUDA:
         monkeypatch.setenv("TRITON_INTERPRET", "1")
 
+
 # Tolerances of a result against a float64 oracle of the same input values:
 # float32 arithmetic (and for bf16 one rounding of the result, 2**-8 relative).
 TOL = {
@@ -197,8 +198,11 @@ def test_ce_matches_numpy_and_torch_oracles(dtype, target_kind, options):
         assert torch.all(grad[1].cpu() == 0)  # the ignored row: exact zeros
 
 
-@pytest.mark.parametrize("options", [dict(), dict(weight=True, reduction="none"), dict(z_loss=0.25, softcap=4.0)],
-                         ids=["default", "weight-none", "zloss-softcap"])
+@pytest.mark.parametrize(
+    "options",
+    [dict(), dict(weight=True, reduction="none"), dict(z_loss=0.25, softcap=4.0)],
+    ids=["default", "weight-none", "zloss-softcap"],
+)
 def test_ce_float64_is_computed_in_float64(options):
     z, target = make_ce(5, 300, torch.float64, seed=7)
     o, weight = opts(options, 300)
@@ -306,7 +310,10 @@ def test_ce_all_ignored_gives_zero(reduction):
     z = torch.randn(4, 45, generator=gen(4)).to(torch.bfloat16)
     z[0] = -torch.inf
     target = torch.full((4,), -100)
-    for options in (dict(reduction=reduction), dict(reduction=reduction, weight=True, z_loss=1e-2, label_smoothing=0.1)):
+    for options in (
+        dict(reduction=reduction),
+        dict(reduction=reduction, weight=True, z_loss=1e-2, label_smoothing=0.1),
+    ):
         o, weight = opts(options, 45)
         loss, grad, _ = run_ce(z, target, weight, o, block=16)
         assert torch.all(loss.cpu() == 0) and torch.all(grad.cpu() == 0)
@@ -360,7 +367,9 @@ def naive_head(x, w, b, y, *, ignore_index=-100, reduction="mean", label_smoothi
         loss = z.sum() * 0.0
     if z_loss:
         rows = torch.where(kept, z_loss * torch.logsumexp(z, 1) ** 2, 0.0)
-        loss = loss + (rows if reduction == "none" else rows.sum() / (max(int(kept.sum()), 1) if reduction == "mean" else 1))
+        loss = loss + (
+            rows if reduction == "none" else rows.sum() / (max(int(kept.sum()), 1) if reduction == "mean" else 1)
+        )
     total = (loss * upstream.double()).sum() if upstream is not None else loss.sum()
     return (loss.detach(),) + torch.autograd.grad(total, leaves)
 
@@ -376,7 +385,9 @@ def naive_head_bf16(x, w, b, y, *, ignore_index=-100, reduction="mean", label_sm
     if z_loss:
         kept = y.cpu() != ignore_index
         rows = torch.where(kept, z_loss * torch.logsumexp(z, 1) ** 2, 0.0)
-        loss = loss + (rows if reduction == "none" else rows.sum() / (max(int(kept.sum()), 1) if reduction == "mean" else 1))
+        loss = loss + (
+            rows if reduction == "none" else rows.sum() / (max(int(kept.sum()), 1) if reduction == "mean" else 1)
+        )
     total = (loss * upstream.bfloat16()).sum() if upstream is not None else loss.sum()
     return torch.autograd.grad(total, leaves)
 

@@ -13,9 +13,7 @@ import numpy as np
 __all__ = ["finite_difference_grad"]
 
 
-def finite_difference_grad(
-    f: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-3
-) -> np.ndarray:
+def finite_difference_grad(f: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-3) -> np.ndarray:
     r"""Gradient of a scalar function by 4th-order central differences.
 
     .. math::

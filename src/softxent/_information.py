@@ -27,9 +27,7 @@ from ._validation import (
 __all__ = ["cross_entropy", "entropy", "kl_divergence"]
 
 
-def _distributions(
-    arrays: dict[str, Any], axis: int
-) -> tuple[list[np.ndarray], np.dtype, int]:
+def _distributions(arrays: dict[str, Any], axis: int) -> tuple[list[np.ndarray], np.dtype, int]:
     """Validate the named probability arrays; return float working copies, result dtype, axis."""
     converted = {name: as_float_array(a, name, allow_int=True) for name, a in arrays.items()}
     shapes = {name: a.shape for name, a in converted.items()}

@@ -103,9 +103,7 @@ class _Labels(NamedTuple):
     at_most_one: bool = True  # every label is <= 1 (known for class indices and kernel-checked probabilities)
 
 
-def _kernel_probability_labels(
-    lab: np.ndarray, kern: Any, upper: float | None
-) -> tuple[np.ndarray | None, bool]:
+def _kernel_probability_labels(lab: np.ndarray, kern: Any, upper: float | None) -> tuple[np.ndarray | None, bool]:
     """float32 or float64 probability labels, checked finite and in [0,
     upper] by one compiled pass and handed to the kernels as they are (they
     read them as float64); None for other dtypes or without kernels
@@ -129,7 +127,11 @@ def _kernel_probability_labels(
 
 
 def _parse_labels(
-    labels: Any, shape: tuple[int, ...], kern: Any, axis: int, weight: np.ndarray | None,
+    labels: Any,
+    shape: tuple[int, ...],
+    kern: Any,
+    axis: int,
+    weight: np.ndarray | None,
     ignore_index: int | None,
 ) -> _Labels:
     """Class indices if ``labels`` has the logits' shape without ``axis``,
@@ -347,8 +349,7 @@ def _grad_buffer(arr: np.ndarray, logits: Any, out: Any, inplace: bool) -> np.nd
             raise ValueError("out and inplace=True are exclusive: inplace writes the gradient over logits")
         if not isinstance(logits, np.ndarray) or logits is not arr:
             raise TypeError(
-                f"inplace=True needs logits to be a NumPy array of float32 or float64, "
-                f"got {type(logits).__name__}"
+                f"inplace=True needs logits to be a NumPy array of float32 or float64, got {type(logits).__name__}"
             )
         if not arr.flags.writeable:
             raise ValueError("inplace=True needs writable logits, got a read-only array")
@@ -412,8 +413,10 @@ def _softmax_xent(
         grad_scale = 1.0 / denominator if denominator else 0.0
 
     inv_t = None if kern is None else kernel_inv_temperature(temperature, arr.dtype)
-    if inv_t is not None and need_grad and not _kernel_gradient_fits(
-        inv_t, grad_scale, weight, sample_weight, lab, arr.dtype
+    if (
+        inv_t is not None
+        and need_grad
+        and not _kernel_gradient_fits(inv_t, grad_scale, weight, sample_weight, lab, arr.dtype)
     ):
         inv_t = None
     grad = None
@@ -435,9 +438,7 @@ def _softmax_xent(
         t = _effective_target(lab, n_classes, weight, smoothing)
         scale = np.ones(batch) if sample_weight is None else sample_weight
         z = np.moveaxis(arr.astype(compute_dtype(arr.dtype)), ax, -1)
-        loss_rows, grad, lse = _reference_softmax_xent(
-            z, t, scale, temperature, grad_scale, need_grad, ignore_index
-        )
+        loss_rows, grad, lse = _reference_softmax_xent(z, t, scale, temperature, grad_scale, need_grad, ignore_index)
         total = loss_rows.sum()
         if grad is not None:
             with np.errstate(over="ignore"):  # beyond float32's range (tiny T): +-inf, as in the kernel
@@ -737,9 +738,7 @@ def _sigmoid_xent(
     n_rows_weight = float(np.prod(rows)) if sample_weight is None else float(sample_weight.sum())
     denominator = n_rows_weight * n_labels
     if kern is not None:
-        return _kernel_sigmoid_xent(
-            kern, arr, y, pos_weight, weight, sample_weight, reduction, denominator, need_grad
-        )
+        return _kernel_sigmoid_xent(kern, arr, y, pos_weight, weight, sample_weight, reduction, denominator, need_grad)
     z = arr.astype(compute_dtype(arr.dtype))
     coef_pos = y if pos_weight is None else pos_weight * y  # multiplies -log sigma(z)
     coef_neg = 1.0 - y  # multiplies -log(1 - sigma(z)) = -log sigma(-z)

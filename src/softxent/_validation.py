@@ -249,9 +249,7 @@ def _first_bad(bad: np.ndarray) -> int:
     return int(np.flatnonzero(bad.ravel())[0])
 
 
-def check_nonnegative_weights(
-    values: Any, name: str, shape: tuple[int, ...], what: str
-) -> np.ndarray:
+def check_nonnegative_weights(values: Any, name: str, shape: tuple[int, ...], what: str) -> np.ndarray:
     """Finite, non-negative real weights of exactly ``shape``, as float64."""
     if isinstance(values, (str, bytes)):
         raise TypeError(f"{name} must hold real numbers, got the string {_short(values)}")

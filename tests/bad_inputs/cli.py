@@ -20,10 +20,13 @@ from . import CliCase
 # A small table a linear model learns in a few iterations: two numeric
 # columns, one text column, a class column "genre" with three classes.
 _rng = np.random.default_rng(15)
-_SONGS = ("tempo,acoustic,country,genre\n" + "".join(
-    f"{t:.3f},{a:.3f},{c},{'rock' if t > 0.5 else ('classical' if a > 0.5 else 'jazz')}\n"
-    for t, a, c in zip(_rng.uniform(0, 1, 60), _rng.uniform(0, 1, 60), _rng.choice(["FR", "US"], 60))
-)).encode()
+_SONGS = (
+    "tempo,acoustic,country,genre\n"
+    + "".join(
+        f"{t:.3f},{a:.3f},{c},{'rock' if t > 0.5 else ('classical' if a > 0.5 else 'jazz')}\n"
+        for t, a, c in zip(_rng.uniform(0, 1, 60), _rng.uniform(0, 1, 60), _rng.choice(["FR", "US"], 60))
+    )
+).encode()
 # The same numbers written the European way: ';' between fields, a decimal comma inside them.
 _SONGS_COMMA = _SONGS.decode().replace(",", ";").replace(".", ",").encode()
 _GZ = gzip.compress(_SONGS)

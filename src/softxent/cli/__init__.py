@@ -79,47 +79,86 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )  # fmt: skip
     fit.add_argument("data", metavar="DATA", help="CSV/TSV (delimiter sniffed), Parquet or .npz file")
-    fit.add_argument("--target", action="append", required=True, metavar="COL",
-                     help="target column; repeat for several 0/1 label columns (multi-label)")
-    fit.add_argument("--label-sep", metavar="SEP",
-                     help="the target column holds label sets joined by SEP (e.g. 'vocal|pop')")
+    fit.add_argument(
+        "--target",
+        action="append",
+        required=True,
+        metavar="COL",
+        help="target column; repeat for several 0/1 label columns (multi-label)",
+    )
+    fit.add_argument(
+        "--label-sep", metavar="SEP", help="the target column holds label sets joined by SEP (e.g. 'vocal|pop')"
+    )
     fit.add_argument("--features", nargs="+", metavar="COL", help="feature columns (default: every other column)")
-    fit.add_argument("--head", choices=["auto", "softmax", "sigmoid"], default="auto",
-                     help="output head (default: chosen from the labels)")
-    fit.add_argument("--C", type=_positive_float, default=1.0, help="inverse regularisation strength, as in scikit-learn")
+    fit.add_argument(
+        "--head",
+        choices=["auto", "softmax", "sigmoid"],
+        default="auto",
+        help="output head (default: chosen from the labels)",
+    )
+    fit.add_argument(
+        "--C", type=_positive_float, default=1.0, help="inverse regularisation strength, as in scikit-learn"
+    )
     fit.add_argument("--solver", choices=["lbfgs", "adam"], default="lbfgs")
-    fit.add_argument("--max-iter", type=_positive_int, default=200, metavar="N", help="iterations (L-BFGS) or epochs (adam)")
+    fit.add_argument(
+        "--max-iter", type=_positive_int, default=200, metavar="N", help="iterations (L-BFGS) or epochs (adam)"
+    )
     fit.add_argument("--test-size", type=_fraction, default=0.2, help="held-out fraction for metrics (0: none)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the split and of adam")
-    fit.add_argument("--impute", choices=["mean", "median", "most_frequent"],
-                     help="fill missing feature values (default: missing values are an error)")
+    fit.add_argument(
+        "--impute",
+        choices=["mean", "median", "most_frequent"],
+        help="fill missing feature values (default: missing values are an error)",
+    )
     fit.add_argument("--other-label", default="other", help="name of the added class for rows without a label")
-    fit.add_argument("--decimal", choices=[".", ","], default=None,
-                     help="decimal mark of numbers written as text: ',' reads 1,5 as 1.5; default: a decimal "
-                          "comma is recognised in files whose delimiter is not a comma (the model keeps the choice)")
+    fit.add_argument(
+        "--decimal",
+        choices=[".", ","],
+        default=None,
+        help="decimal mark of numbers written as text: ',' reads 1,5 as 1.5; default: a decimal "
+        "comma is recognised in files whose delimiter is not a comma (the model keeps the choice)",
+    )
     fit.add_argument("--out", metavar="MODEL", help="model file (default: DATA's name + .softxent.npz, here)")
     fit.add_argument("--report", metavar="DIR", help="write metrics.json, plots and report.html to DIR")
     fit.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    evaluate = sub.add_parser("evaluate", parents=[common], help="metrics of a model on labelled data",
-                              description="Metrics of MODEL (from `softxent fit`) on labelled DATA.")
+    evaluate = sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="metrics of a model on labelled data",
+        description="Metrics of MODEL (from `softxent fit`) on labelled DATA.",
+    )
     evaluate.add_argument("model", metavar="MODEL")
     evaluate.add_argument("data", metavar="DATA")
     evaluate.add_argument("--report", metavar="DIR", help="write metrics.json, plots and report.html to DIR")
-    evaluate.add_argument("--decimal", choices=[".", ","], default=None,
-                          help="decimal mark of DATA's numbers (default: each column as in training)")
+    evaluate.add_argument(
+        "--decimal",
+        choices=[".", ","],
+        default=None,
+        help="decimal mark of DATA's numbers (default: each column as in training)",
+    )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
-    predict = sub.add_parser("predict", parents=[common], help="predictions of a model, as CSV",
-                             description="Predict DATA's rows with MODEL; CSV to OUT or stdout.")
+    predict = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="predictions of a model, as CSV",
+        description="Predict DATA's rows with MODEL; CSV to OUT or stdout.",
+    )
     predict.add_argument("model", metavar="MODEL")
     predict.add_argument("data", metavar="DATA")
     predict.add_argument("-o", "--output", metavar="OUT", help="CSV file (default: stdout)")
     predict.add_argument("--proba", action="store_true", help="add one probability column per class or label")
-    predict.add_argument("--label-sep", metavar="SEP", help="separator of predicted label sets (default: the model's, or '|')")
-    predict.add_argument("--decimal", choices=[".", ","], default=None,
-                         help="decimal mark of DATA's numbers (default: each column as in training)")
+    predict.add_argument(
+        "--label-sep", metavar="SEP", help="separator of predicted label sets (default: the model's, or '|')"
+    )
+    predict.add_argument(
+        "--decimal",
+        choices=[".", ","],
+        default=None,
+        help="decimal mark of DATA's numbers (default: each column as in training)",
+    )
 
     demo = sub.add_parser(
         "demo", parents=[common], help="the main job: softmax vs sigmoid on real data, offline",
@@ -140,12 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )  # fmt: skip
     gradcheck.add_argument("--classes", type=_positive_int, default=4, metavar="K", help="number of classes")
-    gradcheck.add_argument("--soft-labels", action="store_true",
-                           help="probability labels (not summing to 1: eq. 15, a*sum(y) - y)")
+    gradcheck.add_argument(
+        "--soft-labels", action="store_true", help="probability labels (not summing to 1: eq. 15, a*sum(y) - y)"
+    )
     gradcheck.add_argument("--seed", type=int, default=0)
 
-    bench = sub.add_parser("bench", parents=[common], help="the CPU cross-entropy benchmark, quick mode",
-                           description="Time loss + gradient of softxent beside NumPy (and torch when installed).")
+    bench = sub.add_parser(
+        "bench",
+        parents=[common],
+        help="the CPU cross-entropy benchmark, quick mode",
+        description="Time loss + gradient of softxent beside NumPy (and torch when installed).",
+    )
     bench.add_argument("--shapes", default="65536x10,8192x1000,1024x32768", help="comma-separated NxV shapes")
     bench.add_argument("--repeats", type=_positive_int, default=5)
     return parser

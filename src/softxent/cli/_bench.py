@@ -367,9 +367,7 @@ def compute_oracle(n: int, v: int, oracle_dir: Path) -> dict[str, Any]:
     return meta
 
 
-def check_against_oracle(
-    loss: float, grad: np.ndarray, n: int, v: int, oracle_dir: Path
-) -> dict[str, Any]:
+def check_against_oracle(loss: float, grad: np.ndarray, n: int, v: int, oracle_dir: Path) -> dict[str, Any]:
     grad_path, meta_path = oracle_paths(oracle_dir, n, v)
     if not meta_path.exists():
         return {"check": "n/a", "check_message": "no oracle for this shape"}
@@ -561,9 +559,7 @@ def worker_env(impl_env: dict[str, str], threads: int) -> dict[str, str]:
     return env
 
 
-def run_worker(
-    impl: str, shape: str, args: argparse.Namespace, tmp: Path
-) -> dict[str, Any]:
+def run_worker(impl: str, shape: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     result_path = tmp / "result.json"
     result_path.unlink(missing_ok=True)
     cmd = [
@@ -713,8 +709,7 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
         f"{s['min_time']} s, after {s['warmup']} warm-up call(s); one subprocess per implementation; "
         f"waited up to {s['wait_idle']} s for idle CPUs before each, re-timed up to {s['retries']} "
         "time(s) when other processes were busy",
-        f"- data: logits ~ N(0, 1) × {LOGIT_SCALE:g} float32, labels uniform, seed {SEED}; "
-        "reduction='mean'",
+        f"- data: logits ~ N(0, 1) × {LOGIT_SCALE:g} float32, labels uniform, seed {SEED}; reduction='mean'",
         "- GB/s counts the unavoidable traffic, 2·N·V·4 bytes (read logits + write gradient); "
         "% of memcpy = memcpy median / this median; % of paired memcpy = the median, over this row's "
         "timed calls, of (a memcpy of the logits timed in the same process just before the call) / "
@@ -728,8 +723,7 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
         "memcpy allocates its buffer.",
         "- other procs' cores busy: CPU time used by processes other than the worker during its "
         "timed calls (from /proc/stat), in cores; anything well above 0 means a noisy machine.",
-        f"- load average (1 min) at start: {m.get('loadavg_at_start')}, at end: "
-        f"{m.get('loadavg_at_end', 'n/a')}",
+        f"- load average (1 min) at start: {m.get('loadavg_at_start')}, at end: {m.get('loadavg_at_end', 'n/a')}",
         "",
     ]
     for shape, block in report["results"].items():
@@ -744,8 +738,11 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
             lines += ["", "Notes: " + "; ".join(notes) + "."]
         noisy = [r["impl"] for r in block["rows"] if r.get("other_load_cores", 0) > NOISY_CORES]
         if noisy:
-            lines += ["", f"⚠ Other processes kept more than {NOISY_CORES} of a core busy while "
-                      f"these were timed, so their numbers are inflated: {', '.join(noisy)}."]
+            lines += [
+                "",
+                f"⚠ Other processes kept more than {NOISY_CORES} of a core busy while "
+                f"these were timed, so their numbers are inflated: {', '.join(noisy)}.",
+            ]
         lines.append("")
     (out_dir / "cross_entropy_cpu.md").write_text("\n".join(lines))
 
@@ -766,9 +763,13 @@ def parse_args(argv: list[str] | None = None, *, default_out: Path | None = None
     p.add_argument("--out", default=str(default_out or Path("benchmark-results")),
                    help="directory for cross_entropy_cpu.md and .json")  # fmt: skip
     p.add_argument("--timeout", type=int, default=600, help="seconds per subprocess")
-    p.add_argument("--retries", type=int, default=0,
-                   help="time again (after waiting for quiet, up to --wait-idle or 30 s) at most "
-                   "this many times when other processes were busy; the quietest attempt is kept")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="time again (after waiting for quiet, up to --wait-idle or 30 s) at most "
+        "this many times when other processes were busy; the quietest attempt is kept",
+    )
     p.add_argument("--wait-idle", type=float, default=0.0,
                    help="before each subprocess, wait up to this many seconds for other "
                    "processes to leave the CPUs idle (0: don't wait; the table reports the "
@@ -808,10 +809,16 @@ def main(argv: list[str] | None = None, *, default_out: Path | None = None, anno
         "machine": machine_info(),
         "versions": versions(),
         "settings": {
-            "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup,
-            "min_time": args.min_time, "retries": args.retries, "wait_idle": args.wait_idle,
-            "seed": SEED, "logit_scale": LOGIT_SCALE,
-            "shapes": [f"{n}x{v}" for n, v in args.shape_list], "impls": args.impl_list,
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "min_time": args.min_time,
+            "retries": args.retries,
+            "wait_idle": args.wait_idle,
+            "seed": SEED,
+            "logit_scale": LOGIT_SCALE,
+            "shapes": [f"{n}x{v}" for n, v in args.shape_list],
+            "impls": args.impl_list,
             "xla_flags": worker_env({}, args.threads)["XLA_FLAGS"],
         },  # fmt: skip
         "tolerances": {"loss_rtol": LOSS_RTOL, "grad_atol_times_n": GRAD_ATOL_TIMES_N},

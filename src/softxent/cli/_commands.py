@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._read import read_table
 from ._errors import CLIError
 from ._files import check_output_dir, check_output_file, replacing
 from ._pipeline import TablePipeline, TrainResult, train, unseen_note
+from ._read import read_table
 from ._report import REPORT_FILES, format_metrics, jsonable, metrics_table, write_report
 
 __all__ = ["run_evaluate", "run_fit", "run_predict"]

@@ -194,9 +194,7 @@ def select_columns(df: pd.DataFrame, targets: Sequence[str], features: Sequence[
     if features is None:
         columns = [c for c in df.columns if c not in targets]
         if not columns:
-            raise CLIError(
-                f"no feature columns left: the table holds only the target column(s) {_listing(targets)}"
-            )
+            raise CLIError(f"no feature columns left: the table holds only the target column(s) {_listing(targets)}")
         return [str(c) for c in columns]
     columns = list(dict.fromkeys(str(f) for f in features))
     if not columns:

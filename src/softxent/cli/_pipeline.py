@@ -271,8 +271,12 @@ class TablePipeline:
                 target=TargetSpec.from_dict(cli["target"]),
                 preprocessor=TablePreprocessor.from_dict(cli["preprocessor"]),
                 features=[str(c) for c in cli["features"]],
-                choice=HeadChoice(str(choice["head"]), int(choice["n_classes"]),
-                                  bool(choice["add_other_class"]), str(choice["reason"])),  # fmt: skip
+                choice=HeadChoice(
+                    str(choice["head"]),
+                    int(choice["n_classes"]),
+                    bool(choice["add_other_class"]),
+                    str(choice["reason"]),
+                ),  # fmt: skip
                 info=dict(cli.get("info", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:

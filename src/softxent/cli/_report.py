@@ -159,8 +159,12 @@ def softmax_metrics(y_true: Any, proba: Any, classes: Sequence[Any]) -> dict[str
         # unused "other") would add a meaningless 0.
         "macro_f1": float(f1_score(true, pred, average="macro", zero_division=0)),
         "per_class": {
-            name: {"precision": float(precision[j]), "recall": float(recall[j]), "f1": float(f1[j]),
-                   "support": int(support[j])}
+            name: {
+                "precision": float(precision[j]),
+                "recall": float(recall[j]),
+                "f1": float(f1[j]),
+                "support": int(support[j]),
+            }
             for j, name in enumerate(names)
         },  # fmt: skip
         "confusion_matrix": confusion_matrix(true, pred, labels=labels).astype(int).tolist(),
@@ -711,7 +715,7 @@ def _html(title: str, notes: Sequence[str], metrics: Mapping[str, Any], reliabil
         f'<p class="meta">softxent report: {esc(head)}</p>',
     ]
     if notes:
-        parts.append("<ul class=\"notes\">")
+        parts.append('<ul class="notes">')
         parts += [f"<li>{esc(str(note))}</li>" for note in notes]
         parts.append("</ul>")
     parts += ["<h2>Headline metrics</h2>", '<table class="headline"><tbody>']

@@ -62,9 +62,13 @@ def _yeast_table() -> tuple[pd.DataFrame, list[str], str]:
         }
         for name, values in tags.items():
             table[name] = values.astype(int)
-        return table, list(tags), (
-            "river is not installed (pip install river, or 'softxent[data]'), so instead of Yeast: "
-            "the digits with 4 overlapping tags (even, prime, closed loop, at least 5)"
+        return (
+            table,
+            list(tags),
+            (
+                "river is not installed (pip install river, or 'softxent[data]'), so instead of Yeast: "
+                "the digits with 4 overlapping tags (even, prime, closed loop, at least 5)"
+            ),
         )
     rows, labels = [], []
     for x, y in Yeast():
@@ -178,7 +182,9 @@ def _wrong_head(out: Output, table: pd.DataFrame, result: TrainResult, report: P
     return figures
 
 
-def run_demo(*, report_dir: str | Path = "softxent-demo", seed: int = 0, quiet: bool = False, stream: Any = None) -> int:
+def run_demo(
+    *, report_dir: str | Path = "softxent-demo", seed: int = 0, quiet: bool = False, stream: Any = None
+) -> int:
     """Run parts (a)-(c), write their reports under ``report_dir``; return the exit code (0)."""
     # Before the first fit: a report folder that cannot be written fails now, not after the training.
     check_output_dir(str(report_dir), "--report-dir", subdirs=_PARTS)

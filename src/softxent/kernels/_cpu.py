@@ -709,9 +709,7 @@ def _target_sums(x, yrow, m, inv_t, weight, keep, k1, normal):
 
 
 @nb.njit(**JIT)
-def _xent_prob_rows(
-    z, target, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi
-):
+def _xent_prob_rows(z, target, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi):
     """Rows ``lo:hi`` of :func:`softmax_xent_prob`: probability labels ``target`` (N, V),
     otherwise as :func:`_xent_index_rows`.
 
@@ -1046,7 +1044,9 @@ def _xent_index_tiles(
             counts = sws[r] * t_sum > 0.0
             d_y = (np.float64(xy[r]) - mr) * inv_t
             # A label of weight 0 adds nothing, even on a masked class (0 * -inf).
-            row_loss = sws[r] * (t_sum * log_s - (keep * wy * d_y if wy > 0.0 else 0.0) - (k1 * wd[r] if k1 > 0.0 else 0.0))
+            row_loss = sws[r] * (
+                t_sum * log_s - (keep * wy * d_y if wy > 0.0 else 0.0) - (k1 * wd[r] if k1 > 0.0 else 0.0)
+            )
             coef[r] = sws[r] * inv_t * grad_scale if counts else 0.0
             tsum[r] = t_sum
             tops[r] = -t_sum * (u / s)  # t_sum (a_max - 1), exact: a_max - 1 = -(s - 1)/s
@@ -1354,9 +1354,7 @@ def _rows_per_block(n_rows, n_cls):
 
 
 @nb.njit(parallel=True, **JIT)
-def softmax_xent_index(
-    z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse
-):
+def softmax_xent_index(z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse):
     """Softmax cross-entropy with integer labels (``labels[i] < 0``: ignored row).
 
     Writes ``loss`` and ``lse`` (float64 per row; ``lse`` is of ``z / T``)
@@ -1372,30 +1370,38 @@ def softmax_xent_index(
     small = 0 < z.shape[1] <= _SMALL_V
     if n_blocks <= 1:
         if small:
-            _xent_index_tiles(z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, 0, n)
+            _xent_index_tiles(
+                z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, 0, n
+            )
         else:
-            _xent_index_rows(z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, 0, n)
+            _xent_index_rows(
+                z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, 0, n
+            )
         return
     for b in prange(n_blocks):
         lo = b * step
         hi = min(n, lo + step)
         if small:
-            _xent_index_tiles(z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi)
+            _xent_index_tiles(
+                z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi
+            )
         else:
-            _xent_index_rows(z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi)
+            _xent_index_rows(
+                z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi
+            )
 
 
 @nb.njit(parallel=True, **JIT)
-def softmax_xent_prob(
-    z, target, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse
-):
+def softmax_xent_prob(z, target, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse):
     """Softmax cross-entropy with probability labels ``target`` (N, V);
     otherwise as :func:`softmax_xent_index`. The effective target is
     ``t_c = w_c ((1 - eps) target_c + eps / V)``."""
     n = z.shape[0]
     step = _rows_per_block(n, z.shape[1])
     if step >= n:
-        _xent_prob_rows(z, target, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, 0, n)
+        _xent_prob_rows(
+            z, target, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, 0, n
+        )
         return
     for b in prange((n + step - 1) // step):
         lo = b * step

@@ -16,8 +16,8 @@ Needs the ``models`` extra (scipy and scikit-learn >= 1.6):
 from __future__ import annotations
 
 try:
-    import sklearn
     import scipy  # noqa: F401
+    import sklearn
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         f"softxent.models needs scipy and scikit-learn (>= 1.6): pip install 'softxent[models]' ({exc})"

@@ -57,8 +57,7 @@ def check_listing(key: str, dtype: Any, shape: Any) -> tuple[np.dtype, tuple[int
         or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
     ):
         raise FileProblem(
-            f"the metadata lists array {key!r} with shape {short(shape)}, not a list of at most {MAX_DIMS} "
-            "sizes >= 0"
+            f"the metadata lists array {key!r} with shape {short(shape)}, not a list of at most {MAX_DIMS} sizes >= 0"
         )
     return parsed, tuple(shape)
 
@@ -119,9 +118,7 @@ class ModelArchive:
             if found.str != dtype.str:
                 raise FileProblem(f"member {key!r} holds dtype {found.str!r}, the metadata lists {dtype.str!r}")
             if shape is not None and tuple(found_shape) != shape:
-                raise FileProblem(
-                    f"member {key!r} has shape {tuple(found_shape)}, the metadata lists {shape}"
-                )
+                raise FileProblem(f"member {key!r} has shape {tuple(found_shape)}, the metadata lists {shape}")
             if any(n < 0 for n in found_shape):
                 raise FileProblem(f"member {key!r} has the impossible shape {tuple(found_shape)}")
             if fortran:

@@ -22,8 +22,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import ThreadpoolController
 
@@ -34,6 +34,7 @@ from ._objective import Objective, Problem, effective_n_threads
 from ._solvers import Adam, Progress, lbfgs, progress_factory, run_adam
 
 __all__ = ["LinearClassifierBase", "Targets"]
+
 
 @dataclass
 class Targets:
@@ -89,9 +90,7 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         return np.dtype(self.dtype)
 
     # ------------------------------------------------------------------ subclass hooks
-    def _fit_targets(
-        self, X: Any, y: Any, *, first: bool, partial: bool, classes: Any = None
-    ) -> tuple[Any, Targets]:
+    def _fit_targets(self, X: Any, y: Any, *, first: bool, partial: bool, classes: Any = None) -> tuple[Any, Targets]:
         """Validate ``X`` (via ``validate_data``) and ``y``; set ``classes_`` when ``first``.
 
         ``partial``: called from ``partial_fit`` (``classes`` may be needed on
@@ -103,9 +102,7 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         dtype = self._work_dtype if first or not hasattr(self, "coef_") else self.coef_.dtype
         return validated_X(self, X, y, reset=first, dtype=dtype, multi_output=multi_output)
 
-    def _class_labels(
-        self, y: np.ndarray, *, first: bool, partial: bool, classes: Any
-    ) -> np.ndarray:
+    def _class_labels(self, y: np.ndarray, *, first: bool, partial: bool, classes: Any) -> np.ndarray:
         """Check 1-D class labels; on the first call set ``classes_``; return the class index of each row."""
         check_discrete_labels(y, "y")
         if first:
@@ -206,11 +203,7 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
             )
 
     def _initial_params(self, n_outputs: int, n_features: int) -> tuple[np.ndarray, np.ndarray | None]:
-        if (
-            self.warm_start
-            and hasattr(self, "coef_")
-            and self.coef_.shape == (n_outputs, n_features)
-        ):
+        if self.warm_start and hasattr(self, "coef_") and self.coef_.shape == (n_outputs, n_features):
             W0 = self.coef_.astype(np.float64)
             b0 = self.intercept_.astype(np.float64) if self.fit_intercept else None
             return W0, b0
@@ -303,9 +296,7 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
     def _batch_size(self, n_rows: int) -> int:
         return min(200 if isinstance(self.batch_size, str) else int(self.batch_size), max(n_rows, 1))
 
-    def _fit_adam(
-        self, problem: Problem, targets: Targets, W0: np.ndarray, b0: np.ndarray | None, make: Any
-    ) -> None:
+    def _fit_adam(self, problem: Problem, targets: Targets, W0: np.ndarray, b0: np.ndarray | None, make: Any) -> None:
         rng = check_random_state(self.random_state)
         train, validation = problem, None
         if self.early_stopping:
@@ -325,7 +316,8 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         self.validation_loss_curve_ = val_curve if validation is not None else None
         self._warn_not_converged(
             result.status,
-            "the " + ("validation" if validation is not None else "training")
+            "the "
+            + ("validation" if validation is not None else "training")
             + f" loss still improved by more than tol={self.tol:g} within n_iter_no_change="
             + f"{self.n_iter_no_change} epochs",
         )
@@ -388,8 +380,9 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         optimizer = getattr(self, "_optimizer", None)
         if optimizer is None or first:
             if first:
-                W0, b0 = np.zeros((targets.n_outputs, X.shape[1])), (
-                    np.zeros(targets.n_outputs) if self.fit_intercept else None
+                W0, b0 = (
+                    np.zeros((targets.n_outputs, X.shape[1])),
+                    (np.zeros(targets.n_outputs) if self.fit_intercept else None),
                 )
             else:
                 W0 = self.coef_.astype(np.float64)
@@ -404,8 +397,7 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         optimizer.weight_seen += float(problem.row_weights().sum())
         if not optimizer.weight_seen > 0:
             raise ValueError(
-                "the sample weights seen so far are zero for every row; at least one row needs a "
-                "positive weight"
+                "the sample weights seen so far are zero for every row; at least one row needs a positive weight"
             )
         if not hasattr(self, "_partial_rng"):
             self._partial_rng = check_random_state(self.random_state)

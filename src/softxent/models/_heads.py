@@ -197,8 +197,7 @@ def _sets_to_indicator(y: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     for i, row in enumerate(y):
         if isinstance(row, (str, bytes)) or not hasattr(row, "__iter__"):
             raise TypeError(
-                f"y looks like a list of label sets, but y[{i}] is {row!r}, not a set, "
-                f"list or tuple of labels"
+                f"y looks like a list of label sets, but y[{i}] is {row!r}, not a set, list or tuple of labels"
             )
         try:
             sets.append(set(row))
@@ -225,9 +224,7 @@ def parse_targets(y: Any) -> ParsedTargets:
         raise ValueError("this classifier requires y to be passed, but the target y is None")
     if _is_label_set_list(y):
         indicator, names = _sets_to_indicator(y)
-        return ParsedTargets(
-            "indicator", indicator=indicator, names=names, from_sets=True, dtype=np.dtype(np.int64)
-        )
+        return ParsedTargets("indicator", indicator=indicator, names=names, from_sets=True, dtype=np.dtype(np.int64))
     if sparse.issparse(y):
         y = y.toarray()
     arr = np.asarray(exact_labels(y))
@@ -251,9 +248,7 @@ def parse_targets(y: Any) -> ParsedTargets:
             f"y is 2-D, so it is read as a label indicator matrix (one 0/1 column per label), "
             f"but y[{i}, {j}] is {arr[i, j].item()!r}; pass class labels as a 1-D array"
         )
-    return ParsedTargets(
-        "indicator", indicator=arr.astype(np.uint8), names=np.arange(arr.shape[1]), dtype=arr.dtype
-    )
+    return ParsedTargets("indicator", indicator=arr.astype(np.uint8), names=np.arange(arr.shape[1]), dtype=arr.dtype)
 
 
 def _choose(parsed: ParsedTargets, other_label: Any) -> HeadChoice:

@@ -16,7 +16,12 @@ from scipy import sparse
 from sklearn.utils.validation import validate_data
 
 __all__ = [
-    "check_class_weight_param", "check_common_params", "check_y_length", "is_int", "is_real", "validated_X",
+    "check_class_weight_param",
+    "check_common_params",
+    "check_y_length",
+    "is_int",
+    "is_real",
+    "validated_X",
 ]
 
 SOLVERS = ("lbfgs", "adam")

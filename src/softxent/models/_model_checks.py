@@ -61,9 +61,7 @@ def _curve(est: Any, name: str, *, optional: bool) -> None:
     value = getattr(est, name)
     if value is None and optional:
         return
-    if not isinstance(value, list) or not all(
-        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value
-    ):
+    if not isinstance(value, list) or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
         raise FileProblem(f"{name} must be a list of numbers, got {short(value)}")
 
 
@@ -77,9 +75,7 @@ def _feature_names(est: Any) -> None:
         or len(names) != est.n_features_in_
         or not all(isinstance(n, str) for n in names.tolist())
     ):
-        raise FileProblem(
-            f"feature_names_in_ must be {est.n_features_in_} column names (strings), got {short(names)}"
-        )
+        raise FileProblem(f"feature_names_in_ must be {est.n_features_in_} column names (strings), got {short(names)}")
 
 
 def _indicator_dtype(est: Any) -> None:
@@ -113,9 +109,7 @@ def _check_linear(est: Any, name: str) -> None:
     if intercept.dtype != coef.dtype:
         raise FileProblem(f"coef_ and intercept_ must share a dtype, got {coef.dtype} and {intercept.dtype}")
     if coef.shape[1] != n_features or intercept.shape != (coef.shape[0],):
-        raise FileProblem(
-            f"coef_ {coef.shape}, intercept_ {intercept.shape} and n_features_in_={n_features} disagree"
-        )
+        raise FileProblem(f"coef_ {coef.shape}, intercept_ {intercept.shape} and n_features_in_={n_features} disagree")
     rows = 1 if k == 2 and not multilabel else k  # two classes: one logit, as fit leaves it
     if coef.shape[0] != rows:
         raise FileProblem(f"coef_ has {coef.shape[0]} rows for {k} classes {short(classes.tolist())}")

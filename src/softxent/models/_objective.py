@@ -320,8 +320,7 @@ def data_loss_grad(
         cuts = [step * (n_blocks * i // parts) for i in range(parts)] + [n]
         # The calling thread takes the first range itself: one hand-over fewer.
         futures = [
-            executor.submit(_block_loss_grad, problem, Wt, bt, cuts[i], cuts[i + 1], step)
-            for i in range(1, parts)
+            executor.submit(_block_loss_grad, problem, Wt, bt, cuts[i], cuts[i + 1], step) for i in range(1, parts)
         ]
         results = [_block_loss_grad(problem, Wt, bt, cuts[0], cuts[1], step)] + [f.result() for f in futures]
         loss = sum(r[0] for r in results)

@@ -91,8 +91,14 @@ _ALLOWED = {
     "SoftmaxRegression": _LINEAR,
     "SigmoidRegression": _LINEAR | {"target_type_", "_indicator_dtype"},
     "AutoClassifier": {
-        "classes_", "n_features_in_", "feature_names_in_", "head_", "head_choice_", "target_type_",
-        "labels_", "_indicator_dtype",
+        "classes_",
+        "n_features_in_",
+        "feature_names_in_",
+        "head_",
+        "head_choice_",
+        "target_type_",
+        "labels_",
+        "_indicator_dtype",
     },  # fmt: skip
 }
 
@@ -197,7 +203,9 @@ def save(estimator: Any, path: Any, *, extra: dict[str, Any] | None = None) -> N
         "format_version": FORMAT_VERSION,
         "softxent_version": softxent.__version__,
         "model": model,
-        "arrays": {k: {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": _checksum(a)} for k, a in arrays.items()},
+        "arrays": {
+            k: {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": _checksum(a)} for k, a in arrays.items()
+        },
     }
     if extra is not None:
         if not isinstance(extra, dict):
@@ -478,7 +486,14 @@ def load(path: Any, *, with_extra: bool = False) -> Any:
                 archive = ModelArchive(fh, _file_size(fh))
             except FileProblem:
                 raise
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
+            except (
+                zipfile.BadZipFile,
+                zipfile.LargeZipFile,
+                EOFError,
+                OSError,
+                ValueError,
+                NotImplementedError,
+            ) as exc:
                 raise FileProblem(
                     f"the file is truncated or is not an .npz archive ({type(exc).__name__}: {exc})"
                 ) from None

@@ -136,9 +136,7 @@ class SigmoidRegression(LinearClassifierBase):
             raise ValueError(f"threshold must be a probability in [0, 1], got {self.threshold!r}")
 
     # ------------------------------------------------------------------ targets
-    def _fit_targets(
-        self, X: Any, y: Any, *, first: bool, partial: bool, classes: Any = None
-    ) -> tuple[Any, Targets]:
+    def _fit_targets(self, X: Any, y: Any, *, first: bool, partial: bool, classes: Any = None) -> tuple[Any, Targets]:
         parsed = parse_targets(y)
         kind = "multilabel-indicator" if parsed.kind == "indicator" else None
         if not first and (kind == "multilabel-indicator") != (self.target_type_ == "multilabel-indicator"):
@@ -184,9 +182,7 @@ class SigmoidRegression(LinearClassifierBase):
                 if parsed.from_sets:
                     Y = self._reindex(Y, names)
                 elif len(self.classes_) != Y.shape[1]:
-                    raise ValueError(
-                        f"classes names {len(self.classes_)} labels but y has {Y.shape[1]} columns"
-                    )
+                    raise ValueError(f"classes names {len(self.classes_)} labels but y has {Y.shape[1]} columns")
             else:
                 self.classes_ = names
             self.target_type_ = "multilabel-indicator"

@@ -110,9 +110,7 @@ class SoftmaxRegression(LinearClassifierBase):
         self.callback = callback
         self.n_jobs = n_jobs
 
-    def _fit_targets(
-        self, X: Any, y: Any, *, first: bool, partial: bool, classes: Any = None
-    ) -> tuple[Any, Targets]:
+    def _fit_targets(self, X: Any, y: Any, *, first: bool, partial: bool, classes: Any = None) -> tuple[Any, Targets]:
         X, y = self._validate_X_y(X, exact_labels(y), first=first, multi_output=False)
         codes = self._class_labels(y, first=first, partial=partial, classes=classes)
         row_weight = self._row_class_weight(y, codes)

@@ -278,9 +278,7 @@ def run_adam(
     best_params: tuple[np.ndarray, np.ndarray | None] | None = None
     status: Status = "max_iter"
     for epoch in range(1, max_iter + 1):
-        loss = optimizer.epoch(
-            train, C=C, batch_size=batch_size, rng=rng, total_weight=S, total_rows=train.n_rows
-        )
+        loss = optimizer.epoch(train, C=C, batch_size=batch_size, rng=rng, total_weight=S, total_rows=train.n_rows)
         curve.append(loss)
         val = None if validation is None else mean_log_loss(validation, optimizer.W, optimizer.b)
         if not np.isfinite(loss):

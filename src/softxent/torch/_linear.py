@@ -76,8 +76,8 @@ from typing import Literal
 import torch
 
 from ._backends import fused_backend, has_fused_backend
-from ._memory import empty
 from ._functional import _functorch_active, cross_entropy
+from ._memory import empty
 from ._reference import cross_entropy_rows_reference, work_dtype
 from ._validation import (
     check_head_options,
@@ -196,9 +196,10 @@ def _torch_rows_block(
         p_y = p[rows, cols]
         # The label's entry, a_y - (1-eps) - eps/V, with a_y - 1 = expm1(z_y - lse)
         # (no cancellation when a_y -> 1), plus the z-loss term.
-        g[rows, cols] = ce_scale * (
-            (1.0 - eps) * torch.expm1(z[rows, cols] - lse[rows]) + eps * (p_y - 1.0 / n_classes)
-        ) + (a_coef[rows] - ce_scale) * p_y
+        g[rows, cols] = (
+            ce_scale * ((1.0 - eps) * torch.expm1(z[rows, cols] - lse[rows]) + eps * (p_y - 1.0 / n_classes))
+            + (a_coef[rows] - ce_scale) * p_y
+        )
         if softcap is not None:
             g = g / torch.cosh(pre / softcap).square()  # chain rule: d tanh(u)/du = sech^2(u)
         if row_grad is not None:
@@ -249,6 +250,7 @@ def _linear_xent(
     if x.device.type == "cpu":
         zeros = _zeros_cpu
     else:
+
         def zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
             return torch.zeros(shape, dtype=dtype, device=x.device)
 
@@ -310,7 +312,7 @@ def _linear_xent(
         else:
             dxb = torch.zeros_like(xb) if need_dx else None
 
-            def on_grad_chunk(c0, c1, g, xb=xb, dxb=dxb):
+            def on_grad_chunk(c0, c1, g, xb=xb, dxb=dxb, db=db):
                 if dxb is not None:
                     dxb.addmm_(g, wc[c0:c1])
                 if dw is not None:

@@ -57,7 +57,9 @@ def _limit_from_env() -> int:
     try:
         value = int(float(raw))
     except ValueError:
-        raise ValueError(f"SOFTXENT_CPU_CACHE_BYTES must be a number of bytes (0 turns the cache off), got {raw!r}")
+        raise ValueError(
+            f"SOFTXENT_CPU_CACHE_BYTES must be a number of bytes (0 turns the cache off), got {raw!r}"
+        ) from None
     return max(0, value)
 
 

@@ -86,6 +86,7 @@ DW_CHUNK_BYTES = 256 * 2**20
 #: Bytes of the (N, chunk) block of G that the default backward hands to cuBLAS.
 G_CHUNK_BYTES = 64 * 2**20
 
+
 def _need_triton() -> None:
     if triton is None:
         raise ImportError("softxent's GPU kernels need Triton, which is not installed: pip install softxent[triton]")
@@ -258,7 +259,9 @@ def cross_entropy_rows(
     prob = target.is_floating_point()
     if prob:
         if tuple(target.shape) != tuple(z.shape):
-            raise ValueError(f"target holds probabilities, so it must have shape {tuple(z.shape)}, got {tuple(target.shape)}")
+            raise ValueError(
+                f"target holds probabilities, so it must have shape {tuple(z.shape)}, got {tuple(target.shape)}"
+            )
         if target.stride(1) != 1:
             target = target.contiguous()
     else:
@@ -714,7 +717,7 @@ def linear_cross_entropy_triton(
         loss_rows = loss_rows + torch.where(kept, float(z_loss) * lse.double() ** 2, 0.0)
     if reduction == "mean":
         n_kept = kept.sum().to(torch.float64)
-        loss = (loss_rows.sum() * torch.where(n_kept > 0, 1.0 / torch.where(n_kept > 0, n_kept, 1.0), 0.0))
+        loss = loss_rows.sum() * torch.where(n_kept > 0, 1.0 / torch.where(n_kept > 0, n_kept, 1.0), 0.0)
     elif reduction == "sum":
         loss = loss_rows.sum()
     elif reduction == "none":

@@ -124,18 +124,32 @@ def _online_update(z, cols, m, sp, amax, c0):
 
 @triton.jit
 def ce_kernel(
-    z_ptr, stride_z,            # (M, C) logits, any float dtype, class stride 1
-    y_ptr, stride_y,            # (M,) int class indices, or (M, C) probabilities (PROB)
-    w_ptr,                      # (C,) class weights (HAS_WEIGHT)
-    g_ptr, stride_g,            # (M, C) gradient out (NEED_GRAD); may be z_ptr itself
-    loss_ptr,                   # (M,) fp32: each row's loss, already scaled (ce_scale, zl_scale)
-    lse_ptr,                    # (M,) fp32: each row's log-sum-exp (ignored rows too)
-    scale_ptr,                  # (2,) fp32 on the device: ce_scale, zl_scale (mean denominators)
-    n_rows, n_classes, ignore_index,
-    eps, z_loss, cap,
-    PROB: tl.constexpr, HAS_WEIGHT: tl.constexpr, SMOOTH: tl.constexpr, ZLOSS: tl.constexpr,
-    SOFTCAP: tl.constexpr, NEED_GRAD: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
-    ACC: tl.constexpr, DOWNCAST: tl.constexpr,  # DOWNCAST: bf16 gradient in the interpreter
+    z_ptr,
+    stride_z,  # (M, C) logits, any float dtype, class stride 1
+    y_ptr,
+    stride_y,  # (M,) int class indices, or (M, C) probabilities (PROB)
+    w_ptr,  # (C,) class weights (HAS_WEIGHT)
+    g_ptr,
+    stride_g,  # (M, C) gradient out (NEED_GRAD); may be z_ptr itself
+    loss_ptr,  # (M,) fp32: each row's loss, already scaled (ce_scale, zl_scale)
+    lse_ptr,  # (M,) fp32: each row's log-sum-exp (ignored rows too)
+    scale_ptr,  # (2,) fp32 on the device: ce_scale, zl_scale (mean denominators)
+    n_rows,
+    n_classes,
+    ignore_index,
+    eps,
+    z_loss,
+    cap,
+    PROB: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr,
+    SMOOTH: tl.constexpr,
+    ZLOSS: tl.constexpr,
+    SOFTCAP: tl.constexpr,
+    NEED_GRAD: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ACC: tl.constexpr,
+    DOWNCAST: tl.constexpr,  # DOWNCAST: bf16 gradient in the interpreter
 ):
     r"""Loss, log-sum-exp and gradient of ROWS rows per program (ROWS = 1 for wide rows).
 
@@ -183,8 +197,8 @@ def ce_kernel(
         m = tl.full((ROWS,), ninf, ACC)
         sp = tl.zeros((ROWS,), ACC)
         amax = tl.zeros((ROWS,), tl.int64)
-        t_sum = tl.zeros((ROWS,), ACC)   # T (probability targets)
-        w_sum = tl.zeros((ROWS,), ACC)   # W (class weights with smoothing)
+        t_sum = tl.zeros((ROWS,), ACC)  # T (probability targets)
+        w_sum = tl.zeros((ROWS,), ACC)  # W (class weights with smoothing)
         n_nan = tl.zeros((ROWS,), tl.int32)
         for c0 in range(0, n_classes, BLOCK):
             cols = c0 + tl.arange(0, BLOCK)
@@ -233,7 +247,7 @@ def ce_kernel(
             if SOFTCAP:
                 z_y = _softcap(z_y, cap)
             y_is_max = z_y == m
-            nll_y = (m - z_y) + log1p_sp                                 # lse - z_y, see the docstring
+            nll_y = (m - z_y) + log1p_sp  # lse - z_y, see the docstring
             # a_y - 1 without cancellation (exp(z_y - lse) <= 1/2 when z_y < m).
             am1_y = tl.where(y_is_max, -sp / (1.0 + sp), tl.exp(z_y - lse_safe) - 1.0)
             ce_row = tl.where(w_y > 0, (1.0 - eps) * w_y * nll_y, 0.0)
@@ -274,8 +288,11 @@ def ce_kernel(
                     if PROB:
                         # At the arg-max a = 1/(1+s') exactly: T a - t = T (a - 1) + (T - t).
                         at_max = cols[None, :] == amax[:, None]
-                        g = tl.where(at_max, total[:, None] * (-sp / (1.0 + sp))[:, None] + (total[:, None] - t),
-                                     a * total[:, None] - t)
+                        g = tl.where(
+                            at_max,
+                            total[:, None] * (-sp / (1.0 + sp))[:, None] + (total[:, None] - t),
+                            a * total[:, None] - t,
+                        )
                     else:
                         is_y = cols[None, :] == y_safe[:, None]
                         if SMOOTH:
@@ -298,8 +315,9 @@ def ce_kernel(
                     g = tl.where(live[:, None], g, 0.0)  # exact zeros for rows that take no part
                     if DOWNCAST:  # the interpreter truncates float32 -> bf16; the GPU rounds to nearest even
                         g = _round_bf16(g)
-                    tl.store(g_ptr + rows64[:, None] * stride_g + cols[None, :], g.to(g_ptr.dtype.element_ty),
-                             mask=mask)
+                    tl.store(
+                        g_ptr + rows64[:, None] * stride_g + cols[None, :], g.to(g_ptr.dtype.element_ty), mask=mask
+                    )
             if SMOOTH and not PROB:
                 ce_row += tl.where(kept, eps * inv_c * smooth, 0.0)
 
@@ -316,17 +334,33 @@ def ce_kernel(
 
 
 @triton.jit
-def _logits_tile(x_ptr, w_ptr, b_ptr, rows64, rmask, cols, cmask, n_dim, stride_x, stride_w,
-                 HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                 UPCAST: tl.constexpr, IEEE: tl.constexpr):
+def _logits_tile(
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    rows64,
+    rmask,
+    cols,
+    cmask,
+    n_dim,
+    stride_x,
+    stride_w,
+    HAS_BIAS: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    UPCAST: tl.constexpr,
+    IEEE: tl.constexpr,
+):
     """z = x[rows] @ W[cols]^T (+ b) for one (BM, BN) tile, float32 accumulator, on chip."""
     acc = tl.zeros((BM, BN), tl.float32)
     for k0 in range(0, n_dim, BK):
         ks = k0 + tl.arange(0, BK)
         kmask = ks < n_dim
         xt = tl.load(x_ptr + rows64[:, None] * stride_x + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
-        wt = tl.load(w_ptr + cols.to(tl.int64)[:, None] * stride_w + ks[None, :],
-                     mask=cmask[:, None] & kmask[None, :], other=0.0)
+        wt = tl.load(
+            w_ptr + cols.to(tl.int64)[:, None] * stride_w + ks[None, :], mask=cmask[:, None] & kmask[None, :], other=0.0
+        )
         if UPCAST:  # the interpreter's bf16 dot is wrong: products of bf16 are exact in fp32 anyway
             xt = xt.to(tl.float32)
             wt = wt.to(tl.float32)
@@ -341,12 +375,29 @@ def _logits_tile(x_ptr, w_ptr, b_ptr, rows64, rmask, cols, cmask, n_dim, stride_
 
 @triton.jit
 def lce_forward_kernel(
-    x_ptr, stride_x, w_ptr, stride_w, b_ptr,
-    m_ptr, sp_ptr, d_ptr,        # (S, N) fp32 partial max, s', sum (m - z) of each vocabulary split
-    zy_ptr, y_ptr,               # (N,) fp32 label logit out (written by the split holding it), int labels
-    n_rows, n_classes, n_dim, split_size, cap,
-    HAS_BIAS: tl.constexpr, SMOOTH: tl.constexpr, SOFTCAP: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+    x_ptr,
+    stride_x,
+    w_ptr,
+    stride_w,
+    b_ptr,
+    m_ptr,
+    sp_ptr,
+    d_ptr,  # (S, N) fp32 partial max, s', sum (m - z) of each vocabulary split
+    zy_ptr,
+    y_ptr,  # (N,) fp32 label logit out (written by the split holding it), int labels
+    n_rows,
+    n_classes,
+    n_dim,
+    split_size,
+    cap,
+    HAS_BIAS: tl.constexpr,
+    SMOOTH: tl.constexpr,
+    SOFTCAP: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    UPCAST: tl.constexpr,
+    IEEE: tl.constexpr,
 ):
     r"""Per (row block, vocabulary split): the split's online (m, s', D) of z = x W^T + b, never stored.
 
@@ -376,8 +427,24 @@ def lce_forward_kernel(
     for c0 in range(v_lo, v_hi, BN):
         cols = c0 + tl.arange(0, BN)
         cmask = cols < v_hi
-        z = _logits_tile(x_ptr, w_ptr, b_ptr, rows64, rmask, cols, cmask, n_dim, stride_x, stride_w,
-                         HAS_BIAS, BM, BN, BK, UPCAST, IEEE)
+        z = _logits_tile(
+            x_ptr,
+            w_ptr,
+            b_ptr,
+            rows64,
+            rmask,
+            cols,
+            cmask,
+            n_dim,
+            stride_x,
+            stride_w,
+            HAS_BIAS,
+            BM,
+            BN,
+            BK,
+            UPCAST,
+            IEEE,
+        )
         if SOFTCAP:
             z = _softcap(z, cap)
         z = tl.where(cmask[None, :], z, ninf)
@@ -401,17 +468,45 @@ def lce_forward_kernel(
 
 @triton.jit
 def lce_backward_kernel(
-    x_ptr, stride_x, w_ptr, stride_w, b_ptr, y_ptr,
-    lse_ptr, nll_ptr,           # (N,) fp32: lse, and lse - z_y from the forward (HAS_NLL)
-    ce_ptr, zc_ptr,             # (N,) fp32 per-row coefficients: of (a - t), and of a (z-loss)
-    dx_ptr, dw_ptr, db_ptr,     # fp32 accumulators: (N, D), (V_chunk, D), (V_chunk,)
-    flag_ptr,                   # (1,) int32: tiles skipped by the filter (FILTER)
-    g_ptr, stride_g,            # (N, v1 - v0) gradient block out (STORE_G)
-    n_rows, n_classes, n_dim, v0, v1, eps, cap, filter_eps,
-    HAS_BIAS: tl.constexpr, SMOOTH: tl.constexpr, SOFTCAP: tl.constexpr, HAS_NLL: tl.constexpr,
-    NEED_DX: tl.constexpr, NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, FILTER: tl.constexpr,
-    STORE_G: tl.constexpr, DOWNCAST: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+    x_ptr,
+    stride_x,
+    w_ptr,
+    stride_w,
+    b_ptr,
+    y_ptr,
+    lse_ptr,
+    nll_ptr,  # (N,) fp32: lse, and lse - z_y from the forward (HAS_NLL)
+    ce_ptr,
+    zc_ptr,  # (N,) fp32 per-row coefficients: of (a - t), and of a (z-loss)
+    dx_ptr,
+    dw_ptr,
+    db_ptr,  # fp32 accumulators: (N, D), (V_chunk, D), (V_chunk,)
+    flag_ptr,  # (1,) int32: tiles skipped by the filter (FILTER)
+    g_ptr,
+    stride_g,  # (N, v1 - v0) gradient block out (STORE_G)
+    n_rows,
+    n_classes,
+    n_dim,
+    v0,
+    v1,
+    eps,
+    cap,
+    filter_eps,
+    HAS_BIAS: tl.constexpr,
+    SMOOTH: tl.constexpr,
+    SOFTCAP: tl.constexpr,
+    HAS_NLL: tl.constexpr,
+    NEED_DX: tl.constexpr,
+    NEED_DW: tl.constexpr,
+    NEED_DB: tl.constexpr,
+    FILTER: tl.constexpr,
+    STORE_G: tl.constexpr,
+    DOWNCAST: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    UPCAST: tl.constexpr,
+    IEEE: tl.constexpr,
 ):
     r"""Per (row block, vocabulary block of the chunk [v0, v1)): recompute z, form G, accumulate dx, dW, db.
 
@@ -452,8 +547,9 @@ def lce_backward_kernel(
     ce = tl.load(ce_ptr + rows64, mask=rmask, other=0.0)
     zc = tl.load(zc_ptr + rows64, mask=rmask, other=0.0)
     lse = tl.where((ce != 0.0) | (zc != 0.0), lse, 0.0)  # ignored rows: coefficients 0, keep their lse out of exp
-    z_raw = _logits_tile(x_ptr, w_ptr, b_ptr, rows64, rmask, cols, cmask, n_dim, stride_x, stride_w,
-                         HAS_BIAS, BM, BN, BK, UPCAST, IEEE)
+    z_raw = _logits_tile(
+        x_ptr, w_ptr, b_ptr, rows64, rmask, cols, cmask, n_dim, stride_x, stride_w, HAS_BIAS, BM, BN, BK, UPCAST, IEEE
+    )
     if SOFTCAP:
         z = _softcap(z_raw, cap)
     else:
@@ -480,8 +576,7 @@ def lce_backward_kernel(
     if STORE_G:
         if DOWNCAST:  # the interpreter truncates float32 -> bf16; the GPU rounds to nearest even
             g = _round_bf16(g)
-        tl.store(g_ptr + rows64[:, None] * stride_g + (cols - v0)[None, :], g.to(g_ptr.dtype.element_ty),
-                 mask=valid)
+        tl.store(g_ptr + rows64[:, None] * stride_g + (cols - v0)[None, :], g.to(g_ptr.dtype.element_ty), mask=valid)
     else:
         use_tile = True
         if FILTER:
@@ -500,24 +595,34 @@ def lce_backward_kernel(
                 ks = k0 + tl.arange(0, BK)
                 kmask = ks < n_dim
                 if NEED_DX:
-                    wt = tl.load(w_ptr + cols.to(tl.int64)[:, None] * stride_w + ks[None, :],
-                                 mask=cmask[:, None] & kmask[None, :], other=0.0)
+                    wt = tl.load(
+                        w_ptr + cols.to(tl.int64)[:, None] * stride_w + ks[None, :],
+                        mask=cmask[:, None] & kmask[None, :],
+                        other=0.0,
+                    )
                     if UPCAST:
                         wt = wt.to(tl.float32)
                     if IEEE:
                         dxk = tl.dot(gd, wt, input_precision="ieee")
                     else:
                         dxk = tl.dot(gd, wt)
-                    tl.atomic_add(dx_ptr + rows64[:, None] * n_dim + ks[None, :], dxk,
-                                  mask=rmask[:, None] & kmask[None, :])
+                    tl.atomic_add(
+                        dx_ptr + rows64[:, None] * n_dim + ks[None, :], dxk, mask=rmask[:, None] & kmask[None, :]
+                    )
                 if NEED_DW:
-                    xt = tl.load(x_ptr + rows64[:, None] * stride_x + ks[None, :],
-                                 mask=rmask[:, None] & kmask[None, :], other=0.0)
+                    xt = tl.load(
+                        x_ptr + rows64[:, None] * stride_x + ks[None, :],
+                        mask=rmask[:, None] & kmask[None, :],
+                        other=0.0,
+                    )
                     if UPCAST:
                         xt = xt.to(tl.float32)
                     if IEEE:
                         dwk = tl.dot(tl.trans(gd), xt, input_precision="ieee")
                     else:
                         dwk = tl.dot(tl.trans(gd), xt)
-                    tl.atomic_add(dw_ptr + (cols - v0).to(tl.int64)[:, None] * n_dim + ks[None, :], dwk,
-                                  mask=cmask[:, None] & kmask[None, :])
+                    tl.atomic_add(
+                        dw_ptr + (cols - v0).to(tl.int64)[:, None] * n_dim + ks[None, :],
+                        dwk,
+                        mask=cmask[:, None] & kmask[None, :],
+                    )

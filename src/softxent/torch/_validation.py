@@ -249,9 +249,7 @@ def masked_row_error(row: int, ignore_index: int, *, name: str = "input", prob: 
     linear head ``"x @ weight.T + bias"``); ``prob``: probability targets, where
     ``ignore_index`` does not apply.
     """
-    skip = (
-        "give its target row all zeros to skip it" if prob else f"give it ignore_index={ignore_index} to skip it"
-    )
+    skip = "give its target row all zeros to skip it" if prob else f"give it ignore_index={ignore_index} to skip it"
     return ValueError(
         f"row {row} of {name} (the batch flattened) is -inf for every class (all classes masked), so it "
         f"has no softmax, but its target asks for a loss; {skip}"

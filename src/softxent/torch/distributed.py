@@ -126,10 +126,9 @@ import torch
 import torch.distributed as dist
 
 from ._backends import _SLICE_ELEMENTS, _zloss_softcap_grad
-from ._memory import empty
-from ._functional import _functorch_active, _scale_stored_grad
-from ._functional import _is_one
+from ._functional import _functorch_active, _is_one, _scale_stored_grad
 from ._linear import plan_blocks
+from ._memory import empty
 from ._reference import work_dtype
 from ._validation import (
     REDUCTIONS,
@@ -152,6 +151,7 @@ def _no_second_order(name: str, what: str) -> RuntimeError:
         "which autograd cannot differentiate; gather the logits and use softxent.torch.cross_entropy "
         "(or torch's) for that"
     )
+
 
 Reduction = Literal["mean", "sum", "none"]
 
