@@ -1,4 +1,4 @@
-"""Tables in, ``(X, y)`` out: :mod:`softxent.cli._data` on files written here.
+"""Tables in, ``(X, y)`` out: :mod:`softxent.cli._read`, ``_targets`` and ``_features`` on files written here.
 
 Each reader is checked on a file whose content is known cell by cell; each
 user-fixable problem on the message it prints (it must name the argument or
@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from softxent.cli._data import TablePreprocessor, TargetSpec, select_columns
 from softxent.cli._errors import CLIError
+from softxent.cli._features import TablePreprocessor
 from softxent.cli._read import SUPPORTED_EXTENSIONS, read_table
+from softxent.cli._targets import TargetSpec, select_columns
 from softxent.models import AutoClassifier
 
 # ---------------------------------------------------------------------- reading: formats

@@ -30,10 +30,11 @@ import pandas as pd
 from ..models import AutoClassifier, HeadChoice, ModelFileError, SigmoidRegression, choose_head
 from ..models._persistence import load as load_model
 from ..models._persistence import save as save_model
-from ._data import TablePreprocessor, TargetSpec, select_columns
 from ._errors import CLIError
+from ._features import TablePreprocessor
 from ._files import replacing
 from ._report import sigmoid_metrics, softmax_metrics
+from ._targets import TargetSpec, select_columns
 
 __all__ = ["PIPELINE_VERSION", "TablePipeline", "TrainResult", "train"]
 

@@ -1,7 +1,8 @@
 """Reading a user's table: CSV/TSV (delimiter sniffed, optionally gzip'd), Parquet or ``.npz`` → DataFrame.
 
-The first step of the command line's data path (:mod:`softxent.cli._data`
-does the rest: targets and the feature transform). :func:`read_table` turns
+The first step of the command line's data path (:mod:`softxent.cli._targets`
+and :mod:`softxent.cli._features` do the rest: targets and the feature
+transform). :func:`read_table` turns
 every way a file can be unreadable (missing, a directory, not UTF-8, binary
 noise, a damaged gzip stream, ragged rows, no rows, duplicate names) into a
 :class:`~softxent.cli._errors.CLIError` that names the argument and the
@@ -20,7 +21,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from ._data import _duplicates, _listing, _short
+from ._cells import _duplicates, _listing, _short
 from ._errors import CLIError
 
 __all__ = ["SUPPORTED_EXTENSIONS", "read_table"]
