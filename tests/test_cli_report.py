@@ -1,4 +1,4 @@
-"""softxent.cli._report: metrics against hand-computed values and scikit-learn, terminal views, report folders."""
+"""softxent.cli._metrics, _figures and _report: metrics against hand-computed values and scikit-learn, terminal views, report folders."""
 
 from __future__ import annotations
 
@@ -17,17 +17,15 @@ pytest.importorskip("rich")
 
 from sklearn import metrics as skm  # noqa: E402
 
-from softxent.cli._report import (  # noqa: E402
-    _confusion_figure,
-    _loss_figure,
-    _png,
+from softxent.cli._figures import _confusion_figure, _loss_figure, _png  # noqa: E402
+from softxent.cli._metrics import (  # noqa: E402
     format_metrics,
     metrics_table,
     reliability_bins,
     sigmoid_metrics,
     softmax_metrics,
-    write_report,
 )
+from softxent.cli._report import write_report  # noqa: E402
 
 # ---------------------------------------------------------------------- tiny hand-computed cases
 

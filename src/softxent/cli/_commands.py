@@ -22,9 +22,10 @@ import pandas as pd
 
 from ._errors import CLIError
 from ._files import check_output_dir, check_output_file, replacing
+from ._metrics import format_metrics, jsonable, metrics_table
 from ._pipeline import TablePipeline, TrainResult, train, unseen_note
 from ._read import read_table
-from ._report import REPORT_FILES, format_metrics, jsonable, metrics_table, write_report
+from ._report import REPORT_FILES, write_report
 
 __all__ = ["run_evaluate", "run_fit", "run_predict"]
 

@@ -33,7 +33,7 @@ from ..models._persistence import save as save_model
 from ._errors import CLIError
 from ._features import TablePreprocessor
 from ._files import replacing
-from ._report import sigmoid_metrics, softmax_metrics
+from ._metrics import sigmoid_metrics, softmax_metrics
 from ._targets import TargetSpec, select_columns
 
 __all__ = ["PIPELINE_VERSION", "TablePipeline", "TrainResult", "train"]

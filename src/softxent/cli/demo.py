@@ -171,7 +171,7 @@ def _wrong_head(out: Output, table: pd.DataFrame, result: TrainResult, report: P
         "labels_per_row_sigmoid": sig["labels_per_row"],
         "labels_per_row_softmax": soft["labels_per_row"],
     }
-    from ._report import sigmoid_metrics
+    from ._metrics import sigmoid_metrics
 
     metrics = sigmoid_metrics(truth, proba, labels)
     write_report(report, metrics=metrics, y_true=truth, proba=proba, names=labels, loss_curve=softmax.loss_curve_,
