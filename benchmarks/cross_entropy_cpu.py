@@ -1,16 +1,427 @@
-"""Softmax cross-entropy on the CPU, loss + gradient: softxent beside torch, JAX, NumPy and scipy.
+"""Softmax cross-entropy on the CPU: softxent against its peers, loss + gradient.
 
-The harness lives in :mod:`softxent.cli._bench` (``softxent bench`` runs it on
-quick settings); this script is the full run, whose tables go to
-``benchmarks/results/cross_entropy_cpu.{md,json}``. Peers:
-``pip install -e ".[bench]" -c constraints.txt``.
+The full benchmark: its tables go to ``benchmarks/results/`` (``--out`` for
+elsewhere). This file is the parent process and the command line; what runs
+inside each worker subprocess (the implementations, the data, the float64
+oracle, the timing) is in ``_cpu_workers.py`` beside it. Peers:
+``pip install -e ".[bench]" -c constraints.txt``. ``softxent bench`` is a
+much smaller thing: a quick timing in one process, no isolation, no peers
+beyond NumPy and torch.
+
+What is measured
+    For float32 logits of shape N x V and integer labels, every implementation
+    computes the mean softmax cross-entropy *and* its gradient with respect to
+    the logits (the work of one training step of an output head). A plain
+    ``np.copyto`` of the logits (one read + one write of N*V*4 bytes, exactly
+    the traffic a fused loss + gradient kernel cannot avoid) is timed as the
+    bandwidth yardstick, twice: as a row of its own, and *paired* inside every
+    other worker, one copy timed just before each timed call. The memory
+    bandwidth of a shared cloud host drifts by 20% from one minute to the next
+    (a single-threaded copy of 256 MiB took 18 to 28 ms within ten minutes on
+    the machine of the committed results), so a percentage of a memcpy timed
+    in another process, minutes earlier, measures the drift as much as the
+    implementation; the paired one compares the two under the same
+    conditions.
+
+How each implementation is isolated
+    The parent process imports no numerical library beyond NumPy. For every
+    (shape, implementation) pair it starts a fresh ``python this_file.py
+    --worker ...`` subprocess with its own environment: thread counts
+    (OMP/MKL/OpenBLAS/NUMBA variables, ``torch.set_num_threads`` and XLA flags),
+    ``THP_MEM_ALLOC_ENABLE=1`` only for the torch "+ THP" rows (it must be set
+    before torch is imported), ``SOFTXENT_REFERENCE=1`` only for the softxent
+    reference row. A crash, a missing package or a timeout in one worker is
+    recorded in the table and the run goes on.
+
+    Each worker regenerates the same data from a fixed seed, builds its
+    implementation (imports, jit compilation), runs the warm-up calls, checks
+    loss and gradient against a float64 oracle *before* timing, then times
+    single calls with ``time.perf_counter``. Untimed per-call preparation
+    (``x.grad = None`` for torch, restoring the logits for the in-place
+    softxent variant) runs outside the timed region.
+
+    The oracle is softxent's exact NumPy API on the float64 copy of the same
+    float32 logits, with ``SOFTXENT_REFERENCE=1``. It is computed once per
+    shape in its own subprocess, in row blocks (so 512 x 131072 never needs
+    more than a few hundred MiB), and handed to the workers as a temporary
+    ``.npy`` file that they memory-map. The peers (torch, JAX, SciPy) agreeing
+    with it is an independent cross-check of the oracle itself.
+
+Threads
+    ``--threads N`` (default: all CPUs this process may use) sets
+    OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS and NUMBA_NUM_THREADS,
+    calls ``torch.set_num_threads(N)`` in the torch workers, and for JAX passes
+    ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``
+    when N == 1 (XLA has no flag for "N threads"; it sizes its pool from the
+    CPUs it may run on). When N is below the number of usable CPUs every worker
+    is additionally pinned to the first N of them with ``sched_setaffinity``,
+    which is what bounds XLA's and any other library's thread pool.
+
+Noisy machines
+    Each worker measures, from /proc/stat, how many cores *other* processes
+    kept busy while it was timing and the tables show it. ``--wait-idle S``
+    makes the parent wait (up to S s) for idle CPUs before each worker and
+    ``--retries K`` re-times (up to K times) after a noisy attempt, keeping the
+    quietest one.
+
+Outputs
+    A table printed as the run goes (progress on stderr), and
+    ``<out>/cross_entropy_cpu.md`` and ``<out>/cross_entropy_cpu.json``
+    (rewritten after every shape, so an interrupted run keeps what it measured).
+
 Run ``python benchmarks/cross_entropy_cpu.py --help`` for the options.
 """
 
-import sys
-from pathlib import Path
+from __future__ import annotations
 
-from softxent.cli._bench import main
+import argparse
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _cpu_workers import (
+    GRAD_ATOL_TIMES_N,
+    LOGIT_SCALE,
+    LOSS_RTOL,
+    NOISY_CORES,
+    REGISTRY,
+    SEED,
+    parse_shape,
+    wait_until_idle,
+    worker,
+)
+
+DEFAULT_SHAPES = "65536x10,8192x1000,2048x32768,512x131072"
+RESULTS = Path(__file__).resolve().parent / "results"
+# Environment variables the parent controls; removed from a worker's environment
+# unless its implementation asks for them.
+CONTROLLED_ENV = ("THP_MEM_ALLOC_ENABLE", "SOFTXENT_REFERENCE")
+
+
+def usable_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def worker_env(impl_env: dict[str, str], threads: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in CONTROLLED_ENV}
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env[var] = str(threads)
+    xla = [f for f in env.get("XLA_FLAGS", "").split() if "multi_thread_eigen" not in f]
+    if threads == 1:
+        xla += ["--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"]
+    env["XLA_FLAGS"] = " ".join(xla)
+    env["JAX_PLATFORMS"] = "cpu"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"  # keep XLA's banner out of the captured stderr
+    env.update(impl_env)
+    return env
+
+
+def run_worker(impl: str, shape: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    result_path = tmp / "result.json"
+    result_path.unlink(missing_ok=True)
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--shape", shape,
+        "--threads", str(args.threads), "--repeats", str(args.repeats),
+        "--warmup", str(args.warmup), "--min-time", str(args.min_time),
+        "--retries", str(args.retries), "--wait-idle", str(args.wait_idle),
+        "--oracle-dir", str(tmp), "--result", str(result_path),
+    ]  # fmt: skip
+    impl_env = {} if impl == "oracle" else REGISTRY[impl].env
+    if args.wait_idle > 0:
+        waited = wait_until_idle(args.wait_idle)
+        if waited > 1.5:
+            print(f"  (waited {waited:.0f} s for other processes to quieten)", file=sys.stderr)
+    cpus = usable_cpus()
+    pin = cpus[: args.threads] if args.threads < len(cpus) else None
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd,
+            env=worker_env(impl_env, args.threads),
+            capture_output=True,
+            text=True,
+            timeout=args.timeout,
+            preexec_fn=(lambda: os.sched_setaffinity(0, pin)) if pin else None,
+        )
+    except subprocess.TimeoutExpired:
+        return {"impl": impl, "status": "error", "message": f"error: timed out after {args.timeout} s"}
+    wall = time.perf_counter() - t0
+    if proc.returncode == 0 and result_path.exists():
+        res = json.loads(result_path.read_text())
+        res["wall_s"] = wall
+        return res
+    lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
+    why = lines[-1] if lines else f"exit status {proc.returncode}"
+    if proc.returncode < 0:
+        why = f"killed by signal {-proc.returncode}; {why}"
+    return {"impl": impl, "status": "error", "message": f"error: {why[:300]}", "wall_s": wall}
+
+
+def add_derived(rows: list[dict[str, Any]], n: int, v: int) -> None:
+    """GB/s, % of memcpy bandwidth and softxent's speed-up over each row."""
+    nbytes = 2 * n * v * 4  # read the logits + write the gradient
+    timed = [r for r in rows if r.get("status") == "ok"]
+    memcpy = next((r["median_ms"] for r in timed if r["impl"] == "memcpy"), None)
+    best_sx = min(
+        (r["median_ms"] for r in timed if r["impl"].startswith("softxent") and r["check"] == "ok"),
+        default=None,
+    )
+    for r in timed:
+        r["gb_per_s"] = nbytes / (r["median_ms"] * 1e-3) / 1e9
+        r["pct_of_memcpy"] = 100 * memcpy / r["median_ms"] if memcpy else None
+        r["softxent_speedup"] = r["median_ms"] / best_sx if best_sx and r["impl"] != "memcpy" else None
+
+
+def fmt_ms(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}" if x >= 1 else f"{x:.3f}"
+
+
+def fmt(x: float | None, spec: str) -> str:
+    return "—" if x is None else format(x, spec)
+
+
+COLUMNS = [
+    "implementation", "median ms", "min ms", "GB/s", "% of memcpy", "% of paired memcpy", "loss rel. err",
+    "grad max abs err", "check", "softxent speed-up vs this peer", "peak RSS MiB",
+    "other procs' cores busy",
+]  # fmt: skip
+
+
+def row_cells(r: dict[str, Any]) -> list[str]:
+    if r.get("status") != "ok":
+        return [r["impl"], *["—"] * 7, r.get("message", r.get("status", "?")), "—", "—", "—"]
+    flag = " ⚠" if r["check"] == "FAILED" else ""
+    return [
+        r["impl"],
+        fmt_ms(r["median_ms"]) + flag,
+        fmt_ms(r["min_ms"]),
+        fmt(r.get("gb_per_s"), ".1f"),
+        fmt(r.get("pct_of_memcpy"), ".0f"),
+        fmt(r.get("pct_of_paired_memcpy"), ".0f"),
+        fmt(r.get("loss_rel_err"), ".1e"),
+        fmt(r.get("grad_max_abs_err"), ".1e"),
+        r["check"] if r["check"] != "n/a" else "n/a",
+        fmt(r.get("softxent_speedup"), ".2f") + ("×" if r.get("softxent_speedup") else ""),
+        fmt(r.get("peak_rss_mib"), ".0f"),
+        fmt(r.get("other_load_cores"), ".2f"),
+    ]
+
+
+def print_row(cells: list[str]) -> None:
+    widths = [28, 9, 9, 6, 6, 6, 9, 9, 7, 8, 7, 6]
+    print("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip(), flush=True)
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform()}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        models = [ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")]
+        flags = next((ln for ln in cpuinfo.splitlines() if ln.startswith("flags")), "").split()
+        info["cpu_model"] = models[0] if models else platform.processor()
+        info["avx512f"] = "avx512f" in flags
+    except OSError:
+        info["cpu_model"] = platform.processor()
+    info["logical_cpus"] = os.cpu_count()
+    info["loadavg_at_start"] = round(os.getloadavg()[0], 2)
+    info["usable_cpus"] = len(usable_cpus())
+    try:
+        kb = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
+        info["memory_gib"] = round(int(kb.split()[1]) / 2**20, 1)
+    except (OSError, StopIteration):
+        pass
+    return info
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("numpy", "scipy", "torch", "jax", "jaxlib", "optax", "numba", "softxent"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def write_reports(report: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "cross_entropy_cpu.json").write_text(json.dumps(report, indent=2) + "\n")
+    m, s = report["machine"], report["settings"]
+    vers = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+    lines = [
+        "# Softmax cross-entropy, loss + gradient, float32, CPU",
+        "",
+        f"Reproduce: `{report['command']}`",
+        "",
+        f"- date: {report['date']}",
+        f"- machine: {m.get('cpu_model')}, {m.get('usable_cpus')} usable of {m.get('logical_cpus')} "
+        f"logical CPUs, AVX-512: {'yes' if m.get('avx512f') else 'no'}, {m.get('memory_gib')} GiB RAM; "
+        f"{m.get('platform')}",
+        f"- versions: {vers}",
+        f"- threads: {s['threads']}; timed calls: at least {s['repeats']} and at least "
+        f"{s['min_time']} s, after {s['warmup']} warm-up call(s); one subprocess per implementation; "
+        f"waited up to {s['wait_idle']} s for idle CPUs before each, re-timed up to {s['retries']} "
+        "time(s) when other processes were busy",
+        f"- data: logits ~ N(0, 1) × {LOGIT_SCALE:g} float32, labels uniform, seed {SEED}; reduction='mean'",
+        "- GB/s counts the unavoidable traffic, 2·N·V·4 bytes (read logits + write gradient); "
+        "% of memcpy = memcpy median / this median; % of paired memcpy = the median, over this row's "
+        "timed calls, of (a memcpy of the logits timed in the same process just before the call) / "
+        "(the call): the host's memory bandwidth drifts by tens of percent between workers, and "
+        "the paired figure compares the two under the same conditions.",
+        "- speed-up = this row's median / the best median among softxent rows that passed the check.",
+        f"- check: against softxent's float64 NumPy reference (SOFTXENT_REFERENCE=1) on the same "
+        f"data; passes when loss rel. err ≤ {LOSS_RTOL:.1e} and grad max abs err ≤ "
+        f"{GRAD_ATOL_TIMES_N:.1e} / N (64 float32 ulps). ⚠ marks a timing whose check failed.",
+        "- peak RSS: the worker's, read after its warm-up and checked calls and before the paired "
+        "memcpy allocates its buffer.",
+        "- other procs' cores busy: CPU time used by processes other than the worker during its "
+        "timed calls (from /proc/stat), in cores; anything well above 0 means a noisy machine.",
+        f"- load average (1 min) at start: {m.get('loadavg_at_start')}, at end: {m.get('loadavg_at_end', 'n/a')}",
+        "",
+    ]
+    for shape, block in report["results"].items():
+        lines += [f"## {shape}", ""]
+        if block.get("oracle_error"):
+            lines += [f"Oracle failed ({block['oracle_error']}); rows are unchecked.", ""]
+        lines.append("| " + " | ".join(COLUMNS) + " |")
+        lines.append("|" + "---|" * len(COLUMNS))
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row_cells(r)) + " |" for r in block["rows"]]
+        notes = [f"{r['impl']}: {r['note']}" for r in block["rows"] if r.get("note")]
+        if notes:
+            lines += ["", "Notes: " + "; ".join(notes) + "."]
+        noisy = [r["impl"] for r in block["rows"] if r.get("other_load_cores", 0) > NOISY_CORES]
+        if noisy:
+            lines += [
+                "",
+                f"⚠ Other processes kept more than {NOISY_CORES} of a core busy while "
+                f"these were timed, so their numbers are inflated: {', '.join(noisy)}.",
+            ]
+        lines.append("")
+    (out_dir / "cross_entropy_cpu.md").write_text("\n".join(lines))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="implementations: " + ", ".join(REGISTRY),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--shapes", default=DEFAULT_SHAPES, help="comma-separated NxV shapes")
+    p.add_argument("--threads", type=int, default=len(usable_cpus()), help="threads per implementation")
+    p.add_argument("--repeats", type=int, default=7, help="minimum number of timed calls")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls first (at least 1)")
+    p.add_argument("--min-time", type=float, default=0.25,
+                   help="keep timing until this many seconds were measured (max 1000 calls)")  # fmt: skip
+    p.add_argument("--impls", default=",".join(REGISTRY), help="comma-separated implementation names")
+    p.add_argument("--out", default=str(RESULTS),
+                   help="directory for cross_entropy_cpu.md and .json")  # fmt: skip
+    p.add_argument("--timeout", type=int, default=600, help="seconds per subprocess")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="time again (after waiting for quiet, up to --wait-idle or 30 s) at most "
+        "this many times when other processes were busy; the quietest attempt is kept",
+    )
+    p.add_argument("--wait-idle", type=float, default=0.0,
+                   help="before each subprocess, wait up to this many seconds for other "
+                   "processes to leave the CPUs idle (0: don't wait; the table reports the "
+                   "load either way)")  # fmt: skip
+    # Internal: the parent calls this script again as a worker.
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--shape", help=argparse.SUPPRESS)
+    p.add_argument("--oracle-dir", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.threads < 1 or args.repeats < 1 or args.warmup < 0 or args.retries < 0:
+        p.error("--threads and --repeats must be >= 1, --warmup and --retries >= 0")
+    if args.worker is None:
+        by_lower = {k.lower(): k for k in REGISTRY}
+        wanted = [s.strip() for s in args.impls.split(",") if s.strip()]
+        unknown = [s for s in wanted if s.lower() not in by_lower]
+        if unknown:
+            p.error(f"unknown implementation(s) {unknown}; choose from {list(REGISTRY)}")
+        args.impl_list = [by_lower[s.lower()] for s in wanted]
+        try:
+            args.shape_list = [parse_shape(s) for s in args.shapes.split(",") if s.strip()]
+        except argparse.ArgumentTypeError as exc:
+            p.error(str(exc))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker is not None:
+        result = worker(args)
+        Path(args.result).write_text(json.dumps(result))
+        return 0
+
+    report: dict[str, Any] = {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(["python", "benchmarks/cross_entropy_cpu.py", *(argv or sys.argv[1:])]),
+        "machine": machine_info(),
+        "versions": versions(),
+        "settings": {
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "min_time": args.min_time,
+            "retries": args.retries,
+            "wait_idle": args.wait_idle,
+            "seed": SEED,
+            "logit_scale": LOGIT_SCALE,
+            "shapes": [f"{n}x{v}" for n, v in args.shape_list],
+            "impls": args.impl_list,
+            "xla_flags": worker_env({}, args.threads)["XLA_FLAGS"],
+        },  # fmt: skip
+        "tolerances": {"loss_rtol": LOSS_RTOL, "grad_atol_times_n": GRAD_ATOL_TIMES_N},
+        "results": {},
+    }
+    out_dir = Path(args.out)
+    started = time.perf_counter()
+    print(f"threads={args.threads} repeats>={args.repeats} warmup={args.warmup}", file=sys.stderr)
+    for n, v in args.shape_list:
+        shape = f"{n}x{v}"
+        block: dict[str, Any] = {"rows": []}
+        report["results"][shape] = block
+        with tempfile.TemporaryDirectory(prefix="softxent-bench-") as tmpdir:
+            tmp = Path(tmpdir)
+            if any(i != "memcpy" for i in args.impl_list):
+                print(f"[{shape}] oracle (float64 reference) ...", file=sys.stderr, flush=True)
+                oracle = run_worker("oracle", shape, args, tmp)
+                if oracle.get("status") != "ok":
+                    block["oracle_error"] = oracle.get("message")
+                    print(f"[{shape}] oracle failed: {oracle.get('message')}", file=sys.stderr)
+            print(f"\n## {shape}", flush=True)
+            print_row(["implementation", "median", "min ms", "GB/s", "%mcpy", "%pair", "loss err",
+                       "grad err", "check", "speed-up", "RSS MiB", "others"])  # fmt: skip
+            for impl in args.impl_list:
+                print(f"[{shape}] {impl} ...", file=sys.stderr, flush=True)
+                row = run_worker(impl, shape, args, tmp)
+                block["rows"].append(row)
+                add_derived(block["rows"], n, v)
+                print(f"[{shape}] {impl}: {row.get('status')} in {row.get('wall_s', 0):.1f} s",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                print_row(row_cells(row))
+        write_reports(report, out_dir)
+    report["total_seconds"] = round(time.perf_counter() - started, 1)
+    report["machine"]["loadavg_at_end"] = round(os.getloadavg()[0], 2)
+    write_reports(report, out_dir)
+    print(f"\nwrote {out_dir / 'cross_entropy_cpu.md'} and .json "
+          f"({report['total_seconds']:.0f} s)", file=sys.stderr)  # fmt: skip
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], default_out=Path(__file__).resolve().parent / "results"))
+    sys.exit(main())

@@ -550,8 +550,28 @@ def test_demo_checks_its_report_folder_before_fitting(tmp_path, capsys, monkeypa
     assert "digits' is an existing file" in msg
 
 
-def test_bench_quick_mode_prints_a_checked_table(tmp_path):
-    proc = run_cli("bench", "--shapes", "512x10", "--repeats", "1", cwd=tmp_path)
+def test_bench_prints_a_checked_table_and_where_the_full_benchmark_is(tmp_path):
+    proc = run_cli("bench", "--shapes", "512x10,3x7", "--repeats", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "## 512x10" in proc.stdout and "## 3x7" in proc.stdout
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("softxent ", "memcpy", "NumPy"))]
+    assert sum(line.startswith("softxent ") and " ok " in line for line in rows) == 2, proc.stdout
+    assert sum(line.startswith("NumPy ") and " ok " in line for line in rows) == 2, proc.stdout
+    assert sum(line.startswith("memcpy") for line in rows) == 2
+    assert "FAILED" not in proc.stdout
+    assert "python benchmarks/cross_entropy_cpu.py" in proc.stdout
+
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def test_the_full_cpu_benchmark_runs_one_small_shape(tmp_path):
+    script = BENCHMARKS / "cross_entropy_cpu.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--shapes", "512x10", "--repeats", "1", "--warmup", "1", "--min-time", "0",
+         "--impls", "memcpy,softxent,NumPy naive", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith(("softxent", "memcpy", "NumPy"))]
     assert any(line.startswith("softxent ") and " ok " in line for line in rows), proc.stdout
@@ -559,17 +579,22 @@ def test_bench_quick_mode_prints_a_checked_table(tmp_path):
     # "% of paired memcpy" (5th number) is measured in every worker, not left blank.
     softxent = next(line for line in rows if line.startswith("softxent ") and " ok " in line)
     assert float(softxent.split()[5]) > 0, softxent
+    report = json.loads((tmp_path / "cross_entropy_cpu.json").read_text())
+    assert [r["impl"] for r in report["results"]["512x10"]["rows"]] == ["memcpy", "softxent", "NumPy naive"]
+    assert (tmp_path / "cross_entropy_cpu.md").exists()
 
 
-def test_bench_pairs_every_timed_call_with_a_memcpy_timed_just_before():
-    from softxent.cli import _bench
+def test_bench_pairs_every_timed_call_with_a_memcpy_timed_just_before(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import _cpu_workers
 
     calls = []
-    bench = _bench.Bench(run=lambda: calls.append("run"), fetch=lambda _: None, reset=lambda: calls.append("reset"))
-    yardstick = _bench.Bench(run=lambda: calls.append("copy"), fetch=lambda _: None,
-                             reset=lambda: calls.append("settle"))  # fmt: skip
-    times, paired, _ = _bench.time_bench(bench, repeats=3, min_time=0.0, yardstick=yardstick)
+    bench = _cpu_workers.Bench(run=lambda: calls.append("run"), fetch=lambda _: None,
+                               reset=lambda: calls.append("reset"))  # fmt: skip
+    yardstick = _cpu_workers.Bench(run=lambda: calls.append("copy"), fetch=lambda _: None,
+                                   reset=lambda: calls.append("settle"))  # fmt: skip
+    times, paired, _ = _cpu_workers.time_bench(bench, repeats=3, min_time=0.0, yardstick=yardstick)
     assert calls == ["settle", "copy", "reset", "run"] * 3
     assert len(times) == len(paired) == 3
-    times, paired, _ = _bench.time_bench(bench, repeats=2, min_time=0.0)
+    times, paired, _ = _cpu_workers.time_bench(bench, repeats=2, min_time=0.0)
     assert len(times) == 2 and paired == []

@@ -9,7 +9,8 @@ Commands (``softxent COMMAND --help`` for each):
 * ``demo``: the main job, offline: digits (softmax), a multi-label set
   (sigmoid), and what goes wrong with the wrong head;
 * ``gradcheck``: the softmax Jacobian and dL/dz beside finite differences;
-* ``bench``: the CPU cross-entropy benchmark in a quick mode.
+* ``bench``: a quick timing of the fused loss + gradient beside NumPy and torch
+  (the full CPU benchmark is ``python benchmarks/cross_entropy_cpu.py``).
 
 The commands live in their own modules; this one only wires them. A problem
 the user can fix prints one line on stderr and exits with code 2
@@ -187,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         parents=[common],
-        help="the CPU cross-entropy benchmark, quick mode",
-        description="Time loss + gradient of softxent beside NumPy (and torch when installed).",
+        help="a quick timing of the fused loss + gradient beside NumPy (and torch)",
+        description="Time loss + gradient of softxent beside NumPy (and torch when installed), in this process. "
+        "The full CPU benchmark is python benchmarks/cross_entropy_cpu.py in softxent's source tree.",
     )
     bench.add_argument("--shapes", default="65536x10,8192x1000,1024x32768", help="comma-separated NxV shapes")
     bench.add_argument("--repeats", type=_positive_int, default=5)
