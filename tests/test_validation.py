@@ -86,8 +86,13 @@ CASES = [
         r"reduction must be one of \('mean', 'sum', 'none'\), got 'avg'",
     ),
     ("reduction None", lambda: sce(reduction=None), ValueError, r"reduction .* got None"),
-    ("smoothing > 1", lambda: sce(label_smoothing=1.5), ValueError, r"label_smoothing must be <= 1, got 1\.5"),
-    ("smoothing < 0", lambda: sce(label_smoothing=-0.1), ValueError, r"label_smoothing must be >= 0, got -0\.1"),
+    ("smoothing > 1", lambda: sce(label_smoothing=1.5), ValueError, r"label_smoothing must lie in \[0, 1\], got 1\.5"),
+    (
+        "smoothing < 0",
+        lambda: sce(label_smoothing=-0.1),
+        ValueError,
+        r"label_smoothing must lie in \[0, 1\], got -0\.1",
+    ),
     (
         "smoothing NaN",
         lambda: sce(label_smoothing=float("nan")),

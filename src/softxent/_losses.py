@@ -36,11 +36,12 @@ The sigmoid loss (independent binary heads) is elementwise; see
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import kernels
+from . import _contract, kernels
+from ._contract import Reduction
 from ._softmax import kernel_inv_temperature, log_sigmoid_exact, normalise, sigmoid_exact
 from ._validation import (
     as_array,
@@ -49,12 +50,9 @@ from ._validation import (
     check_bool,
     check_class_labels,
     check_class_weight,
-    check_ignore_index,
     check_nonnegative_weights,
     check_probability_labels,
-    check_reduction,
     check_sample_weight,
-    check_scalar,
     compute_dtype,
     format_index,
 )
@@ -68,8 +66,6 @@ __all__ = [
     "softmax_cross_entropy_with_grad",
 ]
 
-Reduction = Literal["mean", "sum", "none"]
-
 
 def _scalar_or_array(value: np.ndarray, dtype: np.dtype) -> np.ndarray:
     with np.errstate(over="ignore"):  # a loss beyond float32's range (tiny T) is inf, as in the kernel
@@ -78,17 +74,14 @@ def _scalar_or_array(value: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _reduce(
-    loss_rows: np.ndarray, grad: np.ndarray | None, denominator: float, reduction: str
+    loss_rows: np.ndarray, grad: np.ndarray | None, denominator: float, reduction: Reduction
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Apply the reduction to per-row losses and the gradient of their sum."""
     if reduction == "none":
         return loss_rows, grad
-    total = loss_rows.sum()
-    if reduction == "sum":
-        return total, grad
-    if denominator == 0.0:  # every row ignored or weighted 0: 0, not 0/0 = NaN
-        return np.zeros((), dtype=loss_rows.dtype), None if grad is None else np.zeros_like(grad)
-    return total / denominator, None if grad is None else grad / denominator
+    if grad is not None:
+        grad = grad * _contract.grad_scale(reduction, denominator)
+    return _contract.reduce_total(loss_rows.sum(), denominator, reduction), grad
 
 
 # --------------------------------------------------------------------------- softmax
@@ -212,12 +205,10 @@ def _effective_target(lab: _Labels, n_classes: int, weight: np.ndarray | None, s
 
 
 def _all_masked_error(row: int, batch: tuple[int, ...], ignore_index: int | None) -> ValueError:
-    return ValueError(
-        f"logits row {format_index(row, batch)} is -inf for every class (all classes masked), "
-        f"so it has no softmax, but its label asks for a loss; give it "
-        f"ignore_index={ignore_index if ignore_index is not None else -100} "
-        f"or a zero sample_weight to skip it"
+    skip = (
+        f"give it ignore_index={ignore_index if ignore_index is not None else -100} or a zero sample_weight to skip it"
     )
+    return ValueError(_contract.masked_row_message(f"logits row {format_index(row, batch)}", skip))
 
 
 def _reference_softmax_xent(
@@ -392,10 +383,11 @@ def _softmax_xent(
     ax = check_axis(axis, arr.ndim)
     n_classes = arr.shape[ax]
     batch = arr.shape[:ax] + arr.shape[ax + 1 :]
-    reduction = check_reduction(reduction)
-    smoothing = check_scalar(label_smoothing, "label_smoothing", low=0.0, high=1.0)
-    temperature = check_scalar(temperature, "temperature", low=0.0, low_inclusive=False)
-    ignore_index = check_ignore_index(ignore_index)
+    opts = _contract.XentOptions.build(
+        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing, temperature=temperature
+    )
+    reduction, smoothing, temperature = opts.reduction, opts.label_smoothing, opts.temperature
+    ignore_index = opts.ignore_index
     inplace = check_bool(inplace, "inplace")
     weight = check_class_weight(weight, n_classes)
     sample_weight = check_sample_weight(sample_weight, batch)
@@ -408,9 +400,7 @@ def _softmax_xent(
     else:
         rows_in_mean = lab.row_weight if sample_weight is None else sample_weight * lab.row_weight
         denominator = float(rows_in_mean.sum())
-    grad_scale = 1.0
-    if reduction == "mean":
-        grad_scale = 1.0 / denominator if denominator else 0.0
+    grad_scale = _contract.grad_scale(reduction, denominator)
 
     inv_t = None if kern is None else kernel_inv_temperature(temperature, arr.dtype)
     if (
@@ -443,20 +433,15 @@ def _softmax_xent(
         if grad is not None:
             with np.errstate(over="ignore"):  # beyond float32's range (tiny T): +-inf, as in the kernel
                 grad = np.moveaxis(grad, -1, ax).astype(arr.dtype, copy=False)
-    if grad is not None and reduction == "mean" and not denominator:
-        grad = np.zeros_like(grad)  # every row ignored or weighted 0: 0, not 0/0
+    if grad is not None and not grad_scale:
+        grad = np.zeros_like(grad)  # a mean over no counted row: 0, not 0/0 (nor a NaN row's NaN)
     if grad is not None and target is not None:
         # The caller gets its own buffer back, not a view of it; a gradient
         # computed elsewhere (a copy for a strided layout) is put back first.
         if not np.shares_memory(grad, target):
             np.copyto(target, grad)
         grad = target
-    if reduction == "none":
-        loss = loss_rows
-    else:
-        loss = total
-        if reduction == "mean":
-            loss = loss / denominator if denominator else np.zeros(())
+    loss = loss_rows if reduction == "none" else _contract.reduce_total(total, denominator, reduction)
     # lse stays float64: log-sum-exp of z / T can exceed float32's range.
     return _scalar_or_array(loss, arr.dtype), grad, _scalar_or_array(lse, np.dtype(np.float64)) if need_lse else None
 
@@ -724,7 +709,7 @@ def _sigmoid_xent(
     y, _ = _kernel_probability_labels(lab, kern, 1.0)
     if y is None:
         y = check_probability_labels(lab, upper=1.0)
-    reduction = check_reduction(reduction)
+    reduction = _contract.check_reduction(reduction)
     # Rows and labels: (N, K) or (..., K); a 1-D array is N rows of one label.
     rows = arr.shape[:-1] if arr.ndim >= 2 else arr.shape
     n_labels = arr.shape[-1] if arr.ndim >= 2 else 1
@@ -778,9 +763,7 @@ def _kernel_sigmoid_xent(
     pos_w = np.broadcast_to(1.0 if pos_weight is None else pos_weight, (n_labels,)).astype(np.float64)
     w = np.broadcast_to(1.0 if weight is None else weight, (n_labels,)).astype(np.float64)
     sw = np.empty(0) if sample_weight is None else sample_weight.reshape(-1).astype(np.float64)
-    grad_scale = 1.0
-    if reduction == "mean":
-        grad_scale = 1.0 / denominator if denominator else 0.0
+    grad_scale = _contract.grad_scale(reduction, denominator)
     grad2 = np.empty(z2.shape, dtype=arr.dtype) if need_grad else z2  # not written without grad
     loss_elem = np.empty(z2.shape) if reduction == "none" else np.empty((0, 0))
     (row_loss,) = kernels.scratch(n_rows)  # only summed here
@@ -788,9 +771,7 @@ def _kernel_sigmoid_xent(
     if reduction == "none":
         loss = loss_elem.reshape(arr.shape)
     else:
-        loss = row_loss.sum()
-        if reduction == "mean":
-            loss = loss / denominator if denominator else np.zeros(())
+        loss = _contract.reduce_total(row_loss.sum(), denominator, reduction)
     grad = grad2.reshape(arr.shape) if need_grad else None
     return _scalar_or_array(loss, arr.dtype), grad
 

@@ -13,6 +13,10 @@ Conventions
 * Floating inputs keep their dtype for the result; the arithmetic runs in
   :func:`compute_dtype` (float64, or longdouble for longdouble input), which is
   what makes the NumPy layer an exact oracle.
+
+The scalar options of the losses (reduction, ignore_index, label_smoothing,
+temperature, ...) and their texts live in :mod:`softxent._contract`; the
+names re-exported here from it serve the array checks below and older callers.
 """
 
 from __future__ import annotations
@@ -24,7 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from ._contract import REDUCTIONS, check_ignore_index, check_reduction, format_index
+from ._contract import check_real as check_scalar
+from ._contract import short_repr as _short
+
 __all__ = [
+    "REDUCTIONS",
     "as_array",
     "as_float_array",
     "check_axis",
@@ -45,24 +54,6 @@ __all__ = [
     "format_index",
     "physical_memory",
 ]
-
-REDUCTIONS = ("mean", "sum", "none")
-
-
-def _short(value: Any) -> str:
-    """A short ``repr`` for error messages (arrays are summarised)."""
-    if isinstance(value, np.ndarray):  # one line: messages are one line
-        return " ".join(np.array2string(value, threshold=6, edgeitems=2, precision=6).split())
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def format_index(flat_index: int, shape: tuple[int, ...]) -> str:
-    """The position ``flat_index`` in an array of ``shape``, as ``(i, j, ...)``."""
-    if not shape:
-        return "()"
-    idx = np.unravel_index(int(flat_index), shape)
-    return "(" + ", ".join(str(int(i)) for i in idx) + ("," if len(idx) == 1 else "") + ")"
 
 
 def as_array(x: Any, name: str) -> np.ndarray:
@@ -125,38 +116,6 @@ def check_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     return axis % ndim
 
 
-def check_scalar(
-    value: Any,
-    name: str,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_inclusive: bool = True,
-    high_inclusive: bool = True,
-) -> float:
-    """A finite real number within the given bounds."""
-    if type(value) is float or type(value) is int:  # the common case, without the ABC checks below
-        pass
-    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
-            value = value.item()
-        else:
-            raise TypeError(f"{name} must be a real number, got {_short(value)}")
-    try:
-        value = float(value)
-    except OverflowError:  # an int beyond float's range, e.g. 10**400
-        raise ValueError(f"{name} must be finite, got {_short(value)}, which is beyond float64's range") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if low is not None and (value < low or (not low_inclusive and value == low)):
-        bound = ">=" if low_inclusive else ">"
-        raise ValueError(f"{name} must be {bound} {low:g}, got {value!r}")
-    if high is not None and (value > high or (not high_inclusive and value == high)):
-        bound = "<=" if high_inclusive else "<"
-        raise ValueError(f"{name} must be {bound} {high:g}, got {value!r}")
-    return value
-
-
 def check_base(base: Any) -> float | None:
     """``None`` (natural log) or a positive base different from 1."""
     if base is None:
@@ -207,27 +166,6 @@ def check_result_size(what: str, dims: tuple[int, ...], dtype: np.dtype, hint: s
             f"{what} needs {_format_bytes(n_bytes)} ({shape} {dtype.name}), more than this "
             f"machine's {_format_bytes(limit)} of memory; {hint}"
         )
-
-
-def check_reduction(reduction: Any) -> str:
-    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {_short(reduction)}")
-    return reduction
-
-
-_INT64 = np.iinfo(np.int64)
-
-
-def check_ignore_index(ignore_index: Any) -> int | None:
-    if ignore_index is None:
-        return None
-    if type(ignore_index) is not int:
-        if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
-            raise TypeError(f"ignore_index must be an integer or None, got {_short(ignore_index)}")
-        ignore_index = int(ignore_index)
-    if not _INT64.min <= ignore_index <= _INT64.max:  # labels are compared as int64
-        raise ValueError(f"ignore_index must fit in a 64-bit integer, got {ignore_index}")
-    return ignore_index
 
 
 def check_where(where: Any, shape: tuple[int, ...]) -> np.ndarray | None:

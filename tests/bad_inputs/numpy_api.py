@@ -167,7 +167,7 @@ _OPTION_ROWS = [
         "label_smoothing-above-1",
         lambda tmp: _sce(label_smoothing=1.0000001),
         ValueError,
-        r"label_smoothing must be <= 1, got 1\.0000001",
+        r"label_smoothing must lie in \[0, 1\], got 1\.0000001",
     ),
     Case(
         "numpy",

@@ -52,6 +52,7 @@ import torch
 
 import softxent as sx
 
+from .._contract import mean_scale
 from ._memory import empty
 from ._reference import work_dtype
 from ._validation import check_index_target_values, check_prob_target_values, first_masked_row, masked_row_error
@@ -140,7 +141,7 @@ def cpu_rows(
             sample_weight = np.full(n_rows, ce_scale)
     elif reduction == "mean" and z_loss:
         n_kept = n_rows if kept is None else int(kept.sum())
-        zl_scale = 1.0 / n_kept if n_kept else 0.0
+        zl_scale = mean_scale(n_kept)
 
     if softcap is not None:
         # z' = c tanh(z / c), into a buffer of our own that then receives the gradient.

@@ -75,6 +75,7 @@ from typing import Literal
 
 import torch
 
+from .._contract import mean_scale
 from ._backends import fused_backend, has_fused_backend
 from ._functional import _functorch_active, cross_entropy
 from ._memory import empty
@@ -246,7 +247,7 @@ def _linear_xent(
 
     ce_scale = zl_scale = 1.0
     if reduction == "mean":
-        ce_scale = zl_scale = 1.0 / n_kept if n_kept else 0.0
+        ce_scale = zl_scale = mean_scale(n_kept)
     if x.device.type == "cpu":
         zeros = _zeros_cpu
     else:

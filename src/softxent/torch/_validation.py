@@ -18,11 +18,12 @@ Every error names the argument and shows the bad value, as the NumPy layer's
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any
 
 import torch
+
+from .._contract import REDUCTIONS, XentOptions, format_index, masked_row_message
 
 __all__ = [
     "REDUCTIONS",
@@ -37,54 +38,31 @@ __all__ = [
     "masked_row_error",
 ]
 
-REDUCTIONS = ("mean", "sum", "none")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def format_index(flat_index: int, shape: tuple[int, ...]) -> str:
-    """The position ``flat_index`` in a tensor of ``shape``, as ``(i, j, ...)``."""
-    idx = []
-    for n in reversed(shape):
-        idx.append(flat_index % n if n else 0)
-        flat_index = flat_index // n if n else 0
-    idx.reverse()
-    return "(" + ", ".join(str(i) for i in idx) + ("," if len(idx) == 1 else "") + ")"
-
-
-def _real(value: Any, name: str) -> float:
+def _scalar(value: Any) -> Any:
+    """A one-element tensor that needs no gradient, as a Python number (torch's
+    functions accept those for scalar options); anything else as it is."""
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.requires_grad:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    # Comparisons, not math.isfinite: under torch.compile(dynamic=True) a float
-    # argument may be symbolic, and Dynamo traces comparisons but not isfinite.
-    if not -math.inf < value < math.inf:
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        return value.item()
     return value
 
 
 def check_options(
     *, ignore_index: Any, reduction: Any, label_smoothing: Any, z_loss: Any, softcap: Any
 ) -> tuple[int, str, float, float, float | None]:
-    """The scalar options shared by :func:`cross_entropy` and :func:`linear_cross_entropy`."""
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
-    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    label_smoothing = _real(label_smoothing, "label_smoothing")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing!r}")
-    z_loss = _real(z_loss, "z_loss")
-    if z_loss < 0.0:
-        raise ValueError(f"z_loss must be >= 0 (the weight of z_loss * lse**2), got {z_loss!r}")
-    if softcap is not None:
-        softcap = _real(softcap, "softcap")
-        if softcap <= 0.0:
-            raise ValueError(
-                f"softcap must be > 0 (logits become softcap * tanh(logits / softcap)) or None, got {softcap!r}"
-            )
-    return int(ignore_index), reduction, label_smoothing, z_loss, softcap
+    """The scalar options shared by :func:`cross_entropy` and :func:`linear_cross_entropy`,
+    checked by the loss contract (:class:`softxent._contract.XentOptions`)."""
+    opts = XentOptions.build(
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=_scalar(label_smoothing),
+        z_loss=_scalar(z_loss),
+        softcap=_scalar(softcap),
+        allow_no_ignore=False,
+    )
+    return opts.ignore_index, opts.reduction, opts.label_smoothing, opts.z_loss, opts.softcap  # type: ignore[return-value]
 
 
 def check_head_options(chunk_size: Any, shift: Any, x: torch.Tensor | None = None) -> None:
@@ -250,10 +228,7 @@ def masked_row_error(row: int, ignore_index: int, *, name: str = "input", prob: 
     ``ignore_index`` does not apply.
     """
     skip = "give its target row all zeros to skip it" if prob else f"give it ignore_index={ignore_index} to skip it"
-    return ValueError(
-        f"row {row} of {name} (the batch flattened) is -inf for every class (all classes masked), so it "
-        f"has no softmax, but its target asks for a loss; {skip}"
-    )
+    return ValueError(masked_row_message(f"row {row} of {name} (the batch flattened)", skip, label="target"))
 
 
 def first_masked_row(z: torch.Tensor, target: torch.Tensor, ignore_index: int) -> int | None:

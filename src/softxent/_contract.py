@@ -1,0 +1,237 @@
+r"""The loss contract: the options of softmax cross-entropy, their checks and texts, and the shared rules.
+
+Framework-free (NumPy and the standard library only), so that every front end
+and every backend can import it.
+
+How a call flows
+----------------
+::
+
+    front end                    contract                        backend               kernel
+    sx.softmax_cross_entropy ─┐
+    softxent.torch.*          ├─> XentOptions.build(...)  ─> loss rows, gradient, lse ─> (NumPy oracle,
+    estimators, distributed  ─┘   (checks, error texts)       reduced by the rules here    numba, torch, Triton)
+
+1. A front end takes its own argument names (PyTorch's for ``softxent.torch``,
+   NumPy's for ``softxent``), converts framework scalars to Python numbers,
+   and calls :meth:`XentOptions.build`. That is the only place the scalar
+   options are checked; nothing below checks them again.
+2. The backend computes per-row losses, the gradient of their weighted sum and
+   the per-row log-sum-exp, for the effective target :math:`t` (seed eq. (15):
+   :math:`\partial\ell/\partial z = a \sum_c t_c - t`).
+3. The reduction is the same everywhere: ``"none"`` keeps the rows, ``"sum"``
+   adds them, ``"mean"`` divides the sum by the summed weights of the rows
+   that count (:func:`mean_scale`), and a batch in which no row counts gives
+   0, not 0/0.
+
+Adding an option
+----------------
+Add a field to :class:`XentOptions`, its check to :meth:`XentOptions.build`
+(with the error text), implement it in the backends that must honour it, and
+add its oracle tests. Front ends pass it through by name.
+
+Class weights and per-row weights are arrays of each framework's own type;
+the front ends check them (their rules, non-negative and finite, are stated
+here in :data:`WEIGHT_RULE`).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = [
+    "REDUCTIONS",
+    "WEIGHT_RULE",
+    "Reduction",
+    "XentOptions",
+    "check_ignore_index",
+    "check_real",
+    "check_reduction",
+    "format_index",
+    "grad_scale",
+    "masked_row_message",
+    "mean_scale",
+    "reduce_total",
+    "short_repr",
+]
+
+Reduction = Literal["mean", "sum", "none"]
+REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+WEIGHT_RULE = "finite and non-negative"
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def short_repr(value: Any) -> str:
+    """A one-line ``repr`` for error messages (arrays summarised, long texts cut)."""
+    if isinstance(value, np.ndarray):
+        return " ".join(np.array2string(value, threshold=6, edgeitems=2, precision=6).split())
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def format_index(flat_index: int, shape: tuple[int, ...]) -> str:
+    """The position ``flat_index`` of a C-ordered array of ``shape``, as ``(i, j, ...)``."""
+    if not shape:
+        return "()"
+    idx = []
+    rest = int(flat_index)
+    for n in reversed(shape):
+        idx.append(rest % n if n else 0)
+        rest = rest // n if n else 0
+    idx.reverse()
+    return "(" + ", ".join(str(i) for i in idx) + ("," if len(idx) == 1 else "") + ")"
+
+
+def check_real(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> float:
+    """A finite real number within the given bounds, as a Python float.
+
+    Booleans are refused (``label_smoothing=True`` is a mistake, not 1.0).
+    Only comparisons decide finiteness: under ``torch.compile(dynamic=True)``
+    a float argument may be symbolic, and Dynamo traces comparisons but not
+    ``math.isfinite``.
+    """
+    if type(value) is not float and type(value) is not int:  # the common case skips the ABC checks
+        if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+            value = value.item()
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a real number, got {short_repr(value)}")
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float's range, e.g. 10**400
+        raise ValueError(f"{name} must be finite, got {short_repr(value)}, which is beyond float64's range") from None
+    if not -float("inf") < value < float("inf"):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and high is not None and low_inclusive and high_inclusive and not low <= value <= high:
+        raise ValueError(f"{name} must lie in [{low:g}, {high:g}], got {value!r}")
+    if low is not None and (value < low or (not low_inclusive and value == low)):
+        raise ValueError(f"{name} must be {'>=' if low_inclusive else '>'} {low:g}, got {value!r}")
+    if high is not None and (value > high or (not high_inclusive and value == high)):
+        raise ValueError(f"{name} must be {'<=' if high_inclusive else '<'} {high:g}, got {value!r}")
+    return value
+
+
+def check_reduction(reduction: Any) -> Reduction:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {short_repr(reduction)}")
+    return reduction  # type: ignore[return-value]
+
+
+def check_ignore_index(ignore_index: Any, *, allow_none: bool = True) -> int | None:
+    """An integer that fits int64 (labels are compared as int64), or None where allowed."""
+    if ignore_index is None and allow_none:
+        return None
+    if type(ignore_index) is not int:
+        if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
+            kind = "an integer or None" if allow_none else "an integer"
+            raise TypeError(f"ignore_index must be {kind}, got {short_repr(ignore_index)}")
+        ignore_index = int(ignore_index)
+    if not _INT64_MIN <= ignore_index <= _INT64_MAX:
+        raise ValueError(f"ignore_index must fit in a 64-bit integer, got {ignore_index}")
+    return ignore_index
+
+
+@dataclass(frozen=True)
+class XentOptions:
+    """The scalar options of softmax cross-entropy, checked once.
+
+    Attributes
+    ----------
+    ignore_index : int or None
+        Class-index labels equal to it are skipped (loss 0, gradient 0, not in
+        the mean). ``None``: no label is skipped (NumPy API only).
+    reduction : {"mean", "sum", "none"}
+    label_smoothing : float in [0, 1]
+        The target becomes :math:`(1-\\varepsilon) y + \\varepsilon / K` (class
+        weights multiply it, as in PyTorch).
+    temperature : float > 0
+        The loss of :math:`\\operatorname{softmax}(z / T)`; gradients are
+        with respect to :math:`z`.
+    z_loss : float >= 0
+        Adds :math:`z_\\text{loss} \\cdot \\operatorname{lse}(z)^2` per counted row.
+    softcap : float > 0 or None
+        Logits become :math:`c \\tanh(z / c)` before the softmax.
+    """
+
+    ignore_index: int | None = -100
+    reduction: Reduction = "mean"
+    label_smoothing: float = 0.0
+    temperature: float = 1.0
+    z_loss: float = 0.0
+    softcap: float | None = None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        ignore_index: Any = -100,
+        reduction: Any = "mean",
+        label_smoothing: Any = 0.0,
+        temperature: Any = 1.0,
+        z_loss: Any = 0.0,
+        softcap: Any = None,
+        allow_no_ignore: bool = True,
+    ) -> XentOptions:
+        """Check every option and return them; the errors name the argument and the value."""
+        return cls(
+            ignore_index=check_ignore_index(ignore_index, allow_none=allow_no_ignore),
+            reduction=check_reduction(reduction),
+            label_smoothing=check_real(label_smoothing, "label_smoothing", low=0.0, high=1.0),
+            temperature=check_real(temperature, "temperature", low=0.0, low_inclusive=False),
+            z_loss=check_real(z_loss, "z_loss", low=0.0),
+            softcap=None if softcap is None else check_real(softcap, "softcap", low=0.0, low_inclusive=False),
+        )
+
+
+def mean_scale(denominator: float) -> float:
+    """The factor of a ``"mean"``: ``1 / denominator``, and 0 when no row counts.
+
+    ``denominator`` is the summed weight of the rows that count (sample weight
+    times the class weight of the label for class indices, the sample weight
+    for probability labels; ignored rows weigh 0). An empty or fully ignored
+    batch has loss 0 and gradient 0 rather than 0/0 = NaN (PyTorch gives NaN).
+    """
+    return 1.0 / denominator if denominator else 0.0
+
+
+def grad_scale(reduction: Reduction, denominator: float) -> float:
+    """What multiplies the gradient of the summed row losses: :func:`mean_scale` for a mean, else 1."""
+    return mean_scale(denominator) if reduction == "mean" else 1.0
+
+
+def reduce_total(total: Any, denominator: float, reduction: Reduction) -> Any:
+    """The ``"sum"`` or ``"mean"`` loss from the sum of the (weighted) row losses.
+
+    Works on Python floats, NumPy and torch scalars alike. A mean over no
+    counted row is 0 (those rows' losses are all 0, so ``total * 0.0`` is 0
+    of the right type and device).
+    """
+    if reduction != "mean":
+        return total
+    return total / denominator if denominator else total * 0.0
+
+
+def masked_row_message(where: str, skip: str, *, label: str = "label") -> str:
+    """The one text for a row whose classes are all masked (-inf) but whose label asks for a loss.
+
+    ``where`` names the row in the front end's words (``"logits row (3,)"``,
+    ``"row 3 of input (the batch flattened)"``); ``skip`` says how to skip it
+    with that front end's arguments; ``label`` is its word for a label
+    (PyTorch's is ``"target"``).
+    """
+    return (
+        f"{where} is -inf for every class (all classes masked), so it has no softmax, "
+        f"but its {label} asks for a loss; {skip}"
+    )
