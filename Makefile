@@ -25,10 +25,14 @@ demo: cli
 # (AVX-512 code on an AVX-512 host).
 AVX2_ENV := NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=+avx2,+fma NUMBA_CACHE_DIR=.numba-cache-avx2
 AVX2_TESTS := tests/test_kernels.py tests/test_determinism.py
+# Modules held to mypy: the loss contract and what feeds the kernels.
+TYPED := src/softxent/_contract.py src/softxent/_validation.py src/softxent/_softmax.py \
+	src/softxent/kernels/__init__.py src/softxent/torch/_validation.py
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy $(TYPED)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure" >&2; exit 1; fi; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi; \

@@ -251,7 +251,7 @@ def _object_labels(labels: np.ndarray, original: Any) -> np.ndarray:
         if isinstance(v, (bool, np.bool_, numbers.Integral)):
             out[i] = int(v)
         elif isinstance(v, numbers.Real) and math.isfinite(float(v)) and float(v).is_integer():
-            out[i] = int(v)
+            out[i] = int(float(v))  # exact: an integral float below 2**1024 converts without rounding
         else:
             shown = _short(_given(original, i, labels.shape, v))
             where = format_index(i, labels.shape)
