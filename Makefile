@@ -54,3 +54,6 @@ $(VENV)/.installed-dev: $(VENV)/.installed-base
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .numba-cache-avx2 build src/*.egg-info
+	# numba's cache notices edits only in the file a kernel is defined in, not in the
+	# kernel modules it calls: drop it with the rest.
+	find src -name '*.nbi' -delete -o -name '*.nbc' -delete
