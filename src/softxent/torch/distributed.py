@@ -3,13 +3,12 @@ r"""Vocabulary-parallel softmax cross-entropy over ``torch.distributed`` (tensor
 With tensor parallelism each rank of a process group holds one contiguous
 slice :math:`[s_r, s_r + V_r)` of the vocabulary: its rows of the output
 head's weight, and so its columns of the logits. The full (N, V) logits never
-exist on one rank. The loss still needs three numbers per row from all of
-them: the log-sum-exp (eq. 8) over the whole vocabulary, the logit of the
-target class (held by one rank) and, with label smoothing, the (weighted) sum
-of all logits. Those are per-row scalars, so the ranks exchange (N, k)
-tensors, never (N, V_r) ones (as Megatron-LM's ``vocab_parallel_cross_entropy``
-does; written here from the formulas, with every option of
-:func:`softxent.torch.cross_entropy`).
+exist on one rank. The loss needs from the others only the state of an
+online softmax over their slices (:mod:`softxent._rowstats`: the row maximum,
+the sum of exponentials, the target's logit and weight, the label-smoothing
+sum), and states of disjoint slices merge into the state of the whole row.
+So the ranks exchange (N, k) tensors, never (N, V_r) ones, and every option
+of :func:`softxent.torch.cross_entropy` is kept (written from the formulas).
 
 Design (the backward rule beside the forward)
 ---------------------------------------------
@@ -20,38 +19,23 @@ Design (the backward rule beside the forward)
    too, naming that rank, instead of waiting forever in a collective. Options
    or targets that differ between ranks, and slices that do not tile
    :math:`[0, V)`, raise on every rank.
-2. **Local statistics** of each row over the rank's slice (one sweep, no
-   communication), with :math:`z' = c \tanh(z / c)` under soft-capping and
-   :math:`m_r` the local maximum:
+2. **Local state** of each row over the rank's slice (one sweep in place, no
+   communication) of the soft-capped logits :math:`z' = c \tanh(z / c)`:
+   a :class:`softxent._rowstats.RowStats`, whose sum of exponentials keeps
+   the maximum's term apart so that a confident row keeps its tiny terms.
+3. **Merge by two all-reduces**: ``MAX`` of the local maxima; each rank
+   rebases its state to that maximum (:func:`softxent._rowstats.rebase`) and
+   one ``SUM`` of the packed fields gives the state of the whole row, the same
+   on every rank. From it, with differences of shifted values only,
 
    .. math::
 
-       S_r = \sum_{c \in r} e^{z'_c - m_r}, \quad
-       z'_y \text{ (owner only, else 0)}, \quad
-       A_r = \sum_{c \in r} w_c (z'_c - m_r) \text{ (label smoothing)}.
-
-   :math:`S_r` is kept as the maximum's term 1 plus the sum of the others
-   (float32 terms summed by torch's cascaded sum, then float64): for a
-   confident row the others are ~1e-12, which ``1 + ...`` would round away;
-   :math:`\log S = \operatorname{log1p}(\ldots)` keeps them, and with them
-   the target's tiny gradient entry.
-
-3. **Two all-reduces**: ``MAX`` of :math:`m_r` gives the row maximum
-   :math:`M`; each rank rescales its terms to it (:math:`S_r e^{m_r - M}`,
-   :math:`A_r + W_r (m_r - M)`, :math:`z'_y - M`) and one ``SUM`` of the
-   packed (N, k) tensor gives :math:`S = \sum_c e^{z'_c - M}`,
-   :math:`z'_y - M`, the target's class weight :math:`w_y` and
-   :math:`\sum_c w_c (z'_c - M)`. Then :math:`\operatorname{lse} = M + \log S`
-   and every term of the loss is a difference of shifted values (never
-   :math:`\operatorname{lse} - z` of two large numbers):
-
-   .. math::
-
-       \ell = (1-\varepsilon) w_y (\log S - (z'_y - M))
-            + \tfrac{\varepsilon}{V} \bigl(W \log S - \textstyle\sum_c w_c (z'_c - M)\bigr)
+       \ell = (1-\varepsilon) w_y (\operatorname{lse} - z'_y)
+            + \tfrac{\varepsilon}{V} \textstyle\sum_c w_c (\operatorname{lse} - z'_c)
             + \lambda_z \operatorname{lse}^2,
 
-   :math:`W = \sum_c w_c` over the whole vocabulary, exchanged in step 1.
+   reduced by the rules of :mod:`softxent._contract` (a mean over no counted
+   row is 0).
 4. **The local gradient slice in the forward** (eq. 15 with the options;
    eq. 16, :math:`a - y`, for plain targets):
 
@@ -63,12 +47,10 @@ Design (the backward rule beside the forward)
        t = (1-\varepsilon) w_y e_y + \tfrac{\varepsilon}{V} w,
 
    times :math:`\operatorname{sech}^2(z_c / c)` under soft-capping, scaled
-   by the reduction's global normaliser; the target's entry
-   :math:`(1-\varepsilon) w_y (a_y - 1) + \dots` with
-   :math:`a_y - 1 = \operatorname{expm1}(z'_y - \operatorname{lse})`, so a
-   confident row keeps its tiny gradient. The backward only scales this
-   stored slice by ``grad_output``: **no communication in the backward** of
-   :func:`vocab_parallel_cross_entropy`.
+   by the reduction's global normaliser; the target's entry with
+   :math:`a_y - 1 = \operatorname{expm1}(z'_y - \operatorname{lse})`. The
+   backward only scales this stored slice by ``grad_output``: **no
+   communication in the backward** of :func:`vocab_parallel_cross_entropy`.
 
 The loss, the log-sum-exp and (for ``reduction="none"``) the per-row losses
 are the same on every rank; each rank's gradient is its slice of the
@@ -77,10 +59,10 @@ concatenated logits.
 
 :func:`vocab_parallel_linear_cross_entropy` is the same loss of the logits
 ``x @ local_weight.T + local_bias``, computed in blocks of rows (and chunks
-of the local vocabulary when a block of rows would not fit
-:data:`softxent.torch._linear.BLOCK_BYTES`): a first sweep of matmuls gives
-the local statistics, the all-reduces give every row's log-sum-exp, and a
-second sweep recomputes each block's logits and forms
+of the local vocabulary, whose states merge as the ranks' do, when a block
+of rows would not fit :data:`softxent.torch._linear.BLOCK_BYTES`): a first
+sweep of matmuls gives the local states, the all-reduces every row's
+log-sum-exp, and a second sweep recomputes each block's logits and forms
 :math:`G = \partial L / \partial z` block by block, accumulating
 :math:`G W_r` (this rank's part of :math:`\partial L / \partial x`),
 :math:`G^\top x` and :math:`\sum_i G_i` (its own rows of
@@ -125,13 +107,14 @@ from typing import Any, Literal, NamedTuple
 import torch
 import torch.distributed as dist
 
+from .. import _rowstats as rs
+from .._contract import REDUCTIONS, XentOptions, grad_scale, reduce_total
 from ._backends import _SLICE_ELEMENTS, _zloss_softcap_grad
 from ._functional import _functorch_active, _is_one, _scale_stored_grad
 from ._linear import plan_blocks
 from ._memory import empty
 from ._reference import work_dtype
 from ._validation import (
-    REDUCTIONS,
     check_float_tensor,
     check_head_options,
     check_index_target_values,
@@ -143,6 +126,9 @@ from ._validation import (
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
+Reduction = Literal["mean", "sum", "none"]
+_F64 = torch.float64
+
 
 def _no_second_order(name: str, what: str) -> RuntimeError:
     """Refuse what the stored gradient cannot give, instead of a silently wrong (zero) answer."""
@@ -153,32 +139,19 @@ def _no_second_order(name: str, what: str) -> RuntimeError:
     )
 
 
-Reduction = Literal["mean", "sum", "none"]
-
-
-class _Options(NamedTuple):
-    ignore_index: int
-    reduction: str
-    label_smoothing: float
-    z_loss: float
-    softcap: float | None
-    logits_name: str = "local_logits"  # for error messages
-
-
 class _Layout(NamedTuple):
     """Where this rank's slice lies in the vocabulary, agreed by all ranks."""
 
     group: Any
     start: int  # this rank's first class
     n_total: int  # V, the whole vocabulary
-    weight_total: float  # W = sum of all class weights (V without weights)
 
 
-# --------------------------------------------------------------------------- the group
+# --------------------------------------------------------------------------- the group and the agreement
 
 
-def _group_info(group: Any) -> tuple[int, int]:
-    """(rank in ``group``, size of ``group``), or a clear error when there is no usable group."""
+def _group_info(group: Any) -> int:
+    """The size of ``group``, or a clear error when there is no usable group."""
     if not dist.is_available():
         raise RuntimeError(
             "torch.distributed is not available in this PyTorch build (torch.distributed.is_available() "
@@ -199,29 +172,18 @@ def _group_info(group: Any) -> tuple[int, int]:
             f"group={which} cannot be used: torch.distributed is not initialised in this process; call "
             "torch.distributed.init_process_group(backend, rank=..., world_size=...) on every rank first"
         )
-    rank = dist.get_rank(group)
-    if rank < 0:
+    if dist.get_rank(group) < 0:
         raise ValueError(
             f"group: this process (global rank {dist.get_rank()}) is not a member of the group; "
             "call the loss only on the group's ranks"
         )
-    return rank, dist.get_world_size(group)
-
-
-def _comm_device(tensor: Any, group: Any) -> torch.device:
-    """The device of the small tensors that the ranks exchange: the logits' device when known."""
-    if isinstance(tensor, torch.Tensor) and tensor.device.type != "meta":
-        return tensor.device
-    if dist.get_backend(group) == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+    return dist.get_world_size(group)
 
 
 # What each rank reports in the agreement step (one float64 each).
 _KEYS = (
     "ok", "rows", "classes", "vocab_start", "vocab_start given", "ignore_index", "reduction",
-    "label_smoothing", "z_loss", "softcap", "weight given", "weight sum", "target sum",
-    "target order sum", "x grad",
+    "label_smoothing", "z_loss", "softcap", "weight given", "target sum", "target order sum", "x grad",
 )  # fmt: skip
 # Values that must be equal on every rank, with the words that name them in an error.
 _SHARED = (
@@ -244,25 +206,27 @@ def _show(key: str, value: float) -> str:
         return "None"
     if key in ("label_smoothing", "z_loss", "softcap"):
         return repr(value)
-    if key in ("vocab_start given", "weight given", "x grad"):
-        return str(bool(value))
-    return str(int(value))
+    return str(bool(value)) if key in ("vocab_start given", "weight given", "x grad") else str(int(value))
 
 
-def _target_fields(target: torch.Tensor) -> dict[str, float]:
-    """Two integer checksums of the targets (int64 arithmetic: the same bits on every rank)."""
-    t = target.reshape(-1).to(torch.int64)
-    order = torch.arange(t.numel(), device=t.device) % 65521 + 1
-    return {"target sum": float(int(t.sum())), "target order sum": float(int((t * order).sum()))}
+def _agree(group: Any, like: Any, check: Any) -> tuple[XentOptions, _Layout]:
+    """Run ``check`` (options and the fields of :data:`_KEYS`), exchange every rank's outcome and slice.
 
-
-def _agree(
-    group: Any, world: int, device: torch.device, fields: dict[str, float] | None, error: Exception | None
-) -> _Layout:
-    """Exchange every rank's checks and slice; raise the same kind of error everywhere, or agree on the layout."""
-    row = torch.zeros(len(_KEYS), dtype=torch.float64)
+    Raise the same kind of error everywhere, or return the options and the agreed layout.
+    """
+    world = _group_info(group)
+    opts = fields = error = None
+    try:
+        opts, fields = check()
+    except (TypeError, ValueError) as exc:
+        error = exc
+    if isinstance(like, torch.Tensor) and like.device.type != "meta":
+        device = like.device  # the small exchanged tensors live beside the logits
+    else:
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else "cpu"
+    row = torch.zeros(len(_KEYS), dtype=_F64)
     if fields is not None:
-        row = torch.tensor([1.0] + [float(fields[k]) for k in _KEYS[1:]], dtype=torch.float64)
+        row = torch.tensor([1.0] + [float(fields[k]) for k in _KEYS[1:]], dtype=_F64)
     row = row.to(device)
     table = [torch.empty_like(row) for _ in range(world)]
     dist.all_gather(table, row, group=group)
@@ -288,6 +252,7 @@ def _agree(
                 f"classes, not the rows), but ranks {differ} hold other targets than rank 0"
             )
     sizes = [int(info["classes"]) for info in ranks]
+    starts = [sum(sizes[:r]) for r in range(world)]
     if ranks[0]["vocab_start given"]:
         starts = [int(info["vocab_start"]) for info in ranks]
         expect = 0
@@ -299,24 +264,18 @@ def _agree(
                     f"[0, V) without gaps or overlaps, got {shown}"
                 )
             expect += sizes[r]
-    else:
-        starts = [sum(sizes[:r]) for r in range(world)]
-    n_total = sum(sizes)
-    weight_total = sum(info["weight sum"] for info in ranks) if ranks[0]["weight given"] else float(n_total)
-    rank = dist.get_rank(group)
-    return _Layout(group, starts[rank], n_total, weight_total)
+    return opts, _Layout(group, starts[dist.get_rank(group)], sum(sizes))
 
 
-def _check_vocab_start(vocab_start: Any) -> None:
-    if vocab_start is None:
-        return
-    if isinstance(vocab_start, bool) or not isinstance(vocab_start, numbers.Integral):
-        raise TypeError(f"vocab_start must be an integer (this rank's first class) or None, got {vocab_start!r}")
-    if vocab_start < 0:
-        raise ValueError(f"vocab_start must be >= 0 (this rank's first class), got {vocab_start!r}")
-
-
-def _option_fields(opts: _Options, vocab_start: Any) -> dict[str, float]:
+def _common_fields(opts: XentOptions, vocab_start: Any, target: torch.Tensor) -> dict[str, float]:
+    """The checked options, ``vocab_start`` and two int64 checksums of the targets (the same bits everywhere)."""
+    if vocab_start is not None:
+        if isinstance(vocab_start, bool) or not isinstance(vocab_start, numbers.Integral):
+            raise TypeError(f"vocab_start must be an integer (this rank's first class) or None, got {vocab_start!r}")
+        if vocab_start < 0:
+            raise ValueError(f"vocab_start must be >= 0 (this rank's first class), got {vocab_start!r}")
+    t = target.reshape(-1).to(torch.int64)
+    order = torch.arange(t.numel(), device=t.device) % 65521 + 1
     return {
         "vocab_start": -1.0 if vocab_start is None else float(vocab_start),
         "vocab_start given": float(vocab_start is not None),
@@ -325,7 +284,14 @@ def _option_fields(opts: _Options, vocab_start: Any) -> dict[str, float]:
         "label_smoothing": opts.label_smoothing,
         "z_loss": opts.z_loss,
         "softcap": 0.0 if opts.softcap is None else opts.softcap,
+        "target sum": float(int(t.sum())),
+        "target order sum": float(int((t * order).sum())),
     }
+
+
+def _options(**options: Any) -> XentOptions:
+    ignore_index, reduction, label_smoothing, z_loss, softcap = check_options(**options)
+    return XentOptions(ignore_index, reduction, label_smoothing, z_loss=z_loss, softcap=softcap)  # type: ignore[arg-type]
 
 
 def _check_index_target(target: Any, batch: tuple[int, ...], shape_words: str) -> None:
@@ -343,27 +309,7 @@ def _check_index_target(target: Any, batch: tuple[int, ...], shape_words: str) -
         raise ValueError(f"target must have shape {batch} ({shape_words}), got {tuple(target.shape)}")
 
 
-# --------------------------------------------------------------------------- per-row statistics
-
-
-class _Stats(NamedTuple):
-    """Per-row statistics of a slice of soft-capped logits z' (float64, relative to a finite shift).
-
-    The sum of exponentials is kept in two parts, ``lead + rest``: ``lead``
-    the terms equal to exactly 1 (the maximum's, exp(0)), ``rest`` all the
-    others. A confident row has ``rest`` ~ 1e-12: ``1 + rest`` would round it
-    away in float32 (and to 4 digits in float64), but ``log1p(rest)`` and so
-    the target's gradient entry ``expm1(z'_y - lse)`` keep it.
-    """
-
-    m: torch.Tensor  # max_c z'_c (-inf for a row masked everywhere in the slice, NaN for NaN)
-    shift: torch.Tensor  # m where finite, else 0: the reference point of lead, rest and smooth
-    lead: torch.Tensor  # 1 (0 for a masked row): the maximum's term exp(m - shift)
-    rest: torch.Tensor  # sum of the other exp(z'_c - shift)
-    z_y: torch.Tensor  # z'_y where the slice holds the target class, else 0
-    smooth: torch.Tensor | None  # sum_c w_c (z'_c - shift), with label smoothing
-    w_y: torch.Tensor | None  # w_y where the slice holds the target class, else 0 (class weights)
-    weight_sum: float  # sum_c w_c over the slice (its width without class weights)
+# --------------------------------------------------------------------------- row states, loss, gradient
 
 
 def _new(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -371,99 +317,47 @@ def _new(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> to
     return empty(shape, dtype) if device.type == "cpu" else torch.empty(shape, dtype=dtype, device=device)
 
 
-def _weighted_row_sum(z: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
-    """sum_c w_c z_c per row, classes of weight 0 left out (so a masked class, z = -inf, adds 0, not NaN)."""
-    if w is None:
-        return z.sum(dim=1)
-    positive = w > 0
-    if bool(positive.all()):
-        return z @ w
-    return z[:, positive] @ w[positive]
+def _local_state(
+    src: torch.Tensor, buf: torch.Tensor, y_loc: torch.Tensor, w: torch.Tensor | None, smooth: bool
+) -> tuple[rs.RowStats, torch.Tensor]:
+    """The state (float64) of the (R, Vc) soft-capped logits ``src``; ``buf`` receives ``exp(src - shift)``.
 
-
-def _slice_stats(
-    src: torch.Tensor, buf: torch.Tensor, y_loc: torch.Tensor, w: torch.Tensor | None, need_smooth: bool
-) -> tuple[_Stats, torch.Tensor]:
-    """Statistics of the (R, Vc) soft-capped logits ``src``; ``buf`` receives ``exp(src - shift)``.
-
-    ``buf`` may be ``src`` itself (then overwritten). ``y_loc`` (R,) is the
-    target's column in this slice, or -1.
+    In place: one (R, Vc) buffer, ``buf``, which may be ``src`` itself.
+    ``y_loc`` (R,) is the target's column in this slice, or -1.
     """
-    m, at = src.max(dim=1)  # one read: the maximum and where it is
-    m = m.to(torch.float64)
-    at = at[:, None]
-    shift = torch.where(torch.isfinite(m), m, 0.0)  # an all -inf row: exp(-inf - 0) = 0, not NaN
+    m, at = src.max(dim=1)  # one read: the maximum and where it is (its term is the lead)
+    m, at = m.to(_F64), at[:, None]
     owned = y_loc >= 0
     col = y_loc.clamp(min=0)[:, None]
-    z_y = torch.where(owned, src.gather(1, col)[:, 0].to(torch.float64), 0.0)
-    w_y = None if w is None else torch.where(owned, w[col[:, 0]].to(torch.float64), 0.0)
-    s = shift.to(src.dtype)[:, None]
-    if buf is src:
-        buf.sub_(s)
-    else:
-        torch.sub(src, s, out=buf)
-    # Shifted before summing: sum_c w_c (z'_c - m) does not cancel as sum_c w_c z'_c - W m would.
-    smooth = _weighted_row_sum(buf, w).to(torch.float64) if need_smooth else None
+    label = torch.where(owned, src.gather(1, col)[:, 0].to(_F64), 0.0)
+    label_w = owned.to(_F64) if w is None else torch.where(owned, w[col[:, 0]].to(_F64), 0.0)
+    shift = rs.shift_of(m, torch).to(src.dtype)[:, None]
+    buf = src.sub_(shift) if buf is src else torch.sub(src, shift, out=buf)
+    dot = None
+    if smooth:  # sum_c w_c (z'_c - shift), classes of weight 0 left out (a masked class adds 0, not NaN)
+        positive = None if w is None or bool((w > 0).all()) else w > 0
+        dot = buf.sum(dim=1) if w is None else buf @ w if positive is None else buf[:, positive] @ w[positive]
+        dot = dot.to(_F64)
     buf.exp_()
     lead = buf.gather(1, at)
-    buf.scatter_(1, at, 0.0)  # the maximum's 1 left out of the sum (see _Stats) ...
-    rest = buf.sum(dim=1).to(torch.float64)  # (torch's CPU sum is cascaded: no drift over 10^5 terms)
+    buf.scatter_(1, at, 0.0)  # the maximum's 1 left out of the rest ...
+    rest = buf.sum(dim=1).to(_F64)  # (torch's CPU sum is cascaded: no drift over 10^5 terms)
     buf.scatter_(1, at, lead)  # ... and put back
-    weight_sum = float(src.shape[1]) if w is None else float(w.to(torch.float64).sum())
-    return _Stats(m, shift, lead[:, 0].to(torch.float64), rest, z_y, smooth, w_y, weight_sum), buf
+    total = torch.full_like(m, float(src.shape[1]) if w is None else float(w.to(_F64).sum()))
+    return rs.RowStats(m, lead[:, 0].to(_F64), rest, label, label_w, dot, total), buf
 
 
-def _rebase(st: _Stats, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """``lead``, ``rest`` and ``smooth`` of ``st`` relative to another (finite, larger or equal) shift."""
-    same = st.shift == shift
-    lead = torch.where(same, st.lead, 0.0)  # a maximum below the new one joins the rest
-    total = st.lead + st.rest
-    # 0 stays 0 (a masked slice: 0 * exp(big) would be NaN); NaN stays NaN.
-    moved = torch.where(total == 0, 0.0, total * torch.exp(st.shift - shift))
-    rest = torch.where(same, st.rest, moved)
-    smooth = None if st.smooth is None else st.smooth + st.weight_sum * (st.shift - shift)
-    return lead, rest, smooth
-
-
-def _merge(a: _Stats, b: _Stats) -> _Stats:
-    """Statistics of two chunks of one row block's vocabulary, as if computed on both (online lse)."""
-    m = torch.maximum(a.m, b.m)
-    shift = torch.where(torch.isfinite(m), m, 0.0)
-    la, ra, ma = _rebase(a, shift)
-    lb, rb, mb = _rebase(b, shift)
-    return _Stats(m, shift, la + lb, ra + rb, a.z_y + b.z_y, None if ma is None else ma + mb, None,
-                  a.weight_sum + b.weight_sum)  # fmt: skip
-
-
-class _Global(NamedTuple):
-    """Row statistics over the whole vocabulary (the same on every rank)."""
-
-    shift: torch.Tensor  # M: the row maximum where finite, else 0
-    lead: torch.Tensor  # how many classes reach the maximum (1 but for ties; 0 for a masked row)
-    rest: torch.Tensor  # the sum of the other exp(z'_c - M): S = lead + rest
-    z_y: torch.Tensor  # z'_y - M
-    w_y: torch.Tensor | None  # w_y (class weights)
-    smooth: torch.Tensor | None  # sum_c w_c (z'_c - M)
-
-
-def _all_reduce(st: _Stats, owned: torch.Tensor, group: Any) -> _Global:
-    """MAX of the local maxima, then one SUM of the rescaled per-row terms (N, k)."""
+def _merge_ranks(st: rs.RowStats, group: Any) -> rs.RowStats:
+    """The state of the whole rows, on every rank: MAX of the maxima, then one SUM of the rebased fields."""
     m = st.m.clone()
     if m.numel():
         dist.all_reduce(m, op=dist.ReduceOp.MAX, group=group)
-    shift = torch.where(torch.isfinite(m), m, 0.0)
-    lead, rest, smooth = _rebase(st, shift)
-    z_y = torch.where(owned, st.z_y - shift, 0.0)  # the target's owner adds it, the others add 0
-    cols = [lead, rest, z_y] + ([] if st.w_y is None else [st.w_y]) + ([] if smooth is None else [smooth])
-    packed = torch.stack(cols, dim=1)
+    st = rs.rebase(st, m, torch)
+    packed = torch.stack([f for f in st[1:] if f is not None], dim=1)
     if packed.numel():
         dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
-    out = packed.unbind(1)
-    w_y = out[3] if st.w_y is not None else None
-    return _Global(shift, out[0], out[1], out[2], w_y, out[-1] if smooth is not None else None)
-
-
-# --------------------------------------------------------------------------- loss and gradient plan
+    out = iter(packed.unbind(1))
+    return rs.RowStats(m, *(None if f is None else next(out) for f in st[1:]))
 
 
 class _Plan(NamedTuple):
@@ -476,52 +370,38 @@ class _Plan(NamedTuple):
     live: torch.Tensor  # rows with a loss term (others get gradient 0)
 
 
-def _loss_and_plan(g: _Global, kept: torch.Tensor, lay: _Layout, o: _Options) -> tuple[torch.Tensor, _Plan]:
-    """The loss (0-d, or (N,) for ``"none"``, float64) and the gradient plan, as the reference defines them."""
+def _loss_and_plan(g: rs.RowStats, kept: torch.Tensor, n_total: int, o: XentOptions, name: str):
+    """The loss (0-d, or (N,) for ``"none"``, float64) and the gradient plan of the merged state ``g``."""
     eps, lam = o.label_smoothing, o.z_loss
-    n_total, w_total = lay.n_total, lay.weight_total
-    w_y = kept.to(torch.float64) if g.w_y is None else g.w_y
-    s_total = g.lead + g.rest
-    # log S = log1p((lead - 1) + rest): exact for a confident row, where rest ~ 1e-12.
-    log_s = torch.where(g.lead >= 1, torch.log1p((g.lead - 1.0) + g.rest), torch.log(s_total))
-    lse = g.shift + log_s
-    nll = log_s - g.z_y  # lse - z'_y, from shifted values
-    t_sum = (1.0 - eps) * w_y + (eps / n_total) * w_total
+    log_s = rs.log_sum(g, torch)
+    lse = rs.shift_of(g.m, torch) + log_s
+    w_y = g.label_weight
+    t_sum = (1.0 - eps) * w_y + (eps / n_total) * g.total
     counts = kept & (t_sum > 0)
-    live = counts | kept if lam else counts
-    masked = live & (s_total == 0)
+    live = kept if lam else counts
+    masked = live & (g.lead + g.rest == 0)
     if bool(masked.any()):
-        raise masked_row_error(int(masked.nonzero()[0, 0]), o.ignore_index, name=o.logits_name)
+        raise masked_row_error(int(masked.nonzero()[0, 0]), o.ignore_index, name=name)
+    nll = rs.label_loss(g, torch)
     rows = torch.where(w_y > 0, (1.0 - eps) * w_y * nll, 0.0)
     if eps:
-        # sum_c w_c (lse - z'_c) = W log S - sum_c w_c (z'_c - M)
-        rows = rows + torch.where(kept, (eps / n_total) * (w_total * log_s - g.smooth), 0.0)
+        rows = rows + torch.where(kept, (eps / n_total) * rs.smooth_loss(g, torch), 0.0)
     rows = torch.where(counts, rows, 0.0)
     z_rows = torch.where(kept, lam * lse * lse, 0.0) if lam else None
-    ce_scale = zl_scale = torch.ones((), dtype=torch.float64, device=lse.device)
+    den, n_kept = (float(w_y.sum()), float(kept.sum())) if o.reduction == "mean" else (1.0, 1.0)
     if o.reduction == "none":
         loss = rows if z_rows is None else rows + z_rows
     else:
-        loss = rows.sum()
-        if o.reduction == "mean":
-            # The global normalisers (the same rows on every rank); an all-ignored batch gives 0, not 0/0.
-            den = w_y.sum()
-            den = torch.where(den > 0, den, 1.0)
-            n_kept = kept.sum().to(torch.float64)
-            n_kept = torch.where(n_kept > 0, n_kept, 1.0)
-            loss = loss / den
-            ce_scale, zl_scale = 1.0 / den, 1.0 / n_kept
+        loss = reduce_total(rows.sum(), den, o.reduction)
         if z_rows is not None:
-            loss = loss + (z_rows.sum() / n_kept if o.reduction == "mean" else z_rows.sum())
-    ce = torch.where(counts, ce_scale, 0.0)
-    zl = torch.where(kept, zl_scale, 0.0) * (2.0 * lam) * lse if lam else torch.zeros_like(lse)
-    coef = ce * t_sum + zl
+            loss = loss + reduce_total(z_rows.sum(), n_kept, o.reduction)
+    ce = counts.to(_F64) * grad_scale(o.reduction, den)  # (torch.where of two numbers would be float32)
+    zl = torch.where(kept, (2.0 * lam * grad_scale(o.reduction, n_kept)) * lse, 0.0) if lam else 0.0
     # The target's entry a_y (sum t) - t_y with a_y - 1 = expm1(z'_y - lse): no cancellation as a_y -> 1.
-    d = g.z_y - log_s
-    a_y = torch.exp(d)
-    label = ce * ((1.0 - eps) * w_y * torch.expm1(d) + (eps / n_total) * (w_total * a_y - w_y)) + zl * a_y
+    a_y = torch.exp(-nll)
+    label = ce * ((1.0 - eps) * w_y * torch.expm1(-nll) + (eps / n_total) * (g.total * a_y - w_y)) + zl * a_y
     smooth_coef = ce * (eps / n_total) if eps else None
-    return loss, _Plan(lse, coef, smooth_coef, label, live)
+    return loss, _Plan(lse, ce * t_sum + zl, smooth_coef, label, live)
 
 
 def _scaled(plan: _Plan, rows: Any, scale: torch.Tensor | None = None) -> _Plan:
@@ -529,21 +409,16 @@ def _scaled(plan: _Plan, rows: Any, scale: torch.Tensor | None = None) -> _Plan:
     p = _Plan(*(None if t is None else t[rows] for t in plan))
     if scale is None:
         return p
-    return p._replace(
-        coef=p.coef * scale, label=p.label * scale,
-        smooth_coef=None if p.smooth_coef is None else p.smooth_coef * scale,
-    )  # fmt: skip
+    sc = None if p.smooth_coef is None else p.smooth_coef * scale
+    return p._replace(coef=p.coef * scale, label=p.label * scale, smooth_coef=sc)
 
 
-def _softmax_factor(plan: _Plan, st: _Stats) -> torch.Tensor:
+def _softmax_factor(plan: _Plan, st: rs.RowStats) -> torch.Tensor:
     """Turns exp(z' - shift) into coef * a: coef * exp(shift - lse); 0 for a row masked in the whole slice."""
-    return torch.where(st.lead + st.rest == 0, 0.0, plan.coef * torch.exp(st.shift - plan.lse))
+    return torch.where(st.lead + st.rest == 0, 0.0, plan.coef * torch.exp(rs.shift_of(st.m, torch) - plan.lse))
 
 
-def _grad_slice(
-    e: torch.Tensor, factor: torch.Tensor, plan: _Plan, y_loc: torch.Tensor, c0: int, w: torch.Tensor | None,
-    pre: torch.Tensor | None, softcap: float | None,
-) -> torch.Tensor:  # fmt: skip
+def _grad_slice(e, factor, plan: _Plan, y_loc, c0: int, w, pre, softcap: float | None) -> torch.Tensor:
     """In place: ``e`` (R, Vc) = exp(z' - s) of classes [c0, c0 + Vc) becomes dL/dz of those entries.
 
     ``factor`` (R,) = coef * exp(s - lse); ``pre`` the logits before the
@@ -556,13 +431,11 @@ def _grad_slice(
             e.sub_(sc[:, None])  # - ce eps/V
         else:
             e.addr_(sc, w[c0 : c0 + e.shape[1]], alpha=-1.0)  # - ce eps/V w_c
-    inside = (y_loc >= c0) & (y_loc < c0 + e.shape[1])
-    rows = inside.nonzero()[:, 0]
+    rows = ((y_loc >= c0) & (y_loc < c0 + e.shape[1])).nonzero()[:, 0]
     e[rows, y_loc[rows] - c0] = plan.label[rows].to(e.dtype)
     if not bool(plan.live.all()):
         e.masked_fill_(~plan.live[:, None], 0.0)  # ignored rows: 0, even if they hold -inf or NaN
-    if softcap is not None:
-        # Chain rule of z' = c tanh(z / c): times sech^2(z / c), sliced (small temporaries).
+    if softcap is not None:  # chain rule of z' = c tanh(z / c): times sech^2(z / c), in slices
         step = max(1, _SLICE_ELEMENTS // max(e.shape[1], 1))
         for r0 in range(0, e.shape[0], step):
             r1 = min(e.shape[0], r0 + step)
@@ -572,16 +445,13 @@ def _grad_slice(
 
 def _local_columns(target: torch.Tensor, kept: torch.Tensor, start: int, width: int) -> torch.Tensor:
     """The target's column in this rank's slice, or -1 (another rank's class, or an ignored row)."""
-    owned = kept & (target >= start) & (target < start + width)
-    return torch.where(owned, target - start, -1)
+    return torch.where(kept & (target >= start) & (target < start + width), target - start, -1)
 
 
 # --------------------------------------------------------------------------- logits form
 
 
-def _logits_forward(
-    z: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, lay: _Layout, o: _Options, need_grad: bool
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+def _logits_forward(z, y, weight, lay: _Layout, o: XentOptions, need_grad: bool):
     """Loss (in z's dtype), the local gradient slice (or None) and the per-row lse of (N, V_r) logits."""
     wd = work_dtype(z.dtype)
     kept = y != o.ignore_index
@@ -589,15 +459,13 @@ def _logits_forward(
     w = None if weight is None else weight.to(wd)
     if o.softcap is not None or z.dtype != wd:
         # z' (or the float32 copy of bf16/fp16 logits) in a buffer of ours, which becomes the gradient.
-        src = _new(tuple(z.shape), wd, z.device).copy_(z)
+        src = buf = _new(tuple(z.shape), wd, z.device).copy_(z)
         if o.softcap is not None:
             src.div_(o.softcap).tanh_().mul_(o.softcap)
-        buf = src
     else:
         src, buf = z, _new(tuple(z.shape), wd, z.device)  # the input stays as it is
-    st, e = _slice_stats(src, buf, y_loc, w, need_smooth=bool(o.label_smoothing))
-    g = _all_reduce(st, y_loc >= 0, lay.group)
-    loss, plan = _loss_and_plan(g, kept, lay, o)
+    st, e = _local_state(src, buf, y_loc, w, smooth=bool(o.label_smoothing))
+    loss, plan = _loss_and_plan(_merge_ranks(st, lay.group), kept, lay.n_total, o, "local_logits")
     grad = None
     if need_grad:
         grad = _grad_slice(e, _softmax_factor(plan, st), plan, y_loc, 0, w, z, o.softcap)
@@ -628,8 +496,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
             raise _no_second_order("vocab_parallel_cross_entropy", "second-order gradient (create_graph=True)")
         # dL/dz = grad_output * (the stored slice) [+ grad_lse * softmax(z') sech^2(z / c)]: all
         # local, lse being global already.
-        dz = _scale_stored_grad(ctx, grad_loss, grad_lse)
-        return dz, None, None, None, None, None, None
+        return _scale_stored_grad(ctx, grad_loss, grad_lse), None, None, None, None, None, None
 
 
 def vocab_parallel_cross_entropy(
@@ -729,20 +596,18 @@ def vocab_parallel_cross_entropy(
     """
     if _functorch_active():
         raise _no_second_order("vocab_parallel_cross_entropy", "torch.func support (grad, vmap, jacrev, hessian)")
-    _, world = _group_info(group)
-    fields = error = None
-    try:
-        opts = _Options(*check_options(
+
+    def check() -> tuple[XentOptions, dict[str, float]]:
+        opts = _options(
             ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
             z_loss=z_loss, softcap=softcap,
-        ))  # fmt: skip
+        )  # fmt: skip
         if not isinstance(return_lse, bool):
             raise TypeError(f"return_lse must be True or False, got {return_lse!r}")
         check_float_tensor(local_logits, "local_logits")
         if local_logits.dim() == 0:
             raise ValueError("local_logits must have a class axis (the last): shape (..., V_local), got a 0-d tensor")
-        n_local = local_logits.shape[-1]
-        batch = tuple(local_logits.shape[:-1])
+        n_local, batch = local_logits.shape[-1], tuple(local_logits.shape[:-1])
         if n_local == 0:
             raise ValueError(
                 f"local_logits must hold at least one class of this rank's slice (its last axis), "
@@ -765,21 +630,16 @@ def vocab_parallel_cross_entropy(
                     "weights; pass weight.detach()"
                 )
             check_weight_values(weight)
-        _check_vocab_start(vocab_start)
-        fields = {
-            "rows": float(math.prod(batch)), "classes": float(n_local),
-            "weight given": float(weight is not None),
-            "weight sum": float(n_local) if weight is None else float(weight.to(torch.float64).sum()),
-            "x grad": 0.0, **_option_fields(opts, vocab_start), **_target_fields(target),
-        }  # fmt: skip
-    except (TypeError, ValueError) as exc:
-        error = exc
-    lay = _agree(group, world, _comm_device(local_logits, group), fields, error)
-    check_index_target_values(target, lay.n_total, opts.ignore_index)  # the same targets everywhere
+        fields = {"rows": float(math.prod(batch)), "classes": float(n_local), "x grad": 0.0,
+                  "weight given": float(weight is not None)}  # fmt: skip
+        return opts, {**fields, **_common_fields(opts, vocab_start, target)}
 
+    opts, lay = _agree(group, local_logits, check)
+    check_index_target_values(target, lay.n_total, opts.ignore_index)  # the same targets everywhere
     if torch.is_autocast_enabled(local_logits.device.type) and local_logits.dtype in (torch.float16, torch.bfloat16):
         local_logits = local_logits.float()  # autocast runs torch's cross_entropy in float32: so do we
-    rows = local_logits.reshape(-1, n_local).contiguous()
+    batch = tuple(local_logits.shape[:-1])
+    rows = local_logits.reshape(-1, local_logits.shape[-1]).contiguous()
     need_grad = torch.is_grad_enabled() and local_logits.requires_grad
     loss, lse = _VocabParallelCrossEntropy.apply(
         rows, target.reshape(-1).to(torch.int64), None if weight is None else weight.detach(), lay, opts,
@@ -787,72 +647,52 @@ def vocab_parallel_cross_entropy(
     )  # fmt: skip
     if opts.reduction == "none":
         loss = loss.reshape(batch)
-    if return_lse:
-        return loss, lse.reshape(batch)
-    return loss
+    return (loss, lse.reshape(batch)) if return_lse else loss
 
 
 # --------------------------------------------------------------------------- linear form
 
 
-def _chunk_logits(
-    xb: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, c0: int, c1: int, buf: torch.Tensor
-) -> torch.Tensor:
-    """x_b @ W[c0:c1].T + b[c0:c1] into the front of the flat buffer ``buf`` (no allocation)."""
-    out = buf[: xb.shape[0] * (c1 - c0)].view(xb.shape[0], c1 - c0)
-    if b is None:
-        return torch.mm(xb, w[c0:c1].t(), out=out)
-    return torch.addmm(b[c0:c1], xb, w[c0:c1].t(), out=out)
-
-
-class _Blocks(NamedTuple):
-    rows: list[Any]  # per block: a slice, or the indices of its rows (rows not ignored)
-    chunks: list[tuple[int, int]]  # [c0, c1) of the local vocabulary
-    block_rows: int
-
-
-def _blocks(kept: torch.Tensor, n_local: int, block_rows: int, block_vocab: int) -> _Blocks:
+def _blocks(kept: torch.Tensor, n_local: int, block_rows: int, block_vocab: int):
+    """Row blocks (slices, or indices of the rows not ignored), vocabulary chunks [c0, c1), rows per block."""
     idx = None if bool(kept.all()) else kept.nonzero()[:, 0]
     n_kept = kept.numel() if idx is None else idx.numel()
     rows = [slice(r0, min(n_kept, r0 + block_rows)) if idx is None else idx[r0 : r0 + block_rows]
             for r0 in range(0, n_kept, block_rows)]  # fmt: skip
     chunks = [(c0, min(n_local, c0 + block_vocab)) for c0 in range(0, n_local, block_vocab)]
-    return _Blocks(rows, chunks, min(block_rows, max(n_kept, 1)))
+    return rows, chunks, min(block_rows, max(n_kept, 1))
 
 
-def _linear_grads(
-    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, y_loc: torch.Tensor, blocks: _Blocks, plan: _Plan,
-    softcap: float | None, need_dx: bool, need_dw: bool, need_db: bool, retained: Any = None,
-) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+def _chunk_logits(xb, w, b, c0: int, c1: int, buf: torch.Tensor) -> torch.Tensor:
+    """x_b @ W[c0:c1].T + b[c0:c1] into the front of the flat buffer ``buf`` (no allocation)."""
+    out = buf[: xb.shape[0] * (c1 - c0)].view(xb.shape[0], c1 - c0)
+    return torch.mm(xb, w[c0:c1].t(), out=out) if b is None else torch.addmm(b[c0:c1], xb, w[c0:c1].t(), out=out)
+
+
+def _linear_grads(x, w, b, y_loc, blocks, plan: _Plan, softcap, needs, retained=None):
     """Second sweep: G block by block from the plan; this rank's dx part, its dW and db rows (arithmetic dtype).
 
-    ``retained``: ``(e, pre, stats)`` of the first sweep when it was a single
+    ``retained``: ``(e, pre, state)`` of the first sweep when it was a single
     block (its ``exp(z' - shift)``, reused instead of a fourth matmul).
     """
-    wd = w.dtype
-    n_local, d = w.shape
+    (n_local, d), wd, (need_dx, need_dw, need_db) = w.shape, w.dtype, needs
     dx = _new(tuple(x.shape), wd, x.device).zero_() if need_dx else None
     dw = _new((n_local, d), wd, x.device).zero_() if need_dw else None
     db = _new((n_local,), wd, x.device).zero_() if need_db else None
-    width = max(c1 - c0 for c0, c1 in blocks.chunks)
-    bufs = None
-    if retained is None:
-        bufs = [_new((blocks.block_rows * width,), wd, x.device) for _ in range(1 + (softcap is not None))]
-    for rows in blocks.rows:
-        xb = x[rows].to(wd)
-        pb = _scaled(plan, rows)
-        yb = y_loc[rows]
+    row_blocks, chunks, block_rows = blocks
+    width = max(c1 - c0 for c0, c1 in chunks)
+    bufs = None if retained else [_new((block_rows * width,), wd, x.device) for _ in range(1 + (softcap is not None))]
+    for rows in row_blocks:
+        xb, pb, yb = x[rows].to(wd), _scaled(plan, rows), y_loc[rows]
         dxb = torch.zeros((xb.shape[0], d), dtype=wd, device=x.device) if need_dx else None
-        for c0, c1 in blocks.chunks:
+        for c0, c1 in chunks:
             if retained is not None:
                 e, pre, st = retained
                 factor = _softmax_factor(pb, st)
             else:
-                pre = _chunk_logits(xb, w, b, c0, c1, bufs[0])
+                e = pre = _chunk_logits(xb, w, b, c0, c1, bufs[0])
                 if softcap is not None:
                     e = torch.div(pre, softcap, out=bufs[1][: pre.numel()].view(pre.shape)).tanh_().mul_(softcap)
-                else:
-                    e = pre
                 e.sub_(pb.lse.to(wd)[:, None]).exp_()  # a_c = exp(z' - lse) <= 1
                 factor = pb.coef
             g = _grad_slice(e, factor, pb, yb, c0, None, pre, softcap)
@@ -867,53 +707,43 @@ def _linear_grads(
     return dx, dw, db
 
 
-def _linear_forward(x, w, b, y, lay, o, block_rows, block_vocab, need_dx, need_dw, need_db):
+def _linear_forward(x, w, b, y, lay: _Layout, o: XentOptions, block_rows: int, block_vocab: int, needs):
     """Loss, the plan (for a backward that recomputes) and, for "mean"/"sum", the gradients."""
-    n_rows = x.shape[0]
-    n_local = w.shape[0]
-    wd = w.dtype
     kept = y != o.ignore_index
-    y_loc = _local_columns(y, kept, lay.start, n_local)
-    blocks = _blocks(kept, n_local, block_rows, block_vocab)
-    early = o.reduction != "none" and (need_dx or need_dw or need_db)
-    retain = early and len(blocks.rows) == 1 and len(blocks.chunks) == 1
+    y_loc = _local_columns(y, kept, lay.start, w.shape[0])
+    blocks = _blocks(kept, w.shape[0], block_rows, block_vocab)
+    row_blocks, chunks, rows_per_block = blocks
+    early = o.reduction != "none" and any(needs)
+    retain = early and len(row_blocks) == 1 and len(chunks) == 1
     eps = bool(o.label_smoothing)
-
-    # First sweep: the local statistics of every row not ignored (ignored rows: a neutral slice).
-    f64 = dict(dtype=torch.float64, device=x.device)
-    m = torch.full((n_rows,), -math.inf, **f64)
-    shift, lead, rest, z_y = (torch.zeros(n_rows, **f64) for _ in range(4))
-    smooth = torch.zeros(n_rows, **f64) if eps else None
-    width = max(c1 - c0 for c0, c1 in blocks.chunks)
-    bufs = [_new((blocks.block_rows * width,), wd, x.device) for _ in range(1 + (retain and o.softcap is not None))]
+    # First sweep: the local states of the rows not ignored (ignored rows: the state of an empty slice).
+    cols = torch.zeros((7, x.shape[0]), dtype=_F64, device=x.device)
+    cols[0], cols[6] = -math.inf, float(w.shape[0])
+    st = rs.RowStats(*cols)._replace(dot=cols[5] if eps else None)
+    width = max(c1 - c0 for c0, c1 in chunks)
+    bufs = [_new((rows_per_block * width,), w.dtype, x.device) for _ in range(1 + (retain and o.softcap is not None))]
     retained = None
-    for rows in blocks.rows:
-        xb = x[rows].to(wd)
-        yb = y_loc[rows]
-        st_b = None
-        for c0, c1 in blocks.chunks:
-            pre = _chunk_logits(xb, w, b, c0, c1, bufs[0])
-            if o.softcap is None:
-                src = pre
-            elif retain:  # keep the logits before the cap for the chain rule
-                src = torch.div(pre, o.softcap, out=bufs[1][: pre.numel()].view(pre.shape))
+    for rows in row_blocks:
+        xb, yb, st_b = x[rows].to(w.dtype), y_loc[rows], None
+        for c0, c1 in chunks:
+            pre = src = _chunk_logits(xb, w, b, c0, c1, bufs[0])
+            if o.softcap is not None:  # keep the logits before the cap for the chain rule when retained
+                src = (
+                    torch.div(pre, o.softcap, out=bufs[1][: pre.numel()].view(pre.shape))
+                    if retain
+                    else pre.div_(o.softcap)
+                )
                 src.tanh_().mul_(o.softcap)
-            else:
-                src = pre.div_(o.softcap).tanh_().mul_(o.softcap)
             y_c = torch.where((yb >= c0) & (yb < c1), yb - c0, -1)
-            st_c, e = _slice_stats(src, src, y_c, None, need_smooth=eps)
-            st_b = st_c if st_b is None else _merge(st_b, st_c)
-        m[rows], shift[rows], lead[rows], rest[rows], z_y[rows] = st_b.m, st_b.shift, st_b.lead, st_b.rest, st_b.z_y
-        if smooth is not None:
-            smooth[rows] = st_b.smooth
+            st_c, e = _local_state(src, src, y_c, None, smooth=eps)
+            st_b = st_c if st_b is None else rs.merge(st_b, st_c, torch)
+        for full, part in zip(st, st_b):
+            if full is not None:
+                full[rows] = part
         if retain:
             retained = (e, pre, st_b)
-    st = _Stats(m, shift, lead, rest, z_y, smooth, None, float(n_local))
-    g = _all_reduce(st, y_loc >= 0, lay.group)
-    loss, plan = _loss_and_plan(g, kept, lay, o)
-    grads = (None, None, None)
-    if early:
-        grads = _linear_grads(x, w, b, y_loc, blocks, plan, o.softcap, need_dx, need_dw, need_db, retained)
+    loss, plan = _loss_and_plan(_merge_ranks(st, lay.group), kept, lay.n_total, o, "x @ local_weight.T + local_bias")
+    grads = _linear_grads(x, w, b, y_loc, blocks, plan, o.softcap, needs, retained) if early else (None,) * 3
     return loss, plan, y_loc, blocks, grads
 
 
@@ -921,52 +751,42 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
     """Forward: loss (and the gradients for "mean"/"sum"); backward: scale or recompute, all-reduce dx."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, target, lay, opts, block_rows, block_vocab, need_dx, need_dw, need_db):
+    def forward(ctx, x, weight, bias, target, lay, opts, block_rows, block_vocab, needs):
         wd = work_dtype(x.dtype)
         w = weight if weight.dtype == wd else weight.to(wd)  # low precision: one float32 copy
         b = None if bias is None else bias.to(wd)
-        loss, plan, y_loc, blocks, (dx, dw, db) = _linear_forward(
-            x, w, b, target, lay, opts, block_rows, block_vocab, need_dx, need_dw, need_db
-        )
+        loss, plan, y_loc, blocks, grads = _linear_forward(x, w, b, target, lay, opts, block_rows, block_vocab, needs)
         ctx.set_materialize_grads(False)
-        ctx.lay, ctx.opts, ctx.needs = lay, opts, (need_dx, need_dw, need_db)
+        ctx.lay, ctx.opts, ctx.needs = lay, opts, needs
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         if opts.reduction == "none":
             ctx.save_for_backward(x, w, b, y_loc)
             ctx.plan, ctx.blocks = plan, blocks
         else:
-            ctx.save_for_backward(dx, dw, db)
+            ctx.save_for_backward(*grads)
         return loss.to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_loss):
         if torch.is_grad_enabled():  # create_graph=True: the stored gradients are constants to autograd
             raise _no_second_order("vocab_parallel_linear_cross_entropy", "second-order gradient (create_graph=True)")
-        need_dx, need_dw, need_db = ctx.needs
-        rest = (None,) * 7
         if grad_loss is None:
-            return (None, None, None, None) + rest
+            return (None,) * 9
         if ctx.opts.reduction == "none":
             x, w, b, y_loc = ctx.saved_tensors
-            rg = grad_loss.to(torch.float64)
-            plan = _scaled(ctx.plan, slice(None), rg)
-            dx, dw, db = _linear_grads(x, w, b, y_loc, ctx.blocks, plan, ctx.opts.softcap, need_dx, need_dw, need_db)
+            plan = _scaled(ctx.plan, slice(None), grad_loss.to(_F64))
+            dx, dw, db = _linear_grads(x, w, b, y_loc, ctx.blocks, plan, ctx.opts.softcap, ctx.needs)
         else:
             dx, dw, db = ctx.saved_tensors
             if not _is_one(grad_loss):
                 dx, dw, db = (None if t is None else t * grad_loss.to(t.dtype) for t in (dx, dw, db))
             elif dx is not None:
                 dx = dx.clone()  # the all-reduce below is in place; a second backward needs the stored share
-        if need_dx:
+        if dx is not None:
             # Every rank holds G W_r, its classes' share of dL/dx: the sum over the group is the gradient.
             dist.all_reduce(dx, op=dist.ReduceOp.SUM, group=ctx.lay.group)
-        x_dtype, w_dtype, b_dtype = ctx.dtypes
-        return (
-            dx.to(x_dtype) if need_dx else None,
-            dw.to(w_dtype) if need_dw else None,
-            db.to(b_dtype) if need_db else None,
-            None,
-        ) + rest
+        grads = (dx, dw, db)
+        return tuple(None if g is None else g.to(t) for g, t in zip(grads, ctx.dtypes)) + (None,) * 6
 
 
 def vocab_parallel_linear_cross_entropy(
@@ -1042,13 +862,15 @@ def vocab_parallel_linear_cross_entropy(
         raise _no_second_order(
             "vocab_parallel_linear_cross_entropy", "torch.func support (grad, vmap, jacrev, hessian)"
         )
-    _, world = _group_info(group)
-    fields = error = None
-    try:
-        opts = _Options(*check_options(
+    need = torch.is_grad_enabled()
+    need_dx = need and isinstance(x, torch.Tensor) and x.requires_grad
+    shifted = [target]
+
+    def check() -> tuple[XentOptions, dict[str, float]]:
+        opts = _options(
             ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
             z_loss=z_loss, softcap=softcap,
-        ), logits_name="x @ local_weight.T + local_bias")  # fmt: skip
+        )  # fmt: skip
         check_float_tensor(x, "x")
         check_float_tensor(local_weight, "local_weight")
         if x.dim() == 0:
@@ -1078,39 +900,30 @@ def vocab_parallel_linear_cross_entropy(
                 + ("" if local_bias is None else f" and {local_bias.dtype}")
             )
         check_head_options(chunk_size, shift, x)
-        _check_vocab_start(vocab_start)
         if shift:
             # Row (.., t) is scored against target[.., t + 1], the last position against nothing.
             pad = torch.full_like(target[..., :1], opts.ignore_index)
-            target = torch.cat([target[..., 1:], pad], dim=-1)
-        need = torch.is_grad_enabled()
-        need_dx = need and x.requires_grad
-        fields = {
-            "rows": float(math.prod(x.shape[:-1])), "classes": float(n_local), "weight given": 0.0,
-            "weight sum": float(n_local), "x grad": float(need_dx),
-            **_option_fields(opts, vocab_start), **_target_fields(target),
-        }  # fmt: skip
-    except (TypeError, ValueError) as exc:
-        error = exc
-    lay = _agree(group, world, _comm_device(x, group), fields, error)
-    check_index_target_values(target, lay.n_total, opts.ignore_index)
+            shifted[0] = torch.cat([target[..., 1:], pad], dim=-1)
+        fields = {"rows": float(math.prod(x.shape[:-1])), "classes": float(n_local), "weight given": 0.0,
+                  "x grad": float(need_dx)}  # fmt: skip
+        return opts, {**fields, **_common_fields(opts, vocab_start, shifted[0])}
 
+    opts, lay = _agree(group, x, check)
+    target = shifted[0]
+    check_index_target_values(target, lay.n_total, opts.ignore_index)
     if torch.is_autocast_enabled(x.device.type):
         # Autocast runs torch's cross_entropy in float32; this head runs its matmuls in float32 too.
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         x, local_weight = x.to(dtype), local_weight.to(dtype)
         local_bias = None if local_bias is None else local_bias.to(dtype)
-    batch = tuple(x.shape[:-1])
-    x2 = x.reshape(-1, d)
-    need_dw = need and local_weight.requires_grad
-    need_db = need and local_bias is not None and local_bias.requires_grad
+    batch, x2 = tuple(x.shape[:-1]), x.reshape(-1, x.shape[-1])
+    needs = (need_dx, need and local_weight.requires_grad, need and local_bias is not None and local_bias.requires_grad)
     elem = 8 if x.dtype == torch.float64 else 4
-    n_buffers = 2 if opts.softcap is not None else 1
-    block_rows, block_vocab = plan_blocks(x2.shape[0], n_local, elem, n_buffers, chunk_size)
+    block_rows, block_vocab = plan_blocks(x2.shape[0], local_weight.shape[0], elem, 1 + (opts.softcap is not None),
+                                          chunk_size)  # fmt: skip
     loss = _VocabParallelLinearCrossEntropy.apply(
-        x2, local_weight, local_bias, target.reshape(-1).to(torch.int64), lay, opts, block_rows, block_vocab,
-        need_dx, need_dw, need_db,
-    )  # fmt: skip
+        x2, local_weight, local_bias, target.reshape(-1).to(torch.int64), lay, opts, block_rows, block_vocab, needs
+    )
     if opts.reduction == "none":
         loss = loss.reshape(batch)
         if shift:
