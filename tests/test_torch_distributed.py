@@ -251,6 +251,17 @@ def all_ignored(rank, world):
 
 
 @check()
+def labels_of_weight_zero(rank, world):
+    """A mean over labels that all have class weight 0 (denominator 0) is 0, as in cross_entropy."""
+    ctx = Ctx(rank, world)
+    z, y, w = problem()
+    y = torch.where(y == -100, -100, 3)  # w[3] = 0
+    for options in (dict(weight=True), dict(weight=True, label_smoothing=0.1, z_loss=1e-2)):
+        compare_logits(ctx, f"{options}", z, y, w, TOL[torch.float64], with_lse=False, **options)
+    ctx.done()
+
+
+@check()
 def masked_classes(rank, world):
     """-inf logits mask classes, also a rank's whole slice for a row; a masked ignored row."""
     ctx = Ctx(rank, world)

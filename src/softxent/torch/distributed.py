@@ -19,62 +19,42 @@ Design (the backward rule beside the forward)
    too, naming that rank, instead of waiting forever in a collective. Options
    or targets that differ between ranks, and slices that do not tile
    :math:`[0, V)`, raise on every rank.
-2. **Local state** of each row over the rank's slice (one sweep in place, no
-   communication) of the soft-capped logits :math:`z' = c \tanh(z / c)`:
-   a :class:`softxent._rowstats.RowStats`, whose sum of exponentials keeps
-   the maximum's term apart so that a confident row keeps its tiny terms.
-3. **Merge by two all-reduces**: ``MAX`` of the local maxima; each rank
-   rebases its state to that maximum (:func:`softxent._rowstats.rebase`) and
-   one ``SUM`` of the packed fields gives the state of the whole row, the same
-   on every rank. From it, with differences of shifted values only,
-
-   .. math::
-
-       \ell = (1-\varepsilon) w_y (\operatorname{lse} - z'_y)
-            + \tfrac{\varepsilon}{V} \textstyle\sum_c w_c (\operatorname{lse} - z'_c)
-            + \lambda_z \operatorname{lse}^2,
-
-   reduced by the rules of :mod:`softxent._contract` (a mean over no counted
-   row is 0).
-4. **The local gradient slice in the forward** (eq. 15 with the options;
-   eq. 16, :math:`a - y`, for plain targets):
-
-   .. math::
-
-       \frac{\partial \ell}{\partial z'_c}
-         = a_c \bigl(\textstyle\sum_k t_k + 2 \lambda_z \operatorname{lse}\bigr) - t_c,
-       \qquad a_c = e^{z'_c - \operatorname{lse}}, \quad
-       t = (1-\varepsilon) w_y e_y + \tfrac{\varepsilon}{V} w,
-
-   times :math:`\operatorname{sech}^2(z_c / c)` under soft-capping, scaled
-   by the reduction's global normaliser; the target's entry with
-   :math:`a_y - 1 = \operatorname{expm1}(z'_y - \operatorname{lse})`. The
-   backward only scales this stored slice by ``grad_output``: **no
-   communication in the backward** of :func:`vocab_parallel_cross_entropy`.
-
-The loss, the log-sum-exp and (for ``reduction="none"``) the per-row losses
-are the same on every rank; each rank's gradient is its slice of the
-gradient that :func:`softxent.torch.cross_entropy` gives for the
-concatenated logits.
+2. **Local state** (:class:`softxent._rowstats.RowStats`) of each row over the
+   rank's slice of the soft-capped logits :math:`z' = c \tanh(z / c)`: one
+   sweep in place, no communication.
+3. **Merge by two all-reduces**: ``MAX`` of the local maxima, then each rank
+   rebases its state to it and one ``SUM`` of the packed (N, k) fields gives
+   the state of the whole row, the same on every rank; from it the loss
+   :math:`(1-\varepsilon) w_y (\operatorname{lse} - z'_y) + \tfrac{\varepsilon}{V}
+   \sum_c w_c (\operatorname{lse} - z'_c) + \lambda_z \operatorname{lse}^2`
+   from shifted values only, reduced by the rules of :mod:`softxent._contract`.
+4. **The local gradient slice in the forward** (eq. 15 with the options):
+   :math:`a_c (\sum_k t_k + 2 \lambda_z \operatorname{lse}) - t_c` with
+   :math:`a_c = e^{z'_c - \operatorname{lse}}`, :math:`t = (1-\varepsilon) w_y
+   e_y + \tfrac{\varepsilon}{V} w`, times :math:`\operatorname{sech}^2(z_c / c)`
+   under soft-capping and the reduction's global normaliser; the target's
+   entry from :math:`\operatorname{expm1}(z'_y - \operatorname{lse})`, so a
+   confident row keeps its tiny gradient. The backward of
+   :func:`vocab_parallel_cross_entropy` only scales this stored slice: **no
+   communication in the backward**. Every rank gets the loss and the
+   log-sum-exp of :func:`softxent.torch.cross_entropy` on the concatenated
+   logits, and its slice of that function's gradient.
 
 :func:`vocab_parallel_linear_cross_entropy` is the same loss of the logits
-``x @ local_weight.T + local_bias``, computed in blocks of rows (and chunks
-of the local vocabulary, whose states merge as the ranks' do, when a block
-of rows would not fit :data:`softxent.torch._linear.BLOCK_BYTES`): a first
-sweep of matmuls gives the local states, the all-reduces every row's
-log-sum-exp, and a second sweep recomputes each block's logits and forms
-:math:`G = \partial L / \partial z` block by block, accumulating
-:math:`G W_r` (this rank's part of :math:`\partial L / \partial x`),
-:math:`G^\top x` and :math:`\sum_i G_i` (its own rows of
-:math:`\partial L / \partial W` and :math:`\partial L / \partial b`). Peak
-memory beyond the inputs and the gradients: one block of logits (two with
-soft-capping), about ``BLOCK_BYTES``. When everything fits one block the
-logits of the first sweep are reused (three matmuls instead of four). The
-gradients are computed in the forward for ``"mean"``/``"sum"`` and scaled in
-the backward; ``"none"`` recomputes them in the backward from the saved
-per-row statistics. Every rank contributes to :math:`\partial L/\partial x`,
-so the backward all-reduces it (``SUM``): **every rank of the group must run
-the backward** (as in any tensor-parallel model).
+``x @ local_weight.T + local_bias``, in blocks of rows (and chunks of the
+local vocabulary, whose states merge as the ranks' do, when a block would
+not fit :data:`softxent.torch._linear.BLOCK_BYTES`): a first sweep of matmuls
+gives the local states, the all-reduces every row's log-sum-exp, and a
+second sweep recomputes each block's logits (reused instead when everything
+fits one block: three matmuls instead of four) and accumulates
+:math:`G W_r` (this rank's share of :math:`\partial L / \partial x`),
+:math:`G^\top x` and :math:`\sum_i G_i` (its rows of :math:`\partial L /
+\partial W`, :math:`\partial L / \partial b`). Peak memory beyond inputs and
+gradients: one block of logits (two with soft-capping). The gradients are
+formed in the forward for ``"mean"``/``"sum"`` and scaled in the backward;
+``"none"`` recomputes them from the saved per-row statistics. The backward
+all-reduces :math:`\partial L/\partial x` (``SUM``): **every rank of the group
+must run the backward** (as in any tensor-parallel model).
 
 Not supported: probability targets (each rank would need its slice of them
 and the loss would need more exchanged sums; a clear ``TypeError`` says so),
@@ -515,21 +495,20 @@ def vocab_parallel_cross_entropy(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     r"""Softmax cross-entropy of logits split over the vocabulary between the ranks of ``group``.
 
-    Each rank passes its slice of the logits, classes
-    :math:`[s_r, s_r + V_r)`; every rank gets the loss that
-    :func:`softxent.torch.cross_entropy` gives for the concatenated logits
-    (eq. 7 with eq. 8, all its options), and its backward gives each rank its
-    slice of that function's gradient (eq. 15/16). Two all-reduces of
-    (N,)-sized tensors in the forward (after a small agreement step), none
-    in the backward; see :mod:`softxent.torch.distributed` for the algorithm.
+    Each rank passes its slice of the logits, classes :math:`[s_r, s_r + V_r)`;
+    every rank gets the loss that :func:`softxent.torch.cross_entropy` gives
+    for the concatenated logits (eq. 7 with eq. 8, all its options), and its
+    backward gives each rank its slice of that function's gradient (eq.
+    15/16). Two all-reduces of (N,)-sized tensors in the forward (after a small
+    agreement step), none in the backward; see :mod:`softxent.torch.distributed`.
 
     Parameters
     ----------
     local_logits : Tensor of shape (..., V_r)
-        This rank's logits, the class axis **last** (an LLM's ``(B, T, V_r)``;
-        Megatron's layout; for 2-D input the same as ``cross_entropy``'s
-        ``(N, C)``). float16, bfloat16, float32 or float64 (low precision
-        computed in float32). ``V_r`` may differ between ranks.
+        This rank's logits, the class axis **last** (an LLM's ``(B, T, V_r)``,
+        Megatron's layout; for 2-D input ``cross_entropy``'s ``(N, C)``).
+        float16, bfloat16, float32 or float64 (low precision computed in
+        float32). ``V_r`` may differ between ranks.
     target : Tensor of integers, shape ``local_logits.shape[:-1]``
         Global class indices in ``[0, V)`` or ``ignore_index``, the same on
         every rank. Probability targets are not supported (``TypeError``).
@@ -538,16 +517,14 @@ def vocab_parallel_cross_entropy(
         ``torch.distributed.init_process_group`` must have been called).
     vocab_start : int, optional, keyword-only
         This rank's first class :math:`s_r`. ``None`` on every rank: the
-        slices follow each other in rank order (found by exchanging the
-        sizes ``V_r``). Given on every rank: any order, but the slices must
-        tile :math:`[0, V)`.
+        slices follow each other in rank order. Given on every rank: any
+        order, but the slices must tile :math:`[0, V)`.
     weight : Tensor of shape (V_r,), optional
         This rank's slice of the class weights (non-negative; no gradient).
     ignore_index, reduction, label_smoothing, z_loss, softcap
         As in :func:`softxent.torch.cross_entropy`, the same on every rank:
-        ``"mean"`` divides by the summed weights of the rows not ignored
-        over the whole vocabulary's weights, ``label_smoothing`` spreads
-        :math:`\varepsilon / V` over all V classes.
+        ``"mean"`` divides by the summed weights of the rows not ignored,
+        ``label_smoothing`` spreads :math:`\varepsilon / V` over all V classes.
     return_lse : bool, default False, keyword-only
         Also return each row's log-sum-exp over the whole vocabulary (float32;
         float64 for float64 logits), differentiable (its gradient is local:
@@ -563,33 +540,26 @@ def vocab_parallel_cross_entropy(
     Raises
     ------
     ValueError, TypeError
-        Naming the argument and the value: a target outside ``[0, V)``,
-        shapes or dtypes that do not fit, options or targets that differ
-        between ranks, slices that do not tile the vocabulary, a row masked
-        (``-inf``) everywhere but not ignored, and ``group`` when
-        torch.distributed is not initialised. An error in one rank's
-        arguments is raised on every rank (no rank waits forever).
+        Naming the argument and the value: a target outside ``[0, V)``, shapes
+        or dtypes that do not fit, options or targets that differ between
+        ranks, slices that do not tile the vocabulary, a row masked (``-inf``)
+        everywhere but not ignored, ``group`` when torch.distributed is not
+        initialised. An error in one rank's arguments is raised on every rank.
 
     Notes
     -----
     As :func:`softxent.torch.cross_entropy`, an all-ignored batch gives loss
     0 and gradient 0 (torch: NaN). All ranks must call the function together
-    with the same rows; the gradient of the logits is formed in the forward
-    (one (N, V_r) buffer held until the backward) and only scaled in the
-    backward, so the backward needs no communication.
+    with the same rows; the gradient is formed in the forward (one (N, V_r)
+    buffer held until the backward) and only scaled in the backward.
 
     Examples
     --------
-    Run with ``torchrun --nproc-per-node 2``; rank ``r`` holds classes
-    ``[5 r, 5 r + 5)`` of a 10-class head::
-
-        import torch, torch.distributed as dist
-        from softxent.torch.distributed import vocab_parallel_cross_entropy
+    With ``torchrun --nproc-per-node 2``, rank ``r`` holding classes ``[5 r, 5 r + 5)``::
 
         dist.init_process_group("gloo")
         full = torch.randn(8, 10, generator=torch.Generator().manual_seed(0))
         target = torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(1))
-        rank = dist.get_rank()
         local = full[:, 5 * rank : 5 * rank + 5].clone().requires_grad_()
         loss = vocab_parallel_cross_entropy(local, target, label_smoothing=0.1)
         loss.backward()          # local.grad: this rank's columns of the full gradient
