@@ -12,13 +12,10 @@ of :func:`softxent.torch.cross_entropy` is kept (written from the formulas).
 
 Design (the backward rule beside the forward)
 ---------------------------------------------
-1. **Agreement** (one ``all_gather`` of a few numbers per rank): every rank
-   runs its own argument checks, then all ranks exchange the outcome with
-   their slice sizes, ``vocab_start``, options and a checksum of ``target``.
-   A rank whose arguments are wrong raises its error; every other rank raises
-   too, naming that rank, instead of waiting forever in a collective. Options
-   or targets that differ between ranks, and slices that do not tile
-   :math:`[0, V)`, raise on every rank.
+1. **Agreement** (:mod:`softxent.torch._agreement`, one ``all_gather`` of a
+   few numbers per rank): every rank checks its arguments, and an error on
+   one rank, options or targets that differ, or slices that do not tile
+   :math:`[0, V)` raise on every rank instead of a hang in a collective.
 2. **Local state** (:class:`softxent._rowstats.RowStats`) of each row over the
    rank's slice of the soft-capped logits :math:`z' = c \tanh(z / c)`: one
    sweep in place, no communication.
@@ -81,28 +78,20 @@ passes its own slice and gets the same loss):
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.distributed as dist
 
 from .. import _rowstats as rs
-from .._contract import REDUCTIONS, XentOptions, grad_scale, reduce_total
+from .._contract import XentOptions, grad_scale, reduce_total
+from ._agreement import Layout, agree, check_linear_arguments, check_logits_arguments
 from ._backends import _SLICE_ELEMENTS, _zloss_softcap_grad
 from ._functional import _functorch_active, _is_one, _scale_stored_grad
 from ._linear import plan_blocks
 from ._memory import empty
 from ._reference import work_dtype
-from ._validation import (
-    check_float_tensor,
-    check_head_options,
-    check_index_target_values,
-    check_options,
-    check_same_device,
-    check_weight_values,
-    masked_row_error,
-)
+from ._validation import masked_row_error
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
@@ -117,176 +106,6 @@ def _no_second_order(name: str, what: str) -> RuntimeError:
         "which autograd cannot differentiate; gather the logits and use softxent.torch.cross_entropy "
         "(or torch's) for that"
     )
-
-
-class _Layout(NamedTuple):
-    """Where this rank's slice lies in the vocabulary, agreed by all ranks."""
-
-    group: Any
-    start: int  # this rank's first class
-    n_total: int  # V, the whole vocabulary
-
-
-# --------------------------------------------------------------------------- the group and the agreement
-
-
-def _group_info(group: Any) -> int:
-    """The size of ``group``, or a clear error when there is no usable group."""
-    if not dist.is_available():
-        raise RuntimeError(
-            "torch.distributed is not available in this PyTorch build (torch.distributed.is_available() "
-            "is False): the vocabulary-parallel losses need it"
-        )
-    if isinstance(group, int) and not isinstance(group, bool) and group == dist.GroupMember.NON_GROUP_MEMBER:
-        raise ValueError(
-            "group: this process is not a member of the group (torch.distributed.new_group returned "
-            "NON_GROUP_MEMBER here); call the loss only on the group's ranks"
-        )
-    if group is not None and not isinstance(group, dist.ProcessGroup):
-        raise TypeError(
-            f"group must be a torch.distributed ProcessGroup or None (the default group), got {type(group).__name__}"
-        )
-    if not dist.is_initialized():
-        which = "None (the default process group)" if group is None else repr(group)
-        raise ValueError(
-            f"group={which} cannot be used: torch.distributed is not initialised in this process; call "
-            "torch.distributed.init_process_group(backend, rank=..., world_size=...) on every rank first"
-        )
-    if dist.get_rank(group) < 0:
-        raise ValueError(
-            f"group: this process (global rank {dist.get_rank()}) is not a member of the group; "
-            "call the loss only on the group's ranks"
-        )
-    return dist.get_world_size(group)
-
-
-# What each rank reports in the agreement step (one float64 each).
-_KEYS = (
-    "ok", "rows", "classes", "vocab_start", "vocab_start given", "ignore_index", "reduction",
-    "label_smoothing", "z_loss", "softcap", "weight given", "target sum", "target order sum", "x grad",
-)  # fmt: skip
-# Values that must be equal on every rank, with the words that name them in an error.
-_SHARED = (
-    ("rows", "the number of rows (target's shape)"),
-    ("vocab_start given", "vocab_start (given on every rank or on none)"),
-    ("ignore_index", "ignore_index"),
-    ("reduction", "reduction"),
-    ("label_smoothing", "label_smoothing"),
-    ("z_loss", "z_loss"),
-    ("softcap", "softcap"),
-    ("weight given", "weight (given on every rank or on none)"),
-    ("x grad", "x.requires_grad (every rank takes part in the all-reduce of dx)"),
-)
-
-
-def _show(key: str, value: float) -> str:
-    if key == "reduction":
-        return repr(REDUCTIONS[int(value)])
-    if key == "softcap" and value == 0.0:
-        return "None"
-    if key in ("label_smoothing", "z_loss", "softcap"):
-        return repr(value)
-    return str(bool(value)) if key in ("vocab_start given", "weight given", "x grad") else str(int(value))
-
-
-def _agree(group: Any, like: Any, check: Any) -> tuple[XentOptions, _Layout]:
-    """Run ``check`` (options and the fields of :data:`_KEYS`), exchange every rank's outcome and slice.
-
-    Raise the same kind of error everywhere, or return the options and the agreed layout.
-    """
-    world = _group_info(group)
-    opts = fields = error = None
-    try:
-        opts, fields = check()
-    except (TypeError, ValueError) as exc:
-        error = exc
-    if isinstance(like, torch.Tensor) and like.device.type != "meta":
-        device = like.device  # the small exchanged tensors live beside the logits
-    else:
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else "cpu"
-    row = torch.zeros(len(_KEYS), dtype=_F64)
-    if fields is not None:
-        row = torch.tensor([1.0] + [float(fields[k]) for k in _KEYS[1:]], dtype=_F64)
-    row = row.to(device)
-    table = [torch.empty_like(row) for _ in range(world)]
-    dist.all_gather(table, row, group=group)
-    if error is not None:
-        raise error
-    ranks = [dict(zip(_KEYS, t.tolist())) for t in table]
-    failed = [r for r, info in enumerate(ranks) if info["ok"] != 1.0]
-    if failed:
-        raise ValueError(
-            f"rank {failed[0]} of the group rejected its arguments (its own error says why); every rank "
-            "raises instead of waiting for it in a collective"
-        )
-    for key, words in _SHARED:
-        values = [info[key] for info in ranks]
-        if len(set(values)) > 1:
-            shown = ", ".join(f"rank {r}: {_show(key, v)}" for r, v in enumerate(values))
-            raise ValueError(f"{words} must be the same on every rank of the group, got {shown}")
-    for key in ("target sum", "target order sum"):
-        differ = [r for r, info in enumerate(ranks) if info[key] != ranks[0][key]]
-        if differ:
-            raise ValueError(
-                f"target must be the same on every rank of the group (vocabulary parallelism splits the "
-                f"classes, not the rows), but ranks {differ} hold other targets than rank 0"
-            )
-    sizes = [int(info["classes"]) for info in ranks]
-    starts = [sum(sizes[:r]) for r in range(world)]
-    if ranks[0]["vocab_start given"]:
-        starts = [int(info["vocab_start"]) for info in ranks]
-        expect = 0
-        for r in sorted(range(world), key=lambda r: starts[r]):
-            if starts[r] != expect:
-                shown = ", ".join(f"rank {q}: [{s}, {s + n})" for q, (s, n) in enumerate(zip(starts, sizes)))
-                raise ValueError(
-                    "vocab_start: the ranks' slices [vocab_start, vocab_start + V_local) must tile "
-                    f"[0, V) without gaps or overlaps, got {shown}"
-                )
-            expect += sizes[r]
-    return opts, _Layout(group, starts[dist.get_rank(group)], sum(sizes))
-
-
-def _common_fields(opts: XentOptions, vocab_start: Any, target: torch.Tensor) -> dict[str, float]:
-    """The checked options, ``vocab_start`` and two int64 checksums of the targets (the same bits everywhere)."""
-    if vocab_start is not None:
-        if isinstance(vocab_start, bool) or not isinstance(vocab_start, numbers.Integral):
-            raise TypeError(f"vocab_start must be an integer (this rank's first class) or None, got {vocab_start!r}")
-        if vocab_start < 0:
-            raise ValueError(f"vocab_start must be >= 0 (this rank's first class), got {vocab_start!r}")
-    t = target.reshape(-1).to(torch.int64)
-    order = torch.arange(t.numel(), device=t.device) % 65521 + 1
-    return {
-        "vocab_start": -1.0 if vocab_start is None else float(vocab_start),
-        "vocab_start given": float(vocab_start is not None),
-        "ignore_index": float(opts.ignore_index),
-        "reduction": float(REDUCTIONS.index(opts.reduction)),
-        "label_smoothing": opts.label_smoothing,
-        "z_loss": opts.z_loss,
-        "softcap": 0.0 if opts.softcap is None else opts.softcap,
-        "target sum": float(int(t.sum())),
-        "target order sum": float(int((t * order).sum())),
-    }
-
-
-def _options(**options: Any) -> XentOptions:
-    ignore_index, reduction, label_smoothing, z_loss, softcap = check_options(**options)
-    return XentOptions(ignore_index, reduction, label_smoothing, z_loss=z_loss, softcap=softcap)  # type: ignore[arg-type]
-
-
-def _check_index_target(target: Any, batch: tuple[int, ...], shape_words: str) -> None:
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-    if target.is_floating_point():
-        raise TypeError(
-            f"target holds floating-point values (dtype {target.dtype}), but the vocabulary-parallel losses "
-            "take class indices only (an integer dtype); probability targets are not supported here: "
-            "gather the logits and use softxent.torch.cross_entropy for those"
-        )
-    if target.dtype == torch.bool or target.is_complex():
-        raise TypeError(f"target must hold class indices (an integer dtype), got {target.dtype}")
-    if tuple(target.shape) != batch:
-        raise ValueError(f"target must have shape {batch} ({shape_words}), got {tuple(target.shape)}")
 
 
 # --------------------------------------------------------------------------- row states, loss, gradient
@@ -431,7 +250,7 @@ def _local_columns(target: torch.Tensor, kept: torch.Tensor, start: int, width: 
 # --------------------------------------------------------------------------- logits form
 
 
-def _logits_forward(z, y, weight, lay: _Layout, o: XentOptions, need_grad: bool):
+def _logits_forward(z, y, weight, lay: Layout, o: XentOptions, need_grad: bool):
     """Loss (in z's dtype), the local gradient slice (or None) and the per-row lse of (N, V_r) logits."""
     wd = work_dtype(z.dtype)
     kept = y != o.ignore_index
@@ -567,45 +386,11 @@ def vocab_parallel_cross_entropy(
     if _functorch_active():
         raise _no_second_order("vocab_parallel_cross_entropy", "torch.func support (grad, vmap, jacrev, hessian)")
 
-    def check() -> tuple[XentOptions, dict[str, float]]:
-        opts = _options(
-            ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-            z_loss=z_loss, softcap=softcap,
-        )  # fmt: skip
-        if not isinstance(return_lse, bool):
-            raise TypeError(f"return_lse must be True or False, got {return_lse!r}")
-        check_float_tensor(local_logits, "local_logits")
-        if local_logits.dim() == 0:
-            raise ValueError("local_logits must have a class axis (the last): shape (..., V_local), got a 0-d tensor")
-        n_local, batch = local_logits.shape[-1], tuple(local_logits.shape[:-1])
-        if n_local == 0:
-            raise ValueError(
-                f"local_logits must hold at least one class of this rank's slice (its last axis), "
-                f"got shape {tuple(local_logits.shape)}"
-            )
-        _check_index_target(target, batch, f"local_logits' shape {tuple(local_logits.shape)} "
-                            "without its last, class axis")  # fmt: skip
-        check_same_device(local_logits, target, "target", "local_logits")
-        if weight is not None:
-            check_float_tensor(weight, "weight")
-            if tuple(weight.shape) != (n_local,):
-                raise ValueError(
-                    f"weight must have shape ({n_local},) (this rank's slice of the class weights), "
-                    f"got {tuple(weight.shape)}"
-                )
-            check_same_device(local_logits, weight, "weight", "local_logits")
-            if weight.requires_grad:
-                raise ValueError(
-                    "weight requires grad, but vocab_parallel_cross_entropy gives no gradient for the class "
-                    "weights; pass weight.detach()"
-                )
-            check_weight_values(weight)
-        fields = {"rows": float(math.prod(batch)), "classes": float(n_local), "x grad": 0.0,
-                  "weight given": float(weight is not None)}  # fmt: skip
-        return opts, {**fields, **_common_fields(opts, vocab_start, target)}
-
-    opts, lay = _agree(group, local_logits, check)
-    check_index_target_values(target, lay.n_total, opts.ignore_index)  # the same targets everywhere
+    options = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+                   z_loss=z_loss, softcap=softcap)  # fmt: skip
+    opts, lay, target = agree(group, local_logits, lambda: check_logits_arguments(
+        local_logits, target, weight, vocab_start, return_lse, **options
+    ))  # fmt: skip
     if torch.is_autocast_enabled(local_logits.device.type) and local_logits.dtype in (torch.float16, torch.bfloat16):
         local_logits = local_logits.float()  # autocast runs torch's cross_entropy in float32: so do we
     batch = tuple(local_logits.shape[:-1])
@@ -677,7 +462,7 @@ def _linear_grads(x, w, b, y_loc, blocks, plan: _Plan, softcap, needs, retained=
     return dx, dw, db
 
 
-def _linear_forward(x, w, b, y, lay: _Layout, o: XentOptions, block_rows: int, block_vocab: int, needs):
+def _linear_forward(x, w, b, y, lay: Layout, o: XentOptions, block_rows: int, block_vocab: int, needs):
     """Loss, the plan (for a backward that recomputes) and, for "mean"/"sum", the gradients."""
     kept = y != o.ignore_index
     y_loc = _local_columns(y, kept, lay.start, w.shape[0])
@@ -834,53 +619,11 @@ def vocab_parallel_linear_cross_entropy(
         )
     need = torch.is_grad_enabled()
     need_dx = need and isinstance(x, torch.Tensor) and x.requires_grad
-    shifted = [target]
-
-    def check() -> tuple[XentOptions, dict[str, float]]:
-        opts = _options(
-            ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-            z_loss=z_loss, softcap=softcap,
-        )  # fmt: skip
-        check_float_tensor(x, "x")
-        check_float_tensor(local_weight, "local_weight")
-        if x.dim() == 0:
-            raise ValueError("x must have a feature axis: shape (..., d), got a 0-d tensor")
-        d = x.shape[-1]
-        if local_weight.dim() != 2 or local_weight.shape[1] != d or local_weight.shape[0] == 0:
-            raise ValueError(
-                f"local_weight must have shape (V_local, {d}) with V_local >= 1 for x of shape "
-                f"{tuple(x.shape)}, got {tuple(local_weight.shape)}"
-            )
-        n_local = local_weight.shape[0]
-        _check_index_target(target, tuple(x.shape[:-1]), "x's shape without its last axis")
-        if local_bias is not None:
-            check_float_tensor(local_bias, "local_bias")
-            if tuple(local_bias.shape) != (n_local,):
-                raise ValueError(
-                    f"local_bias must have shape ({n_local},) (one per class of this rank), "
-                    f"got {tuple(local_bias.shape)}"
-                )
-        for name, t in (("local_weight", local_weight), ("target", target), ("local_bias", local_bias)):
-            check_same_device(x, t, name, "x")
-        if not torch.is_autocast_enabled(x.device.type) and (
-            local_weight.dtype != x.dtype or (local_bias is not None and local_bias.dtype != x.dtype)
-        ):
-            raise TypeError(
-                f"x, local_weight and local_bias must have one dtype, got {x.dtype}, {local_weight.dtype}"
-                + ("" if local_bias is None else f" and {local_bias.dtype}")
-            )
-        check_head_options(chunk_size, shift, x)
-        if shift:
-            # Row (.., t) is scored against target[.., t + 1], the last position against nothing.
-            pad = torch.full_like(target[..., :1], opts.ignore_index)
-            shifted[0] = torch.cat([target[..., 1:], pad], dim=-1)
-        fields = {"rows": float(math.prod(x.shape[:-1])), "classes": float(n_local), "weight given": 0.0,
-                  "x grad": float(need_dx)}  # fmt: skip
-        return opts, {**fields, **_common_fields(opts, vocab_start, shifted[0])}
-
-    opts, lay = _agree(group, x, check)
-    target = shifted[0]
-    check_index_target_values(target, lay.n_total, opts.ignore_index)
+    options = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+                   z_loss=z_loss, softcap=softcap)  # fmt: skip
+    opts, lay, target = agree(group, x, lambda: check_linear_arguments(
+        x, local_weight, target, local_bias, vocab_start, chunk_size, shift, need_dx, **options
+    ))  # fmt: skip
     if torch.is_autocast_enabled(x.device.type):
         # Autocast runs torch's cross_entropy in float32; this head runs its matmuls in float32 too.
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
