@@ -6,7 +6,7 @@ What is measured (bf16, one process, one device, every implementation in the sam
        gradients for the hidden states x (N, D) and the head's weight W (V, D).
        - ``softxent.torch.linear_cross_entropy(x, W, y)``;
        - the same core without autograd and with gradient filtering
-         (``softxent.torch._triton.linear_cross_entropy_triton(..., grad_filter=2**-12)``);
+         (``softxent.kernels.triton._linear_head.linear_cross_entropy_triton(..., grad_filter=2**-12)``);
        - the naive head ``F.cross_entropy(x @ W.T, y)``, eager and ``torch.compile``;
        - Liger-Kernel ``LigerFusedLinearCrossEntropyLoss``;
        - Cut Cross-Entropy ``cut_cross_entropy.linear_cross_entropy`` (its
@@ -162,12 +162,13 @@ def rel_err(torch: Any, got: Any, ref: Any) -> tuple[float, float]:
 
 def _triton_functions(torch: Any) -> tuple[Any, Any]:
     """autograd Functions over softxent's Triton core, for the dry run (CPU tensors) and the filtered variant."""
-    from softxent.torch import _triton
+    from softxent.kernels.triton._cross_entropy import cross_entropy_rows
+    from softxent.kernels.triton._linear_head import linear_cross_entropy_triton
 
     class TritonCE(torch.autograd.Function):
         @staticmethod
         def forward(ctx, z, y):
-            loss, grad, _ = _triton.cross_entropy_rows(z, y, reduction="mean", need_grad=True)
+            loss, grad, _ = cross_entropy_rows(z, y, reduction="mean", need_grad=True)
             ctx.save_for_backward(grad)
             return loss.to(z.dtype)
 
@@ -179,7 +180,7 @@ def _triton_functions(torch: Any) -> tuple[Any, Any]:
     class TritonLinear(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x, w, y, grad_filter):
-            loss, dx, dw, _, _ = _triton.linear_cross_entropy_triton(x, w, y, grad_filter=grad_filter)
+            loss, dx, dw, _, _ = linear_cross_entropy_triton(x, w, y, grad_filter=grad_filter)
             ctx.save_for_backward(dx, dw)
             return loss.to(x.dtype)
 

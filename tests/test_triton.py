@@ -1,4 +1,5 @@
-"""The Triton kernels of softxent's GPU path (:mod:`softxent.torch._triton`).
+"""The Triton kernels of softxent's GPU path (:mod:`softxent.kernels.triton`, plugged in by
+:mod:`softxent.torch._triton`).
 
 Without a GPU the kernels run in Triton's interpreter on CPU tensors: this
 module sets ``TRITON_INTERPRET=1`` before it imports triton and while its
@@ -43,9 +44,12 @@ try:
     triton = pytest.importorskip(
         "triton", reason="Triton is not installed (pip install softxent[triton]): the GPU kernels cannot be tested"
     )
+    from softxent.kernels.triton import _host  # noqa: E402
+    from softxent.kernels.triton._cross_entropy import cross_entropy_rows  # noqa: E402
+    from softxent.kernels.triton._linear_head import linear_cross_entropy_triton  # noqa: E402
     from softxent.torch import _triton as T  # noqa: E402
 
-    T.kernels()  # decorate the kernels while the mode is set
+    _host.kernels()  # decorate the kernels while the mode is set
 finally:
     if not CUDA:
         if _saved_interpret is None:
@@ -165,7 +169,7 @@ def opts(options, c, seed=5):
 
 def run_ce(z, target, weight, o, **kw):
     dev = lambda t: None if t is None else t.to(DEVICE)  # noqa: E731
-    return T.cross_entropy_rows(dev(z), dev(target), dev(None if weight is None else weight.float()), **o, **kw)
+    return cross_entropy_rows(dev(z), dev(target), dev(None if weight is None else weight.float()), **o, **kw)
 
 
 # --------------------------------------------------------------------------- cross-entropy on logits
@@ -206,7 +210,7 @@ def test_ce_matches_numpy_and_torch_oracles(dtype, target_kind, options):
 def test_ce_float64_is_computed_in_float64(options):
     z, target = make_ce(5, 300, torch.float64, seed=7)
     o, weight = opts(options, 300)
-    loss, grad, lse = T.cross_entropy_rows(z.to(DEVICE), target.to(DEVICE),
+    loss, grad, lse = cross_entropy_rows(z.to(DEVICE), target.to(DEVICE),
                                            None if weight is None else weight.to(DEVICE), **o, block=64)  # fmt: skip
     l_t, g_t, lse_t = torch_oracle(z, target, weight, **o)
     assert grad.dtype == torch.float64 and lse.dtype == torch.float64
@@ -220,7 +224,7 @@ def test_ce_loss_only_and_inplace_agree():
     loss, grad, lse = run_ce(z, target, weight, o, block=64)
     loss2, none, lse2 = run_ce(z, target, weight, o, block=64, need_grad=False)
     zz = z.clone().to(DEVICE)
-    loss3, grad3, lse3 = T.cross_entropy_rows(zz, target.to(DEVICE), weight.float().to(DEVICE), **o, block=64,
+    loss3, grad3, lse3 = cross_entropy_rows(zz, target.to(DEVICE), weight.float().to(DEVICE), **o, block=64,
                                               inplace=True)  # fmt: skip
     assert none is None and grad3.data_ptr() == zz.data_ptr()
     torch.testing.assert_close(loss2, loss, rtol=0, atol=0)
@@ -330,15 +334,15 @@ def test_ce_bad_class_index_gives_nan_without_a_host_sync():
 def test_ce_errors_name_the_argument():
     z = torch.randn(3, 20, device=DEVICE)
     with pytest.raises(ValueError, match="z must have shape"):
-        T.cross_entropy_rows(z[0], torch.tensor([1], device=DEVICE))
+        cross_entropy_rows(z[0], torch.tensor([1], device=DEVICE))
     with pytest.raises(ValueError, match="target must hold class indices of shape"):
-        T.cross_entropy_rows(z, torch.tensor([1, 2], device=DEVICE))
+        cross_entropy_rows(z, torch.tensor([1, 2], device=DEVICE))
     with pytest.raises(ValueError, match="weight must have shape"):
-        T.cross_entropy_rows(z, torch.tensor([1, 2, 3], device=DEVICE), torch.ones(3, device=DEVICE))
+        cross_entropy_rows(z, torch.tensor([1, 2, 3], device=DEVICE), torch.ones(3, device=DEVICE))
     with pytest.raises(ValueError, match="reduction must be one of"):
-        T.cross_entropy_rows(z, torch.tensor([1, 2, 3], device=DEVICE), reduction="avg")
+        cross_entropy_rows(z, torch.tensor([1, 2, 3], device=DEVICE), reduction="avg")
     with pytest.raises(TypeError, match="z must be a torch.Tensor"):
-        T.cross_entropy_rows(np.zeros((3, 20)), torch.tensor([1, 2, 3]))
+        cross_entropy_rows(np.zeros((3, 20)), torch.tensor([1, 2, 3]))
 
 
 # --------------------------------------------------------------------------- linear cross-entropy
@@ -415,7 +419,7 @@ def test_linear_matches_float64_naive_head(dtype, options):
     if options.get("reduction") == "none":
         upstream = torch.rand(n, generator=gen(9), dtype=torch.float64).float() + 0.5
     dev = lambda t: t.to(DEVICE)  # noqa: E731
-    loss, dx, dw, db, skipped = T.linear_cross_entropy_triton(
+    loss, dx, dw, db, skipped = linear_cross_entropy_triton(
         dev(x), dev(w), dev(y), dev(b), **options, splits=2, dw_chunk=64,
         grad_output=1.0 if upstream is None else dev(upstream),
     )  # fmt: skip
@@ -438,18 +442,18 @@ def test_linear_matches_float64_naive_head(dtype, options):
 def test_linear_nan_stays_in_its_row():
     x, w, b, y = make_lin(6, 24, 70, torch.float32, ignore=())
     x[2, 5] = torch.nan
-    loss, dx, dw, db, _ = T.linear_cross_entropy_triton(x.to(DEVICE), w.to(DEVICE), y.to(DEVICE), b.to(DEVICE),
+    loss, dx, dw, db, _ = linear_cross_entropy_triton(x.to(DEVICE), w.to(DEVICE), y.to(DEVICE), b.to(DEVICE),
                                                         reduction="none", need_grad=False)  # fmt: skip
     assert torch.isnan(loss[2]) and torch.isfinite(loss[[0, 1, 3, 4, 5]]).all()
 
 
 def test_linear_all_ignored_and_no_bias():
     x, w, b, y = make_lin(6, 24, 70, torch.float32, ignore=range(6))
-    loss, dx, dw, db, _ = T.linear_cross_entropy_triton(x.to(DEVICE), w.to(DEVICE), y.to(DEVICE), None)
+    loss, dx, dw, db, _ = linear_cross_entropy_triton(x.to(DEVICE), w.to(DEVICE), y.to(DEVICE), None)
     assert float(loss) == 0.0 and db is None
     assert torch.all(dx.cpu() == 0) and torch.all(dw.cpu() == 0)
     x, w, b, y = make_lin(6, 24, 70, torch.float32, ignore=())
-    loss, dx, dw, db, _ = T.linear_cross_entropy_triton(x.to(DEVICE), w.to(DEVICE), y.to(DEVICE), None, need_grad=False)
+    loss, dx, dw, db, _ = linear_cross_entropy_triton(x.to(DEVICE), w.to(DEVICE), y.to(DEVICE), None, need_grad=False)
     l_ref = F.cross_entropy(x.double() @ w.double().T, y)
     close(loss, l_ref, torch.float32)
     assert dx is None and dw is None
@@ -465,8 +469,8 @@ def test_linear_gradient_filter_stays_within_its_bound():
     y = torch.randint(0, 32, (n,), generator=gen(12))
     tau = 2.0**-12
     args = [t.to(DEVICE) for t in (x, w, y, b)]
-    _, dx0, dw0, db0, sk0 = T.linear_cross_entropy_triton(*args, reduction="sum")
-    _, dx1, dw1, db1, sk1 = T.linear_cross_entropy_triton(*args, reduction="sum", grad_filter=tau)
+    _, dx0, dw0, db0, sk0 = linear_cross_entropy_triton(*args, reduction="sum")
+    _, dx1, dw1, db1, sk1 = linear_cross_entropy_triton(*args, reduction="sum", grad_filter=tau)
     _, dx_ref, dw_ref, db_ref = naive_head(x, w, b, y, reduction="sum")
     assert int(sk0) == 0 and int(sk1) > 0
     # Off: exact (to float32 rounding). On: within the documented bound (gamma = 1 for "sum").
@@ -483,15 +487,15 @@ def test_linear_gradient_filter_stays_within_its_bound():
 def test_linear_errors_name_the_argument():
     x, w, b, y = (t.to(DEVICE) for t in make_lin(4, 8, 20, torch.float32))
     with pytest.raises(ValueError, match="weight must have shape"):
-        T.linear_cross_entropy_triton(x, w[:, :4], y)
+        linear_cross_entropy_triton(x, w[:, :4], y)
     with pytest.raises(ValueError, match="target must hold integer class indices"):
-        T.linear_cross_entropy_triton(x, w, y.float())
+        linear_cross_entropy_triton(x, w, y.float())
     with pytest.raises(TypeError, match="one dtype"):
-        T.linear_cross_entropy_triton(x, w.double(), y)
+        linear_cross_entropy_triton(x, w.double(), y)
     with pytest.raises(ValueError, match="bias must have shape"):
-        T.linear_cross_entropy_triton(x, w, y, b[:3])
+        linear_cross_entropy_triton(x, w, y, b[:3])
     with pytest.raises(ValueError, match="reduction must be one of"):
-        T.linear_cross_entropy_triton(x, w, y, reduction="avg")
+        linear_cross_entropy_triton(x, w, y, reduction="avg")
 
 
 # --------------------------------------------------------------------------- wiring
@@ -541,6 +545,8 @@ assert "cuda" not in _backends.FUSED_BACKENDS
 assert float(sxt.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]))) > 0
 del sys.modules["triton"]
 import importlib
+from softxent.kernels.triton import _host
+importlib.reload(_host)
 importlib.reload(_triton)
 assert _triton.HAS_TRITON and _triton.register() and _triton.register()
 assert _backends.FUSED_BACKENDS["cuda"] is _triton.cuda_rows
@@ -551,7 +557,7 @@ assert _backends.FUSED_BACKENDS["cuda"] is _triton.cuda_rows
 import triton, triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from softxent.torch import _triton_kernels as K
+from softxent.kernels.triton import _kernels as K
 
 def build(fn, types, consts, warps):
     sig = {n: ("constexpr" if n in consts else types.get(n, "i32")) for n in fn.arg_names}
@@ -705,9 +711,9 @@ def test_cuda_no_host_sync_and_opcheck():
     x = torch.randn(64, 128, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(1000, 128, device="cuda", dtype=torch.bfloat16) / 12
     calls = [
-        lambda: T.cross_entropy_rows(z, y, label_smoothing=0.1, z_loss=1e-3),
-        lambda: T.cross_entropy_rows(z, y, torch.rand(1000, device="cuda"), reduction="mean"),
-        lambda: T.linear_cross_entropy_triton(x, w, y, z_loss=1e-3, label_smoothing=0.1),
+        lambda: cross_entropy_rows(z, y, label_smoothing=0.1, z_loss=1e-3),
+        lambda: cross_entropy_rows(z, y, torch.rand(1000, device="cuda"), reduction="mean"),
+        lambda: linear_cross_entropy_triton(x, w, y, z_loss=1e-3, label_smoothing=0.1),
     ]
     for call in calls:
         call()  # compile first

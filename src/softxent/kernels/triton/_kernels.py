@@ -1,7 +1,7 @@
 r"""Triton kernels of softxent's GPU path (only the ``@triton.jit`` functions; no host code).
 
-This module is imported by :mod:`softxent.torch._triton` on first use, never
-by users. Under ``TRITON_INTERPRET=1`` (set before ``triton`` is imported) the
+This module is imported by :func:`softxent.kernels.triton._host.kernels` on first
+use, never by users. Under ``TRITON_INTERPRET=1`` (set before ``triton`` is imported) the
 kernels run in Triton's interpreter on CPU tensors: that is how the tests
 check them without a GPU.
 
@@ -532,7 +532,7 @@ def lce_backward_kernel(
 
     Gradient filtering (FILTER): a tile whose unscaled |a - t| (and z-loss
     term |a|) are all below filter_eps adds nothing to dx and dW; see
-    :func:`softxent.torch._triton.linear_cross_entropy_triton` for the bound.
+    :func:`softxent.kernels.triton._linear_head.linear_cross_entropy_triton` for the bound.
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)

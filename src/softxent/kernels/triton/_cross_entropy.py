@@ -1,0 +1,184 @@
+r"""Launch of the cross-entropy kernel on (M, C) logits: :func:`cross_entropy_rows`.
+
+One program per row (or per block of rows when the class count is small),
+two sweeps over the row (see :func:`._kernels.ce_kernel`); the mean's
+denominator is computed on the device and read by the kernel, so the call
+never synchronises with the host.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._host import _check_rows, _interpret, _launching, _pow2, cdiv, kernels
+
+__all__ = ["cross_entropy_rows"]
+
+
+def _ce_scales(target, weight, n_rows, n_classes, ignore_index, reduction, scale, device, prob):
+    """(ce_scale, zl_scale) as a float32 device tensor: computed by torch on the device, never read back.
+
+    Constants are written by fill kernels, not copied from the host (``torch.tensor(...,
+    device="cuda")`` would wait for the copy: a host synchronisation).
+    """
+    if scale is not None:
+        out = torch.empty(2, dtype=torch.float32, device=device)
+        out[0].fill_(float(scale[0]))
+        out[1].fill_(float(scale[1]))
+        return out
+    if reduction != "mean":
+        return torch.ones(2, dtype=torch.float32, device=device)
+    if prob:
+        return torch.full((2,), 1.0 / n_rows if n_rows else 1.0, dtype=torch.float32, device=device)
+    kept = target != ignore_index
+    if weight is None:
+        denom = kept.sum().to(torch.float64)
+    else:
+        w_y = weight.to(torch.float64)[target.clamp(0, n_classes - 1)]
+        denom = torch.where(kept, w_y, 0.0).sum()
+    n_kept = kept.sum().to(torch.float64)
+    # An all-ignored batch: 0 / 1 = 0 (torch's 0/0 = NaN), as the reference.
+    ce = torch.where(denom > 0, 1.0 / torch.where(denom > 0, denom, 1.0), 1.0)
+    zl = torch.where(n_kept > 0, 1.0 / torch.where(n_kept > 0, n_kept, 1.0), 1.0)
+    return torch.stack([ce, zl]).to(torch.float32)
+
+
+def cross_entropy_rows(
+    z: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    reduction: str = "mean",
+    need_grad: bool = True,
+    inplace: bool = False,
+    scale: tuple[float, float] | None = None,
+    block: int | None = None,
+    programs: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    r"""Loss, gradient and per-row log-sum-exp of (M, C) logits in one kernel launch.
+
+    The semantics are those of
+    :func:`softxent.torch._reference.cross_entropy_rows_reference` (every
+    option of :func:`softxent.torch.cross_entropy`), the gradient that of the
+    returned loss with respect to ``z``: eq. (15) with the options folded in,
+
+    .. math::
+
+        \frac{\partial \ell}{\partial z} = \bigl(a \textstyle\sum_c t_c - t
+            + 2 \lambda_z \operatorname{lse}\, a\bigr) \odot \operatorname{sech}^2(z/\kappa).
+
+    Parameters
+    ----------
+    z : Tensor (M, C)
+        CUDA logits (or CPU, run in Triton's interpreter), float16, bfloat16,
+        float32 or float64, class stride 1 (a copy is made otherwise).
+    target : Tensor
+        (M,) integer class indices or (M, C) probabilities, same device.
+    weight : Tensor (C,), optional
+    ignore_index, label_smoothing, z_loss, softcap, reduction
+        As :func:`softxent.torch.cross_entropy`.
+    need_grad : bool
+        Without it only loss and log-sum-exp are computed (one sweep, no (M, C) buffer
+        unless smoothing or probability targets need a second read).
+    inplace : bool
+        Write the gradient over ``z`` (no (M, C) allocation).
+    scale : (ce_scale, zl_scale), optional
+        Fixed multipliers of every row's cross-entropy and z-loss instead of
+        the reduction's (``"mean"`` then is ignored: pass ``"sum"``/``"none"``).
+    block : int, optional
+        Classes per tile (a power of two); the default fits the GPU. The tests
+        pass small blocks so that V <= 300 spans several tiles.
+    programs : int, optional
+        Programs launched (each loops over row blocks); default one per row
+        block. Fewer bound the rows in flight, so that the second sweep finds
+        its row in L2 (a tuning knob for the benchmark).
+
+    Returns
+    -------
+    loss : Tensor, float32 (float64 for float64 logits), 0-d or (M,)
+    grad : Tensor (M, C) in ``z.dtype`` or None
+    lse : Tensor (M,) float32 (float64), every row's log-sum-exp (ignored rows too)
+
+    Precision: float32 arithmetic for every input dtype but float64; the
+    gradient is rounded to ``z.dtype`` once. The true-class entry
+    :math:`a_y - 1` is formed as :math:`-s'/(1+s')` (no cancellation), so a
+    confident bf16 row keeps its tiny gradient.
+    """
+    _check_rows(z, "z")
+    interp = _interpret(z)
+    k = kernels()
+    n_rows, n_classes = z.shape
+    if n_classes == 0:
+        raise ValueError(f"z must have at least one class, got shape {tuple(z.shape)}")
+    if z.stride(1) != 1:
+        if inplace:
+            raise ValueError("inplace=True needs z with class stride 1 (z.stride(1) == 1)")
+        z = z.contiguous()
+    prob = target.is_floating_point()
+    if prob:
+        if tuple(target.shape) != tuple(z.shape):
+            raise ValueError(
+                f"target holds probabilities, so it must have shape {tuple(z.shape)}, got {tuple(target.shape)}"
+            )
+        if target.stride(1) != 1:
+            target = target.contiguous()
+    else:
+        if tuple(target.shape) != (n_rows,):
+            raise ValueError(f"target must hold class indices of shape ({n_rows},), got {tuple(target.shape)}")
+    if weight is not None and tuple(weight.shape) != (n_classes,):
+        raise ValueError(f"weight must have shape ({n_classes},), got {tuple(weight.shape)}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be one of ('mean', 'sum', 'none'), got {reduction!r}")
+    for name, t in (("target", target), ("weight", weight)):
+        if t is not None and t.device != z.device:
+            raise ValueError(f"{name} is on {t.device} but z is on {z.device}")
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"softcap must be > 0 or None, got {softcap!r}")
+
+    acc = torch.float64 if z.dtype == torch.float64 else torch.float32
+    loss_rows = torch.empty(n_rows, dtype=acc, device=z.device)
+    lse = torch.empty(n_rows, dtype=acc, device=z.device)
+    grad = None
+    if need_grad:
+        grad = z if inplace else torch.empty_like(z, memory_format=torch.contiguous_format)
+    if n_rows:
+        scales = _ce_scales(target, weight, n_rows, n_classes, ignore_index, reduction, scale, z.device, prob)
+        scales = scales.to(acc)
+        if block is None:
+            # 4096 classes per tile and 16 warps: no register spills at sm_90 with every
+            # option on (ptxas -v), 8 elements (16 bytes of bf16) per thread and load.
+            block = min(_pow2(n_classes), 4096 if acc == torch.float32 else 2048)
+        rows_per = max(1, min(16, 2048 // block)) if block >= n_classes else 1
+        n_blocks = cdiv(n_rows, rows_per)
+        tile = rows_per * block  # elements per program and sweep step: about 8 per thread
+        warps = 16 if tile >= 4096 else 8 if tile >= 1024 else 4
+        w = weight.contiguous() if weight is not None else z  # a dummy pointer when unused
+        tl_acc = _tl_dtype(acc)
+        grid = (max(1, min(n_blocks, int(programs))) if programs else n_blocks,)
+        with _launching(interp):
+            k.ce_kernel[grid](
+                z, z.stride(0), target, target.stride(0), w,
+                grad if grad is not None else z, grad.stride(0) if grad is not None else 0,
+                loss_rows, lse, scales,
+                n_rows, n_classes, int(ignore_index),
+                float(label_smoothing), float(z_loss), float(softcap or 1.0),
+                PROB=prob, HAS_WEIGHT=weight is not None, SMOOTH=bool(label_smoothing),
+                ZLOSS=bool(z_loss), SOFTCAP=softcap is not None, NEED_GRAD=need_grad,
+                ROWS=rows_per, BLOCK=block, ACC=tl_acc,
+                DOWNCAST=interp and need_grad and grad.dtype == torch.bfloat16,
+                **({} if interp else dict(num_warps=warps)),
+            )  # fmt: skip
+    else:
+        loss_rows.zero_()
+    loss = loss_rows if reduction == "none" else loss_rows.sum(dtype=torch.float64).to(acc)
+    return loss, grad, lse
+
+
+def _tl_dtype(dtype: torch.dtype):
+    import triton.language as tl
+
+    return tl.float64 if dtype == torch.float64 else tl.float32

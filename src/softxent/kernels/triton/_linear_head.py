@@ -1,0 +1,392 @@
+r"""Launches of the linear + cross-entropy head: forward statistics, backward chunks, the functional core.
+
+:func:`linear_forward` keeps only per-row statistics of each vocabulary
+split of :math:`z = x W^\top + b` (combined here in float64),
+:func:`linear_backward` recomputes the logit tiles chunk by chunk and hands
+each block of :math:`G` to cuBLAS (or, with gradient filtering, to one fused
+kernel with atomics), and :func:`linear_cross_entropy_triton` is the two
+together without autograd.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._host import _interpret, _launching, cdiv, kernels
+
+__all__ = ["DW_CHUNK_BYTES", "G_CHUNK_BYTES", "linear_backward", "linear_cross_entropy_triton", "linear_forward"]
+
+#: Bytes of the float32 weight-gradient accumulator of the filtered (fused) backward.
+DW_CHUNK_BYTES = 256 * 2**20
+#: Bytes of the (N, chunk) block of G that the default backward hands to cuBLAS.
+G_CHUNK_BYTES = 64 * 2**20
+
+
+def _lce_blocks(interp: bool, dtype: torch.dtype) -> tuple[int, int, int, int, int]:
+    """(BM, BN, BK, num_warps, num_stages): small tiles for the interpreter, tensor-core tiles on the GPU."""
+    if interp:
+        return 16, 32, 16, 4, 1
+    if dtype == torch.float32:
+        return 64, 64, 32, 4, 3
+    # 128 x 128 tiles with K steps of 32: no register spills at sm_90 in either
+    # kernel (ptxas -v; K steps of 64 spill 172 / 1472 bytes).
+    return 128, 128, 32, 8, 3
+
+
+def _check_linear(x, weight, target, bias):
+    for name, t in (("x", x), ("weight", weight), ("target", target)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"x must have shape (N, d), got {tuple(x.shape)}")
+    if weight.dim() != 2 or weight.shape[1] != x.shape[1]:
+        raise ValueError(f"weight must have shape (V, {x.shape[1]}), got {tuple(weight.shape)}")
+    if weight.shape[0] == 0:
+        raise ValueError("weight must have at least one row (class), got shape (0, d)")
+    if target.is_floating_point() or tuple(target.shape) != (x.shape[0],):
+        raise ValueError(f"target must hold integer class indices of shape ({x.shape[0]},), "
+                         f"got {target.dtype} of shape {tuple(target.shape)}")  # fmt: skip
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        raise TypeError(f"x, weight and bias must have one dtype, got {x.dtype}, {weight.dtype}"
+                        + ("" if bias is None else f" and {bias.dtype}"))  # fmt: skip
+    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise TypeError(f"x must be float16, bfloat16 or float32 for the Triton kernels, got {x.dtype}")
+    for name, t in (("weight", weight), ("target", target), ("bias", bias)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+
+
+def linear_forward(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    splits: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Per-row loss terms of ``x @ weight.T + bias`` without the logits: ``(ce_rows, lse, nll)``.
+
+    ``ce_rows`` (N,) float64: each row's unscaled cross-entropy (0 for ignored
+    rows, NaN for a class index out of range), without the z-loss;
+    ``lse`` (N,) float32; ``nll`` (N,) float32, :math:`\operatorname{lse} - z_y`
+    computed without cancellation (the backward's true-class gradient
+    :math:`a_y - 1 = \operatorname{expm1}(-\text{nll})` uses it).
+    ``splits``: vocabulary splits (programs along V); the default fills the GPU.
+    """
+    _check_linear(x, weight, target, bias)
+    interp = _interpret(x)
+    k = kernels()
+    x = x if x.stride(1) == 1 else x.contiguous()
+    weight = weight if weight.stride(1) == 1 else weight.contiguous()
+    n_rows, n_dim = x.shape
+    n_classes = weight.shape[0]
+    bm, bn, bk, warps, stages = _lce_blocks(interp, x.dtype)
+    row_blocks = cdiv(max(n_rows, 1), bm)
+    vocab_blocks = cdiv(n_classes, bn)
+    if splits is None:
+        n_sm = 1 if interp else torch.cuda.get_device_properties(x.device).multi_processor_count
+        splits = max(1, min(vocab_blocks, cdiv(4 * n_sm, row_blocks)))
+    split_size = cdiv(cdiv(n_classes, max(1, int(splits))), bn) * bn
+    splits = cdiv(n_classes, split_size)
+    dev = x.device
+    m = torch.empty((splits, n_rows), dtype=torch.float32, device=dev)
+    sp = torch.empty_like(m)
+    dsum = torch.empty_like(m) if label_smoothing else m
+    zy = torch.zeros(n_rows, dtype=torch.float32, device=dev)
+    if n_rows:
+        with _launching(interp):
+            k.lce_forward_kernel[(row_blocks, splits)](
+                x, x.stride(0), weight, weight.stride(0), bias if bias is not None else x,
+                m, sp, dsum, zy, target,
+                n_rows, n_classes, n_dim, split_size, float(softcap or 1.0),
+                HAS_BIAS=bias is not None, SMOOTH=bool(label_smoothing), SOFTCAP=softcap is not None,
+                BM=bm, BN=bn, BK=bk, UPCAST=interp and x.dtype != torch.float32,
+                IEEE=x.dtype == torch.float32,
+                **({} if interp else dict(num_warps=warps, num_stages=stages)),
+            )  # fmt: skip
+    # Combine the splits in float64 (O(S N) work): M = max_p m_p, and s' without
+    # adding and subtracting the arg-max's 1 (see lce_forward_kernel).
+    md, spd = m.double(), sp.double()
+    big = md.max(dim=0)
+    top = big.values
+    contrib = (spd + 1.0) * torch.exp(md - top)
+    contrib.scatter_(0, big.indices[None], spd.gather(0, big.indices[None]))
+    spg = contrib.sum(dim=0)
+    l1p = torch.log1p(spg)
+    lse = top + l1p
+    nll = (top - zy.double()) + l1p
+    eps = float(label_smoothing)
+    kept = target != ignore_index
+    if eps:
+        counts = torch.full((splits, 1), float(split_size), dtype=torch.float64, device=dev)
+        counts[-1] = n_classes - split_size * (splits - 1)
+        total = (dsum.double() + counts * (lse - md)).sum(dim=0)  # sum_c (lse - z_c), no cancellation
+        ce = (1.0 - eps) * nll + (eps / n_classes) * total
+    else:
+        ce = nll
+    ce = torch.where(kept, ce, 0.0)
+    bad = kept & ((target < 0) | (target >= n_classes))
+    ce = torch.where(bad, math.nan, ce)
+    return ce, lse.float(), nll.float()
+
+
+# Which forms of cuBLAS' low-precision-in, float32-out GEMM this torch has (torch.mm(a, b,
+# out_dtype) came with torch 2.8; addmm into its own input may be refused): found on first use.
+_GEMM_FORMS = {"addmm_out": True, "mm_dtype": True}
+
+
+def _low_precision_pair(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.device.type == "cuda" and a.dtype in (torch.bfloat16, torch.float16) and a.dtype == b.dtype
+
+
+def _mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b accumulated and returned in float32 (no reduced-precision split-K for bf16)."""
+    if _low_precision_pair(a, b) and _GEMM_FORMS["mm_dtype"]:
+        try:
+            return torch.mm(a, b, torch.float32)
+        except (TypeError, RuntimeError):
+            _GEMM_FORMS["mm_dtype"] = False
+    return a.float() @ b.float()
+
+
+def _addmm_f32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """acc += a @ b with a float32 accumulator and result (cuBLAS' bf16 -> fp32 GEMM on CUDA)."""
+    if _low_precision_pair(a, b) and _GEMM_FORMS["addmm_out"]:
+        try:
+            torch.addmm(acc, a, b, torch.float32, out=acc)  # beta = 1: accumulate in place
+            return
+        except (TypeError, RuntimeError):
+            _GEMM_FORMS["addmm_out"] = False
+    if _low_precision_pair(a, b):
+        acc.add_(_mm_f32(a, b))
+    else:
+        acc.addmm_(a.float(), b.float())
+
+
+def linear_backward(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None,
+    lse: torch.Tensor,
+    ce_coef: torch.Tensor,
+    zl_coef: torch.Tensor,
+    *,
+    nll: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+    softcap: float | None = None,
+    need_dx: bool = True,
+    need_dw: bool = True,
+    need_db: bool = True,
+    grad_filter: float | None = None,
+    dw_chunk: int | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    r"""Gradients of the head from the forward's per-row statistics, recomputing the logits.
+
+    With per-row coefficients ``ce_coef`` :math:`c_i` (the reduction's scale
+    times the upstream gradient, 0 for ignored rows) and ``zl_coef``
+    :math:`\zeta_i` (:math:`2\lambda_z \operatorname{lse}_i` times the z-loss
+    scale and the upstream gradient), :math:`G_i = c_i (a_i - t_i) + \zeta_i a_i`
+    (times the soft-cap's chain rule), and the results are :math:`G W`,
+    :math:`G^	op x`, :math:`\sum_i G_i` in ``x``'s / ``weight``'s /
+    ``bias``'s dtype, accumulated in float32. Returns ``(dx, dw, db, skipped)``.
+
+    Two schedules, over chunks of ``dw_chunk`` classes (default: the chunk of
+    G fits :data:`G_CHUNK_BYTES`):
+
+    * default (deterministic): a Triton kernel recomputes the chunk's logit
+      tiles and writes its (N, chunk) block of G (bf16 for bf16 inputs, else
+      float32); cuBLAS then adds :math:`G W_{	ext{chunk}}` into a float32
+      ``dx`` and forms :math:`dW_{	ext{chunk}} = G^	op x` in one GEMM over
+      all N rows (float32 accumulation, rounded to ``weight.dtype`` once):
+      no atomics, and no float32 (V, d) buffer;
+    * ``grad_filter`` set: one fused kernel per chunk that skips the tiles the
+      filter drops and adds the others' products into float32 accumulators
+      with atomic adds (the dW accumulator covers one chunk,
+      :data:`DW_CHUNK_BYTES`); ``skipped`` (a 1-element int32 tensor) counts
+      the dropped (BM, BN) tiles (0 in the default schedule).
+    """
+    interp = _interpret(x)
+    k = kernels()
+    x = x if x.stride(1) == 1 else x.contiguous()
+    weight = weight if weight.stride(1) == 1 else weight.contiguous()
+    n_rows, n_dim = x.shape
+    n_classes = weight.shape[0]
+    dev = x.device
+    bm, bn, bk, warps, stages = _lce_blocks(interp, x.dtype)
+    need_db = need_db and bias is not None
+    f32 = torch.float32
+    fused = grad_filter is not None
+    g_dtype = torch.bfloat16 if x.dtype == torch.bfloat16 else f32  # fp16 would underflow G / N
+    dx_acc = torch.zeros((n_rows, n_dim), dtype=f32, device=dev) if need_dx else None
+    dw = torch.empty_like(weight) if need_dw else None
+    db = torch.empty_like(bias) if need_db else None
+    skipped = torch.zeros(1, dtype=torch.int32, device=dev)
+    if dw_chunk is None:
+        if fused:
+            dw_chunk = n_classes if weight.dtype == f32 else DW_CHUNK_BYTES // (4 * max(n_dim, 1))
+        else:
+            dw_chunk = G_CHUNK_BYTES // (max(n_rows, 1) * torch.empty((), dtype=g_dtype).element_size())
+    dw_chunk = min(max(bn, cdiv(int(dw_chunk), bn) * bn), cdiv(n_classes, bn) * bn)
+    direct = fused and weight.dtype == f32  # dW accumulates straight into the result
+    dw_acc = db_acc = g_buf = None
+    if fused and need_dw:
+        dw_acc = dw.zero_() if direct else torch.empty((min(dw_chunk, n_classes), n_dim), dtype=f32, device=dev)
+    if fused and need_db:
+        db_acc = torch.zeros(n_classes, dtype=f32, device=dev)
+    if not fused and n_rows and (need_dx or need_dw or need_db):
+        g_buf = torch.empty((n_rows, min(dw_chunk, n_classes)), dtype=g_dtype, device=dev)
+    lse = lse.to(f32).contiguous()
+    ce_coef = ce_coef.to(f32).contiguous()
+    zl_coef = zl_coef.to(f32).contiguous()
+    dummy = lse
+    for v0 in range(0, n_classes, dw_chunk) if n_rows else ():
+        v1 = min(n_classes, v0 + dw_chunk)
+        if fused and need_dw and not direct:
+            dw_acc.zero_()
+        dw_ptr = dw_acc[v0:v1] if (need_dw and direct) else dw_acc
+        db_ptr = db_acc[v0:v1] if (fused and need_db) else dummy
+        g_chunk = None if g_buf is None else g_buf[:, : v1 - v0]
+        grid = (cdiv(n_rows, bm), cdiv(v1 - v0, bn))
+        with _launching(interp):
+            k.lce_backward_kernel[grid](
+                x, x.stride(0), weight, weight.stride(0), bias if bias is not None else x, target,
+                lse, nll.to(f32).contiguous() if nll is not None else dummy, ce_coef, zl_coef,
+                dx_acc if (fused and need_dx) else dummy, dw_ptr if (fused and need_dw) else dummy, db_ptr,
+                skipped, g_chunk if g_chunk is not None else dummy, g_buf.stride(0) if g_buf is not None else 0,
+                n_rows, n_classes, n_dim, v0, v1, float(label_smoothing), float(softcap or 1.0),
+                float(grad_filter or 0.0),
+                HAS_BIAS=bias is not None, SMOOTH=bool(label_smoothing), SOFTCAP=softcap is not None,
+                HAS_NLL=nll is not None, NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db,
+                FILTER=fused, STORE_G=g_chunk is not None,
+                DOWNCAST=interp and g_chunk is not None and g_dtype == torch.bfloat16,
+                BM=bm, BN=bn, BK=bk, UPCAST=interp and x.dtype != f32, IEEE=x.dtype == f32,
+                **({} if interp else dict(num_warps=warps, num_stages=stages)),
+            )  # fmt: skip
+        if fused:
+            if need_dw and not direct:
+                dw[v0:v1].copy_(dw_acc[: v1 - v0])  # rounded to weight.dtype once per chunk
+            continue
+        if g_chunk is None:
+            continue
+        w_chunk = weight[v0:v1]
+        if need_dx:
+            _addmm_f32(dx_acc, g_chunk, w_chunk if w_chunk.dtype == g_dtype else w_chunk.to(g_dtype))
+        if need_dw:
+            dw[v0:v1].copy_(_mm_f32(g_chunk.t(), x if x.dtype == g_dtype else x.to(g_dtype)))
+        if need_db:
+            db[v0:v1].copy_(g_chunk.sum(dim=0, dtype=f32))
+    if need_dw and not n_rows:
+        dw.zero_()
+    if need_db and not n_rows:
+        db.zero_()
+    if fused and need_db:
+        db.copy_(db_acc)
+    dx = None if dx_acc is None else dx_acc.to(x.dtype)
+    return dx, dw, db, skipped
+
+
+def _row_coefficients(target, lse, ignore_index, reduction, z_loss, upstream, n_rows):
+    """Per-row (ce_coef, zl_coef) on the device: the reduction's scale, the upstream gradient, 0 if ignored."""
+    kept = target != ignore_index
+    if reduction == "mean":
+        n_kept = kept.sum().to(torch.float64)
+        scale = torch.where(n_kept > 0, 1.0 / torch.where(n_kept > 0, n_kept, 1.0), 0.0)
+    else:
+        scale = torch.ones((), dtype=torch.float64, device=lse.device)
+    up = upstream.to(torch.float64) if isinstance(upstream, torch.Tensor) else float(upstream)
+    ce = torch.where(kept, scale * up, 0.0) * torch.ones(n_rows, dtype=torch.float64, device=lse.device)
+    zl = torch.where(kept, 2.0 * float(z_loss) * lse.double() * ce, 0.0) if z_loss else torch.zeros_like(ce)
+    return ce, zl, kept, scale
+
+
+def linear_cross_entropy_triton(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    need_grad: bool = True,
+    grad_output: torch.Tensor | float = 1.0,
+    grad_filter: float | None = None,
+    splits: int | None = None,
+    dw_chunk: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    r"""Loss of ``x @ weight.T + bias`` against ``target`` and its gradients, the logits never stored.
+
+    The functional core of the GPU head (no autograd): forward (one sweep of
+    logit tiles) then, with ``need_grad``, the backward (a second sweep that
+    recomputes the tiles). Returns ``(loss, dx, dw, db, skipped)``; the loss
+    is 0-d (``"mean"``, ``"sum"``) or (N,) float32; the gradients are those of
+    ``sum(grad_output * loss)`` (``grad_output`` a scalar, or (N,) for
+    ``"none"``), ``None`` when not asked for.
+
+    Gradient filtering
+    ------------------
+    ``grad_filter=tau`` (off by default: it changes results) skips the
+    matmuls of every (BM, BN) tile of :math:`G` in which every unscaled entry
+    satisfies :math:`|a_{ic} - t_{ic}| < \tau` and :math:`a_{ic} < \tau`
+    (tiles holding a row's label never qualify unless that row is ignored).
+    The dropped part :math:`\Delta G` has entries :math:`|\Delta G_{ic}| <
+    \tau\,(|c_i| + |\zeta_i|)\,\sigma_{ic}` (:math:`c_i, \zeta_i` the row's
+    coefficients, see :func:`linear_backward`; :math:`\sigma_{ic} \le 1` the
+    soft-cap factor), so with :math:`\gamma = \max_i (|c_i| + |\zeta_i|)`:
+
+    .. math::
+
+        \lVert \Delta\, dx_i \rVert_\infty \le \tau \gamma \sum_{c\ \mathrm{skipped}} |W_{c\cdot}|_\infty
+            \le \tau \gamma V \max|W|, \qquad
+        \lVert \Delta\, dW_c \rVert_\infty \le \tau \gamma \sum_{i\ \mathrm{skipped}} |x_{i\cdot}|_\infty
+            \le \tau \gamma N \max|x|,
+
+    and :math:`|\Delta\, db_c| \le \tau \gamma N`. For ``"mean"``
+    :math:`\gamma = (1 + 2\lambda_z \max|\operatorname{lse}|)/N_{\text{kept}}`,
+    so the dW bound is :math:`\tau (1 + 2\lambda_z \max|\operatorname{lse}|) \max|x|`.
+    With :math:`\tau = 2^{-12}` (below bf16's half-ulp of 1 relative to the
+    true-class entries) this is at most the rounding bf16 already applies to
+    :math:`G`. The softmax being peaked, most tiles of a large vocabulary
+    qualify; the returned ``skipped`` counts them. The bound holds for any
+    row sort; the vocabulary is not reordered here.
+    """
+    ignore_index = int(ignore_index)
+    ce_rows, lse, nll = linear_forward(
+        x, weight, target, bias, ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,
+        softcap=softcap, splits=splits,
+    )  # fmt: skip
+    n_rows = x.shape[0]
+    kept = target != ignore_index
+    loss_rows = ce_rows
+    if z_loss:
+        loss_rows = loss_rows + torch.where(kept, float(z_loss) * lse.double() ** 2, 0.0)
+    if reduction == "mean":
+        n_kept = kept.sum().to(torch.float64)
+        loss = loss_rows.sum() * torch.where(n_kept > 0, 1.0 / torch.where(n_kept > 0, n_kept, 1.0), 0.0)
+    elif reduction == "sum":
+        loss = loss_rows.sum()
+    elif reduction == "none":
+        loss = loss_rows
+    else:
+        raise ValueError(f"reduction must be one of ('mean', 'sum', 'none'), got {reduction!r}")
+    loss = loss.to(torch.float32)
+    dx = dw = db = None
+    skipped = torch.zeros(1, dtype=torch.int32, device=x.device)
+    if need_grad:
+        ce, zl, _, _ = _row_coefficients(target, lse, ignore_index, reduction, z_loss, grad_output, n_rows)
+        dx, dw, db, skipped = linear_backward(
+            x, weight, target, bias, lse, ce, zl, nll=nll, label_smoothing=label_smoothing, softcap=softcap,
+            need_db=bias is not None, grad_filter=grad_filter, dw_chunk=dw_chunk,
+        )  # fmt: skip
+    return loss, dx, dw, db, skipped
