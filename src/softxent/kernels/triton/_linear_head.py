@@ -196,7 +196,7 @@ def linear_backward(
     :math:`\zeta_i` (:math:`2\lambda_z \operatorname{lse}_i` times the z-loss
     scale and the upstream gradient), :math:`G_i = c_i (a_i - t_i) + \zeta_i a_i`
     (times the soft-cap's chain rule), and the results are :math:`G W`,
-    :math:`G^	op x`, :math:`\sum_i G_i` in ``x``'s / ``weight``'s /
+    :math:`G^\top x`, :math:`\sum_i G_i` in ``x``'s / ``weight``'s /
     ``bias``'s dtype, accumulated in float32. Returns ``(dx, dw, db, skipped)``.
 
     Two schedules, over chunks of ``dw_chunk`` classes (default: the chunk of
@@ -204,8 +204,8 @@ def linear_backward(
 
     * default (deterministic): a Triton kernel recomputes the chunk's logit
       tiles and writes its (N, chunk) block of G (bf16 for bf16 inputs, else
-      float32); cuBLAS then adds :math:`G W_{	ext{chunk}}` into a float32
-      ``dx`` and forms :math:`dW_{	ext{chunk}} = G^	op x` in one GEMM over
+      float32); cuBLAS then adds :math:`G W_{\text{chunk}}` into a float32
+      ``dx`` and forms :math:`dW_{\text{chunk}} = G^\top x` in one GEMM over
       all N rows (float32 accumulation, rounded to ``weight.dtype`` once):
       no atomics, and no float32 (V, d) buffer;
     * ``grad_filter`` set: one fused kernel per chunk that skips the tiles the
