@@ -522,6 +522,16 @@ class Objective:
         self._last_value = (f, grad.copy())
         return f, grad
 
+    @property
+    def last_grad(self) -> np.ndarray:
+        """The gradient of f at :attr:`last_x`, in the solver's (preconditioned) coordinates."""
+        return self._last_value[1]
+
+    @property
+    def curvature(self) -> float:
+        """a = p(1 - p) of one logit at W = 0: the Hessian the preconditioner aims at is about a I."""
+        return self._curvature()
+
     def full_objective(self, f: float) -> float:
         r""":math:`F = C S f`, the objective in scikit-learn's documented form."""
         return f * self.C * self.total_weight
