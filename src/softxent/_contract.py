@@ -51,6 +51,7 @@ __all__ = [
     "check_ignore_index",
     "check_real",
     "check_reduction",
+    "check_temperature",
     "format_index",
     "grad_scale",
     "masked_row_message",
@@ -143,6 +144,11 @@ def check_ignore_index(ignore_index: Any, *, allow_none: bool = True) -> int | N
     return ignore_index
 
 
+def check_temperature(temperature: Any) -> float:
+    """A temperature: a finite real number > 0, as a Python float."""
+    return check_real(temperature, "temperature", low=0.0, low_inclusive=False)
+
+
 @dataclass(frozen=True)
 class XentOptions:
     """The scalar options of softmax cross-entropy, checked once.
@@ -157,12 +163,24 @@ class XentOptions:
         The target becomes :math:`(1-\\varepsilon) y + \\varepsilon / K` (class
         weights multiply it, as in PyTorch).
     temperature : float > 0
-        The loss of :math:`\\operatorname{softmax}(z / T)`; gradients are
-        with respect to :math:`z`.
+        The loss of :math:`\\operatorname{softmax}(z' / T)`; gradients are
+        with respect to the raw logits :math:`z`.
     z_loss : float >= 0
-        Adds :math:`z_\\text{loss} \\cdot \\operatorname{lse}(z)^2` per counted row.
+        Adds :math:`z_\\text{loss} \\cdot \\operatorname{lse}(z'/T)^2` per row not
+        ignored; ``"mean"`` divides the sum of these terms by the (sample-)weight
+        of the rows not ignored (their count, without sample weights), not by
+        the cross-entropy's denominator, and class weights do not multiply it.
     softcap : float > 0 or None
-        Logits become :math:`c \\tanh(z / c)` before the softmax.
+        Logits become :math:`z' = c \\tanh(z / c)` before the softmax
+        (:math:`z' = z` without it).
+
+    The order is fixed and the same in every front end: cap, then divide by
+    the temperature, then softmax, cross-entropy and z-loss of
+    :math:`z'/T`. So a temperature softens or sharpens the capped model's
+    distribution (the cap belongs to the model, as in Gemma 2), and
+    :math:`c \\tanh(z/c)/T = (c/T) \\tanh((z/T)/(c/T))` lets a front end
+    apply the temperature by dividing its logits by :math:`T` and the cap
+    by :math:`T`.
     """
 
     ignore_index: int | None = -100
@@ -189,7 +207,7 @@ class XentOptions:
             ignore_index=check_ignore_index(ignore_index, allow_none=allow_no_ignore),
             reduction=check_reduction(reduction),
             label_smoothing=check_real(label_smoothing, "label_smoothing", low=0.0, high=1.0),
-            temperature=check_real(temperature, "temperature", low=0.0, low_inclusive=False),
+            temperature=check_temperature(temperature),
             z_loss=check_real(z_loss, "z_loss", low=0.0),
             softcap=None if softcap is None else check_real(softcap, "softcap", low=0.0, low_inclusive=False),
         )

@@ -57,10 +57,11 @@ from typing import Literal
 
 import torch
 
+from .._contract import check_temperature
 from ._backends import cpu_rows, has_fused_backend
 from ._memory import empty
 from ._reference import cross_entropy_rows_reference, work_dtype
-from ._validation import check_ce_args, check_options
+from ._validation import _scalar, check_ce_args, check_options
 
 __all__ = ["cross_entropy"]
 
@@ -216,6 +217,24 @@ def _functorch_active() -> bool:
     return torch._C._functorch.peek_interpreter_stack() is not None
 
 
+def check_temperature_arg(temperature: object) -> float:
+    """The ``temperature`` of the torch front ends, checked by the contract (1.0 itself skips the check)."""
+    if type(temperature) is float and temperature == 1.0:
+        return 1.0
+    return check_temperature(_scalar(temperature))
+
+
+def apply_temperature(z: torch.Tensor, softcap: float | None, temperature: float) -> tuple[torch.Tensor, float | None]:
+    r"""``z / T`` and the cap ``c / T``: the loss of ``softmax(c tanh(z / c) / T)`` as the loss at T = 1.
+
+    :math:`c \tanh(z/c) / T = (c/T) \tanh((z/T) / (c/T))`, so dividing the
+    logits and the cap by :math:`T` gives the contract's order (cap, then
+    temperature) on every device and backend; autograd multiplies the
+    gradient by :math:`1/T` (the chain rule through the division).
+    """
+    return z / temperature, (None if softcap is None else softcap / temperature)
+
+
 # --------------------------------------------------------------------------- public
 
 
@@ -229,6 +248,7 @@ def cross_entropy(
     *,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    temperature: float = 1.0,
     return_lse: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     r"""Softmax cross-entropy of ``input`` logits against ``target``: eq. (7) with eq. (8).
@@ -236,17 +256,20 @@ def cross_entropy(
     A drop-in for :func:`torch.nn.functional.cross_entropy` (same arguments,
     defaults and results), computed on the CPU by a fused kernel that gives
     the loss and its gradient in one sweep over the logits. For row :math:`i`
-    with logits :math:`z_i`:
+    with logits :math:`z_i`, soft-capped :math:`z'_i = c \tanh(z_i / c)` (:math:`z'_i = z_i`
+    without ``softcap``) and divided by the temperature, :math:`u_i = z'_i / T`:
 
     .. math::
 
-        \ell_i = \sum_c t_{ic}\,\bigl(\operatorname{lse}(z_i) - z_{ic}\bigr)
-                 + \lambda_z \operatorname{lse}(z_i)^2,
-        \qquad \operatorname{lse}(z) = \log \textstyle\sum_c e^{z_c},
+        \ell_i = \sum_c t_{ic}\,\bigl(\operatorname{lse}(u_i) - u_{ic}\bigr)
+                 + \lambda_z \operatorname{lse}(u_i)^2,
+        \qquad \operatorname{lse}(u) = \log \textstyle\sum_c e^{u_c},
 
-    whose gradient is eq. (15), :math:`a \sum_c t_c - t` with
-    :math:`a = \operatorname{softmax}(z)` (eq. 16: :math:`a - y` for a plain
-    one-hot target), plus :math:`2 \lambda_z \operatorname{lse}\, a`. The
+    whose gradient with respect to :math:`u` is eq. (15), :math:`a \sum_c t_c - t` with
+    :math:`a = \operatorname{softmax}(u)` (eq. 16: :math:`a - y` for a plain
+    one-hot target), plus :math:`2 \lambda_z \operatorname{lse}\, a`; the
+    chain rule multiplies it by :math:`\operatorname{sech}^2(z / c) / T` for
+    the gradient with respect to :math:`z`. The
     effective target :math:`t` is PyTorch's: for a class index :math:`y`,
     :math:`t = (1-\varepsilon) w_y e_y + \tfrac{\varepsilon}{C} w`; for
     probabilities :math:`p`, :math:`t = w \odot ((1-\varepsilon) p + \tfrac{\varepsilon}{C})`.
@@ -284,8 +307,18 @@ def cross_entropy(
         Replaces the logits by :math:`c \tanh(z / c)` first (Gemma 2); the
         gradient carries the chain rule :math:`\operatorname{sech}^2(z / c)`.
         ``-inf`` becomes :math:`-c`: masking does not survive the cap.
+    temperature : float > 0, default 1, keyword-only
+        The loss of :math:`\operatorname{softmax}(z' / T)` (knowledge
+        distillation's softened targets when :math:`T > 1`), with the
+        gradient with respect to the raw logits :math:`z` (a factor
+        :math:`1/T`), as :func:`softxent.softmax_cross_entropy`'s
+        ``temperature``. Applied after the cap: the cap is the model's, the
+        temperature softens the capped distribution. Computed by dividing the
+        logits (float32 for float16/bfloat16 input) and the cap by :math:`T`,
+        one elementwise pass; ``T = 1`` costs nothing. The z-loss and
+        ``return_lse`` are those of :math:`z'/T`.
     return_lse : bool, default False, keyword-only
-        Also return each row's log-sum-exp of the (soft-capped) logits, shape
+        Also return each row's log-sum-exp of :math:`z'/T` (the soft-capped logits over the temperature), shape
         ``(N, d1, ...)``, float32 (float64 for float64 input), ignored rows
         included. It is differentiable; the fused path then keeps the logits
         until the backward.
@@ -341,6 +374,7 @@ def cross_entropy(
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
         z_loss=z_loss, softcap=softcap,
     )  # fmt: skip
+    temperature = check_temperature_arg(temperature)
     if not isinstance(return_lse, bool):
         raise TypeError(f"return_lse must be True or False, got {return_lse!r}")
     prob, batch = check_ce_args(input, target, weight)
@@ -358,6 +392,10 @@ def cross_entropy(
         rows = input.movedim(1, -1).reshape(-1, n_classes)
         rows_target = target.movedim(1, -1).reshape(-1, n_classes) if prob else target.reshape(-1)
     rows = rows.contiguous()
+    out_dtype = rows.dtype
+    if temperature != 1.0:
+        # In float32 for bf16/fp16: z / T rounded to 8 bits would lose more than the input holds.
+        rows, softcap = apply_temperature(rows.to(work_dtype(rows.dtype)), softcap, temperature)
 
     target_grad = prob and target.requires_grad
     weight_grad = weight is not None and weight.requires_grad
@@ -374,6 +412,8 @@ def cross_entropy(
             rows, rows_target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
             need_lse=return_lse,
         )  # fmt: skip
+    if loss.dtype != out_dtype:  # computed in float32 at a temperature: the input's dtype back
+        loss = loss.to(out_dtype)
     if reduction == "none":
         loss = loss.reshape(batch)
     if return_lse:

@@ -77,7 +77,7 @@ import torch
 
 from .._contract import mean_scale
 from ._backends import fused_backend, has_fused_backend
-from ._functional import _functorch_active, cross_entropy
+from ._functional import _functorch_active, apply_temperature, check_temperature_arg, cross_entropy
 from ._memory import empty
 from ._reference import cross_entropy_rows_reference, work_dtype
 from ._validation import (
@@ -511,6 +511,7 @@ def linear_cross_entropy(
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    temperature: float = 1.0,
     chunk_size: int | None = None,
     shift: bool = False,
 ) -> torch.Tensor:
@@ -542,9 +543,14 @@ def linear_cross_entropy(
     target : Tensor of integers, shape ``x.shape[:-1]``
         Class indices in ``[0, V)`` or ``ignore_index``.
     bias : Tensor of shape (V,), optional
-    ignore_index, reduction, label_smoothing, z_loss, softcap
+    ignore_index, reduction, label_smoothing, z_loss, softcap, temperature
         As in :func:`softxent.torch.cross_entropy` (no class weights here);
-        ``"mean"`` divides by the number of rows not ignored.
+        ``"mean"`` divides by the number of rows not ignored. The loss is that
+        of :math:`\operatorname{softmax}(c \tanh(z / c) / T)` with
+        :math:`z = x W^\top + b`; a temperature is applied as
+        :math:`z / T = (x / T) W^\top + b / T` (the hidden states and the bias
+        divided, in their dtype, never the (N, V) logits) and the cap as
+        :math:`c / T`, so every path and device honours it.
     chunk_size : int, optional
         Rows per block. ``None``: as many as fit :data:`BLOCK_BYTES`, at
         least 256 where they fit in four times that (the vocabulary is split
@@ -596,6 +602,7 @@ def linear_cross_entropy(
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
         z_loss=z_loss, softcap=softcap,
     )  # fmt: skip
+    temperature = check_temperature_arg(temperature)
     check_linear_args(x, weight, target, bias)
     d, n_classes = x.shape[-1], weight.shape[0]
     check_head_options(chunk_size, shift, x)
@@ -610,6 +617,12 @@ def linear_cross_entropy(
             f"x, weight and bias must have one dtype, got {x.dtype}, {weight.dtype}"
             + ("" if bias is None else f" and {bias.dtype}")
         )
+
+    if temperature != 1.0:
+        # (x W^T + b) / T = (x / T) W^T + b / T: an (N, d) pass, not an (N, V) one;
+        # autograd carries the 1/T into dx and db, and dW = G^T (x / T).
+        x, softcap = apply_temperature(x, softcap, temperature)
+        bias = None if bias is None else bias / temperature
 
     if _functorch_active():
         # Custom ops refuse torch.func transforms: compose the plain-torch loss with

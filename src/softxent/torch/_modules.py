@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._functional import Reduction, cross_entropy
+from ._functional import Reduction, check_temperature_arg, cross_entropy
 from ._linear import linear_cross_entropy
 from ._validation import check_head_options, check_options
 
@@ -45,6 +45,7 @@ class CrossEntropyLoss(nn.Module):
         label_smoothing: float = 0.0,
         z_loss: float = 0.0,
         softcap: float | None = None,
+        temperature: float = 1.0,
         return_lse: bool = False,
     ) -> None:
         super().__init__()
@@ -52,6 +53,7 @@ class CrossEntropyLoss(nn.Module):
             ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
             z_loss=z_loss, softcap=softcap,
         )  # fmt: skip
+        self.temperature = check_temperature_arg(temperature)
         if not isinstance(return_lse, bool):
             raise TypeError(f"return_lse must be True or False, got {return_lse!r}")
         self.return_lse = return_lse
@@ -64,12 +66,13 @@ class CrossEntropyLoss(nn.Module):
     def forward(self, input: torch.Tensor, target: torch.Tensor):
         return cross_entropy(
             input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing,
-            z_loss=self.z_loss, softcap=self.softcap, return_lse=self.return_lse,
+            z_loss=self.z_loss, softcap=self.softcap, temperature=self.temperature, return_lse=self.return_lse,
         )  # fmt: skip
 
     def extra_repr(self) -> str:
         return _options_repr(self, ("ignore_index", -100), ("reduction", None), ("label_smoothing", 0.0),
-                             ("z_loss", 0.0), ("softcap", None), ("return_lse", False))  # fmt: skip
+                             ("z_loss", 0.0), ("softcap", None), ("temperature", 1.0),
+                             ("return_lse", False))  # fmt: skip
 
 
 class LinearCrossEntropyLoss(nn.Module):
@@ -99,6 +102,7 @@ class LinearCrossEntropyLoss(nn.Module):
         label_smoothing: float = 0.0,
         z_loss: float = 0.0,
         softcap: float | None = None,
+        temperature: float = 1.0,
         chunk_size: int | None = None,
         shift: bool = False,
     ) -> None:
@@ -107,6 +111,7 @@ class LinearCrossEntropyLoss(nn.Module):
             ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
             z_loss=z_loss, softcap=softcap,
         )  # fmt: skip
+        self.temperature = check_temperature_arg(temperature)
         check_head_options(chunk_size, shift)
         self.chunk_size = chunk_size
         self.shift = shift
@@ -117,12 +122,13 @@ class LinearCrossEntropyLoss(nn.Module):
         return linear_cross_entropy(
             x, weight, target, bias, ignore_index=self.ignore_index, reduction=self.reduction,
             label_smoothing=self.label_smoothing, z_loss=self.z_loss, softcap=self.softcap,
-            chunk_size=self.chunk_size, shift=self.shift,
+            temperature=self.temperature, chunk_size=self.chunk_size, shift=self.shift,
         )  # fmt: skip
 
     def extra_repr(self) -> str:
         return _options_repr(self, ("ignore_index", -100), ("reduction", None), ("label_smoothing", 0.0),
-                             ("z_loss", 0.0), ("softcap", None), ("chunk_size", None), ("shift", False))  # fmt: skip
+                             ("z_loss", 0.0), ("softcap", None), ("temperature", 1.0), ("chunk_size", None),
+                             ("shift", False))  # fmt: skip
 
 
 def _options_repr(module: nn.Module, *names_defaults: tuple[str, object]) -> str:
