@@ -30,19 +30,26 @@ Precision: the loss uses :math:`\log s` from ``log1p`` (see
 keeps a tiny but exact loss and gradient (for float32 output too).
 
 The sigmoid loss (independent binary heads) is elementwise; see
-:func:`sigmoid_cross_entropy`.
+:func:`sigmoid_cross_entropy` (in :mod:`softxent._sigmoid_xent`).
+
+Modules: the labels and the wrappers live here; the fused kernel call and the
+exact NumPy path in :mod:`softxent._softmax_paths`; the z-loss and the
+soft-cap, a pass around either of them, in :mod:`softxent._xent_options`
+(calls without them never reach it).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from . import _contract, kernels
 from ._contract import Reduction
-from ._softmax import kernel_inv_temperature, log_sigmoid_exact, normalise, sigmoid_exact
+from ._sigmoid_xent import sigmoid_cross_entropy, sigmoid_cross_entropy_grad, sigmoid_cross_entropy_with_grad
+from ._softmax import kernel_inv_temperature
+from ._softmax_paths import _kernel_gradient_fits, _kernel_softmax_xent, _reference_softmax_xent
 from ._validation import (
     as_array,
     as_float_array,
@@ -50,12 +57,14 @@ from ._validation import (
     check_bool,
     check_class_labels,
     check_class_weight,
-    check_nonnegative_weights,
     check_probability_labels,
     check_sample_weight,
     compute_dtype,
-    format_index,
 )
+from ._xent_common import Labels as _Labels
+from ._xent_common import kernel_probability_labels as _kernel_probability_labels
+from ._xent_common import scalar_or_array as _scalar_or_array
+from ._xent_options import softmax_xent_options
 
 __all__ = [
     "sigmoid_cross_entropy",
@@ -67,56 +76,7 @@ __all__ = [
 ]
 
 
-def _scalar_or_array(value: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    with np.errstate(over="ignore"):  # a loss beyond float32's range (tiny T) is inf, as in the kernel
-        out = np.asarray(value).astype(dtype, copy=False)
-    return out if out.ndim else out[()]
-
-
-def _reduce(
-    loss_rows: np.ndarray, grad: np.ndarray | None, denominator: float, reduction: Reduction
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Apply the reduction to per-row losses and the gradient of their sum."""
-    if reduction == "none":
-        return loss_rows, grad
-    if grad is not None:
-        grad = grad * _contract.grad_scale(reduction, denominator)
-    return _contract.reduce_total(loss_rows.sum(), denominator, reduction), grad
-
-
 # --------------------------------------------------------------------------- softmax
-
-
-class _Labels(NamedTuple):
-    """Validated labels, class axis last. Exactly one of ``index``/``probs`` is set."""
-
-    index: np.ndarray | None  # int64, batch shape; -1 marks an ignored row
-    probs: np.ndarray | None  # batch + (K,), float32/float64 as given (or float64)
-    row_weight: np.ndarray | None  # each row's weight in the mean, w[y] (0 if ignored); None: all 1
-    at_most_one: bool = True  # every label is <= 1 (known for class indices and kernel-checked probabilities)
-
-
-def _kernel_probability_labels(lab: np.ndarray, kern: Any, upper: float | None) -> tuple[np.ndarray | None, bool]:
-    """float32 or float64 probability labels, checked finite and in [0,
-    upper] by one compiled pass and handed to the kernels as they are (they
-    read them as float64); None for other dtypes or without kernels
-    (``kern``, the logits' :func:`kernels.cpu`):
-    :func:`check_probability_labels` then converts them to float64.
-
-    The second value says whether every label is known to be <= 1. Without
-    an ``upper`` bound the compiled pass still checks against 1, at no cost:
-    that bounds each row's target sum by K for :func:`_kernel_gradient_fits`;
-    labels above 1 (allowed) fail it and go through the NumPy check instead.
-    """
-    if kern is None or lab.dtype not in kernels.KERNEL_DTYPES:
-        return None, False
-    bound = 1.0 if upper is None else upper
-    if kern.bounded_check(np.ascontiguousarray(lab).reshape(-1), bound) >= 0:
-        check_probability_labels(lab, upper=upper)  # raises, naming the first bad label
-        if upper is not None:
-            raise AssertionError("bounded_check and check_probability_labels disagree")  # pragma: no cover
-        return lab, False  # valid, with some label above 1
-    return lab, bound <= 1.0
 
 
 def _parse_labels(
@@ -204,135 +164,6 @@ def _effective_target(lab: _Labels, n_classes: int, weight: np.ndarray | None, s
     return t
 
 
-def _all_masked_error(row: int, batch: tuple[int, ...], ignore_index: int | None) -> ValueError:
-    skip = (
-        f"give it ignore_index={ignore_index if ignore_index is not None else -100} or a zero sample_weight to skip it"
-    )
-    return ValueError(_contract.masked_row_message(f"logits row {format_index(row, batch)}", skip))
-
-
-def _reference_softmax_xent(
-    z: np.ndarray, t: np.ndarray, scale: np.ndarray, temperature: float, grad_scale: float,
-    need_grad: bool, ignore_index: int | None,
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:  # fmt: skip
-    """The exact NumPy path: float64 ``z`` and ``t``, class axis last.
-
-    Returns per-row losses (times ``scale``), the gradient of their sum times
-    ``grad_scale`` (or ``None``), and the per-row log-sum-exp of ``z / T``.
-    """
-    t_sum = t.sum(axis=-1)
-    counts = scale * t_sum > 0  # rows that take part; the others give exactly 0
-    n = normalise(z, temperature=temperature)
-    m = n.m[..., 0]
-    all_masked = counts & (m == -np.inf)
-    if all_masked.any():
-        raise _all_masked_error(int(np.flatnonzero(all_masked.ravel())[0]), counts.shape, ignore_index)
-    undefined_rows = np.isnan(m) | (m == np.inf)
-    undefined = counts & undefined_rows  # NaN in, NaN out for the row
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        lse = np.where(undefined_rows, np.nan, np.where(np.isfinite(m), m, 0.0) / temperature + n.log_s[..., 0])
-        neg_log_a = n.log_s - n.d  # -log softmax(z / T)
-        # 0 * inf = 0: a class with no target mass adds nothing, even if masked.
-        loss_rows = np.where(t > 0, t * neg_log_a, 0.0).sum(axis=-1)
-    with np.errstate(over="ignore"):  # a loss beyond float64's range (tiny T) is inf, as in the kernel
-        loss_rows = np.where(undefined, np.nan, np.where(counts, loss_rows, 0.0) * scale)
-    if not need_grad:
-        return loss_rows, None, lse
-    with np.errstate(invalid="ignore", over="ignore"):
-        grad = t_sum[..., None] * np.exp(-neg_log_a) - t  # eq. (15): a * sum(y) - y
-        # Top class: sum(t) * (a_m - 1) + sum_{c != m} t_c, with a_m - 1 = expm1(-log s)
-        # computed without rounding a_m first (true-class cancellation when a_m -> 1).
-        if z.shape[-1]:
-            t_rest = t.copy()
-            np.put_along_axis(t_rest, n.argmax, 0.0, axis=-1)
-            top = t_sum[..., None] * np.expm1(-n.log_s) + t_rest.sum(axis=-1, keepdims=True)
-            np.put_along_axis(grad, n.argmax, top, axis=-1)
-    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 in rows that do not count, replaced below
-        factor = scale * (grad_scale / temperature)
-        if np.isfinite(factor).all():
-            grad = grad * factor[..., None]
-        else:
-            # 1/T or the row's factor overflows (T below 5.6e-309, huge sample
-            # weights): multiplying by inf would turn the gradient's exact zeros
-            # into NaN; dividing keeps them, and still overflows where it must.
-            grad = grad * (scale * grad_scale)[..., None] / temperature
-    grad = np.where(counts[..., None], grad, 0.0)
-    grad = np.where(undefined[..., None], np.nan, grad)
-    return loss_rows, grad, lse
-
-
-def _kernel_softmax_xent(
-    kern: Any, arr: np.ndarray, ax: int, lab: _Labels, weight: np.ndarray | None,
-    smoothing: float, sample_weight: np.ndarray | None, inv_t: float, grad_scale: float,
-    grad2: np.ndarray | None, ignore_index: int | None, keep_rows: bool, keep_lse: bool,
-) -> tuple[np.ndarray, np.ndarray, float]:  # fmt: skip
-    """The fused kernel on a 2-D C-contiguous view (or copy) of ``arr``.
-
-    ``grad2`` is the (N, V) C-contiguous gradient buffer (``None``: loss only).
-    Returns per-row losses and log-sum-exps (float64, batch shape) and the
-    losses' sum. Without ``keep_rows`` / ``keep_lse`` those arrays are
-    :func:`kernels.scratch` buffers, valid until the next call only.
-    """
-    n_classes = arr.shape[ax]
-    batch = arr.shape[:ax] + arr.shape[ax + 1 :]
-    z2 = kernels.as_rows(arr, ax)
-    n_rows = z2.shape[0]
-    loss, lse = kernels.scratch(n_rows, 2)
-    if keep_rows:
-        loss = np.empty(n_rows)
-    if keep_lse:
-        lse = np.empty(n_rows)
-    empty = np.empty(0)
-    w = empty if weight is None else weight
-    sw = empty if sample_weight is None else sample_weight.reshape(-1)
-    need_grad = grad2 is not None
-    if lab.index is not None:
-        run = kern.softmax_xent_index
-        y = np.ascontiguousarray(lab.index.reshape(-1))
-    else:
-        run = kern.softmax_xent_prob
-        y = np.ascontiguousarray(lab.probs.reshape(n_rows, n_classes))  # strided labels: one layout to compile
-    # Without a gradient the kernel never writes to its grad argument.
-    run(z2, y, w, smoothing, sw, inv_t, grad_scale, grad2 if need_grad else z2, need_grad, loss, lse)
-    # A row that counts but has every class masked: NaN loss, lse -inf. The
-    # sum is NaN whenever one is, so most calls skip the elementwise test.
-    total = float(loss.sum())
-    if math.isnan(total) and (bad := np.isnan(loss) & (lse == -np.inf)).any():
-        raise _all_masked_error(int(np.flatnonzero(bad)[0]), batch, ignore_index)
-    return loss.reshape(batch), lse.reshape(batch), total
-
-
-def _kernel_gradient_fits(
-    inv_t: float, grad_scale: float, weight: np.ndarray | None, sample_weight: np.ndarray | None,
-    lab: _Labels, dtype: np.dtype,
-) -> bool:  # fmt: skip
-    """Whether the kernels' per-row gradient factors stay finite in ``dtype``.
-
-    The kernels scale a row's gradient by ``sw * (1/T) * grad_scale`` times
-    at most ``sum(t)`` (in the logits' dtype for float32); if that overflows,
-    the gradient's exact zeros become ``0 * inf = NaN``. The exact path
-    divides by ``T`` instead and keeps them (tiny temperatures, huge sample
-    weights). ``sum(t) <= max(1, max w)`` times the row's label sum: 1 for
-    class indices, at most K for probabilities <= 1, else computed here.
-    """
-    limit = float(np.finfo(dtype).max) / 4  # room for the top class's t_sum (a - 1) + t_sum - k1
-    # The kernels form (sw * (1/T)) * grad_scale: the product before grad_scale must fit too.
-    factor = inv_t * max(grad_scale, 1.0)
-    if sample_weight is not None and sample_weight.size:
-        factor *= float(sample_weight.max())
-    if weight is not None and weight.size:
-        factor *= max(1.0, float(weight.max()))
-    if lab.probs is None:
-        return factor <= limit
-    n_classes = lab.probs.shape[-1]
-    if lab.at_most_one and factor * n_classes <= limit:
-        return True
-    if lab.probs.size == 0:
-        return factor <= limit
-    row_sum = float(lab.probs.sum(axis=-1, dtype=np.float64).max())
-    return factor * max(1.0, row_sum) <= limit
-
-
 def _grad_buffer(arr: np.ndarray, logits: Any, out: Any, inplace: bool) -> np.ndarray | None:
     """Check ``out`` / ``inplace``; return the array the gradient must end up in (or None)."""
     if inplace:
@@ -371,6 +202,8 @@ def _softmax_xent(
     temperature: Any,
     reduction: Any,
     need_grad: bool,
+    z_loss: Any = 0.0,
+    softcap: Any = None,
     out: Any = None,
     inplace: bool = False,
     need_lse: bool = False,
@@ -384,8 +217,9 @@ def _softmax_xent(
     n_classes = arr.shape[ax]
     batch = arr.shape[:ax] + arr.shape[ax + 1 :]
     opts = _contract.XentOptions.build(
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing, temperature=temperature
-    )
+        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing, temperature=temperature,
+        z_loss=z_loss, softcap=softcap,
+    )  # fmt: skip
     reduction, smoothing, temperature = opts.reduction, opts.label_smoothing, opts.temperature
     ignore_index = opts.ignore_index
     inplace = check_bool(inplace, "inplace")
@@ -409,6 +243,15 @@ def _softmax_xent(
         and not _kernel_gradient_fits(inv_t, grad_scale, weight, sample_weight, lab, arr.dtype)
     ):
         inv_t = None
+    if opts.z_loss or opts.softcap is not None:  # z-loss and cap around the same computations
+        loss, grad, lse = softmax_xent_options(
+            arr, ax, lab, weight, sample_weight, opts, denominator, grad_scale, kern, inv_t, need_grad,
+            lambda lab: _effective_target(lab, n_classes, weight, smoothing),
+        )  # fmt: skip
+        if grad is not None and target is not None:
+            np.copyto(target, grad)
+            grad = target
+        return _scalar_or_array(loss, arr.dtype), grad, (lse if need_lse else None)
     grad = None
     if inv_t is not None:  # the kernels, at a temperature and scale they handle
         grad2 = None
@@ -470,7 +313,20 @@ _SOFTMAX_PARAMS = r"""
     sample_weight : array_like, optional
         Non-negative per-row weights, shape ``logits.shape`` without ``axis``.
     temperature : float > 0, default 1
-        Loss of :math:`\operatorname{softmax}(z / T)`; the gradient is w.r.t. :math:`z`.
+        Loss of :math:`\operatorname{softmax}(z' / T)`; the gradient is w.r.t.
+        the raw logits :math:`z` (a factor :math:`1/T`).
+    z_loss : float >= 0, default 0
+        Adds :math:`\lambda_z \operatorname{lse}(z'/T)^2` (times the sample
+        weight) to every row not ignored: PaLM's auxiliary loss that keeps the
+        normaliser near 0. Class weights do not multiply it; ``"mean"``
+        divides its sum by the summed sample weights of the rows not ignored
+        (their count without ``sample_weight``), as ``softxent.torch`` does.
+        Its gradient is :math:`2 \lambda_z \operatorname{lse}\, a / T`.
+    softcap : float > 0, optional
+        Soft-caps the logits first, :math:`z' = c \tanh(z / c)` (Gemma 2),
+        before the temperature; the gradient carries the chain rule's
+        :math:`\operatorname{sech}^2(z / c)`. ``-inf`` becomes :math:`-c`:
+        masking does not survive the cap. Without it :math:`z' = z`.
     reduction : {"mean", "sum", "none"}, default "mean"
         ``"none"``: one loss per row. ``"sum"``: their sum. ``"mean"``: the
         sum divided by the total weight of the rows that count,
@@ -515,16 +371,21 @@ def softmax_cross_entropy(
     label_smoothing: float = 0.0,
     sample_weight: Any = None,
     temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
     reduction: Reduction = "mean",
 ) -> np.ndarray:
     r"""Cross-entropy of the softmax of ``logits`` against ``labels``: eq. (7) with eq. (8).
 
     .. math::
 
-        \ell_i = -\sum_c y_{ic} \log \operatorname{softmax}(z_i / T)_c
-               = \sum_c y_{ic} \left(\operatorname{logsumexp}(z_i / T) - z_{ic} / T\right)
+        \ell_i = -\sum_c y_{ic} \log \operatorname{softmax}(z'_i / T)_c
+               = \sum_c y_{ic} \left(\operatorname{logsumexp}(z'_i / T) - z'_{ic} / T\right)
+                 \;[+\; \lambda_z \operatorname{logsumexp}(z'_i / T)^2]
 
-    computed from the logits as log-sum-exp minus the label's logit, never as
+    with :math:`z' = c \tanh(z / c)` when ``softcap`` is given (else :math:`z' = z`)
+    and the z-loss term only with ``z_loss``, computed from the logits as
+    log-sum-exp minus the label's logit, never as
     ``log(softmax)``. With integer labels it equals
     ``torch.nn.functional.cross_entropy`` for the arguments they share.
     {params}
@@ -547,7 +408,7 @@ def softmax_cross_entropy(
     loss, _, _ = _softmax_xent(
         logits, labels, axis=axis, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, sample_weight=sample_weight,
-        temperature=temperature, reduction=reduction, need_grad=False,
+        temperature=temperature, reduction=reduction, need_grad=False, z_loss=z_loss, softcap=softcap,
     )  # fmt: skip
     return loss
 
@@ -562,6 +423,8 @@ def softmax_cross_entropy_grad(
     label_smoothing: float = 0.0,
     sample_weight: Any = None,
     temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
     reduction: Reduction = "mean",
     out: np.ndarray | None = None,
     inplace: bool = False,
@@ -600,6 +463,7 @@ def softmax_cross_entropy_grad(
         logits, labels, axis=axis, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, sample_weight=sample_weight,
         temperature=temperature, reduction=reduction, need_grad=True, out=out, inplace=inplace,
+        z_loss=z_loss, softcap=softcap,
     )  # fmt: skip
     return grad
 
@@ -614,6 +478,8 @@ def softmax_cross_entropy_with_grad(
     label_smoothing: float = 0.0,
     sample_weight: Any = None,
     temperature: float = 1.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
     reduction: Reduction = "mean",
     out: np.ndarray | None = None,
     inplace: bool = False,
@@ -632,9 +498,9 @@ def softmax_cross_entropy_with_grad(
     :math:`a` of eq. (8) serves both the loss and the gradient. This is the
     contract the fused kernels implement.
     {params}{buffers}    return_lse : bool, default False
-        Also return the per-row log-sum-exp of ``logits / T`` (float64, shape
-        ``logits.shape`` without ``axis``), e.g. for a z-loss or to rebuild the
-        softmax later as ``exp(z / T - lse)``.
+        Also return the per-row log-sum-exp of :math:`z' / T` (the soft-capped
+        logits over the temperature; float64, shape ``logits.shape`` without
+        ``axis``), e.g. to rebuild the softmax later as ``exp(z' / T - lse)``.
 
     Returns
     -------
@@ -659,7 +525,7 @@ def softmax_cross_entropy_with_grad(
         logits, labels, axis=axis, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, sample_weight=sample_weight,
         temperature=temperature, reduction=reduction, need_grad=True, out=out, inplace=inplace,
-        need_lse=return_lse,
+        need_lse=return_lse, z_loss=z_loss, softcap=softcap,
     )  # fmt: skip
     assert grad is not None
     return (loss, grad, lse) if return_lse else (loss, grad)
@@ -671,252 +537,4 @@ for _f in (softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entr
         .replace("{notes}", _SOFTMAX_NOTES)
         .replace("{buffers}", _GRAD_BUFFER_PARAMS)
     )
-
-
-# --------------------------------------------------------------------------- sigmoid
-
-
-def _label_weights(value: Any, name: str, n_labels: int) -> np.ndarray | None:
-    """A scalar or one value per label (the last axis), non-negative."""
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)):
-        raise TypeError(f"{name} must hold real numbers, got the string {value!r}")
-    value = as_array(value, name)
-    if value.ndim == 0:
-        return check_nonnegative_weights(np.asarray(value), name, (), "a scalar")
-    return check_nonnegative_weights(value, name, (n_labels,), f"one per label, {n_labels} labels")
-
-
-def _sigmoid_xent(
-    logits: Any,
-    labels: Any,
-    *,
-    pos_weight: Any,
-    weight: Any,
-    sample_weight: Any,
-    reduction: Any,
-    need_grad: bool,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    arr = as_float_array(logits, "logits", allow_int=False)
-    lab = as_array(labels, "labels")
-    if lab.shape != arr.shape:
-        raise ValueError(
-            f"labels must have the shape of logits {arr.shape} (one 0/1 or probability "
-            f"target per logit), got shape {lab.shape}"
-        )
-    kern = kernels.cpu(arr.dtype)
-    y, _ = _kernel_probability_labels(lab, kern, 1.0)
-    if y is None:
-        y = check_probability_labels(lab, upper=1.0)
-    reduction = _contract.check_reduction(reduction)
-    # Rows and labels: (N, K) or (..., K); a 1-D array is N rows of one label.
-    rows = arr.shape[:-1] if arr.ndim >= 2 else arr.shape
-    n_labels = arr.shape[-1] if arr.ndim >= 2 else 1
-    pos_weight = _label_weights(pos_weight, "pos_weight", n_labels)
-    weight = _label_weights(weight, "weight", n_labels)
-    if arr.ndim < 2:  # (1,)-shaped label weights broadcast as scalars
-        pos_weight = None if pos_weight is None else pos_weight.reshape(())
-        weight = None if weight is None else weight.reshape(())
-    sample_weight = check_sample_weight(sample_weight, rows)
-
-    n_rows_weight = float(np.prod(rows)) if sample_weight is None else float(sample_weight.sum())
-    denominator = n_rows_weight * n_labels
-    if kern is not None:
-        return _kernel_sigmoid_xent(kern, arr, y, pos_weight, weight, sample_weight, reduction, denominator, need_grad)
-    z = arr.astype(compute_dtype(arr.dtype))
-    coef_pos = y if pos_weight is None else pos_weight * y  # multiplies -log sigma(z)
-    coef_neg = 1.0 - y  # multiplies -log(1 - sigma(z)) = -log sigma(-z)
-    scale = np.ones(()) if weight is None else weight
-    if sample_weight is not None:
-        scale = scale * (sample_weight[..., None] if arr.ndim >= 2 else sample_weight)
-
-    with np.errstate(invalid="ignore"):
-        # log(1 - sigma(z)) as log_sigmoid(-z), never log(1 - sigma(z)); 0 * inf = 0.
-        loss = -(
-            np.where(coef_pos > 0, coef_pos * log_sigmoid_exact(z), 0.0)
-            + np.where(coef_neg > 0, coef_neg * log_sigmoid_exact(-z), 0.0)
-        )
-        loss = loss * scale
-    grad = None
-    if need_grad:
-        # d/dz = (1 - y) sigma(z) - pos_weight * y * sigma(-z): with pos_weight = 1 this is
-        # sigma(z) - y, written so that neither term cancels when sigma(z) -> 1.
-        grad = (coef_neg * sigmoid_exact(z) - coef_pos * sigmoid_exact(-z)) * scale
-    loss, grad = _reduce(loss, grad, denominator, reduction)
-    return (
-        _scalar_or_array(loss, arr.dtype),
-        None if grad is None else grad.astype(arr.dtype, copy=False),
-    )
-
-
-def _kernel_sigmoid_xent(
-    kern: Any, arr: np.ndarray, y: np.ndarray, pos_weight: np.ndarray | None,
-    weight: np.ndarray | None, sample_weight: np.ndarray | None, reduction: str,
-    denominator: float, need_grad: bool,
-) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
-    """The fused sigmoid kernel on the (rows, labels) view of ``arr``."""
-    n_labels = arr.shape[-1] if arr.ndim >= 2 else 1
-    n_rows = int(np.prod(arr.shape[:-1])) if arr.ndim >= 2 else arr.size
-    z2 = np.ascontiguousarray(arr).reshape(n_rows, n_labels)
-    y2 = np.ascontiguousarray(y).reshape(n_rows, n_labels)
-    pos_w = np.broadcast_to(1.0 if pos_weight is None else pos_weight, (n_labels,)).astype(np.float64)
-    w = np.broadcast_to(1.0 if weight is None else weight, (n_labels,)).astype(np.float64)
-    sw = np.empty(0) if sample_weight is None else sample_weight.reshape(-1).astype(np.float64)
-    grad_scale = _contract.grad_scale(reduction, denominator)
-    grad2 = np.empty(z2.shape, dtype=arr.dtype) if need_grad else z2  # not written without grad
-    loss_elem = np.empty(z2.shape) if reduction == "none" else np.empty((0, 0))
-    (row_loss,) = kernels.scratch(n_rows)  # only summed here
-    kern.sigmoid_xent(z2, y2, pos_w, w, sw, grad_scale, grad2, need_grad, loss_elem, row_loss)
-    if reduction == "none":
-        loss = loss_elem.reshape(arr.shape)
-    else:
-        loss = _contract.reduce_total(row_loss.sum(), denominator, reduction)
-    grad = grad2.reshape(arr.shape) if need_grad else None
-    return _scalar_or_array(loss, arr.dtype), grad
-
-
-_SIGMOID_PARAMS = r"""
-    Parameters
-    ----------
-    logits : array_like of float, shape (N, K) or (..., K)
-        One logit per (row, label); a 1-D array is N rows of a single label.
-    labels : array_like, same shape as ``logits``
-        Targets in [0, 1]: 0/1 indicators (booleans are fine) or soft labels.
-    pos_weight : float or array_like of shape (K,), optional
-        Non-negative weight of the positive term, per label (PyTorch's
-        ``pos_weight``): > 1 raises recall on rare labels.
-    weight : float or array_like of shape (K,), optional
-        Non-negative weight per label.
-    sample_weight : array_like, optional
-        Non-negative weight per row, shape ``logits.shape[:-1]`` (``(N,)`` for
-        1-D logits).
-    reduction : {"mean", "sum", "none"}, default "mean"
-        ``"none"``: one loss per element. ``"mean"``: the sum divided by
-        K times the total sample weight (the element count without sample
-        weights, as PyTorch does); 0 for an empty batch.
-"""
-
-
-def sigmoid_cross_entropy(
-    logits: Any,
-    labels: Any,
-    *,
-    pos_weight: Any = None,
-    weight: Any = None,
-    sample_weight: Any = None,
-    reduction: Reduction = "mean",
-) -> np.ndarray:
-    r"""Binary cross-entropy of independent sigmoid heads, from logits: eq. (2) with eq. (7).
-
-    For labels that are *not* mutually exclusive, each label gets its own
-    sigmoid :math:`\sigma(z)` and its own two-class cross-entropy:
-
-    .. math::
-
-        \ell_{ij} = -w_j \left[ p_j\, y_{ij} \log \sigma(z_{ij})
-                    + (1 - y_{ij}) \log \sigma(-z_{ij}) \right]
-
-    with :math:`p` the ``pos_weight`` and :math:`\log(1 - \sigma(z)) =
-    \log \sigma(-z) = -\operatorname{softplus}(z)`, so that no ``log`` of a
-    rounded probability is ever taken. Equals
-    ``torch.nn.functional.binary_cross_entropy_with_logits`` for the
-    arguments they share.
-    {params}
-    Returns
-    -------
-    loss : scalar, or ndarray of the logits' shape for ``reduction="none"``
-
-    Examples
-    --------
-    >>> import softxent as sx
-    >>> print(round(float(sx.sigmoid_cross_entropy([0.0, 2.0], [1, 1])), 6))
-    0.410038
-    """
-    loss, _ = _sigmoid_xent(
-        logits, labels, pos_weight=pos_weight, weight=weight,
-        sample_weight=sample_weight, reduction=reduction, need_grad=False,
-    )  # fmt: skip
-    return loss
-
-
-def sigmoid_cross_entropy_grad(
-    logits: Any,
-    labels: Any,
-    *,
-    pos_weight: Any = None,
-    weight: Any = None,
-    sample_weight: Any = None,
-    reduction: Reduction = "mean",
-) -> np.ndarray:
-    r"""Gradient of :func:`sigmoid_cross_entropy` w.r.t. the logits.
-
-    .. math::
-
-        \frac{\partial \ell_{ij}}{\partial z_{ij}}
-            = w_j \left[(1 - y_{ij})\, \sigma(z_{ij}) - p_j\, y_{ij}\, \sigma(-z_{ij})\right]
-
-    which is :math:`\sigma(z) - y` without weights: the sigmoid counterpart of
-    eq. (16). Written as two products rather than a difference, so it stays
-    exact when :math:`\sigma(z) \to 1`. Scaled like the loss by the reduction.
-    {params}
-    Returns
-    -------
-    ndarray, same shape and dtype as ``logits``
-
-    Examples
-    --------
-    >>> import softxent as sx
-    >>> sx.sigmoid_cross_entropy_grad([0.0, 0.0], [1, 0], reduction="sum")
-    array([-0.5,  0.5])
-    """
-    _, grad = _sigmoid_xent(
-        logits, labels, pos_weight=pos_weight, weight=weight,
-        sample_weight=sample_weight, reduction=reduction, need_grad=True,
-    )  # fmt: skip
-    return grad
-
-
-def sigmoid_cross_entropy_with_grad(
-    logits: Any,
-    labels: Any,
-    *,
-    pos_weight: Any = None,
-    weight: Any = None,
-    sample_weight: Any = None,
-    reduction: Reduction = "mean",
-) -> tuple[np.ndarray, np.ndarray]:
-    r"""Loss and gradient of :func:`sigmoid_cross_entropy` in one call: eq. (2) with eq. (7).
-
-    .. math::
-
-        \ell = -w \left[p\, y \log \sigma(z) + (1 - y) \log \sigma(-z)\right],
-        \qquad \frac{\partial \ell}{\partial z}
-            = w \left[(1 - y)\, \sigma(z) - p\, y\, \sigma(-z)\right]
-
-    Returns ``(sigmoid_cross_entropy(...), sigmoid_cross_entropy_grad(...))``,
-    validating the arguments once.
-    {params}
-    Returns
-    -------
-    loss : scalar or ndarray
-    grad : ndarray, same shape and dtype as ``logits``
-
-    Examples
-    --------
-    >>> import softxent as sx
-    >>> loss, grad = sx.sigmoid_cross_entropy_with_grad([0.0], [1])
-    >>> print(round(float(loss), 6), grad)
-    0.693147 [-0.5]
-    """
-    loss, grad = _sigmoid_xent(
-        logits, labels, pos_weight=pos_weight, weight=weight,
-        sample_weight=sample_weight, reduction=reduction, need_grad=True,
-    )  # fmt: skip
-    assert grad is not None
-    return loss, grad
-
-
-for _f in (sigmoid_cross_entropy, sigmoid_cross_entropy_grad, sigmoid_cross_entropy_with_grad):
-    _f.__doc__ = _f.__doc__.replace("{params}", _SIGMOID_PARAMS)
 del _f
