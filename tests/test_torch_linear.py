@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 import softxent.torch as sxt  # noqa: E402
-from softxent.torch import _backends, _linear  # noqa: E402
+from softxent.torch import _backends, _linear, _linear_blocks  # noqa: E402
 
 TOL = {
     torch.float64: dict(rtol=1e-12, atol=1e-13),
@@ -28,11 +28,11 @@ TOL = {
 def path(request, monkeypatch):
     if request.param == "panels":
         # The CPU matmuls in 128-class panels: V = 300 gives three, the last partial.
-        monkeypatch.setattr(_linear, "_MM_PANEL", 128)
+        monkeypatch.setattr(_linear_blocks, "_MM_PANEL", 128)
     if request.param == "vocab":
         # A 2 KiB budget: fewer than 32 rows of V classes fit, so the vocabulary is split
         # into 256-class chunks (V = 300 or 700 below: 2 or 3 chunks, the last partial).
-        monkeypatch.setattr(_linear, "BLOCK_BYTES", 2048)
+        monkeypatch.setattr(_linear_blocks, "BLOCK_BYTES", 2048)
     if request.param == "plain":
         monkeypatch.setattr(_backends, "FUSED_BACKENDS", {})
     return request.param

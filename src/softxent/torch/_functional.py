@@ -53,19 +53,15 @@ saved logits with the plain-torch formulas and lets torch differentiate it
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-from .._contract import check_temperature
+from .._contract import Reduction, check_temperature
 from ._backends import cpu_rows, has_fused_backend
 from ._memory import empty
 from ._reference import cross_entropy_rows_reference, work_dtype
 from ._validation import _scalar, check_ce_args, check_options
 
 __all__ = ["cross_entropy"]
-
-Reduction = Literal["mean", "sum", "none"]
 
 
 # --------------------------------------------------------------------------- custom op

@@ -1,0 +1,277 @@
+"""The blocked computation of the linear + cross-entropy head on the CPU and other non-Triton devices.
+
+:func:`plan_blocks` sizes the blocks of rows (and, for huge vocabularies, of
+classes) within a memory budget; :func:`_linear_xent` runs them: each block's
+logits from a matmul, its loss and gradient rows from the fused backend (or
+the plain-torch formulas), then dx, dW and db from that block of G, so the
+(N, V) logits never exist. The design and its measurements are in
+:mod:`softxent.torch._linear`, whose custom ops call :func:`_linear_xent`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._contract import mean_scale
+from ._backends import fused_backend
+from ._memory import empty
+from ._reference import work_dtype
+from ._validation import (
+    check_index_target_values,
+    first_masked_row,
+    masked_row_error,
+)
+
+#: Memory budget of one block of logits (and the buffers beside it), in bytes,
+#: when ``chunk_size=None``.
+BLOCK_BYTES = 32 * 2**20
+_MIN_ROWS = 32  # fewer rows than this per block: split the vocabulary instead
+# Rows per block that keep the block's matmuls efficient. Every block reads
+# all of W twice and updates all of dW, so a block of few rows is bound by
+# that traffic, not by arithmetic: at N=2048, d=768, V=100277 (float32, 2
+# cores) 83 rows per block (what 32 MiB holds) took 10.2 s for forward +
+# backward, 256 rows 7.7 s, the naive head 8.7 s. Blocks grow to this many
+# rows when that fits in _GROW budgets.
+_FAST_ROWS = 256
+_GROW = 4
+_VOCAB_ALIGN = 256
+# On the CPU a block's logits and its dx are computed in vocabulary panels
+# of this many classes (W[c0:c1] is 8 MiB at d = 1024): the (R, V) = (256,
+# 32768) matmul against all of W ran about 12% slower than the same work
+# split into panels that stay in cache while they are used (float32, 2
+# cores, measured in one process; G W about 8% slower). dW is updated
+# unsplit: its panels measured no faster.
+_MM_PANEL = 2048
+
+
+def plan_blocks(n_rows: int, n_classes: int, elem_bytes: int, n_buffers: int, chunk_size: int | None,
+                budget: int | None = None) -> tuple[int, int]:  # fmt: skip
+    """Rows per block and classes per vocabulary chunk.
+
+    ``chunk_size`` given: that many rows, the whole vocabulary. Otherwise as
+    many rows as fit ``budget`` bytes (default :data:`BLOCK_BYTES`) with
+    ``n_buffers`` (rows, V) buffers alive at once, or up to 256 rows where
+    those fit in four budgets (large vocabularies: see ``_FAST_ROWS``); when fewer than
+    :data:`_MIN_ROWS` rows fit, blocks of that many rows and the vocabulary
+    split into chunks that fit.
+    """
+    budget = BLOCK_BYTES if budget is None else budget
+    if chunk_size is not None:
+        return max(1, min(chunk_size, n_rows)), n_classes
+    per_row = max(1, n_classes * elem_bytes * n_buffers)
+    rows = max(budget // per_row, min(_FAST_ROWS, _GROW * budget // per_row))
+    if rows >= min(_MIN_ROWS, n_rows):
+        return max(1, min(rows, n_rows)), n_classes
+    rows = min(_MIN_ROWS, n_rows)
+    vocab = budget // (rows * elem_bytes * n_buffers) // _VOCAB_ALIGN * _VOCAB_ALIGN
+    return rows, min(max(vocab, _VOCAB_ALIGN), n_classes)
+
+
+# --------------------------------------------------------------------------- the blocked computation
+
+
+def _torch_rows_block(
+    xb: torch.Tensor, wc: torch.Tensor, bc: torch.Tensor | None, yb: torch.Tensor, *, vocab: int,
+    label_smoothing: float, z_loss: float, softcap: float | None, ce_scale: float, zl_scale: float,
+    need_loss: bool, need_grad: bool, lse: torch.Tensor | None, row_grad: torch.Tensor | None,
+    on_grad_chunk,
+) -> tuple[torch.Tensor | None, torch.Tensor]:  # fmt: skip
+    """One row block in plain torch, the vocabulary in chunks (online log-sum-exp).
+
+    ``yb`` holds class indices (no ignored rows). Returns ``(loss_rows or
+    None, lse)``, the loss rows scaled by ``ce_scale`` (cross-entropy) and
+    ``zl_scale`` (z-loss); calls ``on_grad_chunk(c0, c1, G)`` with each
+    chunk's gradient block when ``need_grad``.
+    """
+    n_classes = wc.shape[0]
+    eps = label_smoothing
+    chunks = [(c0, min(n_classes, c0 + vocab)) for c0 in range(0, n_classes, vocab)]
+
+    def logits(c0: int, c1: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pre = xb @ wc[c0:c1].t() if bc is None else torch.addmm(bc[c0:c1], xb, wc[c0:c1].t())
+        return (softcap * torch.tanh(pre / softcap) if softcap is not None else pre), pre
+
+    kept_logits = None
+    loss_rows = None
+    if lse is None or need_loss:
+        lse_acc = torch.full((xb.shape[0],), -math.inf, dtype=xb.dtype, device=xb.device)
+        z_y = torch.zeros_like(lse_acc)
+        z_sum = torch.zeros_like(lse_acc)
+        for c0, c1 in chunks:
+            z, pre = logits(c0, c1)
+            lse_acc = torch.logaddexp(lse_acc, torch.logsumexp(z, dim=1))  # online log-sum-exp
+            inside = (yb >= c0) & (yb < c1)
+            local = (yb - c0).clamp(0, c1 - c0 - 1)
+            z_y = z_y + torch.where(inside, z.gather(1, local[:, None])[:, 0], 0.0)
+            if eps:
+                z_sum = z_sum + z.sum(dim=1)
+            if len(chunks) == 1:
+                kept_logits = (z, pre)
+        lse = lse_acc
+        # eq. (7) with t = (1-eps) e_y + eps/V:  lse - (1-eps) z_y - (eps/V) sum_c z_c
+        loss_rows = ce_scale * ((1.0 - eps) * (lse - z_y) + (eps * (lse - z_sum / n_classes) if eps else 0.0))
+        if z_loss:
+            loss_rows = loss_rows + zl_scale * z_loss * lse * lse
+    if not need_grad:
+        return loss_rows, lse
+    a_coef = ce_scale + 2.0 * z_loss * zl_scale * lse  # multiplies softmax(z): CE and z-loss terms
+    for c0, c1 in chunks:
+        z, pre = kept_logits if kept_logits is not None else logits(c0, c1)
+        p = torch.exp(z - lse[:, None])
+        g = p * a_coef[:, None]
+        if eps:
+            g = g - ce_scale * eps / n_classes
+        rows = ((yb >= c0) & (yb < c1)).nonzero()[:, 0]
+        cols = yb[rows] - c0
+        p_y = p[rows, cols]
+        # The label's entry, a_y - (1-eps) - eps/V, with a_y - 1 = expm1(z_y - lse)
+        # (no cancellation when a_y -> 1), plus the z-loss term.
+        g[rows, cols] = (
+            ce_scale * ((1.0 - eps) * torch.expm1(z[rows, cols] - lse[rows]) + eps * (p_y - 1.0 / n_classes))
+            + (a_coef[rows] - ce_scale) * p_y
+        )
+        if softcap is not None:
+            g = g / torch.cosh(pre / softcap).square()  # chain rule: d tanh(u)/du = sech^2(u)
+        if row_grad is not None:
+            g = g * row_grad[:, None]
+        on_grad_chunk(c0, c1, g)
+    return loss_rows, lse
+
+
+def _raise_masked_row(logits: torch.Tensor, yb: torch.Tensor, ignore_index: int, r0: int, idx) -> None:
+    """Raise the front end's error if a row of the block's ``logits`` is -inf everywhere (else return)."""
+    row = first_masked_row(logits, yb, ignore_index)
+    if row is not None:
+        row = r0 + row if idx is None else int(idx[r0 + row])
+        raise masked_row_error(row, ignore_index, name="x @ weight.T + bias") from None
+
+
+def _zeros_cpu(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    return empty(shape, dtype).zero_()  # NumPy's allocator: huge pages, freed blocks reused (see _memory)
+
+
+def _linear_xent(
+    x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, bias: torch.Tensor | None, *,
+    ignore_index: int, label_smoothing: float, z_loss: float, softcap: float | None, reduction: str,
+    block_rows: int, block_vocab: int, need_dx: bool, need_dw: bool, need_db: bool,
+    row_grad: torch.Tensor | None = None, saved_lse: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+    """Loss, per-row lse and the requested gradients of the blocked head (see the module docstring).
+
+    ``row_grad`` (N,): the backward of ``reduction="none"``: gradients of
+    ``sum_i row_grad[i] * loss[i]``, the loss itself not computed again.
+    """
+    n_rows, _ = x.shape
+    n_classes = weight.shape[0]
+    wd = work_dtype(x.dtype)
+    wc = weight if weight.dtype == wd else weight.to(wd)  # low precision: one float32 copy
+    bc = None if bias is None else bias.to(wd)
+    check_index_target_values(target, n_classes, ignore_index)
+    kept = target != ignore_index
+    all_kept = bool(kept.all())
+    idx = None if all_kept else kept.nonzero()[:, 0]
+    n_kept = n_rows if all_kept else int(idx.numel())
+    need_grad = need_dx or need_dw or need_db
+    need_loss = row_grad is None
+
+    ce_scale = zl_scale = 1.0
+    if reduction == "mean":
+        ce_scale = zl_scale = mean_scale(n_kept)
+    if x.device.type == "cpu":
+        zeros = _zeros_cpu
+    else:
+
+        def zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+            return torch.zeros(shape, dtype=dtype, device=x.device)
+
+    dx = zeros(tuple(x.shape), wd) if need_dx else None
+    dw = zeros(tuple(weight.shape), wd) if need_dw else None
+    db = zeros((n_classes,), wd) if need_db else None
+    loss_rows = torch.zeros(n_rows, dtype=torch.float64, device=x.device)
+    lse_all = torch.zeros(n_rows, dtype=wd, device=x.device)
+    rows_fn = fused_backend(x.device) if block_vocab >= n_classes else None
+    use_kernel = rows_fn is not None
+    panel = _MM_PANEL if x.device.type == "cpu" else n_classes
+    panels = [(c0, min(n_classes, c0 + panel)) for c0 in range(0, n_classes, panel)]
+    buf = None
+    if use_kernel:
+        shape = (min(block_rows, max(n_kept, 1)), n_classes)
+        buf = empty(shape, wd) if x.device.type == "cpu" else torch.empty(shape, dtype=wd, device=x.device)
+
+    for r0 in range(0, n_kept, block_rows):
+        r1 = min(n_kept, r0 + block_rows)
+        rows = slice(r0, r1) if idx is None else idx[r0:r1]
+        xb = x[rows].to(wd)
+        yb = target[rows]
+        gb_rows = None if row_grad is None else row_grad[rows].to(wd)
+        if use_kernel:
+            zb = buf[: r1 - r0]
+            for c0, c1 in panels:
+                if bc is None:
+                    torch.mm(xb, wc[c0:c1].t(), out=zb[:, c0:c1])
+                else:
+                    torch.addmm(bc[c0:c1], xb, wc[c0:c1].t(), out=zb[:, c0:c1])
+            # Loss rows and each row's own gradient, scaled for the mean over all blocks.
+            try:
+                loss_b, gb, lse_b = rows_fn(
+                    zb, yb, None, ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,
+                    softcap=softcap, reduction="none", need_grad=need_grad, need_lse=True, z_writable=True,
+                    scale=(ce_scale, zl_scale),
+                )  # fmt: skip
+            except ValueError:
+                # zb may hold part of the gradient now: rebuild the block's logits to name the row.
+                pre = xb @ wc.t() if bc is None else torch.addmm(bc, xb, wc.t())
+                _raise_masked_row(pre, yb, ignore_index, r0, idx)
+                raise
+            lse_all[rows] = lse_b.to(wd)
+            if need_loss:
+                loss_rows[rows] = loss_b
+            if need_grad:
+                if gb_rows is not None:
+                    gb.mul_(gb_rows[:, None])
+                if dx is not None:
+                    dxb = dx[rows] if idx is None else torch.zeros_like(xb)  # zeros: accumulated
+                    for c0, c1 in panels:
+                        dxb.addmm_(gb[:, c0:c1], wc[c0:c1])
+                    if idx is not None:
+                        dx[rows] = dxb
+                if dw is not None:
+                    dw.addmm_(gb.t(), xb)  # float32 (float64) accumulation over the blocks
+                if db is not None:
+                    db += gb.sum(dim=0)
+        else:
+            dxb = torch.zeros_like(xb) if need_dx else None
+
+            def on_grad_chunk(c0, c1, g, xb=xb, dxb=dxb, db=db):
+                if dxb is not None:
+                    dxb.addmm_(g, wc[c0:c1])
+                if dw is not None:
+                    dw[c0:c1].addmm_(g.t(), xb)
+                if db is not None:
+                    db[c0:c1] += g.sum(dim=0)
+
+            lb, lse_b = _torch_rows_block(
+                xb, wc, bc, yb, vocab=block_vocab, label_smoothing=label_smoothing, z_loss=z_loss,
+                softcap=softcap, ce_scale=ce_scale, zl_scale=zl_scale, need_loss=need_loss,
+                need_grad=need_grad, lse=None if saved_lse is None else saved_lse[rows].to(wd),
+                row_grad=gb_rows, on_grad_chunk=on_grad_chunk,
+            )  # fmt: skip
+            if x.device.type == "cpu" and softcap is None and bool((lse_b == -math.inf).any()):
+                # Only possible with infinite x or weight; on other devices a NaN row (no host sync).
+                _raise_masked_row(torch.where(lse_b == -math.inf, -math.inf, 0.0)[:, None], yb, ignore_index, r0, idx)
+            lse_all[rows] = lse_b
+            if need_loss:
+                loss_rows[rows] = lb.to(torch.float64)
+            if dx is not None:
+                dx[rows] = dxb
+    loss = loss_rows if reduction == "none" else loss_rows.sum()
+    dtype = x.dtype
+    return (
+        loss.to(dtype),
+        lse_all,
+        None if dx is None else dx.to(dtype),
+        None if dw is None else dw.to(weight.dtype),
+        None if db is None else db.to(bias.dtype),
+    )
