@@ -122,6 +122,11 @@ def rows_per_block(n_features: int, n_outputs: int, itemsize: int, is_sparse: bo
     return max(1, min(by_logits, by_bytes, 4096))
 
 
+def whitening_rows(n_rows: int) -> np.ndarray | None:
+    """The evenly spaced rows whose covariance the dense preconditioner uses (None: all of them)."""
+    return np.linspace(0, n_rows - 1, _WHITEN_ROWS).astype(np.int64) if n_rows > _WHITEN_ROWS else None
+
+
 def effective_n_threads(n_jobs: int | None) -> int:
     """``None``: every CPU this process may run on; a negative ``n`` counts back
     from there as in joblib (-1 = all, -2 = all but one)."""
@@ -400,6 +405,17 @@ class Objective:
     # -- preconditioning ----------------------------------------------------------
     def _standardisation(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Weighted feature means (zero without intercept) and scales sqrt(var + lambda/a)."""
+        mean, second = self._moments(weights)
+        if self.fit_intercept:
+            var = np.maximum(second - mean * mean, 0.0)
+        else:
+            var, mean = second, np.zeros_like(mean)
+        # lambda / a keeps constant features (var = 0) finite: their curvature is the penalty's.
+        return mean, np.sqrt(var + self.l2 / self._curvature())
+
+    def _moments(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted first and second moments of the features, float64 (the Dask objective
+        computes them by a distributed pass instead)."""
         X = self.problem.X
         w = weights / self.total_weight
         if sparse.issparse(X):
@@ -415,12 +431,7 @@ class Objective:
                 wb = w[start : start + step]
                 mean += wb @ xb
                 second += wb @ np.square(xb, out=xb)
-        if self.fit_intercept:
-            var = np.maximum(second - mean * mean, 0.0)
-        else:
-            var, mean = second, np.zeros_like(mean)
-        # lambda / a keeps constant features (var = 0) finite: their curvature is the penalty's.
-        return mean, np.sqrt(var + self.l2 / self._curvature())
+        return mean, second
 
     def _curvature(self) -> float:
         """a = p(1 - p), the curvature of one logit's loss at W = 0: p = 1/K (softmax) or 1/2."""
@@ -431,18 +442,8 @@ class Objective:
         """P with W = W' P, and its inverse: P = D^-1 R^(-1/2), R = D^-1 (Sigma + lambda/a I) D^-1,
         Sigma the weighted covariance (about the means; the second moment without intercept)
         of at most _WHITEN_ROWS rows; None where the diagonal D^-1 does as well."""
-        X = self.problem.X
-        n, d = X.shape
-        rows = np.linspace(0, n - 1, _WHITEN_ROWS).astype(np.int64) if n > _WHITEN_ROWS else None
-        w = weights if rows is None else weights[rows]
-        w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
-        cov = np.zeros((d, d))
-        step = rows_per_block(d, 1, 8, False)
-        for start in range(0, len(w), step):
-            idx = slice(start, start + step)
-            xb = (X[idx] if rows is None else X[rows[idx]]).astype(np.float64)
-            xb -= self.mean  # zero without intercept: the second moment
-            cov += (xb * w[idx, None]).T @ xb
+        d = self.problem.n_features
+        cov = self._covariance(weights)
         cov[np.diag_indices(d)] += self.l2 / self._curvature()
         # Whitening pays only for correlated features. Measured on scikit-learn's sets and
         # Yeast, it cut L-BFGS's iterations 2-5x where the features' correlation matrix has a
@@ -467,6 +468,23 @@ class Objective:
         P_inv = self.scale[:, None] * ((eigvec * root) @ eigvec.T)  # W' = W P_inv
         return P, P_inv
 
+    def _covariance(self, weights: np.ndarray) -> np.ndarray:
+        """The weighted covariance about ``self.mean`` of at most _WHITEN_ROWS evenly spaced rows
+        (the Dask objective takes the same rows by a distributed pass)."""
+        X = self.problem.X
+        n, d = X.shape
+        rows = whitening_rows(n)
+        w = weights if rows is None else weights[rows]
+        w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
+        cov = np.zeros((d, d))
+        step = rows_per_block(d, 1, 8, False)
+        for start in range(0, len(w), step):
+            idx = slice(start, start + step)
+            xb = (X[idx] if rows is None else X[rows[idx]]).astype(np.float64)
+            xb -= self.mean  # zero without intercept: the second moment
+            cov += (xb * w[idx, None]).T @ xb
+        return cov
+
     def _to_theta(self, W: np.ndarray) -> np.ndarray:
         return W * self.P_inv if self.P_inv.ndim == 1 else W @ self.P_inv
 
@@ -490,9 +508,13 @@ class Objective:
         return W, theta[k * d :] - W @ self.mean
 
     # -- values --------------------------------------------------------------------
+    def _data_loss_grad(self, W: np.ndarray, b: np.ndarray | None) -> tuple[float, np.ndarray, np.ndarray]:
+        """The data term and its gradient (the Dask objective sums it over the workers' chunks)."""
+        return data_loss_grad(self.problem, W, b, executor=self._executor, n_threads=self.n_threads)
+
     def loss_grad(self, W: np.ndarray, b: np.ndarray | None) -> tuple[float, np.ndarray, np.ndarray | None]:
         """f and its gradient w.r.t. (W, b), in the original coordinates."""
-        loss, g_w, g_b = data_loss_grad(self.problem, W, b, executor=self._executor, n_threads=self.n_threads)
+        loss, g_w, g_b = self._data_loss_grad(W, b)
         S = self.total_weight
         f = loss / S + 0.5 * self.l2 * float(np.vdot(W, W))
         g_w = g_w / S + self.l2 * W
