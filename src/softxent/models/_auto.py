@@ -12,6 +12,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import COMMON_PARAMS
+from ._dask import fit_auto_dask, is_dask, predict_dask
 from ._heads import _choose, _exact_array, check_other_label, parse_targets
 from ._sigmoid_regression import SigmoidRegression
 from ._softmax_regression import SoftmaxRegression
@@ -148,6 +149,8 @@ class AutoClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
+        if is_dask(X, y, sample_weight):
+            return fit_auto_dask(self, X, y, sample_weight)  # the head chosen and fitted on the cluster
         self._check_params()
         parsed = parse_targets(y)
         choice = _choose(parsed, self.other_label)
@@ -224,21 +227,29 @@ class AutoClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ predict
     def decision_function(self, X: Any) -> np.ndarray:
         """The head's logits (see :meth:`SoftmaxRegression.decision_function`)."""
+        if is_dask(X):
+            return predict_dask(self, "decision_function", X)
         check_is_fitted(self)
         return self.head_.decision_function(X)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probabilities, one column per entry of ``classes_``."""
+        if is_dask(X):
+            return predict_dask(self, "predict_proba", X)
         check_is_fitted(self)
         return self.head_.predict_proba(X)
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """Log-probabilities from ``log_softmax`` / ``log_sigmoid``."""
+        if is_dask(X):
+            return predict_dask(self, "predict_log_proba", X)
         check_is_fitted(self)
         return self.head_.predict_log_proba(X)
 
     def predict(self, X: Any) -> np.ndarray:
         """Class labels (1-D ``y`` at fit) or an indicator matrix (indicator or label sets at fit)."""
+        if is_dask(X):
+            return predict_dask(self, "predict", X)
         check_is_fitted(self)
         pred = self.head_.predict(X)
         if self.target_type_ == "labels" or self.head_choice_.head == "sigmoid":

@@ -28,6 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import ThreadpoolController
 
 from .._validation import check_sample_weight
+from ._dask import fit_dask, is_dask
 from ._heads import check_discrete_labels, exact_labels
 from ._inputs import check_common_params, validated_X
 from ._objective import Objective, Problem, effective_n_threads
@@ -261,6 +262,8 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         -------
         self
         """
+        if is_dask(X, y, sample_weight):
+            return fit_dask(self, X, y, sample_weight)  # the same solver, the data left on the workers
         self._check_params()
         X, targets = self._fit_targets(X, y, first=True, partial=False)
         problem = self._problem(X, targets, sample_weight)

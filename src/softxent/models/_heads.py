@@ -253,35 +253,49 @@ def parse_targets(y: Any) -> ParsedTargets:
 
 def _choose(parsed: ParsedTargets, other_label: Any) -> HeadChoice:
     if parsed.kind == "labels":
-        k = len(np.unique(parsed.labels))
-        if k == 1:
-            reason = (
-                "y holds one class label per row but only one class occurs, so there is nothing to "
-                "classify; a softmax needs at least 2 classes"
-            )
-        else:
-            reason = (
-                f"y holds one class label per row ({k} classes): every row belongs to exactly one "
-                f"class, so one softmax over {k} classes"
-            )
-        return HeadChoice("softmax", k, False, reason)
+        return choice_for_labels(len(np.unique(parsed.labels)))
     Y = parsed.indicator
-    n, L = Y.shape
     counts = Y.sum(axis=1, dtype=np.int64)
-    multi = int((counts >= 2).sum())
-    none = int((counts == 0).sum())
+    i = int(np.argmax(counts))
+    return choice_for_indicator(
+        Y.shape[0], Y.shape[1], int((counts >= 2).sum()), int((counts == 0).sum()), (i, int(counts[i])),
+        from_sets=parsed.from_sets, other_label=other_label,
+    )  # fmt: skip
+
+
+def choice_for_labels(k: int) -> HeadChoice:
+    """The head for 1-D labels of ``k`` distinct classes."""
+    if k == 1:
+        reason = (
+            "y holds one class label per row but only one class occurs, so there is nothing to "
+            "classify; a softmax needs at least 2 classes"
+        )
+    else:
+        reason = (
+            f"y holds one class label per row ({k} classes): every row belongs to exactly one "
+            f"class, so one softmax over {k} classes"
+        )
+    return HeadChoice("softmax", k, False, reason)
+
+
+def choice_for_indicator(
+    n: int, L: int, multi: int, none: int, fullest: tuple[int, int], *, from_sets: bool, other_label: Any
+) -> HeadChoice:
+    """The head for an (n, L) indicator from its row counts: ``multi`` rows with two or more labels,
+    ``none`` with none, ``fullest`` = (row, count) of the first row with the most labels (a Dask
+    fit gets these from a distributed pass)."""
     if none == n:  # a head over no class, or over "other" alone, would learn nothing
-        if parsed.from_sets:
+        if from_sets:
             raise ValueError(f"y has no labels: all {n} rows are empty label sets, so there is nothing to learn")
         raise ValueError(
             f"y has no labels: its indicator matrix ({n} rows, {L} label columns) holds no 1, so there is "
             "nothing to learn"
         )
     if multi:
-        i = int(np.argmax(counts))
+        i, count = fullest
         return HeadChoice(
             "sigmoid", L, False,
-            f"{multi} of {n} rows carry two or more of the {L} labels (row {i} has {int(counts[i])}): "
+            f"{multi} of {n} rows carry two or more of the {L} labels (row {i} has {count}): "
             f"the labels are not mutually exclusive, so one sigmoid per label ({L} independent heads)",
         )  # fmt: skip
     if none:

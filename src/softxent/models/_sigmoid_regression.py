@@ -3,6 +3,7 @@ r"""Sigmoid regression: one sigmoid per label for labels that do not exclude eac
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from sklearn.exceptions import DataConversionWarning
 import softxent as sx
 
 from ._base import COMMON_PARAMS, LinearClassifierBase, Targets
+from ._dask import is_dask, predict_dask
 from ._heads import ParsedTargets, exact_labels, parse_targets
 from ._inputs import is_real
 
@@ -211,12 +213,18 @@ class SigmoidRegression(LinearClassifierBase):
         return out
 
     def _label_weights(self, Y: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return self._label_weights_from_counts(Y.shape[0], lambda: Y.sum(axis=0, dtype=np.float64))
+
+    def _label_weights_from_counts(
+        self, n: int, positives: Callable[[], np.ndarray]
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Label and positive weights from the row count and the positives of each label (a
+        Dask fit counts them by a distributed pass, asked for only when ``class_weight="balanced"``)."""
         cw = self.class_weight
         if cw is None:
             return None, None
         if isinstance(cw, str):  # "balanced", per label as LogisticRegression would for that label alone
-            n = Y.shape[0]
-            n_pos = Y.sum(axis=0, dtype=np.float64)
+            n_pos = positives()
             n_neg = n - n_pos
             w_neg = np.where(n_neg > 0, n / (2 * np.maximum(n_neg, 1)), 1.0)
             w_pos = np.where(n_pos > 0, n / (2 * np.maximum(n_pos, 1)), 1.0)
@@ -233,6 +241,8 @@ class SigmoidRegression(LinearClassifierBase):
     # ------------------------------------------------------------------ predict
     def decision_function(self, X: Any) -> np.ndarray:
         """The logits :math:`z = W x + b`: (n_samples, n_labels), or (n_samples,) for binary 1-D targets."""
+        if is_dask(X):
+            return predict_dask(self, "decision_function", X)
         Z = self._logits(X)
         return Z[:, 0] if self.target_type_ == "binary" else Z
 
@@ -242,6 +252,8 @@ class SigmoidRegression(LinearClassifierBase):
         Binary 1-D targets: (n_samples, 2) as ``[σ(-z), σ(z)]``; one-vs-rest:
         the sigmoids normalised to sum to 1 over the classes.
         """
+        if is_dask(X):
+            return predict_dask(self, "predict_proba", X)
         Z = self._logits(X)
         if self.target_type_ == "binary":
             z = Z[:, 0]
@@ -253,6 +265,8 @@ class SigmoidRegression(LinearClassifierBase):
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         r"""Logarithm of :meth:`predict_proba`, from ``log_sigmoid`` (no ``log`` of a rounded probability)."""
+        if is_dask(X):
+            return predict_dask(self, "predict_log_proba", X)
         Z = self._logits(X)
         if self.target_type_ == "binary":
             z = Z[:, 0]
@@ -264,6 +278,8 @@ class SigmoidRegression(LinearClassifierBase):
 
     def predict(self, X: Any) -> np.ndarray:
         """Indicator matrix (multi-label) or class labels (1-D targets)."""
+        if is_dask(X):
+            return predict_dask(self, "predict", X)
         Z = self._logits(X)
         if self.target_type_ == "multilabel-indicator":
             return (sx.sigmoid(Z) > self.threshold).astype(self._indicator_dtype)

@@ -9,6 +9,7 @@ import numpy as np
 import softxent as sx
 
 from ._base import COMMON_PARAMS, LinearClassifierBase, Targets
+from ._dask import is_dask, predict_dask
 from ._heads import exact_labels
 
 
@@ -122,11 +123,15 @@ class SoftmaxRegression(LinearClassifierBase):
 
     def decision_function(self, X: Any) -> np.ndarray:
         """The logits :math:`z = W x + b` (eq. 9-10): shape (n_samples, n_classes), or (n_samples,) for two classes."""
+        if is_dask(X):
+            return predict_dask(self, "decision_function", X)
         Z = self._logits(X)
         return Z[:, 0] if len(self.classes_) == 2 else Z
 
     def predict_proba(self, X: Any) -> np.ndarray:
         r"""Class probabilities :math:`\operatorname{softmax}(z)` (eq. 1), shape (n_samples, n_classes)."""
+        if is_dask(X):
+            return predict_dask(self, "predict_proba", X)
         Z = self._logits(X)
         if len(self.classes_) == 2:
             z = Z[:, 0]
@@ -135,6 +140,8 @@ class SoftmaxRegression(LinearClassifierBase):
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         r"""Log-probabilities from ``log_softmax`` (eq. 8), never ``log(predict_proba)``."""
+        if is_dask(X):
+            return predict_dask(self, "predict_log_proba", X)
         Z = self._logits(X)
         if len(self.classes_) == 2:
             z = Z[:, 0]
@@ -143,6 +150,8 @@ class SoftmaxRegression(LinearClassifierBase):
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class of each row: ``classes_[argmax z]``."""
+        if is_dask(X):
+            return predict_dask(self, "predict", X)
         Z = self._logits(X)
         if len(self.classes_) == 2:
             return self.classes_[(Z[:, 0] > 0).astype(np.intp)]
