@@ -135,6 +135,9 @@ def _rows(value: Any, chunks: tuple[int, ...], name: str) -> Any:
     if value is None:
         return None
     if _is_frame(value):
+        dtypes = [value.dtype] if value.ndim == 1 else list(value.dtypes)
+        if any(not isinstance(t, np.dtype) for t in dtypes):
+            value = value.astype(object)  # pandas' string (and other extension) dtypes: as NumPy objects
         value = value.to_dask_array(lengths=True)
     elif not isinstance(value, da.Array):
         value = np.asarray(value)
