@@ -259,19 +259,20 @@ def test_plan_blocks():
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(weight=torch.zeros(5, 3, dtype=torch.float64)), ValueError, r"weight must have shape \(V, 4\)"),
-    (dict(target=torch.zeros(6, dtype=torch.long)), ValueError, r"target must have shape \(3,\)"),
+    (dict(linear_weight=torch.zeros(5, 3, dtype=torch.float64)), ValueError, r"linear_weight must have shape \(V, 4\)"),
+    (dict(target=torch.zeros(6, dtype=torch.long)), ValueError, r"target must hold class indices of shape \(3,\)"),
     (dict(target=torch.tensor([0, 1, 9])), ValueError, r"class indices in \[0, 5\) .* got 9 at index \(2,\)"),
-    (dict(target=torch.zeros(3)), TypeError, "target must hold class indices"),
-    (dict(bias=torch.zeros(4, dtype=torch.float64)), ValueError, r"bias must have shape \(5,\)"),
+    (dict(target=torch.zeros(3)), ValueError, r"target holds probabilities .* must have the logits' shape \(3, 5\)"),
+    (dict(target=torch.zeros(3, dtype=torch.bool)), TypeError, "target must hold class indices"),
+    (dict(linear_bias=torch.zeros(4, dtype=torch.float64)), ValueError, r"linear_bias must have shape \(5,\)"),
     (dict(chunk_size=0), ValueError, "chunk_size must be a positive integer"),
     (dict(shift=True), None, None),
-    (dict(x=torch.zeros(4, dtype=torch.float64), target=torch.tensor(0), shift=True), ValueError, "shift=True needs"),
-    (dict(weight=torch.zeros(5, 4)), TypeError, "x, weight and bias must have one dtype"),
+    (dict(input=torch.zeros(4, dtype=torch.float64), target=torch.tensor(0), shift=True), ValueError, "shift=True needs"),
+    (dict(linear_weight=torch.zeros(5, 4)), TypeError, "input, linear_weight and linear_bias must have one dtype"),
     (dict(reduction="avg"), ValueError, "reduction must be one of"),
 ], ids=lambda v: str(v)[:40])  # fmt: skip
 def test_errors_name_the_argument(kwargs, error, match):
-    args = dict(x=torch.zeros(3, 4, dtype=torch.float64), weight=torch.zeros(5, 4, dtype=torch.float64),
+    args = dict(input=torch.zeros(3, 4, dtype=torch.float64), linear_weight=torch.zeros(5, 4, dtype=torch.float64),
                 target=torch.tensor([0, 1, 2]))  # fmt: skip
     args.update(kwargs)
     if error is None:

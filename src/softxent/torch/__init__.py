@@ -7,10 +7,12 @@ Two losses, each a function and a thin ``nn.Module``:
   arguments, defaults and results), computed on the CPU by softxent's fused
   kernel (loss and gradient from one sweep over the logits), with z-loss,
   logit soft-capping and the per-row log-sum-exp as extras;
-* :func:`linear_cross_entropy` / :class:`LinearCrossEntropyLoss`: the loss of
-  ``x @ weight.T + bias`` against ``target`` and its gradients, computed in
-  blocks so that the (N, V) logits of a large-vocabulary output head never
-  exist in memory.
+* :func:`linear_cross_entropy` / :class:`LinearCrossEntropyLoss`: drop-ins for
+  torch 2.13's functions of those names (``linear_weight``, ``linear_bias``,
+  ``weight`` = class weights, probability targets, ``options``): the loss of
+  ``input @ linear_weight.T + linear_bias`` against ``target`` and its
+  gradients, computed in blocks so that the (N, V) logits of a
+  large-vocabulary output head never exist in memory.
 
 On CUDA tensors both run softxent's Triton kernels when Triton is installed
 (``pip install softxent[triton]``; :mod:`softxent.torch._triton`), else the

@@ -70,18 +70,18 @@ grad (a frozen head) skip their matmul.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 
 from .._contract import Reduction
 from ._backends import has_fused_backend
 from ._functional import _functorch_active, apply_temperature, check_temperature_arg, cross_entropy
+from ._linear_args import check_head_tensors, chunk_rows_from_options, refuse_legacy_call
 from ._linear_blocks import BLOCK_BYTES, _linear_xent, plan_blocks
 from ._reference import cross_entropy_rows_reference, work_dtype
-from ._validation import (
-    check_head_options,
-    check_linear_args,
-    check_options,
-)
+from ._validation import check_head_options, check_options
 
 __all__ = ["BLOCK_BYTES", "linear_cross_entropy", "plan_blocks"]
 
@@ -120,9 +120,8 @@ def _linear_op(
     )  # fmt: skip
 
 
-@_linear_op.register_fake
-def _(x, weight, target, bias, ignore_index, label_smoothing, z_loss, softcap, reduction,
-      block_rows, block_vocab, need_dx, need_dw, need_db):  # fmt: skip
+def _fake_outputs(x, weight, bias, reduction, need_dx, need_dw, need_db):
+    """The shapes of the forward op's outputs (for tracing): the gradients only for "mean"/"sum"."""
     n_rows = x.shape[0]
     early = reduction != "none"
     need_dx, need_dw, need_db = need_dx and early, need_dw and early, need_db and early
@@ -133,6 +132,12 @@ def _(x, weight, target, bias, ignore_index, label_smoothing, z_loss, softcap, r
         torch.empty_like(weight) if need_dw else weight.new_empty((0,)),
         bias.new_empty(bias.shape) if (need_db and bias is not None) else weight.new_empty((0,)),
     )
+
+
+@_linear_op.register_fake
+def _(x, weight, target, bias, ignore_index, label_smoothing, z_loss, softcap, reduction,
+      block_rows, block_vocab, need_dx, need_dw, need_db):  # fmt: skip
+    return _fake_outputs(x, weight, bias, reduction, need_dx, need_dw, need_db)
 
 
 @torch.library.custom_op("softxent::linear_cross_entropy_backward", mutates_args=())
@@ -166,6 +171,71 @@ def _(grad_rows, x, weight, target, bias, lse, ignore_index, label_smoothing, z_
     )
 
 
+# The same two ops with class weights and probability targets. They are separate ops so
+# that the ops above keep the schema the Triton kernels are registered for ("cuda",
+# :mod:`._triton`); these run the blocked head on every device (on CUDA its rows on the
+# fused Triton row kernel, which takes class weights and probabilities).
+
+
+@torch.library.custom_op("softxent::linear_cross_entropy_general", mutates_args=())
+def _linear_general_op(
+    x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, bias: torch.Tensor | None,
+    class_weight: torch.Tensor | None, ignore_index: int, label_smoothing: float, z_loss: float, softcap: float,
+    reduction: str, block_rows: int, block_vocab: int, need_dx: bool, need_dw: bool, need_db: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """:func:`_linear_op` with class weights (V,) and (N,) class indices or (N, V) probabilities."""
+    early = reduction != "none"
+    need_dx, need_dw, need_db = need_dx and early, need_dw and early, need_db and early and bias is not None
+    loss, lse, dx, dw, db = _linear_xent(
+        x, weight, target, bias, ignore_index=ignore_index, label_smoothing=label_smoothing,
+        z_loss=z_loss, softcap=softcap or None, reduction=reduction, block_rows=block_rows,
+        block_vocab=block_vocab, need_dx=need_dx, need_dw=need_dw, need_db=need_db, class_weight=class_weight,
+    )  # fmt: skip
+    return (
+        loss, lse,
+        _empty(x) if dx is None else dx,
+        _empty(weight) if dw is None else dw,
+        _empty(weight) if db is None else db,
+    )  # fmt: skip
+
+
+@_linear_general_op.register_fake
+def _(x, weight, target, bias, class_weight, ignore_index, label_smoothing, z_loss, softcap, reduction,
+      block_rows, block_vocab, need_dx, need_dw, need_db):  # fmt: skip
+    return _fake_outputs(x, weight, bias, reduction, need_dx, need_dw, need_db)
+
+
+@torch.library.custom_op("softxent::linear_cross_entropy_general_backward", mutates_args=())
+def _linear_general_backward_op(
+    grad_rows: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+    bias: torch.Tensor | None, class_weight: torch.Tensor | None, lse: torch.Tensor, ignore_index: int,
+    label_smoothing: float, z_loss: float, softcap: float, block_rows: int, block_vocab: int, need_dx: bool,
+    need_dw: bool, need_db: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """:func:`_linear_backward_op` with class weights and probability targets."""
+    _, _, dx, dw, db = _linear_xent(
+        x, weight, target, bias, ignore_index=ignore_index, label_smoothing=label_smoothing,
+        z_loss=z_loss, softcap=softcap or None, reduction="none", block_rows=block_rows,
+        block_vocab=block_vocab, need_dx=need_dx, need_dw=need_dw, need_db=need_db,
+        row_grad=grad_rows, saved_lse=lse, class_weight=class_weight,
+    )  # fmt: skip
+    return (
+        _empty(x) if dx is None else dx,
+        _empty(weight) if dw is None else dw,
+        _empty(weight) if db is None else db,
+    )
+
+
+@_linear_general_backward_op.register_fake
+def _(grad_rows, x, weight, target, bias, class_weight, lse, ignore_index, label_smoothing, z_loss, softcap,
+      block_rows, block_vocab, need_dx, need_dw, need_db):  # fmt: skip
+    return (
+        torch.empty_like(x) if need_dx else x.new_empty((0,)),
+        torch.empty_like(weight) if need_dw else weight.new_empty((0,)),
+        bias.new_empty(bias.shape) if (need_db and bias is not None) else weight.new_empty((0,)),
+    )
+
+
 def _is_one(g: torch.Tensor) -> bool:
     """``g`` is exactly 1 and may be read (plain eager, not traced): the stored gradients need no scaling."""
     if torch.compiler.is_compiling() or type(g) is not torch.Tensor or g.dim() != 0:
@@ -173,18 +243,27 @@ def _is_one(g: torch.Tensor) -> bool:
     return bool(g == 1)
 
 
+def _split_inputs(inputs):
+    """(x, weight, target, bias, class_weight, options...) of either op (the plain op has no class weights)."""
+    if len(inputs) == 15:
+        return inputs[:5], inputs[5:]
+    return (*inputs[:4], None), inputs[4:]
+
+
 def _setup_context(ctx, inputs, output):
-    (x, weight, target, bias, ignore_index, label_smoothing, z_loss, softcap, reduction,
-     block_rows, block_vocab, need_dx, need_dw, need_db) = inputs  # fmt: skip
+    (x, weight, target, bias, class_weight), rest = _split_inputs(inputs)
+    (ignore_index, label_smoothing, z_loss, softcap, reduction, block_rows, block_vocab,
+     need_dx, need_dw, need_db) = rest  # fmt: skip
     _, lse, dx, dw, db = output
     ctx.set_materialize_grads(False)
     ctx.mark_non_differentiable(lse, dx, dw, db)
+    ctx.general = len(inputs) == 15
     ctx.reduction = reduction
     ctx.options = (ignore_index, label_smoothing, z_loss, softcap, block_rows, block_vocab)
     ctx.needs = (need_dx, need_dw, need_db and bias is not None)
     # The inputs (references, no copies) serve the recomputing backward of "none" and a
     # backward that is differentiated again; the gradients of "mean"/"sum" are kept.
-    ctx.save_for_backward(x, weight, target, bias, lse, dx, dw, db)
+    ctx.save_for_backward(x, weight, target, bias, class_weight, lse, dx, dw, db)
 
 
 def _differentiable_grads(ctx, grad_loss):
@@ -196,14 +275,14 @@ def _differentiable_grads(ctx, grad_loss):
     differentiated by torch. That materialises the (N, V) logits and their
     graph: second order costs what it costs with the naive head.
     """
-    x, weight, target, bias = ctx.saved_tensors[:4]
+    x, weight, target, bias, class_weight = ctx.saved_tensors[:5]
     ignore_index, label_smoothing, z_loss, softcap, _, _ = ctx.options
     need = ctx.needs
     wd = work_dtype(x.dtype)
     with torch.enable_grad():
         logits = torch.nn.functional.linear(x.to(wd), weight.to(wd), None if bias is None else bias.to(wd))
         loss, _ = cross_entropy_rows_reference(
-            logits, target, None, ignore_index, ctx.reduction, label_smoothing, z_loss, softcap or None
+            logits, target, class_weight, ignore_index, ctx.reduction, label_smoothing, z_loss, softcap or None
         )
         wanted = [t for t, n in zip((x, weight, bias), need) if n]
         grads = iter(torch.autograd.grad(loss.to(x.dtype), wanted, grad_loss, create_graph=True))
@@ -217,54 +296,64 @@ def _backward(ctx, grad_loss, *_unused):
     the gradients are rebuilt differentiably instead.
     """
     need_dx, need_dw, need_db = ctx.needs
-    rest = (None,) * 10
+    rest = (None,) * (11 if ctx.general else 10)
     if grad_loss is None:
         return (None, None, None, None) + rest
     if torch.is_grad_enabled() and not torch.compiler.is_compiling():
         dx, dw, db = _differentiable_grads(ctx, grad_loss)
     elif ctx.reduction == "none":
-        x, weight, target, bias, lse = ctx.saved_tensors[:5]
-        dx, dw, db = _linear_backward_op(
-            grad_loss, x, weight, target, bias, lse, *ctx.options, need_dx, need_dw, need_db
-        )
+        x, weight, target, bias, class_weight, lse = ctx.saved_tensors[:6]
+        if ctx.general:
+            dx, dw, db = _linear_general_backward_op(
+                grad_loss, x, weight, target, bias, class_weight, lse, *ctx.options, need_dx, need_dw, need_db
+            )
+        else:
+            dx, dw, db = _linear_backward_op(
+                grad_loss, x, weight, target, bias, lse, *ctx.options, need_dx, need_dw, need_db
+            )
     else:
-        dx, dw, db = ctx.saved_tensors[5:]
+        dx, dw, db = ctx.saved_tensors[6:]
         if not _is_one(grad_loss):
             dx, dw, db = (t * grad_loss.to(t.dtype) for t in (dx, dw, db))
     return (dx if need_dx else None, dw if need_dw else None, None, db if need_db else None) + rest
 
 
 _linear_op.register_autograd(_backward, setup_context=_setup_context)
+_linear_general_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # --------------------------------------------------------------------------- public
 
 
 def linear_cross_entropy(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    target: torch.Tensor,
-    bias: torch.Tensor | None = None,
+    input: torch.Tensor = None,  # type: ignore[assignment]  # required; None only to name an old-style x=
+    linear_weight: torch.Tensor | None = None,
+    target: torch.Tensor | None = None,
+    linear_bias: torch.Tensor | None = None,
     *,
-    ignore_index: int = -100,
+    weight: torch.Tensor | None = None,
     reduction: Reduction = "mean",
+    ignore_index: int | None = None,
     label_smoothing: float = 0.0,
+    options: Any = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
     temperature: float = 1.0,
     chunk_size: int | None = None,
     shift: bool = False,
+    **legacy: Any,
 ) -> torch.Tensor:
-    r"""Cross-entropy of ``x @ weight.T + bias`` against ``target``, without the (N, V) logits.
+    r"""Cross-entropy of ``input @ linear_weight.T + linear_bias`` against ``target``, without the (N, V) logits.
 
-    Equal to ``softxent.torch.cross_entropy(torch.nn.functional.linear(x,
-    weight, bias), target, ...)`` (eq. 9-10 then eq. 7), and so, without
-    ``z_loss``/``softcap``, to torch's ``F.cross_entropy`` of the same logits,
-    with the gradients for ``x``, ``weight`` and ``bias``:
+    A drop-in for torch 2.13's :func:`torch.nn.functional.linear_cross_entropy`
+    (same arguments, names, defaults and results): equal to
+    ``cross_entropy(F.linear(input, linear_weight, linear_bias), target,
+    weight=weight, ...)`` (eq. 9-10 then eq. 7), with the gradients for
+    ``input``, ``linear_weight`` and ``linear_bias``:
 
     .. math::
 
-        G = \frac{\partial L}{\partial z} = a - y \;\; (16), \qquad
+        G = \frac{\partial L}{\partial z} = a \textstyle\sum_c t_c - t \;\; (15), \qquad
         \frac{\partial L}{\partial x} = G W, \quad
         \frac{\partial L}{\partial W} = G^\top x, \quad
         \frac{\partial L}{\partial b} = \textstyle\sum_i G_i,
@@ -272,22 +361,44 @@ def linear_cross_entropy(
     computed block by block (see :mod:`softxent.torch._linear`): peak extra
     memory one block of logits, about :data:`BLOCK_BYTES` (up to four times
     that for vocabularies so large that the budget holds fewer than 256
-    rows), instead of three (N, V) tensors.
+    rows), instead of three (N, V) tensors; with or without ``options``.
 
     Parameters
     ----------
-    x : Tensor of shape (..., d)
-        Hidden states (a batch of any shape; ``(B, T, d)`` for sequences).
-    weight : Tensor of shape (V, d)
-        The output head's weight (``nn.Linear(d, V).weight``), same dtype as ``x``.
-    target : Tensor of integers, shape ``x.shape[:-1]``
-        Class indices in ``[0, V)`` or ``ignore_index``.
-    bias : Tensor of shape (V,), optional
-    ignore_index, reduction, label_smoothing, z_loss, softcap, temperature
-        As in :func:`softxent.torch.cross_entropy` (no class weights here);
-        ``"mean"`` divides by the number of rows not ignored. The loss is that
-        of :math:`\operatorname{softmax}(c \tanh(z / c) / T)` with
-        :math:`z = x W^\top + b`; a temperature is applied as
+    input : Tensor of shape (d,), (N, d), or (..., d)
+        Hidden states. torch takes (d,) and (N, d); softxent also takes any
+        batch shape (``(B, T, d)`` for sequences).
+    linear_weight : Tensor of shape (V, d)
+        The output head's matrix (``nn.Linear(d, V).weight``), same dtype as
+        ``input``. torch's K-dimensional form ``(V, d1, ..., dK, d)`` (logits
+        ``(N, V, d1, ..., dK)``) is accepted and computed from the
+        materialised logits, as torch computes it.
+    target : Tensor
+        Class indices, shape ``input.shape[:-1]`` (integers in ``[0, V)`` or
+        ``ignore_index``), or class probabilities, shape
+        ``input.shape[:-1] + (V,)`` (a floating dtype), as in torch.
+    linear_bias : Tensor of shape (V,), optional
+        Keyword, as in torch (softxent also takes it as the fourth positional argument).
+    weight : Tensor of shape (V,), optional
+        Class weights, as in :func:`torch.nn.functional.cross_entropy`:
+        ``"mean"`` divides by the summed weight of the labels.
+    reduction : {"mean", "sum", "none"}
+    ignore_index : int, optional
+        Class-index targets equal to it are skipped. ``None`` (torch's
+        default): -100 for class indices; with probability targets it must be
+        ``None``.
+    label_smoothing : float in [0, 1]
+    options : torch.nn.LinearCrossEntropyOptions, optional
+        Accepted for torch's sake: softxent computes in blocks whatever it is
+        (``None`` too). Its ``batch_chunk_size`` sets the rows per block when
+        ``chunk_size`` is not given; the other fields choose between torch's
+        own chunked strategies and have no counterpart here (softxent
+        accumulates in float32 and allows a second backward).
+    z_loss, softcap, temperature
+        softxent's extras, as in :func:`softxent.torch.cross_entropy`: the
+        loss of :math:`\operatorname{softmax}(c \tanh(z / c) / T)` with
+        :math:`z = x W^\top + b`, plus ``z_loss`` times each counted row's
+        squared log-sum-exp. A temperature is applied as
         :math:`z / T = (x / T) W^\top + b / T` (the hidden states and the bias
         divided, in their dtype, never the (N, V) logits) and the cap as
         :math:`c / T`, so every path and device honours it.
@@ -297,30 +408,40 @@ def linear_cross_entropy(
         too when fewer than 32 rows would fit).
     shift : bool, default False
         Next-token prediction: position ``t`` of each sequence (axis ``-2``
-        of ``x``, ``-1`` of ``target``) is scored against ``target[..., t + 1]``
-        and the last position against nothing; neither ``x`` nor ``target``
-        is copied. ``reduction="none"`` then returns shape ``(..., T - 1)``.
+        of ``input``, and of ``target``'s sequence axis) is scored against
+        target position ``t + 1``, the last position against nothing; class
+        indices are not copied, nor is ``input``. ``reduction="none"`` then
+        returns shape ``(..., T - 1)``.
 
     Returns
     -------
     loss : Tensor
-        0-d, or ``x.shape[:-1]`` (``(..., T - 1)`` with ``shift``) for
-        ``reduction="none"``; in ``x``'s dtype (float32 under autocast).
+        0-d, or ``input.shape[:-1]`` (``(..., T - 1)`` with ``shift``) for
+        ``reduction="none"``; in ``input``'s dtype (float32 under autocast).
+
+    Raises
+    ------
+    TypeError
+        For a call in softxent's earlier style (the head's matrix as
+        ``weight=``, ``x=``, ``bias=``), with the call to write instead.
 
     Notes
     -----
     float16/bfloat16 inputs are computed in float32 on the CPU (one float32
-    copy of ``weight``; ``dL/dW`` accumulated in float32, returned in
-    ``weight``'s dtype). Under autocast the head computes in float32 (the
-    precision torch's autocast gives ``cross_entropy``, extended to the
-    matmul) and returns a float32 loss. All-ignored batches give 0 (torch's
-    NaN, as :func:`softxent.torch.cross_entropy`). ``torch.compile`` sees one
-    custom op (no graph break). Inside ``torch.func`` transforms (which
-    custom ops refuse) it is computed as ``cross_entropy(F.linear(x, weight,
-    bias), target, ...)`` on the plain-torch path: every transform works,
-    but the logits are materialised there. With ``create_graph=True``
-    (Hessian-vector products, gradient penalties) the backward is recomputed
-    the same way, so that it can be differentiated again.
+    copy of ``linear_weight``; its gradient accumulated in float32, returned
+    in its dtype). Under autocast the head computes in float32 (the precision
+    torch's autocast gives ``cross_entropy``, extended to the matmul) and
+    returns a float32 loss. Differences from torch, as in
+    :func:`softxent.torch.cross_entropy`: an all-ignored batch gives 0
+    (torch: NaN), bad targets raise ``ValueError`` naming the argument
+    (torch: ``RuntimeError``). ``torch.compile`` sees one custom op (no
+    graph break). Inside ``torch.func`` transforms (which custom ops refuse),
+    and for probability targets that require grad, it is computed as
+    ``cross_entropy(F.linear(...), target, ...)`` on the plain-torch path:
+    correct, but the logits are materialised there. With
+    ``create_graph=True`` (Hessian-vector products, gradient penalties) the
+    backward is recomputed the same way, so that it can be differentiated
+    again.
 
     Examples
     --------
@@ -331,73 +452,95 @@ def linear_cross_entropy(
     >>> w = torch.randn(10, 4, generator=g, requires_grad=True)
     >>> y = torch.tensor([1, 2, 3, 4, 5, -100])
     >>> loss = linear_cross_entropy(x, w, y, chunk_size=4)
-    >>> naive = torch.nn.functional.cross_entropy(x @ w.T, y)
-    >>> bool(torch.allclose(loss, naive))
+    >>> theirs = torch.nn.functional.linear_cross_entropy(x, w, y)
+    >>> bool(torch.allclose(loss, theirs))
     True
     >>> loss.backward()
     >>> x.grad[-1]                                   # the ignored row
     tensor([0., 0., 0., 0.])
     """
-    ignore_index, reduction, label_smoothing, z_loss, softcap = check_options(
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        z_loss=z_loss, softcap=softcap,
+    refuse_legacy_call(input, linear_weight, target, weight, legacy)
+    ii, reduction, label_smoothing, z_loss, softcap = check_options(
+        ignore_index=-100 if ignore_index is None else ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
     )  # fmt: skip
     temperature = check_temperature_arg(temperature)
-    check_linear_args(x, weight, target, bias)
-    d, n_classes = x.shape[-1], weight.shape[0]
-    check_head_options(chunk_size, shift, x)
+    chunk_size = chunk_rows_from_options(options, chunk_size)
+    head = check_head_tensors(input, linear_weight, target, linear_bias, weight, ignore_index)
+    check_head_options(chunk_size, shift, input)
+    x, w, b, prob = input, linear_weight, linear_bias, head.prob
+    d, n_classes = x.shape[-1], w.shape[0]
+    opts = dict(z_loss=z_loss, softcap=softcap, temperature=temperature)
+
+    if head.k_dim:
+        # torch's K-dimensional loss: a softmax over the V classes at each of the d1 x ... x dK
+        # positions, each with its own rows of linear_weight; computed as torch does.
+        if shift:
+            raise ValueError("shift=True needs a sequence axis of input; a K-dimensional linear_weight has none")
+        logits = F.linear(x, w.reshape(-1, d), None if b is None else b.reshape(-1))
+        logits = logits.reshape((x.shape[0], n_classes) + head.k_dim)
+        return cross_entropy(logits, target, weight, ii, reduction, label_smoothing, **opts)
 
     if torch.is_autocast_enabled(x.device.type):
         # Autocast runs torch's cross_entropy in float32; this head runs its matmuls in float32 too.
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
-    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        x, w = x.to(dtype), w.to(dtype)
+        b = None if b is None else b.to(dtype)
+    if w.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
         raise TypeError(
-            f"x, weight and bias must have one dtype, got {x.dtype}, {weight.dtype}"
-            + ("" if bias is None else f" and {bias.dtype}")
+            f"input, linear_weight and linear_bias must have one dtype, got {x.dtype}, {w.dtype}"
+            + ("" if b is None else f" and {b.dtype}")
         )
 
     if temperature != 1.0:
         # (x W^T + b) / T = (x / T) W^T + b / T: an (N, d) pass, not an (N, V) one;
         # autograd carries the 1/T into dx and db, and dW = G^T (x / T).
         x, softcap = apply_temperature(x, softcap, temperature)
-        bias = None if bias is None else bias / temperature
+        b = None if b is None else b / temperature
 
-    if _functorch_active():
-        # Custom ops refuse torch.func transforms: compose the plain-torch loss with
-        # F.linear instead (correct for every transform, but the logits exist).
-        logits = torch.nn.functional.linear(x, weight, bias)
+    if _functorch_active() or (prob and target.requires_grad):
+        # Custom ops refuse torch.func transforms, and the blocked head gives no gradient for
+        # the target: compose the plain-torch loss with F.linear instead (the logits exist).
+        logits = F.linear(x, w, b)
         if shift:
-            logits, target = logits[..., :-1, :], target[..., 1:]
-        return cross_entropy(
-            logits.movedim(-1, 1) if logits.dim() > 2 else logits, target, None, ignore_index, reduction,
-            label_smoothing, z_loss=z_loss, softcap=softcap,
-        )  # fmt: skip
+            logits, target = logits[..., :-1, :], (target[..., 1:, :] if prob else target[..., 1:])
+        if logits.dim() > 2:
+            logits = logits.movedim(-1, 1)
+            target = target.movedim(-1, 1) if prob else target
+        return cross_entropy(logits, target, weight, ii, reduction, label_smoothing, z_loss=z_loss, softcap=softcap)
 
-    batch = tuple(x.shape[:-1])
-    if shift:
+    batch = head.batch
+    if shift and prob:
+        # Probabilities: score rows 0..T-2 against target rows 1..T-1 (a slice: the mean counts
+        # T - 1 rows per sequence, as the naive head's does).
+        x, target = x[..., :-1, :], target[..., 1:, :]
+        batch = tuple(x.shape[:-1])
+    elif shift:
         # Row (.., t) is scored against target[.., t + 1]; the last position of each
         # sequence against ignore_index. Only the (N,) labels are rebuilt, not x.
-        pad = torch.full_like(target[..., :1], ignore_index)
+        pad = torch.full_like(target[..., :1], ii)
         target = torch.cat([target[..., 1:], pad], dim=-1)
     x2 = x.reshape(-1, d)
-    t2 = target.reshape(-1)
+    t2 = target.reshape(-1, n_classes) if prob else target.reshape(-1)
     n_rows = x2.shape[0]
 
     need = torch.is_grad_enabled()
     need_dx = need and x.requires_grad
-    need_dw = need and weight.requires_grad
-    need_db = need and bias is not None and bias.requires_grad
+    need_dw = need and w.requires_grad
+    need_db = need and b is not None and b.requires_grad
     elem = 8 if x.dtype == torch.float64 else 4
     n_buffers = 2 if (z_loss or softcap is not None) else 1
     if not has_fused_backend(x.device):
         n_buffers = 3  # the plain-torch chunk path holds logits, probabilities and G
     block_rows, block_vocab = plan_blocks(n_rows, n_classes, elem, n_buffers, chunk_size)
-    args = (ignore_index, label_smoothing, z_loss, softcap or 0.0, reduction, block_rows, block_vocab)
-    loss = _linear_op(x2, weight, t2.detach(), bias, *args, need_dx, need_dw, need_db)[0]
+    args = (ii, label_smoothing, z_loss, softcap or 0.0, reduction, block_rows, block_vocab)
+    if weight is None and not prob:
+        loss = _linear_op(x2, w, t2.detach(), b, *args, need_dx, need_dw, need_db)[0]
+    else:
+        cw = None if weight is None else weight.detach()
+        loss = _linear_general_op(x2, w, t2.detach(), b, cw, *args, need_dx, need_dw, need_db)[0]
     if reduction == "none":
         loss = loss.reshape(batch)
-        if shift:
+        if shift and not prob:
             loss = loss[..., :-1]
     return loss

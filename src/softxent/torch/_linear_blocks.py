@@ -14,12 +14,14 @@ import math
 
 import torch
 
-from .._contract import mean_scale
+from .._contract import grad_scale
 from ._backends import fused_backend
 from ._memory import empty
 from ._reference import work_dtype
 from ._validation import (
     check_index_target_values,
+    check_prob_target_values,
+    check_weight_values,
     first_masked_row,
     masked_row_error,
 )
@@ -73,65 +75,98 @@ def plan_blocks(n_rows: int, n_classes: int, elem_bytes: int, n_buffers: int, ch
 
 
 def _torch_rows_block(
-    xb: torch.Tensor, wc: torch.Tensor, bc: torch.Tensor | None, yb: torch.Tensor, *, vocab: int,
-    label_smoothing: float, z_loss: float, softcap: float | None, ce_scale: float, zl_scale: float,
-    need_loss: bool, need_grad: bool, lse: torch.Tensor | None, row_grad: torch.Tensor | None,
-    on_grad_chunk,
+    xb: torch.Tensor, wc: torch.Tensor, bc: torch.Tensor | None, yb: torch.Tensor, cw: torch.Tensor | None, *,
+    vocab: int, label_smoothing: float, z_loss: float, softcap: float | None, ce_scale: float, zl_scale: float,
+    need_loss: bool, need_grad: bool, lse: torch.Tensor | None, row_grad: torch.Tensor | None, on_grad_chunk,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:  # fmt: skip
-    """One row block in plain torch, the vocabulary in chunks (online log-sum-exp).
+    r"""One row block in plain torch, the vocabulary in chunks (online log-sum-exp).
 
-    ``yb`` holds class indices (no ignored rows). Returns ``(loss_rows or
-    None, lse)``, the loss rows scaled by ``ce_scale`` (cross-entropy) and
+    ``yb`` holds class indices (no ignored rows) or (R, V) probabilities;
+    ``cw`` the class weights (V,) or None. Returns ``(loss_rows or None,
+    lse)``, the loss rows scaled by ``ce_scale`` (cross-entropy) and
     ``zl_scale`` (z-loss); calls ``on_grad_chunk(c0, c1, G)`` with each
     chunk's gradient block when ``need_grad``.
+
+    The effective target is that of torch's ``cross_entropy``:
+    :math:`T_c = w_c((1-\varepsilon) y_c + \varepsilon / V)`, so the row's loss
+    is :math:`S \operatorname{lse} - \sum_c T_c z_c` with :math:`S = \sum_c T_c`,
+    and its gradient (eq. 15) :math:`a S - T`.
     """
     n_classes = wc.shape[0]
     eps = label_smoothing
+    prob = yb.is_floating_point()
+    dtype = xb.dtype
     chunks = [(c0, min(n_classes, c0 + vocab)) for c0 in range(0, n_classes, vocab)]
 
     def logits(c0: int, c1: int) -> tuple[torch.Tensor, torch.Tensor]:
         pre = xb @ wc[c0:c1].t() if bc is None else torch.addmm(bc[c0:c1], xb, wc[c0:c1].t())
         return (softcap * torch.tanh(pre / softcap) if softcap is not None else pre), pre
 
+    def dense_target(c0: int, c1: int) -> torch.Tensor | float:
+        """The part of T on every class of the chunk: all of it for probabilities, the smoothing for indices."""
+        if prob:
+            t = yb[:, c0:c1].to(dtype) * (1.0 - eps) + eps / n_classes
+            return t if cw is None else t * cw[c0:c1]
+        if not eps:
+            return 0.0
+        return eps / n_classes if cw is None else (eps / n_classes) * cw[c0:c1]
+
+    # S = sum_c T_c, from the targets alone (the backward of "none" has no first pass).
+    if prob:
+        w_all = torch.ones(n_classes, dtype=dtype, device=xb.device) if cw is None else cw
+        s_row = (yb.to(dtype) * (1.0 - eps)) @ w_all + (eps / n_classes) * w_all.sum()
+        w_y = None
+    else:
+        w_y = torch.ones_like(xb[:, 0]) if cw is None else cw[yb]
+        s_row = (1.0 - eps) * w_y + (eps * (1.0 if cw is None else float(cw.sum()) / n_classes))
+
     kept_logits = None
     loss_rows = None
     if lse is None or need_loss:
-        lse_acc = torch.full((xb.shape[0],), -math.inf, dtype=xb.dtype, device=xb.device)
-        z_y = torch.zeros_like(lse_acc)
-        z_sum = torch.zeros_like(lse_acc)
+        lse_acc = torch.full((xb.shape[0],), -math.inf, dtype=dtype, device=xb.device)
+        tz = torch.zeros_like(lse_acc)  # sum_c T_c z_c
         for c0, c1 in chunks:
             z, pre = logits(c0, c1)
             lse_acc = torch.logaddexp(lse_acc, torch.logsumexp(z, dim=1))  # online log-sum-exp
-            inside = (yb >= c0) & (yb < c1)
-            local = (yb - c0).clamp(0, c1 - c0 - 1)
-            z_y = z_y + torch.where(inside, z.gather(1, local[:, None])[:, 0], 0.0)
-            if eps:
-                z_sum = z_sum + z.sum(dim=1)
+            t = dense_target(c0, c1)
+            if isinstance(t, torch.Tensor):
+                # a class of target 0 adds nothing, even where its logit is -inf (masked)
+                tz = tz + torch.where(t == 0, 0.0, t * z).sum(dim=1)
+            elif t:
+                tz = tz + t * z.sum(dim=1)
+            if not prob:
+                inside = (yb >= c0) & (yb < c1)
+                local = (yb - c0).clamp(0, c1 - c0 - 1)
+                tz = tz + torch.where(inside, (1.0 - eps) * w_y * z.gather(1, local[:, None])[:, 0], 0.0)
             if len(chunks) == 1:
                 kept_logits = (z, pre)
         lse = lse_acc
-        # eq. (7) with t = (1-eps) e_y + eps/V:  lse - (1-eps) z_y - (eps/V) sum_c z_c
-        loss_rows = ce_scale * ((1.0 - eps) * (lse - z_y) + (eps * (lse - z_sum / n_classes) if eps else 0.0))
+        # eq. (7) with the effective target T: S lse - sum_c T_c z_c
+        loss_rows = ce_scale * (s_row * lse - tz)
         if z_loss:
             loss_rows = loss_rows + zl_scale * z_loss * lse * lse
     if not need_grad:
         return loss_rows, lse
-    a_coef = ce_scale + 2.0 * z_loss * zl_scale * lse  # multiplies softmax(z): CE and z-loss terms
+    a_coef = ce_scale * s_row + 2.0 * z_loss * zl_scale * lse  # multiplies softmax(z): CE and z-loss terms
     for c0, c1 in chunks:
         z, pre = kept_logits if kept_logits is not None else logits(c0, c1)
         p = torch.exp(z - lse[:, None])
         g = p * a_coef[:, None]
-        if eps:
-            g = g - ce_scale * eps / n_classes
-        rows = ((yb >= c0) & (yb < c1)).nonzero()[:, 0]
-        cols = yb[rows] - c0
-        p_y = p[rows, cols]
-        # The label's entry, a_y - (1-eps) - eps/V, with a_y - 1 = expm1(z_y - lse)
-        # (no cancellation when a_y -> 1), plus the z-loss term.
-        g[rows, cols] = (
-            ce_scale * ((1.0 - eps) * torch.expm1(z[rows, cols] - lse[rows]) + eps * (p_y - 1.0 / n_classes))
-            + (a_coef[rows] - ce_scale) * p_y
-        )
+        t = dense_target(c0, c1)
+        if isinstance(t, torch.Tensor) or t:
+            g = g - ce_scale * t
+        if not prob:
+            rows = ((yb >= c0) & (yb < c1)).nonzero()[:, 0]
+            cols = yb[rows] - c0
+            p_y, wy = p[rows, cols], w_y[rows]
+            t_y = (1.0 - eps) * wy
+            # The label's entry p_y a - T_y, with p_y - 1 = expm1(z_y - lse) (no cancellation when p_y -> 1):
+            # (1-eps) w_y (p_y - 1) + p_y (S - (1-eps) w_y) - (eps/V) w_y, plus the z-loss term.
+            g[rows, cols] = (
+                ce_scale * (t_y * torch.expm1(z[rows, cols] - lse[rows]) + p_y * (s_row[rows] - t_y)
+                            - (eps / n_classes) * wy)
+                + (a_coef[rows] - ce_scale * s_row[rows]) * p_y
+            )  # fmt: skip
         if softcap is not None:
             g = g / torch.cosh(pre / softcap).square()  # chain rule: d tanh(u)/du = sech^2(u)
         if row_grad is not None:
@@ -145,7 +180,7 @@ def _raise_masked_row(logits: torch.Tensor, yb: torch.Tensor, ignore_index: int,
     row = first_masked_row(logits, yb, ignore_index)
     if row is not None:
         row = r0 + row if idx is None else int(idx[r0 + row])
-        raise masked_row_error(row, ignore_index, name="x @ weight.T + bias") from None
+        raise masked_row_error(row, ignore_index, name="input @ linear_weight.T + linear_bias") from None
 
 
 def _zeros_cpu(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -157,9 +192,12 @@ def _linear_xent(
     ignore_index: int, label_smoothing: float, z_loss: float, softcap: float | None, reduction: str,
     block_rows: int, block_vocab: int, need_dx: bool, need_dw: bool, need_db: bool,
     row_grad: torch.Tensor | None = None, saved_lse: torch.Tensor | None = None,
+    class_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
     """Loss, per-row lse and the requested gradients of the blocked head (see the module docstring).
 
+    ``target`` holds (N,) class indices or (N, V) probabilities;
+    ``class_weight`` (V,) weighs the classes as torch's ``weight`` does.
     ``row_grad`` (N,): the backward of ``reduction="none"``: gradients of
     ``sum_i row_grad[i] * loss[i]``, the loss itself not computed again.
     """
@@ -168,17 +206,32 @@ def _linear_xent(
     wd = work_dtype(x.dtype)
     wc = weight if weight.dtype == wd else weight.to(wd)  # low precision: one float32 copy
     bc = None if bias is None else bias.to(wd)
-    check_index_target_values(target, n_classes, ignore_index)
-    kept = target != ignore_index
-    all_kept = bool(kept.all())
+    cw = None if class_weight is None else class_weight.to(wd)
+    prob = target.is_floating_point()
+    if cw is not None:
+        check_weight_values(class_weight)
+    if prob:
+        check_prob_target_values(target)
+        kept = None  # probabilities: every row counts (there is no ignore_index)
+        all_kept = True
+    else:
+        check_index_target_values(target, n_classes, ignore_index)
+        kept = target != ignore_index
+        all_kept = bool(kept.all())
     idx = None if all_kept else kept.nonzero()[:, 0]
     n_kept = n_rows if all_kept else int(idx.numel())
     need_grad = need_dx or need_dw or need_db
     need_loss = row_grad is None
 
-    ce_scale = zl_scale = 1.0
-    if reduction == "mean":
-        ce_scale = zl_scale = mean_scale(n_kept)
+    # The contract's denominators: the cross-entropy's mean divides by the summed class
+    # weight of the labels (the row count without class weights, and for probabilities,
+    # as torch does), the z-loss's by the rows not ignored.
+    ce_denominator = n_kept
+    if cw is not None and not prob:
+        labels = target if idx is None else target[idx]
+        ce_denominator = float(class_weight.to(torch.float64)[labels].sum())
+    ce_scale = grad_scale(reduction, ce_denominator)
+    zl_scale = grad_scale(reduction, n_kept)
     if x.device.type == "cpu":
         zeros = _zeros_cpu
     else:
@@ -216,7 +269,7 @@ def _linear_xent(
             # Loss rows and each row's own gradient, scaled for the mean over all blocks.
             try:
                 loss_b, gb, lse_b = rows_fn(
-                    zb, yb, None, ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,
+                    zb, yb, cw, ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,
                     softcap=softcap, reduction="none", need_grad=need_grad, need_lse=True, z_writable=True,
                     scale=(ce_scale, zl_scale),
                 )  # fmt: skip
@@ -253,7 +306,7 @@ def _linear_xent(
                     db[c0:c1] += g.sum(dim=0)
 
             lb, lse_b = _torch_rows_block(
-                xb, wc, bc, yb, vocab=block_vocab, label_smoothing=label_smoothing, z_loss=z_loss,
+                xb, wc, bc, yb, cw, vocab=block_vocab, label_smoothing=label_smoothing, z_loss=z_loss,
                 softcap=softcap, ce_scale=ce_scale, zl_scale=zl_scale, need_loss=need_loss,
                 need_grad=need_grad, lse=None if saved_lse is None else saved_lse[rows].to(wd),
                 row_grad=gb_rows, on_grad_chunk=on_grad_chunk,
