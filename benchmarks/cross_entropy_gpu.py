@@ -312,7 +312,11 @@ def _free(torch: Any, cuda: bool) -> None:
 
 
 def _error_row(name: str, exc: BaseException) -> dict[str, Any]:
-    msg = "not installed" if isinstance(exc, NotInstalled) else f"error: {type(exc).__name__}: {str(exc)[:200]}"
+    if isinstance(exc, NotInstalled):  # the import's own error: a missing module, or one that fails to import
+        cause = exc.__cause__
+        msg = "not installed" + (f" ({type(cause).__name__}: {str(cause)[:200]})" if cause else "")
+    else:
+        msg = f"error: {type(exc).__name__}: {str(exc)[:200]}"
     return dict(impl=name, status=msg)
 
 
@@ -336,7 +340,9 @@ def bench_linear(torch: Any, args: argparse.Namespace, clock: Clock, device: str
         x0, w0, y = make_linear_inputs(torch, n, d, v, device)
         ref = linear_reference(torch, x0, w0, y, min(args.check_rows, n), min(args.check_classes, v))
         for name, factory in linear_impls(torch, args.dry_run).items():
-            if args.impl and not any(s.lower() in name.lower() for s in args.impl):
+            if (args.impl and not any(s.lower() in name.lower() for s in args.impl)) or (
+                getattr(args, "no_compile", False) and "torch.compile" in name
+            ):
                 continue
             row: dict[str, Any] = dict(shape=f"{n}x{d}x{v}", impl=name)
             x = x0.clone().requires_grad_(True)
@@ -401,7 +407,9 @@ def bench_ce(torch: Any, args: argparse.Namespace, clock: Clock, device: str) ->
         print(_line(floor), flush=True)
         rows_out.append(floor)
         for name, factory in ce_impls(torch, args.dry_run).items():
-            if args.impl and not any(s.lower() in name.lower() for s in args.impl):
+            if (args.impl and not any(s.lower() in name.lower() for s in args.impl)) or (
+                getattr(args, "no_compile", False) and "torch.compile" in name
+            ):
                 continue
             row: dict[str, Any] = dict(shape=f"{n}x{v}", impl=name)
             z = z0.clone().requires_grad_(True)
@@ -613,6 +621,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true",
                         help="no GPU: tiny shapes on the CPU, softxent's kernels in Triton's interpreter")  # fmt: skip
     parser.add_argument("--verbose", action="store_true", help="print the traceback of a failing implementation")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="leave out the torch.compile rows (their compilation takes minutes)")  # fmt: skip
     args = parser.parse_args(argv)
     args.reps = args.reps if args.reps is not None else (1 if args.dry_run else 10)
     args.warmup = args.warmup if args.warmup is not None else (0 if args.dry_run else 3)

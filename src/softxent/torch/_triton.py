@@ -75,6 +75,12 @@ def _ce_op_cuda(logits, target, weight, ignore_index, label_smoothing, z_loss, s
 # --------------------------------------------------------------------------- front-end registration
 
 
+def _or_empty(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """``t``, or a fresh empty tensor in its place: each call allocates its own, because torch's custom-op
+    wrapper rejects outputs that alias each other (one shared empty for dx and dW raised there)."""
+    return like.new_empty((0,)) if t is None else t
+
+
 def _linear_op_cuda(x, weight, target, bias, ignore_index, label_smoothing, z_loss, softcap, reduction,
                     block_rows, block_vocab, need_dx, need_dw, need_db):  # fmt: skip
     """The ``"cuda"`` kernel of ``softxent::linear_cross_entropy``: gradients formed in the forward
@@ -89,8 +95,7 @@ def _linear_op_cuda(x, weight, target, bias, ignore_index, label_smoothing, z_lo
             need_dx=need_dx and reduction != "none", need_dw=need_dw and reduction != "none",
             need_db=need_db and reduction != "none" and bias is not None,
         )  # fmt: skip
-        e = x.new_empty((0,))
-        return loss, lse, e if dx is None else dx, e if dw is None else dw, e if db is None else db
+        return loss, lse, _or_empty(dx, x), _or_empty(dw, weight), _or_empty(db, weight)
     early = reduction != "none"
     need_dx, need_dw, need_db = need_dx and early, need_dw and early, need_db and early and bias is not None
     ce_rows, lse, nll = linear_forward(
@@ -100,8 +105,7 @@ def _linear_op_cuda(x, weight, target, bias, ignore_index, label_smoothing, z_lo
     kept = target != ignore_index
     loss_rows = ce_rows + (torch.where(kept, z_loss * lse.double() ** 2, 0.0) if z_loss else 0.0)
     ce, zl, _, scale = _row_coefficients(target, lse, ignore_index, reduction, z_loss, 1.0, x.shape[0])
-    loss = loss_rows if reduction == "none" else loss_rows.sum() * scale
-    e = x.new_empty((0,))
+    loss = _host.reduce_rows(loss_rows, scale, reduction)
     dx = dw = db = None
     if need_dx or need_dw or need_db:
         dx, dw, db, _ = linear_backward(
@@ -109,8 +113,7 @@ def _linear_op_cuda(x, weight, target, bias, ignore_index, label_smoothing, z_lo
             softcap=softcap or None, need_dx=need_dx, need_dw=need_dw, need_db=need_db,
         )  # fmt: skip
     lse = torch.where(kept, lse, 0.0)  # as the CPU op: ignored rows are never computed there
-    return (loss.to(x.dtype), lse.to(work_dtype(x.dtype)), e if dx is None else dx, e if dw is None else dw,
-            weight.new_empty((0,)) if db is None else db)  # fmt: skip
+    return loss.to(x.dtype), lse.to(work_dtype(x.dtype)), _or_empty(dx, x), _or_empty(dw, weight), _or_empty(db, weight)
 
 
 def _linear_backward_op_cuda(grad_rows, x, weight, target, bias, lse, ignore_index, label_smoothing, z_loss,
@@ -130,8 +133,7 @@ def _linear_backward_op_cuda(grad_rows, x, weight, target, bias, lse, ignore_ind
             x, weight, target, bias, lse, ce, zl, label_smoothing=label_smoothing, softcap=softcap or None,
             need_dx=need_dx, need_dw=need_dw, need_db=need_db and bias is not None,
         )  # fmt: skip
-    return (x.new_empty((0,)) if dx is None else dx, weight.new_empty((0,)) if dw is None else dw,
-            weight.new_empty((0,)) if db is None else db)  # fmt: skip
+    return _or_empty(dx, x), _or_empty(dw, weight), _or_empty(db, weight)
 
 
 _REGISTERED = False

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ._host import _check_rows, _interpret, _launching, _pow2, cdiv, kernels
+from ..._contract import check_reduction, grad_scale, mean_scale
+from ._host import _check_rows, _interpret, _launching, _pow2, cdiv, device_mean_scale, kernels
 
 __all__ = ["cross_entropy_rows"]
 
@@ -26,21 +27,18 @@ def _ce_scales(target, weight, n_rows, n_classes, ignore_index, reduction, scale
         out[0].fill_(float(scale[0]))
         out[1].fill_(float(scale[1]))
         return out
-    if reduction != "mean":
+    if grad_scale(reduction, 0.0):  # the contract: "sum" and "none" scale by 1
         return torch.ones(2, dtype=torch.float32, device=device)
-    if prob:
-        return torch.full((2,), 1.0 / n_rows if n_rows else 1.0, dtype=torch.float32, device=device)
+    if prob:  # every row counts, with weight 1 (class weights are inside the target's mass)
+        return torch.full((2,), mean_scale(n_rows), dtype=torch.float32, device=device)
     kept = target != ignore_index
     if weight is None:
-        denom = kept.sum().to(torch.float64)
+        denom = kept.sum()
     else:
         w_y = weight.to(torch.float64)[target.clamp(0, n_classes - 1)]
         denom = torch.where(kept, w_y, 0.0).sum()
-    n_kept = kept.sum().to(torch.float64)
-    # An all-ignored batch: 0 / 1 = 0 (torch's 0/0 = NaN), as the reference.
-    ce = torch.where(denom > 0, 1.0 / torch.where(denom > 0, denom, 1.0), 1.0)
-    zl = torch.where(n_kept > 0, 1.0 / torch.where(n_kept > 0, n_kept, 1.0), 1.0)
-    return torch.stack([ce, zl]).to(torch.float32)
+    # An all-ignored batch: loss 0 (the contract's mean_scale), not torch's 0/0 = NaN.
+    return torch.stack([device_mean_scale(denom), device_mean_scale(kept.sum())]).to(torch.float32)
 
 
 def cross_entropy_rows(
@@ -131,8 +129,7 @@ def cross_entropy_rows(
             raise ValueError(f"target must hold class indices of shape ({n_rows},), got {tuple(target.shape)}")
     if weight is not None and tuple(weight.shape) != (n_classes,):
         raise ValueError(f"weight must have shape ({n_classes},), got {tuple(weight.shape)}")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be one of ('mean', 'sum', 'none'), got {reduction!r}")
+    check_reduction(reduction)
     for name, t in (("target", target), ("weight", weight)):
         if t is not None and t.device != z.device:
             raise ValueError(f"{name} is on {t.device} but z is on {z.device}")
@@ -148,14 +145,8 @@ def cross_entropy_rows(
     if n_rows:
         scales = _ce_scales(target, weight, n_rows, n_classes, ignore_index, reduction, scale, z.device, prob)
         scales = scales.to(acc)
-        if block is None:
-            # 4096 classes per tile and 16 warps: no register spills at sm_90 with every
-            # option on (ptxas -v), 8 elements (16 bytes of bf16) per thread and load.
-            block = min(_pow2(n_classes), 4096 if acc == torch.float32 else 2048)
-        rows_per = max(1, min(16, 2048 // block)) if block >= n_classes else 1
+        rows_per, block, warps = ce_launch_config(n_classes, z.dtype, block)
         n_blocks = cdiv(n_rows, rows_per)
-        tile = rows_per * block  # elements per program and sweep step: about 8 per thread
-        warps = 16 if tile >= 4096 else 8 if tile >= 1024 else 4
         w = weight.contiguous() if weight is not None else z  # a dummy pointer when unused
         tl_acc = _tl_dtype(acc)
         grid = (max(1, min(n_blocks, int(programs))) if programs else n_blocks,)
@@ -176,6 +167,18 @@ def cross_entropy_rows(
         loss_rows.zero_()
     loss = loss_rows if reduction == "none" else loss_rows.sum(dtype=torch.float64).to(acc)
     return loss, grad, lse
+
+
+def ce_launch_config(n_classes: int, dtype: torch.dtype, block: int | None = None) -> tuple[int, int, int]:
+    """(rows per program, classes per tile, warps) of :func:`cross_entropy_rows` (also compiled by :mod:`._aot`)."""
+    if block is None:
+        # 4096 classes per tile and 16 warps: no register spills at sm_90 with every
+        # option on (ptxas -v), 8 elements (16 bytes of bf16) per thread and load.
+        block = min(_pow2(n_classes), 2048 if dtype == torch.float64 else 4096)
+    rows_per = max(1, min(16, 2048 // block)) if block >= n_classes else 1
+    tile = rows_per * block  # elements per program and sweep step: about 8 per thread
+    warps = 16 if tile >= 4096 else 8 if tile >= 1024 else 4
+    return rows_per, block, warps
 
 
 def _tl_dtype(dtype: torch.dtype):

@@ -10,6 +10,8 @@ import warnings
 import numpy as np
 import torch
 
+from ..._contract import Reduction, check_reduction, grad_scale
+
 try:
     import triton
 except ImportError:  # pragma: no cover - the module is only imported when triton is
@@ -84,3 +86,28 @@ def _check_rows(z: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
     if z.dim() != 2:
         raise ValueError(f"{name} must have shape (M, C), got {tuple(z.shape)}")
+
+
+def device_mean_scale(denominator: torch.Tensor) -> torch.Tensor:
+    """The contract's :func:`~softxent._contract.mean_scale` of a denominator that stays on the device.
+
+    ``1 / d``, and 0 when no row counts (``d == 0``), as a ``torch.where``: the
+    contract's helper takes a host number, and reading ``d`` back would
+    synchronise the host with the GPU (and break CUDA-graph capture).
+    """
+    d = denominator.to(torch.float64)
+    nonzero = d != 0
+    return torch.where(nonzero, 1.0 / torch.where(nonzero, d, 1.0), 0.0)
+
+
+def device_grad_scale(reduction: Reduction, denominator: torch.Tensor) -> torch.Tensor:
+    """The contract's :func:`~softxent._contract.grad_scale` with the denominator on the device (no host sync)."""
+    check_reduction(reduction)
+    if grad_scale(reduction, 0.0):  # the contract: 1 for "sum" and "none", mean_scale for "mean"
+        return torch.ones((), dtype=torch.float64, device=denominator.device)
+    return device_mean_scale(denominator)
+
+
+def reduce_rows(loss_rows: torch.Tensor, scale: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    """The loss of ``reduction`` from already scaled rows: the rows for ``"none"``, else their sum."""
+    return loss_rows if reduction == "none" else loss_rows.sum(dtype=loss_rows.dtype) * scale

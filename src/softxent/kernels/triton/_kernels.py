@@ -29,13 +29,22 @@ the cross-entropy kernel computes float64 input in float64, ``ACC``); results
 are rounded once when stored. The interpreter lacks libdevice, so
 ``expm1``/``log1p``/``tanh`` are written here from ``exp``/``log`` (Kahan's
 formulas, accurate to a few ulp).
+
+The sums of exponentials that set the cross-entropy kernel's loss use :func:`_exp_sum_term`:
+libdevice's ``expf`` when compiled (at most 2 ulp, with an exact range
+reduction), not ``tl.exp``, which compiles to ``ex2.approx(x * log2(e))``:
+the rounding of that product alone is up to ``|x| log2(e) 2**-24`` in the
+exponent, 1.8e-6 relative at ``x = -30`` (a confident row's whole loss).
 """
 
 from __future__ import annotations
 
+import os
+
 try:
     import triton
     import triton.language as tl
+    from triton.language.extra import libdevice
 except ImportError:  # pragma: no cover - tools that import every module (pytest --doctest-modules)
 
     class triton:  # noqa: N801 - a stand-in: the functions stay plain Python, never launched
@@ -43,10 +52,29 @@ except ImportError:  # pragma: no cover - tools that import every module (pytest
         def jit(fn):
             return fn
 
-    tl = None
+    tl = libdevice = None
+
+# Triton fixes its mode (compiler or interpreter) when it is first imported, and this module
+# is imported after it (see _host.kernels): the interpreter has no libdevice (its calls return None).
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+if tl is not None:
+    INTERPRETED = tl.constexpr(INTERPRETED)
 
 
 # --------------------------------------------------------------------------- scalar helpers
+
+
+@triton.jit
+def _exp_sum_term(x, PRECISE: tl.constexpr):
+    # exp for the terms of s' (the loss of a confident row is s' itself): libdevice's expf
+    # (2 ulp) on the GPU; NumPy's exp (correctly rounded in practice) in the interpreter.
+    # The linear head passes PRECISE=False: its logits carry the float32 GEMM's own rounding
+    # (about 1e-5 relative for |z| ~ 30 at d ~ 2000), ten times tl.exp's, and libdevice's
+    # longer sequence makes its 128 x 128 forward spill at sm_90a (255 registers).
+    if INTERPRETED or not PRECISE:
+        return tl.exp(x)
+    else:
+        return libdevice.exp(x)
 
 
 @triton.jit
@@ -97,7 +125,7 @@ def _round_bf16(x):
 
 
 @triton.jit
-def _online_update(z, cols, m, sp, amax, c0):
+def _online_update(z, cols, m, sp, amax, c0, PRECISE: tl.constexpr):
     """One block of the online (max, s') recurrence: z (R, B) fp32, -inf where masked.
 
     New max m' = max(m, block max). If the block holds the new max, the old
@@ -110,9 +138,9 @@ def _online_update(z, cols, m, sp, amax, c0):
     new = bm > m
     m_new = tl.maximum(m, bm)
     m_safe = tl.where(m_new == -float("inf"), 0.0, m_new)  # all masked so far: no NaN from -inf - -inf
-    p = tl.exp(z - m_safe[:, None])
+    p = _exp_sum_term(z - m_safe[:, None], PRECISE)
     p = tl.where(new[:, None] & (cols[None, :] == bidx[:, None]), 0.0, p)
-    old = tl.where(new, (sp + 1.0) * tl.exp(m - m_safe), sp)
+    old = tl.where(new, (sp + 1.0) * _exp_sum_term(m - m_safe, PRECISE), sp)
     old = tl.where(m == -float("inf"), 0.0, old)  # nothing seen before: no old max to rescale
     sp = old + tl.sum(p, axis=1)
     amax = tl.where(new, bidx, amax)
@@ -207,7 +235,7 @@ def ce_kernel(
             z = tl.load(z_row[:, None] + cols[None, :], mask=mask, other=ninf).to(ACC)
             if SOFTCAP:
                 z = tl.where(mask, _softcap(z, cap), ninf)
-            m, sp, amax = _online_update(z, cols, m, sp, amax, c0)
+            m, sp, amax = _online_update(z, cols, m, sp, amax, c0, True)
             n_nan += tl.sum(tl.where(z != z, 1, 0), axis=1)  # max/argmax may skip NaN: count it
             if HAS_WEIGHT:
                 wc = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(ACC)
@@ -449,7 +477,7 @@ def lce_forward_kernel(
             z = _softcap(z, cap)
         z = tl.where(cmask[None, :], z, ninf)
         m_old = m
-        m, sp, amax = _online_update(z, cols, m, sp, amax, c0)
+        m, sp, amax = _online_update(z, cols, m, sp, amax, c0, False)
         n_nan += tl.sum(tl.where(z != z, 1, 0), axis=1)
         if SMOOTH:
             n_blk = tl.sum(cmask.to(tl.float32), axis=0)
@@ -510,8 +538,8 @@ def lce_backward_kernel(
 ):
     r"""Per (row block, vocabulary block of the chunk [v0, v1)): recompute z, form G, accumulate dx, dW, db.
 
-    Two uses. ``STORE_G``: write the chunk's G (in x's dtype for bf16, else
-    float32) and stop; the host then forms dx += G W_chunk and dW_chunk = G^T x
+    Two uses. ``STORE_G``: write the chunk's G (in x's dtype; fp16 scaled by a power of
+    two through the coefficients, see ``_linear_head._g_scale``) and stop; the host then forms dx += G W_chunk and dW_chunk = G^T x
     with cuBLAS (float32 accumulation, deterministic, each dW entry rounded
     once). Otherwise (the gradient filter): the fused form below, which skips
     the matmuls of the tiles the filter drops.
@@ -583,14 +611,14 @@ def lce_backward_kernel(
             big = tl.where(valid & ((ce != 0.0) | (zc != 0.0))[:, None], tl.maximum(tl.abs(u), a), 0.0)
             use_tile = tl.max(tl.max(big, axis=1), axis=0) >= filter_eps
             if not use_tile:
-                tl.atomic_add(flag_ptr, 1)
+                tl.atomic_add(flag_ptr, 1, sem="relaxed")
         if use_tile:
             if UPCAST:
                 gd = g
             else:
                 gd = g.to(x_ptr.dtype.element_ty)
             if NEED_DB:
-                tl.atomic_add(db_ptr + (cols - v0), tl.sum(g, axis=0), mask=cmask)
+                tl.atomic_add(db_ptr + (cols - v0), tl.sum(g, axis=0), mask=cmask, sem="relaxed")
             for k0 in range(0, n_dim, BK):
                 ks = k0 + tl.arange(0, BK)
                 kmask = ks < n_dim
@@ -607,7 +635,10 @@ def lce_backward_kernel(
                     else:
                         dxk = tl.dot(gd, wt)
                     tl.atomic_add(
-                        dx_ptr + rows64[:, None] * n_dim + ks[None, :], dxk, mask=rmask[:, None] & kmask[None, :]
+                        dx_ptr + rows64[:, None] * n_dim + ks[None, :],
+                        dxk,
+                        mask=rmask[:, None] & kmask[None, :],
+                        sem="relaxed",
                     )
                 if NEED_DW:
                     xt = tl.load(
@@ -625,4 +656,5 @@ def lce_backward_kernel(
                         dw_ptr + (cols - v0).to(tl.int64)[:, None] * n_dim + ks[None, :],
                         dwk,
                         mask=cmask[:, None] & kmask[None, :],
+                        sem="relaxed",
                     )

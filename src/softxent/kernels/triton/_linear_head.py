@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from ._host import _interpret, _launching, cdiv, kernels
+from ._host import _interpret, _launching, cdiv, device_grad_scale, kernels, reduce_rows
 
 __all__ = ["DW_CHUNK_BYTES", "G_CHUNK_BYTES", "linear_backward", "linear_cross_entropy_triton", "linear_forward"]
 
@@ -138,9 +138,33 @@ def linear_forward(
     return ce, lse.float(), nll.float()
 
 
-# Which forms of cuBLAS' low-precision-in, float32-out GEMM this torch has (torch.mm(a, b,
-# out_dtype) came with torch 2.8; addmm into its own input may be refused): found on first use.
-_GEMM_FORMS = {"addmm_out": True, "mm_dtype": True}
+# cuBLAS' low-precision-in, float32-out GEMMs, as torch exposes them: torch.mm(a, b, out_dtype) (the
+# aten overload mm.dtype, torch >= 2.8) and addmm with out_dtype into a float32 accumulator, which
+# older torch refuses ("self and mat2 must have the same dtype"). Found once per process by the
+# overloads' presence and one probe on 1 x 1 tensors; errors of the real calls always propagate.
+_ADDMM_F32_INTO_SELF: dict[str, bool] = {}
+
+
+def _has_mm_dtype() -> bool:
+    return "dtype" in torch.ops.aten.mm.overloads()
+
+
+def _addmm_into_f32(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``torch.addmm(acc, a, b, out_dtype=float32, out=acc)`` takes a float32 ``acc`` here."""
+    key = f"{device.type}:{dtype}"
+    if key not in _ADDMM_F32_INTO_SELF:
+        ok = "dtype_out" in torch.ops.aten.addmm.overloads()
+        if ok:
+            acc = torch.zeros((1, 1), dtype=torch.float32, device=device)
+            one = torch.ones((1, 1), dtype=dtype, device=device)
+            try:
+                torch.addmm(acc, one, one, out_dtype=torch.float32, out=acc)
+            except RuntimeError as e:  # a dtype check of this torch (raised on the host, before any launch)
+                if "dtype" not in str(e):
+                    raise
+                ok = False
+        _ADDMM_F32_INTO_SELF[key] = ok
+    return _ADDMM_F32_INTO_SELF[key]
 
 
 def _low_precision_pair(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -149,26 +173,36 @@ def _low_precision_pair(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def _mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b accumulated and returned in float32 (no reduced-precision split-K for bf16)."""
-    if _low_precision_pair(a, b) and _GEMM_FORMS["mm_dtype"]:
-        try:
-            return torch.mm(a, b, torch.float32)
-        except (TypeError, RuntimeError):
-            _GEMM_FORMS["mm_dtype"] = False
+    if _low_precision_pair(a, b) and _has_mm_dtype():
+        return torch.mm(a, b, out_dtype=torch.float32)
     return a.float() @ b.float()
 
 
 def _addmm_f32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     """acc += a @ b with a float32 accumulator and result (cuBLAS' bf16 -> fp32 GEMM on CUDA)."""
-    if _low_precision_pair(a, b) and _GEMM_FORMS["addmm_out"]:
-        try:
-            torch.addmm(acc, a, b, torch.float32, out=acc)  # beta = 1: accumulate in place
-            return
-        except (TypeError, RuntimeError):
-            _GEMM_FORMS["addmm_out"] = False
     if _low_precision_pair(a, b):
-        acc.add_(_mm_f32(a, b))
+        if _addmm_into_f32(a.device, a.dtype):
+            torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)  # beta = 1: accumulate in place
+        else:
+            acc.add_(_mm_f32(a, b))
     else:
         acc.addmm_(a.float(), b.float())
+
+
+def _g_scale(ce_coef: torch.Tensor, zl_coef: torch.Tensor) -> torch.Tensor:
+    r"""A power of two S with S max_i(|c_i| + |zeta_i|) <= 1, on the device (float32 0-d).
+
+    fp16 holds G scaled by S: every entry of G is at most :math:`|c_i| + |\zeta_i|`
+    in magnitude (:math:`|a - t| \le 1`, :math:`a \le 1`, the soft cap's factor
+    :math:`\le 1`), so the scaled entries lie in [-1, 1], the largest within a
+    factor 2 of 1: fp16's 11 significant bits for every entry above 2**-14 of the
+    largest, no overflow, and the (1/N)-sized entries of a mean do not underflow
+    as they would unscaled. The GEMMs then run on fp16 tensor cores; S (exact, a
+    power of two) is divided out of their float32 results.
+    """
+    top = (ce_coef.abs() + zl_coef.abs()).max() if ce_coef.numel() else ce_coef.new_zeros(())
+    top = torch.where(torch.isfinite(top) & (top > 0), top, 1.0)
+    return torch.exp2(-torch.ceil(torch.log2(top))).to(torch.float32)
 
 
 def linear_backward(
@@ -203,8 +237,8 @@ def linear_backward(
     G fits :data:`G_CHUNK_BYTES`):
 
     * default (deterministic): a Triton kernel recomputes the chunk's logit
-      tiles and writes its (N, chunk) block of G (bf16 for bf16 inputs, else
-      float32); cuBLAS then adds :math:`G W_{\text{chunk}}` into a float32
+      tiles and writes its (N, chunk) block of G in ``x.dtype`` (fp16 scaled
+      by a power of two, :func:`_g_scale`); cuBLAS then adds :math:`G W_{\text{chunk}}` into a float32
       ``dx`` and forms :math:`dW_{\text{chunk}} = G^\top x` in one GEMM over
       all N rows (float32 accumulation, rounded to ``weight.dtype`` once):
       no atomics, and no float32 (V, d) buffer;
@@ -225,7 +259,8 @@ def linear_backward(
     need_db = need_db and bias is not None
     f32 = torch.float32
     fused = grad_filter is not None
-    g_dtype = torch.bfloat16 if x.dtype == torch.bfloat16 else f32  # fp16 would underflow G / N
+    # G in x's dtype for the tensor-core GEMMs; fp16 holds it scaled by a power of two (see _g_scale).
+    g_dtype = x.dtype
     dx_acc = torch.zeros((n_rows, n_dim), dtype=f32, device=dev) if need_dx else None
     dw = torch.empty_like(weight) if need_dw else None
     db = torch.empty_like(bias) if need_db else None
@@ -247,6 +282,11 @@ def linear_backward(
     lse = lse.to(f32).contiguous()
     ce_coef = ce_coef.to(f32).contiguous()
     zl_coef = zl_coef.to(f32).contiguous()
+    inv_s = None  # 1/S, multiplied into the float32 results (fp16 only; exact: S is a power of two)
+    if x.dtype == torch.float16:
+        s = _g_scale(ce_coef, zl_coef)
+        ce_coef, zl_coef, inv_s = ce_coef * s, zl_coef * s, 1.0 / s
+    unscale = (lambda t: t) if inv_s is None else (lambda t: t * inv_s)  # noqa: E731
     dummy = lse
     for v0 in range(0, n_classes, dw_chunk) if n_rows else ():
         v1 = min(n_classes, v0 + dw_chunk)
@@ -273,35 +313,31 @@ def linear_backward(
             )  # fmt: skip
         if fused:
             if need_dw and not direct:
-                dw[v0:v1].copy_(dw_acc[: v1 - v0])  # rounded to weight.dtype once per chunk
+                dw[v0:v1].copy_(unscale(dw_acc[: v1 - v0]))  # rounded to weight.dtype once per chunk
             continue
         if g_chunk is None:
             continue
         w_chunk = weight[v0:v1]
         if need_dx:
-            _addmm_f32(dx_acc, g_chunk, w_chunk if w_chunk.dtype == g_dtype else w_chunk.to(g_dtype))
+            _addmm_f32(dx_acc, g_chunk, w_chunk)
         if need_dw:
-            dw[v0:v1].copy_(_mm_f32(g_chunk.t(), x if x.dtype == g_dtype else x.to(g_dtype)))
+            dw[v0:v1].copy_(unscale(_mm_f32(g_chunk.t(), x)))
         if need_db:
-            db[v0:v1].copy_(g_chunk.sum(dim=0, dtype=f32))
+            db[v0:v1].copy_(unscale(g_chunk.sum(dim=0, dtype=f32)))
     if need_dw and not n_rows:
         dw.zero_()
     if need_db and not n_rows:
         db.zero_()
     if fused and need_db:
-        db.copy_(db_acc)
-    dx = None if dx_acc is None else dx_acc.to(x.dtype)
+        db.copy_(unscale(db_acc))
+    dx = None if dx_acc is None else unscale(dx_acc).to(x.dtype)
     return dx, dw, db, skipped
 
 
 def _row_coefficients(target, lse, ignore_index, reduction, z_loss, upstream, n_rows):
     """Per-row (ce_coef, zl_coef) on the device: the reduction's scale, the upstream gradient, 0 if ignored."""
     kept = target != ignore_index
-    if reduction == "mean":
-        n_kept = kept.sum().to(torch.float64)
-        scale = torch.where(n_kept > 0, 1.0 / torch.where(n_kept > 0, n_kept, 1.0), 0.0)
-    else:
-        scale = torch.ones((), dtype=torch.float64, device=lse.device)
+    scale = device_grad_scale(reduction, kept.sum())
     up = upstream.to(torch.float64) if isinstance(upstream, torch.Tensor) else float(upstream)
     ce = torch.where(kept, scale * up, 0.0) * torch.ones(n_rows, dtype=torch.float64, device=lse.device)
     zl = torch.where(kept, 2.0 * float(z_loss) * lse.double() * ce, 0.0) if z_loss else torch.zeros_like(ce)
@@ -371,16 +407,7 @@ def linear_cross_entropy_triton(
     loss_rows = ce_rows
     if z_loss:
         loss_rows = loss_rows + torch.where(kept, float(z_loss) * lse.double() ** 2, 0.0)
-    if reduction == "mean":
-        n_kept = kept.sum().to(torch.float64)
-        loss = loss_rows.sum() * torch.where(n_kept > 0, 1.0 / torch.where(n_kept > 0, n_kept, 1.0), 0.0)
-    elif reduction == "sum":
-        loss = loss_rows.sum()
-    elif reduction == "none":
-        loss = loss_rows
-    else:
-        raise ValueError(f"reduction must be one of ('mean', 'sum', 'none'), got {reduction!r}")
-    loss = loss.to(torch.float32)
+    loss = reduce_rows(loss_rows, device_grad_scale(reduction, kept.sum()), reduction).to(torch.float32)
     dx = dw = db = None
     skipped = torch.zeros(1, dtype=torch.int32, device=x.device)
     if need_grad:
