@@ -1295,15 +1295,16 @@ def test_pass_two_is_vectorised_in_and_out_of_place(dtype, in_place):
 @pytest.mark.parametrize("with_weight", [False, True])
 def test_compiled_label_pass_matches_numpy(label_dtype, with_weight, monkeypatch):
     from softxent import _losses
+    from softxent._xent_common import compiled_index_labels
 
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 7, (4, 9)).astype(label_dtype)
     labels[0, 3] = labels[2, 8] = -100
     weight = rng.uniform(0.1, 2.0, 7) if with_weight else None
     kern = kernels.cpu(np.dtype(np.float64))
-    fast = _losses._kernel_class_labels(labels, kern, 7, weight, -100)
-    assert fast is not None
-    monkeypatch.setattr(_losses, "_kernel_class_labels", lambda *args: None)
+    fast = compiled_index_labels(labels, kern, 7, weight, -100)
+    assert fast is not None and not isinstance(fast, int)
+    monkeypatch.setattr(_losses, "compiled_index_labels", lambda *args: None)
     slow = _losses._parse_labels(labels, (4, 9, 7), kern, 2, weight, -100)
     np.testing.assert_array_equal(fast.index, slow.index)
     np.testing.assert_array_equal(fast.row_weight, slow.row_weight)
@@ -1314,11 +1315,14 @@ def test_compiled_label_pass_matches_numpy(label_dtype, with_weight, monkeypatch
 @pytest.mark.parametrize("bad_value", [7, -1, -100])
 def test_compiled_label_pass_raises_the_numpy_message(label_dtype, bad_value):
     from softxent import _losses
+    from softxent._xent_common import compiled_index_labels
 
     labels = np.array([[0, 1, 2], [3, bad_value, 4]], dtype=label_dtype)
     ignore = None if bad_value == -100 else -100  # -100 is bad only when nothing is ignored
+    kern = kernels.cpu(np.dtype(np.float64))
+    assert compiled_index_labels(labels, kern, 7, None, ignore) == 4  # the flat position of the bad label
     with pytest.raises(ValueError) as fast:
-        _losses._kernel_class_labels(labels, kernels.cpu(np.dtype(np.float64)), 7, None, ignore)
+        _losses._parse_labels(labels, (2, 3, 7), kern, 2, None, ignore)
     with pytest.raises(ValueError) as slow:
         _losses.check_class_labels(labels.astype(np.int64), 7, ignore)
     assert str(fast.value) == str(slow.value)

@@ -52,10 +52,14 @@ __all__ = [
     "check_real",
     "check_reduction",
     "check_temperature",
+    "MaskedRowError",
     "format_index",
     "grad_scale",
+    "keeps_rows",
+    "label_range_message",
     "masked_row_message",
     "mean_scale",
+    "reduce_rows",
     "reduce_total",
     "short_repr",
 ]
@@ -241,6 +245,16 @@ def reduce_total(total: Any, denominator: float, reduction: Reduction) -> Any:
     return total / denominator if denominator else total * 0.0
 
 
+def reduce_rows(rows: Any, total: Any, denominator: float, reduction: Reduction) -> Any:
+    """The loss a caller sees: the per-row losses for ``"none"``, else :func:`reduce_total` of their sum."""
+    return rows if reduction == "none" else reduce_total(total, denominator, reduction)
+
+
+def keeps_rows(reduction: Reduction) -> bool:
+    """Whether the loss is one value per row (``"none"``) rather than one number."""
+    return reduction == "none"
+
+
 def masked_row_message(where: str, skip: str, *, label: str = "label") -> str:
     """The one text for a row whose classes are all masked (-inf) but whose label asks for a loss.
 
@@ -252,4 +266,31 @@ def masked_row_message(where: str, skip: str, *, label: str = "label") -> str:
     return (
         f"{where} is -inf for every class (all classes masked), so it has no softmax, "
         f"but its {label} asks for a loss; {skip}"
+    )
+
+
+class MaskedRowError(ValueError):
+    """A row whose classes are all masked but whose label asks for a loss; ``row`` is its flat index.
+
+    Raised by the backends in the NumPy API's words; a front end with other
+    argument names catches it and says the same in its own words
+    (:func:`masked_row_message`).
+    """
+
+    def __init__(self, message: str, row: int) -> None:
+        super().__init__(message)
+        self.row = row
+
+
+def label_range_message(label: str, n_classes: int, ignore_index: int | None, given: str, where: str) -> str:
+    """The one text for a class index outside ``[0, n_classes)``.
+
+    ``label`` is the front end's name for the labels (``"labels"``,
+    ``"target"``), ``given`` the bad value as the user wrote it, ``where`` its
+    index (:func:`format_index`).
+    """
+    hint = "" if ignore_index is None else f" (or ignore_index={ignore_index} to skip the row)"
+    return (
+        f"{label} must hold class indices in [0, {n_classes}) for {n_classes} classes{hint}, "
+        f"got {given} at index {where}"
     )

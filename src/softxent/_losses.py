@@ -40,16 +40,14 @@ soft-cap, a pass around either of them, in :mod:`softxent._xent_options`
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from . import _contract, kernels
 from ._contract import Reduction
+from ._fused import softmax_xent_rows
 from ._sigmoid_xent import sigmoid_cross_entropy, sigmoid_cross_entropy_grad, sigmoid_cross_entropy_with_grad
-from ._softmax import kernel_inv_temperature
-from ._softmax_paths import _kernel_gradient_fits, _kernel_softmax_xent, _reference_softmax_xent
 from ._validation import (
     as_array,
     as_float_array,
@@ -59,12 +57,10 @@ from ._validation import (
     check_class_weight,
     check_probability_labels,
     check_sample_weight,
-    compute_dtype,
 )
 from ._xent_common import Labels as _Labels
+from ._xent_common import compiled_index_labels
 from ._xent_common import kernel_probability_labels as _kernel_probability_labels
-from ._xent_common import scalar_or_array as _scalar_or_array
-from ._xent_options import softmax_xent_options
 
 __all__ = [
     "sigmoid_cross_entropy",
@@ -101,7 +97,10 @@ def _parse_labels(
             probs = check_probability_labels(lab)
         return _Labels(None, np.moveaxis(probs, axis, -1), None, at_most_one)
     if lab.shape == batch:
-        fast = _kernel_class_labels(lab, kern, n_classes, weight, ignore_index)
+        fast = compiled_index_labels(lab, kern, n_classes, weight, ignore_index)
+        if isinstance(fast, int):
+            check_class_labels(lab, n_classes, ignore_index)  # raises, naming the first bad label
+            raise AssertionError("the compiled label pass and check_class_labels disagree")  # pragma: no cover
         if fast is not None:
             return fast
         idx, kept = check_class_labels(lab, n_classes, ignore_index, original=labels)
@@ -113,55 +112,6 @@ def _parse_labels(
         f"labels must be class indices of shape {batch} (the logits' shape {shape} without "
         f"axis {axis}) or probabilities of shape {shape}, got shape {lab.shape}"
     )
-
-
-_INT_LABELS = (np.dtype(np.int64), np.dtype(np.int32))
-
-
-def _kernel_class_labels(
-    lab: np.ndarray, kern: Any, n_classes: int, weight: np.ndarray | None, ignore_index: int | None
-) -> _Labels | None:
-    """:func:`_parse_labels` for int32/int64 class labels in one compiled pass
-    (None where the kernels are off or the dtype is another: the NumPy path)."""
-    if kern is None or lab.dtype not in _INT_LABELS or lab.ndim == 0:
-        return None
-    flat = np.ascontiguousarray(lab).reshape(-1)
-    has_ignore = ignore_index is not None
-    ignore = ignore_index if has_ignore else 0
-    bad, any_ignored = -1, True
-    if weight is None and flat.dtype == np.int64:
-        bad, any_ignored = kern.class_check(flat, n_classes, ignore, has_ignore)
-        if bad < 0 and not any_ignored:  # the labels are the indices, and every row weighs 1
-            return _Labels(flat.reshape(lab.shape), None, None)
-    if bad < 0:
-        idx = np.empty(flat.shape, dtype=np.int64)
-        row_weight = np.empty(flat.shape)
-        w = np.empty(0) if weight is None else weight
-        bad = kern.class_rows(flat, n_classes, ignore, has_ignore, w, idx, row_weight)
-    if bad >= 0:
-        check_class_labels(lab, n_classes, ignore_index)  # raises, naming the first bad label
-        raise AssertionError("the compiled label pass and check_class_labels disagree")  # pragma: no cover
-    return _Labels(idx.reshape(lab.shape), None, row_weight.reshape(lab.shape))
-
-
-def _effective_target(lab: _Labels, n_classes: int, weight: np.ndarray | None, smoothing: float) -> np.ndarray:
-    """The dense effective target ``t`` of the module docstring, float64, class axis last."""
-    w = np.ones(n_classes) if weight is None else weight
-    uniform = smoothing / n_classes if n_classes else 0.0
-    if lab.probs is not None:
-        y = lab.probs.astype(np.float64)
-        if smoothing:
-            y = (1.0 - smoothing) * y + uniform
-        return y if weight is None else y * weight
-    kept = lab.index >= 0
-    safe = np.maximum(lab.index, 0)[..., None]
-    t = np.broadcast_to(uniform * w, lab.index.shape + (n_classes,)).copy()
-    if n_classes:
-        rw = 1.0 if lab.row_weight is None else lab.row_weight[..., None]
-        on_label = np.take_along_axis(t, safe, axis=-1) + (1.0 - smoothing) * rw
-        np.put_along_axis(t, safe, on_label, axis=-1)
-    t[~kept] = 0.0
-    return t
 
 
 def _grad_buffer(arr: np.ndarray, logits: Any, out: Any, inplace: bool) -> np.ndarray | None:
@@ -220,73 +170,16 @@ def _softmax_xent(
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing, temperature=temperature,
         z_loss=z_loss, softcap=softcap,
     )  # fmt: skip
-    reduction, smoothing, temperature = opts.reduction, opts.label_smoothing, opts.temperature
-    ignore_index = opts.ignore_index
     inplace = check_bool(inplace, "inplace")
     weight = check_class_weight(weight, n_classes)
     sample_weight = check_sample_weight(sample_weight, batch)
     target = _grad_buffer(arr, logits, out, inplace) if need_grad else None
     kern = kernels.cpu(arr.dtype)
-    lab = _parse_labels(labels, arr.shape, kern, ax, weight, ignore_index)
-
-    if lab.row_weight is None:  # every row weighs 1: no sum of N ones
-        denominator = float(math.prod(batch)) if sample_weight is None else float(sample_weight.sum())
-    else:
-        rows_in_mean = lab.row_weight if sample_weight is None else sample_weight * lab.row_weight
-        denominator = float(rows_in_mean.sum())
-    grad_scale = _contract.grad_scale(reduction, denominator)
-
-    inv_t = None if kern is None else kernel_inv_temperature(temperature, arr.dtype)
-    if (
-        inv_t is not None
-        and need_grad
-        and not _kernel_gradient_fits(inv_t, grad_scale, weight, sample_weight, lab, arr.dtype)
-    ):
-        inv_t = None
-    if opts.z_loss or opts.softcap is not None:  # z-loss and cap around the same computations
-        loss, grad, lse = softmax_xent_options(
-            arr, ax, lab, weight, sample_weight, opts, denominator, grad_scale, kern, inv_t, need_grad,
-            lambda lab: _effective_target(lab, n_classes, weight, smoothing),
-        )  # fmt: skip
-        if grad is not None and target is not None:
-            np.copyto(target, grad)
-            grad = target
-        return _scalar_or_array(loss, arr.dtype), grad, (lse if need_lse else None)
-    grad = None
-    if inv_t is not None:  # the kernels, at a temperature and scale they handle
-        grad2 = None
-        if need_grad:
-            dest = target if target is not None else np.empty(arr.shape, dtype=arr.dtype)
-            grad2 = kernels.as_rows(dest, ax)
-            # Write straight into the destination when its (N, V) view is not a copy.
-            if inplace and not np.shares_memory(grad2, dest):
-                grad2 = kernels.as_rows(arr, ax)  # a copy of the logits, overwritten, then put back
-        loss_rows, lse, total = _kernel_softmax_xent(
-            kern, arr, ax, lab, weight, smoothing, sample_weight, inv_t, grad_scale,
-            grad2, ignore_index, keep_rows=reduction == "none", keep_lse=need_lse,
-        )  # fmt: skip
-        if need_grad:
-            grad = kernels.from_rows(grad2, arr.shape, ax)
-    else:
-        t = _effective_target(lab, n_classes, weight, smoothing)
-        scale = np.ones(batch) if sample_weight is None else sample_weight
-        z = np.moveaxis(arr.astype(compute_dtype(arr.dtype)), ax, -1)
-        loss_rows, grad, lse = _reference_softmax_xent(z, t, scale, temperature, grad_scale, need_grad, ignore_index)
-        total = loss_rows.sum()
-        if grad is not None:
-            with np.errstate(over="ignore"):  # beyond float32's range (tiny T): +-inf, as in the kernel
-                grad = np.moveaxis(grad, -1, ax).astype(arr.dtype, copy=False)
-    if grad is not None and not grad_scale:
-        grad = np.zeros_like(grad)  # a mean over no counted row: 0, not 0/0 (nor a NaN row's NaN)
-    if grad is not None and target is not None:
-        # The caller gets its own buffer back, not a view of it; a gradient
-        # computed elsewhere (a copy for a strided layout) is put back first.
-        if not np.shares_memory(grad, target):
-            np.copyto(target, grad)
-        grad = target
-    loss = loss_rows if reduction == "none" else _contract.reduce_total(total, denominator, reduction)
-    # lse stays float64: log-sum-exp of z / T can exceed float32's range.
-    return _scalar_or_array(loss, arr.dtype), grad, _scalar_or_array(lse, np.dtype(np.float64)) if need_lse else None
+    lab = _parse_labels(labels, arr.shape, kern, ax, weight, opts.ignore_index)
+    return softmax_xent_rows(
+        arr, ax, lab, opts, weight=weight, sample_weight=sample_weight, need_grad=need_grad,
+        target=target, inplace=inplace, need_lse=need_lse,
+    )  # fmt: skip
 
 
 _SOFTMAX_PARAMS = r"""

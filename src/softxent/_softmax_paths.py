@@ -19,11 +19,11 @@ from ._validation import format_index
 from ._xent_common import Labels as _Labels
 
 
-def _all_masked_error(row: int, batch: tuple[int, ...], ignore_index: int | None) -> ValueError:
+def _all_masked_error(row: int, batch: tuple[int, ...], ignore_index: int | None) -> _contract.MaskedRowError:
     skip = (
         f"give it ignore_index={ignore_index if ignore_index is not None else -100} or a zero sample_weight to skip it"
     )
-    return ValueError(_contract.masked_row_message(f"logits row {format_index(row, batch)}", skip))
+    return _contract.MaskedRowError(_contract.masked_row_message(f"logits row {format_index(row, batch)}", skip), row)
 
 
 def _reference_softmax_xent(

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ._contract import REDUCTIONS, check_ignore_index, check_reduction, format_index
+from ._contract import REDUCTIONS, check_ignore_index, check_reduction, format_index, label_range_message
 from ._contract import check_real as check_scalar
 from ._contract import short_repr as _short
 
@@ -299,16 +299,12 @@ def check_class_labels(
     bad = kept & np.asarray((values < 0) | (values >= n_classes), dtype=bool)
     if bad.any():
         i = _first_bad(bad)
-        hint = "" if ignore_index is None else f" (or ignore_index={ignore_index} to skip the row)"
         given = labels.ravel()[i]
         given = given.item() if isinstance(given, np.generic) else given
         if kind in "iub":  # show integers as integers (np.int64(7) as 7)
             given = int(given) if kind != "b" else bool(given)
         shown = _short(_given(original, i, labels.shape, given))
-        raise ValueError(
-            f"labels must lie in [0, {n_classes}) for {n_classes} classes{hint}, "
-            f"got {shown} at index {format_index(i, labels.shape)}"
-        )
+        raise ValueError(label_range_message("labels", n_classes, ignore_index, shown, format_index(i, labels.shape)))
     # Every label is now in [0, n_classes) or equal to ignore_index, which fits int64.
     return values.astype(np.int64, copy=False), kept
 

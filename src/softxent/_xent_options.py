@@ -95,19 +95,21 @@ def _post_pass(
 def softmax_xent_options(
     arr: np.ndarray, ax: int, lab: Labels, weight: np.ndarray | None, sample_weight: np.ndarray | None,
     opts: XentOptions, denominator: float, grad_scale: float, kern: Any, inv_t: float | None,
-    need_grad: bool, effective_target: Any,
+    need_grad: bool, effective_target: Any, z_weight: np.ndarray | None = None,
 ) -> tuple[np.ndarray | float, np.ndarray | None, np.ndarray]:  # fmt: skip
     """Loss (reduced, float64), gradient (``arr``'s shape and dtype, or None) and lse (batch shape, float64).
 
     ``inv_t`` is the kernels' ``1/T`` when they run this call (None: the exact
-    path); ``effective_target(lab)`` gives the exact path's dense target.
+    path); ``effective_target(lab)`` gives the exact path's dense target;
+    ``z_weight`` replaces the sample weight in the z-loss term.
     """
     c, lam, temperature, reduction = opts.softcap, opts.z_loss, opts.temperature, opts.reduction
     n_classes = arr.shape[ax]
     batch = arr.shape[:ax] + arr.shape[ax + 1 :]
     n_rows = math.prod(batch)
     # The z-loss weight of each row: its sample weight if not ignored (probability labels: every row).
-    zw = np.ones(n_rows) if sample_weight is None else sample_weight.reshape(-1).astype(np.float64)
+    row_w = sample_weight if z_weight is None else z_weight
+    zw = np.ones(n_rows) if row_w is None else row_w.reshape(-1).astype(np.float64)
     if lab.index is not None:
         zw = np.where(lab.index.reshape(-1) >= 0, zw, 0.0)
     zl_scale = _contract.grad_scale(reduction, float(zw.sum()))
@@ -141,12 +143,9 @@ def softmax_xent_options(
             raise _all_masked_error(int(np.flatnonzero(bad)[0]), batch, opts.ignore_index)
         with np.errstate(over="ignore", invalid="ignore"):
             z_rows = np.where(zw > 0, lam * zw * lse * lse, 0.0)
-    if reduction == "none":
-        loss: np.ndarray | float = (loss_rows + z_rows if lam else loss_rows).reshape(batch)
-    else:
-        loss = _contract.reduce_total(total, denominator, reduction)
-        if lam:
-            loss = loss + float(z_rows.sum()) * zl_scale
+    loss = _contract.reduce_rows(loss_rows.reshape(batch), total, denominator, reduction)
+    if lam:
+        loss = loss + (z_rows.reshape(batch) if _contract.keeps_rows(reduction) else float(z_rows.sum()) * zl_scale)
 
     grad_out = None
     if g2 is not None:

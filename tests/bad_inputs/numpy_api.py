@@ -45,14 +45,14 @@ _LABEL_ROWS = [
         "label-1e20-float",
         lambda tmp: _sce(labels=np.array([1e20, 0.0])),
         ValueError,
-        r"labels must lie in \[0, 3\) .*got 1e\+20 at index \(0,\)",
+        r"labels must hold class indices in \[0, 3\) .*got 1e\+20 at index \(0,\)",
     ),
     Case(
         "numpy",
         "label-2**63+1-python-int",
         lambda tmp: _sce(labels=[0, 2**63 + 1]),
         ValueError,
-        r"labels must lie in \[0, 3\) .*got 9223372036854775809 at index \(1,\)",
+        r"labels must hold class indices in \[0, 3\) .*got 9223372036854775809 at index \(1,\)",
     ),
     Case(
         "numpy",
@@ -73,7 +73,7 @@ _LABEL_ROWS = [
         "label-negative-float",
         lambda tmp: _sce(labels=np.array([0.0, -5.0])),
         ValueError,
-        r"labels must lie in \[0, 3\) .*ignore_index=-100.*got -5\.0 at index \(1,\)",
+        r"labels must hold class indices in \[0, 3\) .*ignore_index=-100.*got -5\.0 at index \(1,\)",
     ),
     Case(
         "numpy",
@@ -87,7 +87,7 @@ _LABEL_ROWS = [
         "label-bool-out-of-range",
         lambda tmp: _sce(logits=LOGITS[:, :1], labels=np.array([False, True])),
         ValueError,
-        r"labels must lie in \[0, 1\) for 1 classes.*got True at index \(1,\)",
+        r"labels must hold class indices in \[0, 1\) for 1 classes.*got True at index \(1,\)",
     ),
     Case(
         "numpy",

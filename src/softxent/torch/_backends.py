@@ -27,9 +27,10 @@ Backends by device type
 -----------------------
 * ``"cpu"``: :func:`cpu_rows`, the fused numba kernels of
   :mod:`softxent.kernels` on zero-copy NumPy views of the tensors
-  (``Tensor.numpy()`` shares memory), through the public NumPy API
-  :func:`softxent.softmax_cross_entropy_with_grad` with ``out=``/``inplace=``
-  and ``return_lse=True``.
+  (``Tensor.numpy()`` shares memory), through the private entry point that
+  the NumPy API uses too (:func:`softxent._fused.softmax_xent_rows`: z-loss
+  and soft-cap included). The labels are checked once, by the compiled pass
+  that also prepares them for the kernel.
 * ``"cuda"`` (when Triton is installed, on a CUDA build of torch):
   :func:`softxent.torch._triton.cuda_rows`, one Triton kernel launch per
   call, no host synchronisation (data errors give NaN rows instead of
@@ -50,18 +51,22 @@ from typing import Any
 import numpy as np
 import torch
 
-import softxent as sx
-
-from .._contract import mean_scale
+from .. import kernels
+from .._contract import MaskedRowError, XentOptions
+from .._fused import softmax_xent_rows
+from .._validation import check_probability_labels
+from .._xent_common import Labels, compiled_index_labels, kernel_probability_labels
 from ._memory import empty
 from ._reference import work_dtype
-from ._validation import check_index_target_values, check_prob_target_values, first_masked_row, masked_row_error
+from ._validation import (
+    check_index_target_values,
+    check_prob_target_values,
+    check_weight_values,
+    index_target_error,
+    masked_row_error,
+)
 
 __all__ = ["FUSED_BACKENDS", "cpu_rows", "fused_backend", "has_fused_backend"]
-
-# Rows per slice of the elementwise z-loss / soft-cap passes: about 4 MiB of
-# float32 temporaries, so they stay in cache and never cost a second (M, C) buffer.
-_SLICE_ELEMENTS = 1 << 20
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -118,105 +123,64 @@ def cpu_rows(
     """
     n_rows, n_classes = z.shape
     wd = work_dtype(z.dtype)
-    z_in, z_in_intact = z, not z_writable  # to name a fully masked row if the kernel finds one
     if z.dtype != wd:
         z = empty(tuple(z.shape), wd).copy_(z)  # bf16/fp16: float32 copy, ours to overwrite
         z_writable = True
-    prob = target.is_floating_point()
-    if prob:
-        check_prob_target_values(target)
-        y = _numpy(target.to(wd).contiguous())
-        kept = None  # every row takes part in the z-loss
-    else:
-        check_index_target_values(target, n_classes, ignore_index)
-        y = _numpy(target.to(torch.int64).contiguous())
-        kept = y != ignore_index
+    arr = _numpy(z)
+    kern = kernels.cpu(arr.dtype)
+    check_weight_values(weight)  # (K,): free beside the logits' sweep
     w = None if weight is None else _numpy(weight.to(torch.float64))
-    sample_weight = None
-    np_reduction = reduction
-    ce_scale = zl_scale = 1.0
-    if scale is not None:
-        ce_scale, zl_scale = scale
-        if ce_scale != 1.0:
-            sample_weight = np.full(n_rows, ce_scale)
-    elif reduction == "mean" and z_loss:
-        n_kept = n_rows if kept is None else int(kept.sum())
-        zl_scale = mean_scale(n_kept)
-
-    if softcap is not None:
-        # z' = c tanh(z / c), into a buffer of our own that then receives the gradient.
-        src = torch.div(z, softcap, out=empty(tuple(z.shape), wd)).tanh_().mul_(softcap)
-        src_writable = True
-    else:
-        src, src_writable = z, z_writable
-    options = dict(
-        weight=w, ignore_index=ignore_index, label_smoothing=label_smoothing,
-        sample_weight=sample_weight, reduction=np_reduction,
+    prob = target.is_floating_point()
+    lab = _cpu_labels(target, wd, n_classes, w, ignore_index, kern)
+    # Already checked by the front end (check_options): built, not re-validated.
+    opts = XentOptions(
+        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss,
+        softcap=softcap,
     )  # fmt: skip
-    grad = lse = None
+    sample_weight = z_weight = None
+    if scale is not None:  # a block of a larger batch: its rows scaled by the whole batch's denominators
+        ce_scale, zl_scale = scale
+        sample_weight, z_weight = np.full(n_rows, ce_scale), np.full(n_rows, zl_scale)
+    grad = None
+    if need_grad:
+        # Overwrite the logits only where the caller allows it (the linear head's own block).
+        grad = z if z_writable else empty(tuple(z.shape), wd)
     try:
-        if need_grad:
-            # The z-loss needs the logits after the kernel: overwrite them only if
-            # they can be rebuilt (from z, when soft-capped) or are not needed.
-            inplace = src_writable and (z_loss == 0.0 or softcap is not None)
-            grad = src if inplace else empty(tuple(src.shape), wd)
-            loss, _, lse_np = sx.softmax_cross_entropy_with_grad(
-                _numpy(src), y, **options, return_lse=True,
-                **(dict(inplace=True) if inplace else dict(out=_numpy(grad))),
-            )  # fmt: skip
-            lse = torch.from_numpy(lse_np)
-        else:
-            loss = sx.softmax_cross_entropy(_numpy(src), y, **options)
-            if z_loss or need_lse:
-                lse = torch.from_numpy(np.asarray(sx.logsumexp(_numpy(src), axis=-1), dtype=np.float64))
-    except ValueError:
-        # The NumPy layer names a fully masked row in its own words (logits, labels,
-        # sample_weight); say it in torch's. Callers that let z be overwritten
-        # (the linear head) rebuild their logits and say it themselves.
-        row = first_masked_row(z_in, target, ignore_index) if z_in_intact and softcap is None else None
-        if row is None:
-            raise
-        raise masked_row_error(row, ignore_index, prob=prob) from None
-    loss = torch.from_numpy(np.asarray(loss, dtype=np.float64))
-
-    if z_loss:
-        assert lse is not None
-        keep = torch.ones(n_rows, dtype=torch.bool) if kept is None else torch.from_numpy(kept)
-        z_rows = torch.where(keep, z_loss * lse * lse, 0.0)  # float64
-        loss = loss + (z_rows * zl_scale if reduction == "none" else z_rows.sum() * zl_scale)
-    if grad is not None and (z_loss or softcap is not None):
-        # d(z_loss lse^2)/dz' = 2 z_loss lse softmax(z')  (the per-row scale follows the reduction)
-        coef = None
-        if z_loss:
-            coef = torch.where(keep, (2.0 * z_loss * zl_scale) * lse, 0.0).to(wd)
-        _zloss_softcap_grad(grad, z if softcap is not None else src, lse.to(wd), coef, softcap)
-    return loss, grad, (lse if (need_lse or z_loss) else None)
+        loss, _, lse = softmax_xent_rows(
+            arr, 1, lab, opts, weight=w, sample_weight=sample_weight, z_weight=z_weight, need_grad=need_grad,
+            target=None if grad is None else _numpy(grad), inplace=grad is z, need_lse=need_lse,
+        )  # fmt: skip
+    except MaskedRowError as err:  # the NumPy layer's words (logits, labels, sample_weight) in torch's
+        raise masked_row_error(err.row, ignore_index, prob=prob) from None
+    return (
+        torch.from_numpy(np.asarray(loss, dtype=np.float64)),
+        grad,
+        None if lse is None else torch.from_numpy(lse),
+    )
 
 
-def _zloss_softcap_grad(
-    grad: torch.Tensor, z: torch.Tensor, lse: torch.Tensor, coef: torch.Tensor | None, softcap: float | None
-) -> None:
-    """In place: ``grad += coef * softmax(z')``, then ``grad *= sech^2(z / c)`` (chain rule of the cap).
-
-    ``z`` holds the logits before the cap when ``softcap`` is set (``z'`` is
-    rebuilt from them slice by slice), else the logits themselves.
-    """
-    n_rows, n_classes = grad.shape
-    step = max(1, _SLICE_ELEMENTS // max(n_classes, 1))
-    for r0 in range(0, n_rows, step):
-        r1 = min(n_rows, r0 + step)
-        g = grad[r0:r1]
-        u = z[r0:r1] / softcap if softcap is not None else z[r0:r1]
-        if coef is not None:
-            zc = torch.tanh(u).mul_(softcap) if softcap is not None else u
-            a = torch.sub(zc, lse[r0:r1, None]).exp_().mul_(coef[r0:r1, None])
-            # Ignored rows have coef 0 but may hold -inf/NaN logits: 0 * NaN must stay 0.
-            g.add_(a.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0))
-        if softcap is not None:
-            # d tanh(u)/du = sech^2(u) = 1/cosh^2(u), not 1 - tanh^2(u): the
-            # latter rounds to 0 once tanh(u) rounds to 1 (|u| > 9 in float32),
-            # sech^2 keeps its tiny value; cosh overflow gives 1/inf = 0, right.
-            g.mul_(u.cosh_().reciprocal_().square_().nan_to_num_(nan=0.0))
+def _cpu_labels(
+    target: torch.Tensor, wd: torch.dtype, n_classes: int, w: np.ndarray | None, ignore_index: int, kern: Any
+) -> Labels:
+    """``target`` as the kernels' labels, its values checked once (in torch's words)."""
+    if target.is_floating_point():
+        y = _numpy(target.to(wd).contiguous())
+        probs, at_most_one = kernel_probability_labels(y, kern, None, lambda: check_prob_target_values(target))
+        if probs is None:  # no kernels: the check in torch, then the labels in float64
+            check_prob_target_values(target)
+            probs = check_probability_labels(y)
+        return Labels(None, probs, None, at_most_one)
+    y = _numpy(target.to(torch.int64).contiguous())
+    lab = compiled_index_labels(y, kern, n_classes, w, ignore_index)
+    if isinstance(lab, int):
+        raise index_target_error(target, lab, n_classes, ignore_index)
+    if lab is None:  # no kernels: the same rule in NumPy
+        check_index_target_values(target, n_classes, ignore_index)
+        kept = y != ignore_index
+        idx = np.where(kept, y, -1)
+        row_w = np.where(kept, (np.ones(n_classes) if w is None else w)[np.maximum(idx, 0)], 0.0) if n_classes else None
+        lab = Labels(idx, None, np.zeros(y.shape) if row_w is None else row_w)
+    return lab
 
 
 #: Fused backends by device type: functions with :func:`cpu_rows`'s signature.

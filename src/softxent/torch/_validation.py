@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .._contract import REDUCTIONS, XentOptions, format_index, masked_row_message
+from .._contract import REDUCTIONS, XentOptions, format_index, label_range_message, masked_row_message
 
 __all__ = [
     "REDUCTIONS",
@@ -34,6 +34,7 @@ __all__ = [
     "check_prob_target_values",
     "check_options",
     "first_masked_row",
+    "index_target_error",
     "format_index",
     "masked_row_error",
 ]
@@ -191,11 +192,14 @@ def check_index_target_values(target: torch.Tensor, n_classes: int, ignore_index
     bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
     if bool(bad.any()):
         i = int(bad.reshape(-1).nonzero()[0, 0])
-        raise ValueError(
-            f"target must hold class indices in [0, {n_classes}) for {n_classes} classes "
-            f"(or ignore_index={ignore_index} to skip the row), got {int(target.reshape(-1)[i])} "
-            f"at index {format_index(i, tuple(target.shape))}"
-        )
+        raise index_target_error(target, i, n_classes, ignore_index)
+
+
+def index_target_error(target: torch.Tensor, flat_index: int, n_classes: int, ignore_index: int) -> ValueError:
+    """The label-range error for ``target``'s entry at ``flat_index`` (in torch's argument names)."""
+    given = str(int(target.reshape(-1)[flat_index]))
+    where = format_index(flat_index, tuple(target.shape))
+    return ValueError(label_range_message("target", n_classes, ignore_index, given, where))
 
 
 def check_prob_target_values(target: torch.Tensor) -> None:

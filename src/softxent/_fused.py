@@ -1,0 +1,151 @@
+r"""The private fused entry point of softmax cross-entropy on the CPU: one call behind every front end.
+
+:func:`softxent.softmax_cross_entropy` and its siblings, the CPU backend of
+``softxent.torch`` and the estimators reach the loss through
+:func:`softmax_xent_rows`, with arguments already checked:
+
+* ``arr``: the logits as a NumPy array (float32/float64 run in the kernels),
+* ``lab``: :class:`softxent._xent_common.Labels` (class indices with -1 for
+  an ignored row and each row's class weight, or probabilities),
+* ``opts``: the :class:`softxent._contract.XentOptions` of the call,
+* class weights, per-row sample weights (and the z-loss's own row weights),
+  and where the gradient goes (a new array, ``out``, or over the logits).
+
+It picks the computation (the numba kernels when they can run the call at
+its temperature and scale, else the exact float64 NumPy path; the z-loss and
+the soft-cap around either, in :mod:`softxent._xent_options`), applies the
+reduction of the contract, and returns loss, gradient and per-row
+log-sum-exp. Nothing here validates: a front end that gets here has checked
+its arguments and speaks to its user in its own words (a fully masked row
+raises :class:`softxent._contract.MaskedRowError`, which carries the row).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _contract, kernels
+from ._contract import XentOptions
+from ._softmax import kernel_inv_temperature
+from ._softmax_paths import _kernel_gradient_fits, _kernel_softmax_xent, _reference_softmax_xent
+from ._validation import compute_dtype
+from ._xent_common import Labels, effective_target, scalar_or_array
+from ._xent_options import softmax_xent_options
+
+__all__ = ["softmax_xent_rows"]
+
+
+def softmax_xent_rows(
+    arr: np.ndarray,
+    ax: int,
+    lab: Labels,
+    opts: XentOptions,
+    *,
+    weight: np.ndarray | None = None,
+    sample_weight: np.ndarray | None = None,
+    z_weight: np.ndarray | None = None,
+    need_grad: bool = True,
+    target: np.ndarray | None = None,
+    inplace: bool = False,
+    need_lse: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Loss, gradient and (``need_lse``) log-sum-exp of validated arguments, in one sweep.
+
+    Parameters
+    ----------
+    arr : ndarray of float, class axis ``ax``
+    lab : Labels
+        Class axis last.
+    opts : XentOptions
+    weight : ndarray (K,) float64 or None
+        Class weights.
+    sample_weight : ndarray (batch shape) float64 or None
+        Multiplies each row's cross-entropy (and its z-loss unless ``z_weight``).
+    z_weight : ndarray (batch shape) float64 or None
+        Each row's weight in the z-loss term, when it differs from the sample
+        weight (the linear head scales the two parts of a block by different
+        global denominators). Ignored rows take no z-loss either way.
+    need_grad : bool
+    target : ndarray or None
+        The caller's buffer for the gradient (``out=``, or ``arr`` itself with
+        ``inplace``); None: a new array.
+    inplace : bool
+        ``target is arr``: the logits may be overwritten by the gradient.
+    need_lse : bool
+
+    Returns
+    -------
+    loss : ndarray
+        Per-row (batch shape) for ``"none"``, else 0-d; in ``arr``'s dtype.
+    grad : ndarray or None
+        ``target`` when given, else a new array of ``arr``'s shape and dtype.
+    lse : ndarray (batch shape) float64, or None
+        Log-sum-exp of each row of :math:`z'/T`, ignored rows included.
+    """
+    n_classes = arr.shape[ax]
+    batch = arr.shape[:ax] + arr.shape[ax + 1 :]
+    reduction, smoothing, temperature = opts.reduction, opts.label_smoothing, opts.temperature
+    kern = kernels.cpu(arr.dtype)
+
+    if lab.row_weight is None:  # every row weighs 1: no sum of N ones
+        denominator = float(math.prod(batch)) if sample_weight is None else float(sample_weight.sum())
+    else:
+        rows_in_mean = lab.row_weight if sample_weight is None else sample_weight * lab.row_weight
+        denominator = float(rows_in_mean.sum())
+    grad_scale = _contract.grad_scale(reduction, denominator)
+
+    inv_t = None if kern is None else kernel_inv_temperature(temperature, arr.dtype)
+    if (
+        inv_t is not None
+        and need_grad
+        and not _kernel_gradient_fits(inv_t, grad_scale, weight, sample_weight, lab, arr.dtype)
+    ):
+        inv_t = None
+    if opts.z_loss or opts.softcap is not None:  # z-loss and cap around the same computations
+        loss, grad, lse = softmax_xent_options(
+            arr, ax, lab, weight, sample_weight, opts, denominator, grad_scale, kern, inv_t, need_grad,
+            lambda lab: effective_target(lab, n_classes, weight, smoothing), z_weight,
+        )  # fmt: skip
+        if grad is not None and target is not None:
+            np.copyto(target, grad)
+            grad = target
+        return scalar_or_array(loss, arr.dtype), grad, (lse if need_lse else None)
+    grad = None
+    if inv_t is not None:  # the kernels, at a temperature and scale they handle
+        grad2 = None
+        if need_grad:
+            dest = target if target is not None else np.empty(arr.shape, dtype=arr.dtype)
+            grad2 = kernels.as_rows(dest, ax)
+            # Write straight into the destination when its (N, V) view is not a copy.
+            if inplace and not np.shares_memory(grad2, dest):
+                grad2 = kernels.as_rows(arr, ax)  # a copy of the logits, overwritten, then put back
+        loss_rows, lse, total = _kernel_softmax_xent(
+            kern, arr, ax, lab, weight, smoothing, sample_weight, inv_t, grad_scale,
+            grad2, opts.ignore_index, keep_rows=reduction == "none", keep_lse=need_lse,
+        )  # fmt: skip
+        if need_grad:
+            grad = kernels.from_rows(grad2, arr.shape, ax)
+    else:
+        t = effective_target(lab, n_classes, weight, smoothing)
+        scale = np.ones(batch) if sample_weight is None else sample_weight
+        z = np.moveaxis(arr.astype(compute_dtype(arr.dtype)), ax, -1)
+        loss_rows, grad, lse = _reference_softmax_xent(
+            z, t, scale, temperature, grad_scale, need_grad, opts.ignore_index
+        )
+        total = loss_rows.sum()
+        if grad is not None:
+            with np.errstate(over="ignore"):  # beyond float32's range (tiny T): +-inf, as in the kernel
+                grad = np.moveaxis(grad, -1, ax).astype(arr.dtype, copy=False)
+    if grad is not None and not grad_scale:
+        grad = np.zeros_like(grad)  # a mean over no counted row: 0, not 0/0 (nor a NaN row's NaN)
+    if grad is not None and target is not None:
+        # The caller gets its own buffer back, not a view of it; a gradient
+        # computed elsewhere (a copy for a strided layout) is put back first.
+        if not np.shares_memory(grad, target):
+            np.copyto(target, grad)
+        grad = target
+    loss = _contract.reduce_rows(loss_rows, total, denominator, reduction)
+    # lse stays float64: log-sum-exp of z / T can exceed float32's range.
+    return scalar_or_array(loss, arr.dtype), grad, scalar_or_array(lse, np.dtype(np.float64)) if need_lse else None
