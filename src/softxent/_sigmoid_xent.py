@@ -124,18 +124,54 @@ def _kernel_sigmoid_xent(
     y2 = np.ascontiguousarray(y).reshape(n_rows, n_labels)
     pos_w = np.broadcast_to(1.0 if pos_weight is None else pos_weight, (n_labels,)).astype(np.float64)
     w = np.broadcast_to(1.0 if weight is None else weight, (n_labels,)).astype(np.float64)
-    sw = np.empty(0) if sample_weight is None else sample_weight.reshape(-1).astype(np.float64)
-    grad_scale = _contract.grad_scale(reduction, denominator)
-    grad2 = np.empty(z2.shape, dtype=arr.dtype) if need_grad else z2  # not written without grad
-    loss_elem = np.empty(z2.shape) if reduction == "none" else np.empty((0, 0))
+    sw = None if sample_weight is None else sample_weight.reshape(-1).astype(np.float64)
+    grad2 = np.empty(z2.shape, dtype=arr.dtype) if need_grad else None
+    loss_elem = np.empty(z2.shape) if _contract.keeps_rows(reduction) else None
     (row_loss,) = kernels.scratch(n_rows)  # only summed here
-    kern.sigmoid_xent(z2, y2, pos_w, w, sw, grad_scale, grad2, need_grad, loss_elem, row_loss)
-    if reduction == "none":
-        loss = loss_elem.reshape(arr.shape)
-    else:
-        loss = _contract.reduce_total(row_loss.sum(), denominator, reduction)
-    grad = grad2.reshape(arr.shape) if need_grad else None
+    sigmoid_xent_rows(
+        kern, z2, y2, pos_weight=pos_w, weight=w, sample_weight=sw,
+        grad_scale=_contract.grad_scale(reduction, denominator), grad_out=grad2, loss_out=loss_elem,
+        row_loss_out=row_loss,
+    )  # fmt: skip
+    loss = _contract.reduce_rows(
+        None if loss_elem is None else loss_elem.reshape(arr.shape), row_loss.sum(), denominator, reduction
+    )
+    grad = None if grad2 is None else grad2.reshape(arr.shape)
     return _scalar_or_array(loss, arr.dtype), grad
+
+
+def sigmoid_xent_rows(
+    kern: Any,
+    z: np.ndarray,
+    y: np.ndarray,
+    *,
+    pos_weight: np.ndarray,
+    weight: np.ndarray,
+    sample_weight: np.ndarray | None,
+    grad_scale: float,
+    grad_out: np.ndarray | None,
+    row_loss_out: np.ndarray,
+    loss_out: np.ndarray | None = None,
+) -> np.ndarray:
+    """The private fused entry point of the sigmoid loss: checked (N, K) C-contiguous arrays in, one sweep.
+
+    ``kern`` is :func:`softxent.kernels.cpu` of ``z``'s dtype; ``y`` has
+    ``z``'s dtype; ``pos_weight`` and ``weight`` are (K,) float64,
+    ``sample_weight`` (N,) float64 or None. Writes each row's (weighted) loss
+    into ``row_loss_out`` (N,) and returns it, the gradient of their sum
+    times ``grad_scale`` into ``grad_out`` (None: no gradient), and each
+    element's loss into ``loss_out`` (N, K) float64 when given. Used by
+    :func:`sigmoid_cross_entropy` and by the estimators' objective (which
+    keeps its buffers across iterations).
+    """
+    need_grad = grad_out is not None
+    sw = np.empty(0) if sample_weight is None else sample_weight
+    elem = np.empty((0, 0)) if loss_out is None else loss_out
+    # Without a gradient the kernel never writes to its grad argument.
+    kern.sigmoid_xent(
+        z, y, pos_weight, weight, sw, grad_scale, grad_out if need_grad else z, need_grad, elem, row_loss_out
+    )
+    return row_loss_out
 
 
 _SIGMOID_PARAMS = r"""

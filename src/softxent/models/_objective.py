@@ -86,6 +86,7 @@ from scipy import sparse
 
 import softxent as sx
 from softxent import kernels
+from softxent._sigmoid_xent import sigmoid_xent_rows
 
 __all__ = ["Objective", "Problem", "objective_value", "rows_per_block", "effective_n_threads"]
 
@@ -271,8 +272,6 @@ class _SigmoidBlocks:
         self.weight = np.ones(k) if w is None else np.ascontiguousarray(w, dtype=np.float64)
         self.grad = np.empty((rows, k), dtype=problem.dtype)
         self.row_loss = np.empty(rows)
-        self.no_elements = np.empty((0, 0))
-        self.no_weights = np.empty(0)
 
     def __call__(self, z: np.ndarray, start: int, stop: int) -> tuple[float, np.ndarray]:
         p = self.problem
@@ -284,8 +283,11 @@ class _SigmoidBlocks:
             )  # fmt: skip
         n = stop - start
         g, rows = self.grad[:n], self.row_loss[:n]
-        sw = self.no_weights if sw is None else np.ascontiguousarray(sw, dtype=np.float64)
-        self.kernel.sigmoid_xent(z, y, self.pos_weight, self.weight, sw, 1.0, g, True, self.no_elements, rows)
+        sigmoid_xent_rows(
+            self.kernel, z, y, pos_weight=self.pos_weight, weight=self.weight,
+            sample_weight=None if sw is None else np.ascontiguousarray(sw, dtype=np.float64),
+            grad_scale=1.0, grad_out=g, row_loss_out=rows,
+        )  # fmt: skip
         return float(rows.sum()), g
 
 
