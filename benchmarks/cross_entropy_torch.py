@@ -16,11 +16,19 @@ What is measured
        (gradients in the forward, the default for "mean") and the same with
        ``reduction="none"`` followed by ``.mean()`` (which recomputes the logits
        in the backward, as Cut Cross-Entropy does) against the naive
-       ``F.cross_entropy(x @ W.T, y)`` with torch autograd. Gradients for x and W.
+       ``F.cross_entropy(x @ W.T, y)`` with torch autograd and torch 2.13's
+       own chunked ``F.linear_cross_entropy(x, W, y, options=...)`` (default
+       ``LinearCrossEntropyOptions()``, and ``acc_policy="accurate"``, the
+       policy torch documents as the only one whose weight-gradient matmul
+       runs in float32 on the CPU). Gradients for x and W. The floor row is
+       the head's three matrix products alone (logits, dx, dW with
+       ``torch.mm``). Each of these is timed without ``THP_MEM_ALLOC_ENABLE``
+       and with it, in alternating rounds (one process per round: the
+       variable is read once per process).
 
 How
     Every implementation runs in its own subprocess (``--worker``) with its own
-    environment: ``THP_MEM_ALLOC_ENABLE=1`` only where the row says "+ THP"
+    environment: ``THP_MEM_ALLOC_ENABLE=1`` only where the row or column says "+ THP"
     (torch's large CPU allocations then use transparent huge pages instead of
     page-faulting 4 KiB at a time; it must be set before torch is imported).
     softxent's numba kernels and torch both use all CPUs (2 here).
@@ -83,11 +91,17 @@ CE_IMPLS = {
     "torch eager + THP": {"THP_MEM_ALLOC_ENABLE": "1"},
     "torch.compile + THP": {"THP_MEM_ALLOC_ENABLE": "1"},
 }
-LINEAR_IMPLS = {
-    "naive torch (x @ W.T, F.cross_entropy) + THP": {"THP_MEM_ALLOC_ENABLE": "1"},
-    "softxent linear_cross_entropy + THP": {"THP_MEM_ALLOC_ENABLE": "1"},
-    "softxent, recompute in backward (reduction='none') + THP": {"THP_MEM_ALLOC_ENABLE": "1"},
-}
+# The linear-head variants; each is timed with and without THP_MEM_ALLOC_ENABLE (alternating processes).
+FLOOR = "floor: the three matmuls alone (torch.mm: logits, dx, dW)"
+LINEAR_IMPLS = [
+    FLOOR,
+    "naive torch (x @ W.T, F.cross_entropy)",
+    "torch F.linear_cross_entropy, options=LinearCrossEntropyOptions()",
+    "torch F.linear_cross_entropy, acc_policy='accurate'",
+    "softxent linear_cross_entropy",
+    "softxent, recompute in backward (reduction='none')",
+]
+THP = {"THP_MEM_ALLOC_ENABLE": "1"}
 
 
 NOTES = [
@@ -103,9 +117,10 @@ NOTES = [
     "(page faults included): the least work a loss + gradient into a new torch tensor can do; read "
     "every other row of its table in multiples of it.",
     "- Linear + cross-entropy is three matmuls of 275 GFLOP each (x Wᵀ, G W, Gᵀ x) in every variant; "
-    "they are ~95% of the time, so the fused head can only save the cross-entropy passes and the page "
-    "faults of the (N, V) tensors. The recomputing variant does a fourth matmul (logits again in the "
-    "backward), which is why softxent computes the gradients in the forward for 'mean' and 'sum'.",
+    "they are ~95% of the time (the floor row times them alone), so the fused head can only save the "
+    "cross-entropy passes and the page faults of the (N, V) tensors. The recomputing variant does a "
+    "fourth matmul (logits again in the backward), which is why softxent computes the gradients in the "
+    "forward for 'mean' and 'sum'.",
 ]
 
 
@@ -250,55 +265,81 @@ def _linear_targets(torch: Any, n: int, v: int, kind: str, g: Any) -> tuple[Any,
     return torch.randint(0, v, (n,), generator=g), "uniform random"
 
 
-def _linear_setup(impl: str, shape: int) -> tuple[Any, Any, Any, Any, str]:
-    """Inputs (x, W, y) and the implementation's forward + backward, warmed up on a small problem."""
+def _linear_inputs(shape: int) -> tuple[Any, Any, Any, str]:
+    """x (N, d) and W (V, d), leaves that require grad, and the targets, for ``LINEAR_SHAPES[shape]``."""
     import torch
-    import torch.nn.functional as F
-
-    import softxent.torch as sxt
 
     n, d, v, kind = LINEAR_SHAPES[shape]
     g = torch.Generator().manual_seed(SEED)
     x = torch.randn(n, d, generator=g).requires_grad_(True)
     w = (torch.randn(v, d, generator=g) / d**0.5).requires_grad_(True)
     y, targets = _linear_targets(torch, n, v, kind, g)
+    return x, w, y, targets
+
+
+def _linear_fn(impl: str) -> Any:
+    """The variant's forward + backward as ``f(x, W, y) -> loss float`` (the floor: its three matmuls)."""
+    import torch
+    import torch.nn.functional as F
+
+    import softxent.torch as sxt
+
+    if impl == FLOOR:
+
+        def run(x: Any, w: Any, y: Any) -> float:
+            with torch.no_grad():
+                z = torch.mm(x, w.t())  # the logits
+                torch.mm(z, w)  # dx = G W, with the logits standing in for G
+                torch.mm(z.t(), x)  # dW = G^T x
+            return float("nan")
+
+        return run
     if impl.startswith("naive"):
-
-        def fn(x: Any, w: Any, y: Any) -> Any:
-            return F.cross_entropy(x @ w.T, y)
-
+        fn = lambda x, w, y: F.cross_entropy(x @ w.T, y)  # noqa: E731
+    elif impl.startswith("torch F.linear_cross_entropy"):
+        opts = torch.nn.LinearCrossEntropyOptions(**({"acc_policy": "accurate"} if "accurate" in impl else {}))
+        fn = lambda x, w, y: F.linear_cross_entropy(x, w, y, options=opts)  # noqa: E731
     elif "recompute" in impl:
-
-        def fn(x: Any, w: Any, y: Any) -> Any:
-            return sxt.linear_cross_entropy(x, w, y, reduction="none").mean()
-
+        fn = lambda x, w, y: sxt.linear_cross_entropy(x, w, y, reduction="none").mean()  # noqa: E731
     else:
+        fn = lambda x, w, y: sxt.linear_cross_entropy(x, w, y)  # noqa: E731
 
-        def fn(x: Any, w: Any, y: Any) -> Any:
-            return sxt.linear_cross_entropy(x, w, y)
-
-    # Imports, numba's cached kernels, torch's thread pools: on a small problem.
-    xs, ws = x[:64].detach().requires_grad_(True), w[:512].detach().requires_grad_(True)
-    fn(xs, ws, y[:64] % 512).backward()
-
-    def call() -> tuple[float, float]:
-        x.grad = None
-        w.grad = None
-        t0 = time.perf_counter()
+    def run(x: Any, w: Any, y: Any) -> float:
         loss = fn(x, w, y)
         loss.backward()
-        return time.perf_counter() - t0, float(loss.detach())
+        return float(loss.detach())
 
-    return call, x, w, y, targets
+    return run
+
+
+def _linear_setup(impls: list[str], shape: int) -> tuple[dict[str, Any], str]:
+    """Each variant's timed call on shared inputs, each warmed up on a small problem first."""
+    x, w, y, targets = _linear_inputs(shape)
+    # Imports, numba's cached kernels, torch's thread pools: on a small problem.
+    xs, ws = x[:64].detach().requires_grad_(True), w[:512].detach().requires_grad_(True)
+    calls = {}
+    for impl in impls:
+        run = _linear_fn(impl)
+        run(xs, ws, y[:64] % 512)
+
+        def call(run: Any = run) -> tuple[float, float]:
+            x.grad = None
+            w.grad = None
+            t0 = time.perf_counter()
+            loss = run(x, w, y)
+            return time.perf_counter() - t0, loss
+
+        calls[impl] = call
+    return calls, targets
 
 
 def worker_linear_memory(impl: str, reps: int, shape: int) -> dict[str, Any]:
     """Peak extra memory of one forward + backward, alone in this process."""
-    call, *_, targets = _linear_setup(impl, shape)
+    calls, targets = _linear_setup([impl], shape)
     base = _rss_bytes()
     maxrss_before = _maxrss_bytes()
     with PeakSampler() as sampler:
-        seconds, loss = call()
+        seconds, loss = calls[impl]()
     maxrss_after = _maxrss_bytes()
     return dict(results=[dict(
         peak_extra_mib=(sampler.peak - base) / 2**20,
@@ -307,16 +348,17 @@ def worker_linear_memory(impl: str, reps: int, shape: int) -> dict[str, Any]:
     )])  # fmt: skip
 
 
-def worker_linear_time(impl: str, reps: int, shape: int) -> dict[str, Any]:
-    """All variants in one process, timed in alternating rounds (pairs share the machine's load)."""
+def worker_linear_time(impl: str, reps: int, shape: int, first: int = 0) -> dict[str, Any]:
+    """Every variant in this process, ``reps`` rounds; round r starts at variant ``first + r`` (rotating),
+    so that over the rounds each variant runs in each position."""
     import gc
 
     names = list(LINEAR_IMPLS)
-    calls = {name: _linear_setup(name, shape)[0] for name in names}
+    calls, _ = _linear_setup(names, shape)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(reps):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
+        k = (first + r) % len(names)
+        for name in names[k:] + names[:k]:
             times[name].append(calls[name]()[0])
             gc.collect()
     return dict(results=[dict(impl=name, times_s=times[name]) for name in names])
@@ -348,7 +390,7 @@ def wait_until_idle(max_wait: float) -> float:
 
 
 def run_worker(kind: str, impl: str, env_extra: dict[str, str], reps: int, timeout: float,
-               wait_idle: float = 0.0, shape: int = 0) -> dict[str, Any]:  # fmt: skip
+               wait_idle: float = 0.0, shape: int = 0, first: int = 0) -> dict[str, Any]:  # fmt: skip
     env = {k: val for k, val in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "SOFTXENT_REFERENCE")}
     env.update(env_extra)
     waited = wait_until_idle(wait_idle) if wait_idle > 0 else 0.0
@@ -356,7 +398,8 @@ def run_worker(kind: str, impl: str, env_extra: dict[str, str], reps: int, timeo
     busy0, _ = _cpu_times()
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    cmd = [sys.executable, __file__, "--worker", kind, "--impl", impl, "--reps", str(reps), "--shape", str(shape)]
+    cmd = [sys.executable, __file__, "--worker", kind, "--impl", impl, "--reps", str(reps), "--shape", str(shape),
+           "--first", str(first)]  # fmt: skip
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -400,62 +443,86 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _ratio(times: dict[str, list[float]], name: str, ref: str | None) -> str:
+    """The median over rounds of ``name``'s time / ``ref``'s time in the same round (same process)."""
+    if ref is None or not times.get(name) or not times.get(ref):
+        return "—"
+    return f"{statistics.median(a / b for a, b in zip(times[name], times[ref], strict=True)):.2f}×"
+
+
 def _linear_section(part: dict[str, Any]) -> list[str]:
     """The markdown of one linear-head shape."""
     lines: list[str] = []
     lin = part["memory"]
-    lt = part.get("time", {})
-    times = {r["impl"]: r["times_s"] for r in lt.get("results", [])}
+    rounds = part.get("time", [])
+    # times[thp][impl]: one entry per round (each round a process of its own)
+    times: dict[bool, dict[str, list[float]]] = {False: {}, True: {}}
+    busy: dict[bool, list[float]] = {False: [], True: []}
+    failed = [r for r in rounds if "error" in r]
+    for r in rounds:
+        if "error" in r:
+            continue
+        busy[r["thp"]].append(r["others_busy_cores"])
+        for res in r["results"]:
+            times[r["thp"]].setdefault(res["impl"], []).extend(res["times_s"])
     n, d, v, _kind = part["shape"]
     grads_mib = (n * d + v * d) * 4 / 2**20
     targets = next((r["results"][0].get("targets") for r in lin if "results" in r), "?")
+    n_rounds = len(next(iter(times[False].values()), []))
     lines += [
         f"## Linear + cross-entropy, N={n}, d={d}, V={v}, float32, gradients for x and W",
         "",
         f"Targets: {targets}.",
         "",
-        "Time: all variants in one process (+ THP), after a small warm-up call each, in "
-        f"{len(next(iter(times.values()), []))} alternating rounds, so that each round's variants share the "
-        "machine's load; 'time vs naive' is the median over rounds of the per-round ratio.",
+        f"Time: {n_rounds} rounds without `THP_MEM_ALLOC_ENABLE` (the user's default) and {n_rounds} with it, "
+        "alternating: each round is one process that runs every variant once (after a small warm-up call "
+        "each), starting at a rotating variant, so that a round's variants share the machine's load. "
+        "'vs floor' and 'vs naive' are medians over rounds of the per-round ratio. The floor is the head's "
+        "three matrix products alone (logits, dx, dW with `torch.mm`, fresh outputs): what any head that "
+        "calls the same GEMMs spends at least.",
         "Peak extra memory: one forward + backward alone in a fresh process (+ THP): RSS sampled every 1 ms, "
         "minus the RSS just before the call (inputs allocated, imports and a small warm-up done); "
         "ru_maxrss − the same baseline beside it. It includes x.grad + W.grad "
-        f"({grads_mib:.0f} MiB) in every row; 'beyond the gradients' subtracts them from both sides "
-        "(the memory a head needs besides the results every head must return).",
+        f"({grads_mib:.0f} MiB) in every row but the floor's; 'beyond the gradients' subtracts them from both "
+        "sides (the memory a head needs besides the results every head must return).",
         "",
-        "| implementation | median s | min s | rounds s | time vs naive | peak extra MiB (sampled) | "
-        "(ru_maxrss) | memory vs naive | beyond the gradients, vs naive | loss | "
-        "other processes' cores busy (memory run) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| implementation | median s | vs floor | vs naive | median s + THP | vs floor + THP | vs naive + THP | "
+        "rounds s (no THP; + THP) | peak extra MiB (sampled) | (ru_maxrss) | memory vs naive | "
+        "beyond the gradients, vs naive | loss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    naive_name = next((name for name in times if name.startswith("naive")), None)
+    naive_name = next((name for name in LINEAR_IMPLS if name.startswith("naive")), None)
     naive_mem = next((r["results"][0] for r in lin if r["impl"].startswith("naive") and "results" in r), None)
-    for r in lin:
-        if "error" in r:
-            lines.append(f"| {r['impl']} | failed: {r['error']} | | | | | | | | | |")
-            continue
-        s = r["results"][0]
-        t = times.get(r["impl"], [])
-        if t and naive_name:
-            ratios = [a / b for a, b in zip(t, times[naive_name], strict=True)]
-            tv = f"{statistics.median(ratios):.2f}×"
+    mem = {r["impl"]: r for r in lin}
+    for name in LINEAR_IMPLS:
+        cells = []
+        for thp in (False, True):
+            t = times[thp].get(name, [])
+            cells += [f"{statistics.median(t):.2f}" if t else "—", _ratio(times[thp], name, FLOOR),
+                      "—" if name == FLOOR else _ratio(times[thp], name, naive_name)]  # fmt: skip
+        rounds_s = "; ".join(", ".join(f"{x:.2f}" for x in times[thp].get(name, [])) for thp in (False, True))
+        r = mem.get(name)
+        if r is None or "error" in r:
+            memory = [f"failed: {r['error']}" if r else "—", "", "", "", ""]
         else:
-            tv = "—"
-        tm = f"{statistics.median(t):.2f} | {min(t):.2f} | {', '.join(f'{x:.2f}' for x in t)}" if t else "— | — | —"
-        mv = mg = "—"
-        if naive_mem and s["peak_extra_mib"] > 0:
-            mv = f"1/{naive_mem['peak_extra_mib'] / s['peak_extra_mib']:.1f}"
-        if naive_mem and s["peak_extra_mib"] > grads_mib:
-            mg = f"1/{(naive_mem['peak_extra_mib'] - grads_mib) / (s['peak_extra_mib'] - grads_mib):.1f}"
-        mr = "—" if s["peak_extra_maxrss_mib"] is None else f"{s['peak_extra_maxrss_mib']:.0f}"
-        lines.append(
-            f"| {r['impl']} | {tm} | {tv} | {s['peak_extra_mib']:.0f} | {mr} | {mv} | {mg} | {s['loss']:.6f} | "
-            f"{r['others_busy_cores']:.2f} |"
-        )
-    if "error" in lt:
-        lines.append(f"\nTiming run failed: {lt['error']}")
-    elif lt:
-        lines.append(f"\nTiming run: other processes kept {lt['others_busy_cores']:.2f} cores busy on average.")
+            m = r["results"][0]
+            mv = mg = "—"
+            if naive_mem and m["peak_extra_mib"] > 0:
+                mv = f"1/{naive_mem['peak_extra_mib'] / m['peak_extra_mib']:.1f}"
+            if naive_mem and m["peak_extra_mib"] > grads_mib and name != FLOOR:
+                mg = f"1/{(naive_mem['peak_extra_mib'] - grads_mib) / (m['peak_extra_mib'] - grads_mib):.1f}"
+            mr = "—" if m["peak_extra_maxrss_mib"] is None else f"{m['peak_extra_maxrss_mib']:.0f}"
+            loss = "—" if m["loss"] != m["loss"] else f"{m['loss']:.6f}"
+            memory = [f"{m['peak_extra_mib']:.0f}", mr, mv, mg, loss]
+        lines.append("| " + " | ".join([name, *cells, rounds_s, *memory]) + " |")
+    for r in failed:
+        lines.append(f"\nTiming round {r.get('round')} ({'+ THP' if r.get('thp') else 'no THP'}) failed: {r['error']}")
+    for thp in (False, True):
+        if busy[thp]:
+            lines.append(
+                f"\nTiming rounds {'+ THP' if thp else 'without THP'}: other processes kept "
+                f"{statistics.mean(busy[thp]):.2f} cores busy on average."
+            )
     lines.append("")
     return lines
 
@@ -524,6 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", choices=["ce", "linear-memory", "linear-time"], help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     parser.add_argument("--shape", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--linear-shapes", type=int, nargs="+", default=None, metavar="K",
+                        help=f"which linear shapes to run, by index into {LINEAR_SHAPES} (default: all)")  # fmt: skip
     parser.add_argument("--reps", type=int, default=None, help="timed calls per shape (default: 5 ce, 3 linear)")
     parser.add_argument("--only", choices=["ce", "linear"], help="run one of the two parts")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -537,7 +607,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(worker_ce(args.impl, reps)))
         else:
             fn = worker_linear_memory if args.worker == "linear-memory" else worker_linear_time
-            print(json.dumps(fn(args.impl, reps, args.shape)))
+            extra = {"first": args.first} if args.worker == "linear-time" else {}
+            print(json.dumps(fn(args.impl, reps, args.shape, **extra)))
         return 0
 
     t0 = time.perf_counter()
@@ -553,14 +624,20 @@ def main(argv: list[str] | None = None) -> int:
             report["cross_entropy"].append(run_worker("ce", impl, env, args.reps or 5, args.timeout, args.wait_idle))
     if args.only != "ce":
         for k, shape in enumerate(LINEAR_SHAPES):
+            if args.linear_shapes is not None and k not in args.linear_shapes:
+                continue
             part: dict[str, Any] = dict(shape=list(shape), memory=[])
             tag = "x".join(map(str, shape[:3]))
-            for impl, env in LINEAR_IMPLS.items():
+            for impl in LINEAR_IMPLS:
                 print(f"[linear {tag}, memory] {impl} ...", file=sys.stderr, flush=True)
-                part["memory"].append(run_worker("linear-memory", impl, env, 1, args.timeout, args.wait_idle, k))
-            print(f"[linear {tag}, time] all variants, alternating rounds ...", file=sys.stderr, flush=True)
-            part["time"] = run_worker("linear-time", "all", {"THP_MEM_ALLOC_ENABLE": "1"},
-                                      args.reps or 3, args.timeout, args.wait_idle, k)  # fmt: skip
+                part["memory"].append(run_worker("linear-memory", impl, THP, 1, args.timeout, args.wait_idle, k))
+            part["time"] = []
+            for r in range(args.reps or 3):
+                for thp in (False, True):
+                    print(f"[linear {tag}, time] round {r + 1}, {'+ THP' if thp else 'no THP'} ...", file=sys.stderr,
+                          flush=True)  # fmt: skip
+                    res = run_worker("linear-time", "all", THP if thp else {}, 1, args.timeout, args.wait_idle, k, r)
+                    part["time"].append(dict(res, thp=thp, round=r))
             report["linear"].append(part)
     report["total_s"] = time.perf_counter() - t0
     report["notes"] = NOTES
