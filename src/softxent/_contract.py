@@ -233,19 +233,22 @@ def grad_scale(reduction: Reduction, denominator: float) -> float:
     return mean_scale(denominator) if reduction == "mean" else 1.0
 
 
-def reduce_total(total: Any, denominator: float, reduction: Reduction) -> Any:
+def reduce_total(total: Any, denominator: Any, reduction: Reduction) -> Any:
     """The ``"sum"`` or ``"mean"`` loss from the sum of the (weighted) row losses.
 
-    Works on Python floats, NumPy and torch scalars alike. A mean over no
-    counted row is 0 (those rows' losses are all 0, so ``total * 0.0`` is 0
+    Works on Python floats, NumPy and torch scalars alike (``denominator``
+    may be a 0-d array or tensor). A mean over no counted row is 0 (those rows' losses are all 0, so ``total * 0.0`` is 0
     of the right type and device).
     """
     if reduction != "mean":
         return total
-    return total / denominator if denominator else total * 0.0
+    if isinstance(denominator, numbers.Real):
+        return total / denominator if denominator else total * 0.0
+    # An array or a (traced, or device) tensor: the same rule without reading it on the host.
+    return total / (denominator + (denominator == 0))
 
 
-def reduce_rows(rows: Any, total: Any, denominator: float, reduction: Reduction) -> Any:
+def reduce_rows(rows: Any, total: Any, denominator: Any, reduction: Reduction) -> Any:
     """The loss a caller sees: the per-row losses for ``"none"``, else :func:`reduce_total` of their sum."""
     return rows if reduction == "none" else reduce_total(total, denominator, reduction)
 

@@ -123,7 +123,7 @@ def softmax_xent_rows(
                 grad2 = kernels.as_rows(arr, ax)  # a copy of the logits, overwritten, then put back
         loss_rows, lse, total = _kernel_softmax_xent(
             kern, arr, ax, lab, weight, smoothing, sample_weight, inv_t, grad_scale,
-            grad2, opts.ignore_index, keep_rows=reduction == "none", keep_lse=need_lse,
+            grad2, opts.ignore_index, keep_rows=_contract.keeps_rows(reduction), keep_lse=need_lse,
         )  # fmt: skip
         if need_grad:
             grad = kernels.from_rows(grad2, arr.shape, ax)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import _contract, kernels
-from ._contract import Reduction
+from ._contract import Reduction, keeps_rows
 from ._softmax import log_sigmoid_exact, sigmoid_exact
 from ._validation import (
     as_array,
@@ -31,7 +31,7 @@ def _reduce(
     loss_rows: np.ndarray, grad: np.ndarray | None, denominator: float, reduction: Reduction
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Apply the reduction to per-row losses and the gradient of their sum."""
-    if reduction == "none":
+    if keeps_rows(reduction):
         return loss_rows, grad
     if grad is not None:
         grad = grad * _contract.grad_scale(reduction, denominator)

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import torch
 
-from .._contract import Reduction, check_temperature
+from .._contract import Reduction, check_temperature, keeps_rows
 from ._backends import cpu_rows, has_fused_backend
 from ._memory import empty
 from ._reference import cross_entropy_rows_reference, work_dtype
@@ -100,7 +100,7 @@ def _cross_entropy_op(
 @_cross_entropy_op.register_fake
 def _(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, need_grad):
     n_rows = logits.shape[0]
-    loss = logits.new_empty((n_rows,) if reduction == "none" else ())
+    loss = logits.new_empty((n_rows,) if keeps_rows(reduction) else ())
     grad = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_grad else logits.new_empty((0,))
     return loss, grad, logits.new_empty((n_rows,), dtype=work_dtype(logits.dtype))
 
@@ -140,7 +140,7 @@ def _scale_stored_grad(ctx, grad_loss, grad_lse):
     grad = saved[0]
     out = None
     if grad_loss is not None:
-        if ctx.reduction == "none":
+        if keeps_rows(ctx.reduction):
             out = grad * grad_loss.to(grad.dtype)[:, None]
         elif _is_one(grad_loss):
             out = grad  # loss.backward(): the stored gradient is already the answer
@@ -410,7 +410,7 @@ def cross_entropy(
         )  # fmt: skip
     if loss.dtype != out_dtype:  # computed in float32 at a temperature: the input's dtype back
         loss = loss.to(out_dtype)
-    if reduction == "none":
+    if keeps_rows(reduction):
         loss = loss.reshape(batch)
     if return_lse:
         return loss, lse.reshape(batch)

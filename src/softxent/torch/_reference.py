@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from .._contract import keeps_rows, reduce_total
 from ._validation import (
     check_index_target_values,
     check_prob_target_values,
@@ -120,17 +121,10 @@ def cross_entropy_rows_reference(
             rows = rows + torch.where(kept, (eps / n_classes) * smooth, 0.0)
     rows = torch.where(counts, rows, 0.0)
     z_rows = torch.where(kept, z_loss * lse * lse, 0.0) if z_loss else None
-    if reduction == "none":
+    if keeps_rows(reduction):
         loss = rows if z_rows is None else rows + z_rows
     else:
-        loss = rows.sum()
-        if reduction == "mean":
-            # An empty or all-ignored batch gives 0, not 0/0 (torch gives NaN).
-            loss = loss / torch.where(denominator > 0, denominator, 1.0)
-        if z_rows is not None:
-            z_sum = z_rows.sum()
-            if reduction == "mean":
-                n_kept = kept.sum()
-                z_sum = z_sum / torch.where(n_kept > 0, n_kept, 1).to(wd)
-            loss = loss + z_sum
+        loss = reduce_total(rows.sum(), denominator, reduction)
+        if z_rows is not None:  # the z-loss's mean is over the rows not ignored
+            loss = loss + reduce_total(z_rows.sum(), kept.sum().to(wd), reduction)
     return loss.to(logits.dtype), lse_out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from .._contract import keeps_rows
 from ..kernels.triton import _host
 from ..kernels.triton._cross_entropy import cross_entropy_rows
 from ..kernels.triton._linear_head import _row_coefficients, linear_backward, linear_forward
@@ -92,11 +93,11 @@ def _linear_op_cuda(x, weight, target, bias, ignore_index, label_smoothing, z_lo
         loss, lse, dx, dw, db = _linear._linear_xent(
             x, weight, target, bias, ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,
             softcap=softcap or None, reduction=reduction, block_rows=block_rows, block_vocab=block_vocab,
-            need_dx=need_dx and reduction != "none", need_dw=need_dw and reduction != "none",
-            need_db=need_db and reduction != "none" and bias is not None,
+            need_dx=need_dx and not keeps_rows(reduction), need_dw=need_dw and not keeps_rows(reduction),
+            need_db=need_db and not keeps_rows(reduction) and bias is not None,
         )  # fmt: skip
         return loss, lse, _or_empty(dx, x), _or_empty(dw, weight), _or_empty(db, weight)
-    early = reduction != "none"
+    early = not keeps_rows(reduction)
     need_dx, need_dw, need_db = need_dx and early, need_dw and early, need_db and early and bias is not None
     ce_rows, lse, nll = linear_forward(
         x, weight, target, bias, ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,

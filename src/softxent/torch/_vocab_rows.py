@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from .. import _rowstats as rs
-from .._contract import XentOptions, grad_scale, reduce_total
+from .._contract import XentOptions, grad_scale, keeps_rows, reduce_total
 from ._memory import empty
 from ._validation import masked_row_error
 
@@ -99,8 +99,8 @@ def _loss_and_plan(g: rs.RowStats, kept: torch.Tensor, n_total: int, o: XentOpti
         rows = rows + torch.where(kept, (eps / n_total) * rs.smooth_loss(g, torch), 0.0)
     rows = torch.where(counts, rows, 0.0)
     z_rows = torch.where(kept, lam * lse * lse, 0.0) if lam else None
-    den, n_kept = (float(w_y.sum()), float(kept.sum())) if o.reduction == "mean" else (1.0, 1.0)
-    if o.reduction == "none":
+    den, n_kept = float(w_y.sum()), float(kept.sum())  # the denominators of a mean
+    if keeps_rows(o.reduction):
         loss = rows if z_rows is None else rows + z_rows
     else:
         loss = reduce_total(rows.sum(), den, o.reduction)

@@ -84,7 +84,7 @@ import torch
 import torch.distributed as dist
 
 from .. import _rowstats as rs
-from .._contract import Reduction, XentOptions
+from .._contract import Reduction, XentOptions, keeps_rows
 from ._agreement import Layout, agree, check_linear_arguments, check_logits_arguments
 from ._functional import _functorch_active, _is_one, _scale_stored_grad
 from ._linear import plan_blocks
@@ -265,7 +265,7 @@ def vocab_parallel_cross_entropy(
         rows, target.reshape(-1).to(torch.int64), None if weight is None else weight.detach(), lay, opts,
         need_grad, need_grad and return_lse,
     )  # fmt: skip
-    if opts.reduction == "none":
+    if keeps_rows(opts.reduction):
         loss = loss.reshape(batch)
     return (loss, lse.reshape(batch)) if return_lse else loss
 
@@ -333,7 +333,7 @@ def _linear_forward(x, w, b, y, lay: Layout, o: XentOptions, block_rows: int, bl
     y_loc = _local_columns(y, kept, lay.start, w.shape[0])
     blocks = _blocks(kept, w.shape[0], block_rows, block_vocab)
     row_blocks, chunks, rows_per_block = blocks
-    early = o.reduction != "none" and any(needs)
+    early = not keeps_rows(o.reduction) and any(needs)
     retain = early and len(row_blocks) == 1 and len(chunks) == 1
     eps = bool(o.label_smoothing)
     # First sweep: the local states of the rows not ignored (ignored rows: the state of an empty slice).
@@ -379,7 +379,7 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         ctx.lay, ctx.opts, ctx.needs = lay, opts, needs
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
-        if opts.reduction == "none":
+        if keeps_rows(opts.reduction):
             ctx.save_for_backward(x, w, b, y_loc)
             ctx.plan, ctx.blocks = plan, blocks
         else:
@@ -392,7 +392,7 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
             raise _no_second_order("vocab_parallel_linear_cross_entropy", "second-order gradient (create_graph=True)")
         if grad_loss is None:
             return (None,) * 9
-        if ctx.opts.reduction == "none":
+        if keeps_rows(ctx.opts.reduction):
             x, w, b, y_loc = ctx.saved_tensors
             plan = _scaled(ctx.plan, slice(None), grad_loss.to(_F64))
             dx, dw, db = _linear_grads(x, w, b, y_loc, ctx.blocks, plan, ctx.opts.softcap, ctx.needs)
@@ -502,7 +502,7 @@ def vocab_parallel_linear_cross_entropy(
     loss = _VocabParallelLinearCrossEntropy.apply(
         x2, local_weight, local_bias, target.reshape(-1).to(torch.int64), lay, opts, block_rows, block_vocab, needs
     )
-    if opts.reduction == "none":
+    if keeps_rows(opts.reduction):
         loss = loss.reshape(batch)
         if shift:
             loss = loss[..., :-1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..._contract import check_reduction, grad_scale, mean_scale
+from ..._contract import check_reduction, grad_scale, keeps_rows, mean_scale
 from ._host import _check_rows, _interpret, _launching, _pow2, cdiv, device_mean_scale, kernels
 
 __all__ = ["cross_entropy_rows"]
@@ -165,7 +165,7 @@ def cross_entropy_rows(
             )  # fmt: skip
     else:
         loss_rows.zero_()
-    loss = loss_rows if reduction == "none" else loss_rows.sum(dtype=torch.float64).to(acc)
+    loss = loss_rows if keeps_rows(reduction) else loss_rows.sum(dtype=torch.float64).to(acc)
     return loss, grad, lse
 
 

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import torch
 
-from ..._contract import Reduction, check_reduction, grad_scale
+from ..._contract import Reduction, check_reduction, grad_scale, keeps_rows
 
 try:
     import triton
@@ -110,4 +110,4 @@ def device_grad_scale(reduction: Reduction, denominator: torch.Tensor) -> torch.
 
 def reduce_rows(loss_rows: torch.Tensor, scale: torch.Tensor, reduction: Reduction) -> torch.Tensor:
     """The loss of ``reduction`` from already scaled rows: the rows for ``"none"``, else their sum."""
-    return loss_rows if reduction == "none" else loss_rows.sum(dtype=loss_rows.dtype) * scale
+    return loss_rows if keeps_rows(reduction) else loss_rows.sum(dtype=loss_rows.dtype) * scale
