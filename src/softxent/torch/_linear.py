@@ -43,6 +43,13 @@ kernels): logit tiles computed on chip and never stored, per-row statistics
 in the forward, the tiles recomputed vocabulary chunk by vocabulary chunk in
 the backward.
 
+Class weights and probability targets (torch 2.13's ``weight`` and float
+``target``) go through a second pair of ops, ``softxent::linear_cross_entropy_general``
+and its backward, with the class weights as one more input: the same blocked
+computation (the fused row kernels take both), on every device, while the
+first pair keeps the schema its Triton kernels are registered for. The
+arguments are parsed in torch's names in :mod:`._linear_args`.
+
 Rows labelled ``ignore_index`` (padding, and the last position of each
 sequence with ``shift=True``) are skipped before the matmul: they cost
 nothing and get zero gradient.
