@@ -27,7 +27,11 @@ AVX2_ENV := NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=+avx2,+fma NUMBA_CACHE_DIR
 AVX2_TESTS := tests/test_kernels.py tests/test_determinism.py
 # Modules held to mypy: the loss contract and what feeds the kernels.
 TYPED := src/softxent/_contract.py src/softxent/_validation.py src/softxent/_softmax.py \
-	src/softxent/kernels/__init__.py src/softxent/torch/_validation.py
+	src/softxent/_fused.py src/softxent/_losses.py src/softxent/_softmax_paths.py \
+	src/softxent/_xent_common.py src/softxent/_xent_options.py src/softxent/_sigmoid_xent.py \
+	src/softxent/_rowstats.py src/softxent/_information.py src/softxent/kernels/__init__.py \
+	src/softxent/torch/_validation.py src/softxent/torch/_backends.py src/softxent/torch/_reference.py \
+	src/softxent/torch/_vocab_rows.py src/softxent/torch/_agreement.py
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks

@@ -125,7 +125,7 @@ def softmax_xent_rows(
             kern, arr, ax, lab, weight, smoothing, sample_weight, inv_t, grad_scale,
             grad2, opts.ignore_index, keep_rows=_contract.keeps_rows(reduction), keep_lse=need_lse,
         )  # fmt: skip
-        if need_grad:
+        if grad2 is not None:
             grad = kernels.from_rows(grad2, arr.shape, ax)
     else:
         t = effective_target(lab, n_classes, weight, smoothing)

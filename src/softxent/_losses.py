@@ -358,6 +358,7 @@ def softmax_cross_entropy_grad(
         temperature=temperature, reduction=reduction, need_grad=True, out=out, inplace=inplace,
         z_loss=z_loss, softcap=softcap,
     )  # fmt: skip
+    assert grad is not None
     return grad
 
 
@@ -421,12 +422,16 @@ def softmax_cross_entropy_with_grad(
         need_lse=return_lse, z_loss=z_loss, softcap=softcap,
     )  # fmt: skip
     assert grad is not None
-    return (loss, grad, lse) if return_lse else (loss, grad)
+    if return_lse:
+        assert lse is not None
+        return loss, grad, lse
+    return loss, grad
 
 
 for _f in (softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_with_grad):
     _f.__doc__ = (
-        _f.__doc__.replace("{params}", _SOFTMAX_PARAMS)
+        (_f.__doc__ or "")
+        .replace("{params}", _SOFTMAX_PARAMS)
         .replace("{notes}", _SOFTMAX_NOTES)
         .replace("{buffers}", _GRAD_BUFFER_PARAMS)
     )

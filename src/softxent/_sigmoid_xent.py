@@ -114,7 +114,7 @@ def _sigmoid_xent(
 
 def _kernel_sigmoid_xent(
     kern: Any, arr: np.ndarray, y: np.ndarray, pos_weight: np.ndarray | None,
-    weight: np.ndarray | None, sample_weight: np.ndarray | None, reduction: str,
+    weight: np.ndarray | None, sample_weight: np.ndarray | None, reduction: Reduction,
     denominator: float, need_grad: bool,
 ) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
     """The fused sigmoid kernel on the (rows, labels) view of ``arr``."""
@@ -272,6 +272,7 @@ def sigmoid_cross_entropy_grad(
         logits, labels, pos_weight=pos_weight, weight=weight,
         sample_weight=sample_weight, reduction=reduction, need_grad=True,
     )  # fmt: skip
+    assert grad is not None
     return grad
 
 
@@ -316,5 +317,5 @@ def sigmoid_cross_entropy_with_grad(
 
 
 for _f in (sigmoid_cross_entropy, sigmoid_cross_entropy_grad, sigmoid_cross_entropy_with_grad):
-    _f.__doc__ = _f.__doc__.replace("{params}", _SIGMOID_PARAMS)
+    _f.__doc__ = (_f.__doc__ or "").replace("{params}", _SIGMOID_PARAMS)
 del _f

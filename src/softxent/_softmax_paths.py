@@ -106,6 +106,7 @@ def _kernel_softmax_xent(
         y = np.ascontiguousarray(lab.index.reshape(-1))
     else:
         run = kern.softmax_xent_prob
+        assert lab.probs is not None
         y = np.ascontiguousarray(lab.probs.reshape(n_rows, n_classes))  # strided labels: one layout to compile
     # Without a gradient the kernel never writes to its grad argument.
     run(z2, y, w, smoothing, sw, inv_t, grad_scale, grad2 if need_grad else z2, need_grad, loss, lse)

@@ -14,13 +14,14 @@ from ._validation import check_probability_labels
 class Labels(NamedTuple):
     """Validated labels, class axis last. Exactly one of ``index``/``probs`` is set."""
 
-    index: np.ndarray | None  # int64, batch shape; -1 marks an ignored row
+    # int64, batch shape; -1 marks an ignored row (the name shadows tuple.index, which no caller needs)
+    index: np.ndarray | None  # type: ignore[assignment]
     probs: np.ndarray | None  # batch + (K,), float32/float64 as given (or float64)
     row_weight: np.ndarray | None  # each row's weight in the mean, w[y] (0 if ignored); None: all 1
     at_most_one: bool = True  # every label is <= 1 (known for class indices and kernel-checked probabilities)
 
 
-def scalar_or_array(value: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def scalar_or_array(value: Any, dtype: np.dtype) -> np.ndarray:
     with np.errstate(over="ignore"):  # a loss beyond float32's range (tiny T) is inf, as in the kernel
         out = np.asarray(value).astype(dtype, copy=False)
     return out if out.ndim else out[()]

@@ -45,6 +45,12 @@ class Layout(NamedTuple):
     n_total: int  # V, the whole vocabulary
 
 
+def _torch_ignore_index(opts: XentOptions) -> int:
+    """torch's front ends always skip some index (their options are built with ``allow_no_ignore=False``)."""
+    assert opts.ignore_index is not None
+    return opts.ignore_index
+
+
 def group_size(group: Any) -> int:
     """The size of ``group``, or a clear error when there is no usable group."""
     if not dist.is_available():
@@ -119,7 +125,8 @@ def agree(group: Any, like: Any, check: Callable[[], Checked]) -> tuple[XentOpti
     if isinstance(like, torch.Tensor) and like.device.type != "meta":
         device = like.device  # the small exchanged tensors live beside the logits
     else:
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else "cpu"
+        nccl = dist.get_backend(group) == "nccl"
+        device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
     row = torch.zeros(len(_KEYS), dtype=_F64)
     if fields is not None:
         row = torch.tensor([1.0] + [float(fields[k]) for k in _KEYS[1:]], dtype=_F64)
@@ -160,7 +167,7 @@ def agree(group: Any, like: Any, check: Callable[[], Checked]) -> tuple[XentOpti
                     f"[0, V) without gaps or overlaps, got {shown}"
                 )
             expect += sizes[r]
-    assert opts is not None and target is not None
+    assert opts is not None and target is not None and opts.ignore_index is not None
     check_index_target_values(target, sum(sizes), opts.ignore_index)  # the same targets everywhere
     return opts, Layout(group, starts[dist.get_rank(group)], sum(sizes)), target
 
@@ -177,7 +184,7 @@ def _common_fields(opts: XentOptions, vocab_start: Any, target: torch.Tensor) ->
     return {
         "vocab_start": -1.0 if vocab_start is None else float(vocab_start),
         "vocab_start given": float(vocab_start is not None),
-        "ignore_index": float(opts.ignore_index),
+        "ignore_index": float(_torch_ignore_index(opts)),
         "reduction": float(REDUCTIONS.index(opts.reduction)),
         "label_smoothing": opts.label_smoothing,
         "z_loss": opts.z_loss,
@@ -285,7 +292,7 @@ def check_linear_arguments(
     check_head_options(chunk_size, shift, x)
     if shift:
         # Row (.., t) is scored against target[.., t + 1], the last position against nothing.
-        pad = torch.full_like(target[..., :1], opts.ignore_index)
+        pad = torch.full_like(target[..., :1], _torch_ignore_index(opts))
         target = torch.cat([target[..., 1:], pad], dim=-1)
     fields = {"rows": float(math.prod(x.shape[:-1])), "classes": float(n_local), "weight given": 0.0,
               "x grad": float(need_dx)}  # fmt: skip

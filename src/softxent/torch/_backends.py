@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from .. import kernels
-from .._contract import MaskedRowError, XentOptions
+from .._contract import MaskedRowError, Reduction, XentOptions
 from .._fused import softmax_xent_rows
 from .._validation import check_probability_labels
 from .._xent_common import Labels, compiled_index_labels, kernel_probability_labels
@@ -83,7 +83,7 @@ def cpu_rows(
     label_smoothing: float,
     z_loss: float,
     softcap: float | None,
-    reduction: str,
+    reduction: Reduction,
     need_grad: bool,
     need_lse: bool = True,
     z_writable: bool = False,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from .._contract import keeps_rows, reduce_total
+from .._contract import Reduction, keeps_rows, reduce_total
 from ._validation import (
     check_index_target_values,
     check_prob_target_values,
@@ -51,7 +51,7 @@ def cross_entropy_rows_reference(
     target: torch.Tensor,
     weight: torch.Tensor | None,
     ignore_index: int,
-    reduction: str,
+    reduction: Reduction,
     label_smoothing: float,
     z_loss: float,
     softcap: float | None,

@@ -92,7 +92,7 @@ def _loss_and_plan(g: rs.RowStats, kept: torch.Tensor, n_total: int, o: XentOpti
     live = kept if lam else counts
     masked = live & (g.lead + g.rest == 0)
     if bool(masked.any()):
-        raise masked_row_error(int(masked.nonzero()[0, 0]), o.ignore_index, name=name)
+        raise masked_row_error(int(masked.nonzero()[0, 0]), o.ignore_index or 0, name=name)
     nll = rs.label_loss(g, torch)
     rows = torch.where(w_y > 0, (1.0 - eps) * w_y * nll, 0.0)
     if eps:
@@ -117,7 +117,7 @@ def _loss_and_plan(g: rs.RowStats, kept: torch.Tensor, n_total: int, o: XentOpti
 
 def _scaled(plan: _Plan, rows: Any, scale: torch.Tensor | None = None) -> _Plan:
     """The plan of some rows, optionally times a per-row factor (the backward of ``"none"``)."""
-    p = _Plan(*(None if t is None else t[rows] for t in plan))
+    p = _Plan._make(None if t is None else t[rows] for t in plan)
     if scale is None:
         return p
     sc = None if p.smooth_coef is None else p.smooth_coef * scale
