@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from ... import _rowstats as rs
 from ._host import _interpret, _launching, cdiv, device_grad_scale, kernels, reduce_rows
 
 __all__ = ["DW_CHUNK_BYTES", "G_CHUNK_BYTES", "linear_backward", "linear_cross_entropy_triton", "linear_forward"]
@@ -112,26 +113,29 @@ def linear_forward(
                 IEEE=x.dtype == torch.float32,
                 **({} if interp else dict(num_warps=warps, num_stages=stages)),
             )  # fmt: skip
-    # Combine the splits in float64 (O(S N) work): M = max_p m_p, and s' without
-    # adding and subtracting the arg-max's 1 (see lce_forward_kernel).
-    md, spd = m.double(), sp.double()
-    big = md.max(dim=0)
-    top = big.values
-    contrib = (spd + 1.0) * torch.exp(md - top)
-    contrib.scatter_(0, big.indices[None], spd.gather(0, big.indices[None]))
-    spg = contrib.sum(dim=0)
-    l1p = torch.log1p(spg)
-    lse = top + l1p
-    nll = (top - zy.double()) + l1p
+    # Combine the splits in float64 (O(S N) work) with the row-statistics merge
+    # (softxent._rowstats): each split is the state of its part of the row, its
+    # maximum's 1 as ``lead`` (0 for a split with nothing unmasked) and s' as
+    # ``rest``, so the merged log S is log1p of the small terms (exact for a
+    # confident row). The kernel's D_p = sum (m_p - z_c) is the state's -dot.
     eps = float(label_smoothing)
     kept = target != ignore_index
-    if eps:
-        counts = torch.full((splits, 1), float(split_size), dtype=torch.float64, device=dev)
-        counts[-1] = n_classes - split_size * (splits - 1)
-        total = (dsum.double() + counts * (lse - md)).sum(dim=0)  # sum_c (lse - z_c), no cancellation
-        ce = (1.0 - eps) * nll + (eps / n_classes) * total
-    else:
-        ce = nll
+    md, spd = m.double(), sp.double()
+    counts = torch.full((splits, 1), float(split_size), dtype=torch.float64, device=dev)
+    counts[-1] = n_classes - split_size * (splits - 1)
+    zero = torch.zeros_like(md)
+    parts = rs.RowStats(
+        md, (md > -math.inf).double(), spd, zero, zero, -dsum.double() if eps else None, counts.expand_as(md)
+    )
+    top = md.max(dim=0).values
+    based = rs.rebase(parts, top[None], torch)
+    whole = rs.RowStats(
+        top, based.lead.sum(dim=0), based.rest.sum(dim=0), zy.double(), kept.double(),
+        None if based.dot is None else based.dot.sum(dim=0), based.total.sum(dim=0),
+    )  # fmt: skip
+    lse = rs.lse(whole, torch)
+    nll = rs.label_loss(whole, torch)
+    ce = (1.0 - eps) * nll + (eps / n_classes) * rs.smooth_loss(whole, torch) if eps else nll
     ce = torch.where(kept, ce, 0.0)
     bad = kept & ((target < 0) | (target >= n_classes))
     ce = torch.where(bad, math.nan, ce)
