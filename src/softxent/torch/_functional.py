@@ -111,8 +111,13 @@ def _(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, re
 
 
 def _is_one(g: torch.Tensor) -> bool:
-    """``g`` is exactly 1 and may be read (plain eager, not traced by compile or make_fx)."""
-    if torch.compiler.is_compiling() or type(g) is not torch.Tensor or g.dim() != 0:
+    """``g`` is exactly 1 and may be read: a plain CPU tensor in eager mode.
+
+    Reading a CUDA tensor on the host would synchronise every backward (and
+    break CUDA-graph capture), so there the stored gradient is always scaled,
+    as it is when traced by ``torch.compile`` or ``make_fx``.
+    """
+    if torch.compiler.is_compiling() or type(g) is not torch.Tensor or g.dim() != 0 or g.device.type != "cpu":
         return False
     return bool(g == 1)
 
