@@ -7,28 +7,39 @@ How a call flows
 ----------------
 ::
 
-    front end                    contract                        backend               kernel
-    sx.softmax_cross_entropy ─┐
-    softxent.torch.*          ├─> XentOptions.build(...)  ─> loss rows, gradient, lse ─> (NumPy oracle,
-    estimators, distributed  ─┘   (checks, error texts)       reduced by the rules here    numba, torch, Triton)
+    front end                      contract                    backend (one entry point a family)   kernel
+    sx.softmax_cross_entropy  ─┐                               ┌ CPU: _fused.softmax_xent_rows  ─> numba (or the
+    softxent.torch (CPU)       ├─> XentOptions.build(...)  ─>  │      (z-loss/cap: _xent_options)    exact NumPy path)
+    estimators (sigmoid:       │   (checks, error texts)       ├ CUDA: kernels.triton (host code) ─> Triton
+      _sigmoid_xent.sigmoid_xent_rows)                         └ other devices: torch/_reference (plain torch)
+    torch.distributed losses  ─┘   rows reduced by the rules here; row states merged by softxent._rowstats
 
 1. A front end takes its own argument names (PyTorch's for ``softxent.torch``,
    NumPy's for ``softxent``), converts framework scalars to Python numbers,
    and calls :meth:`XentOptions.build`. That is the only place the scalar
-   options are checked; nothing below checks them again.
+   options are checked; nothing below checks them again. The front end also
+   checks its arrays (shapes, dtypes, label values: once, by the compiled
+   pass that prepares them for the kernel) and speaks to its user in its own
+   words: a backend's :class:`MaskedRowError` carries the row for that.
 2. The backend computes per-row losses, the gradient of their weighted sum and
    the per-row log-sum-exp, for the effective target :math:`t` (seed eq. (15):
    :math:`\partial\ell/\partial z = a \sum_c t_c - t`).
-3. The reduction is the same everywhere: ``"none"`` keeps the rows, ``"sum"``
-   adds them, ``"mean"`` divides the sum by the summed weights of the rows
-   that count (:func:`mean_scale`), and a batch in which no row counts gives
-   0, not 0/0.
+3. The reduction is the same everywhere: ``"none"`` keeps the rows
+   (:func:`keeps_rows`), ``"sum"`` adds them, ``"mean"`` divides the sum by
+   the summed weights of the rows that count (:func:`mean_scale`,
+   :func:`reduce_total`, :func:`reduce_rows`), and a batch in which no row
+   counts gives 0, not 0/0. No other module compares ``reduction`` with a mode.
+4. Parts of a row computed apart (vocabulary chunks, Triton splits, the ranks
+   of a tensor-parallel group) are merged with :mod:`softxent._rowstats`;
+   the kernels run the same recurrence element by element inside their loops.
 
 Adding an option
 ----------------
 Add a field to :class:`XentOptions`, its check to :meth:`XentOptions.build`
-(with the error text), implement it in the backends that must honour it, and
-add its oracle tests. Front ends pass it through by name.
+(with the error text), implement it in the backends that must honour it
+(the CPU entry point or its kernels, ``torch/_reference.py``, the Triton
+kernels and ``torch/_vocab_rows.py``), and add its oracle tests. Front ends
+pass it through by name.
 
 Class weights and per-row weights are arrays of each framework's own type;
 the front ends check them (their rules, non-negative and finite, are stated
