@@ -11,8 +11,8 @@ read); the workers keep the data.
   dtype, the targets encoded as the in-memory estimators encode them, the
   class weights folded into the row weights. The blocks stay in worker memory
   (futures held by the driver) for the whole fit.
-* Each evaluation scatters :math:`(W, b)` to every worker once
-  (``broadcast=True``), runs :func:`block_loss_grad` on every block (the fused
+* Each evaluation sends :math:`(W, b)` to every worker once (one small task
+  whose result each worker fetches once), runs :func:`block_loss_grad` on every block (the fused
   in-memory code, :func:`~._objective.data_loss_grad`, one block per worker
   thread) and sums the partial results in a tree of :func:`add_parts` tasks
   (fan-in 8), as Spark's ``treeAggregate`` does: the driver receives one
@@ -168,6 +168,10 @@ def block_covariance(block: Block, n_total: int, mean: np.ndarray) -> tuple[floa
     return float(w.sum()), len(local), cov_w, cov_1
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
 def block_loss_grad(block: Block, coefficients: tuple[np.ndarray, np.ndarray | None]) -> tuple[float, ...]:
     """The data term of one block and its gradient: the in-memory fused code, on one worker thread."""
     W, b = coefficients
@@ -241,8 +245,11 @@ class DaskObjective(Objective):
         return cov_w / w_sum if w_sum > 0 else cov_1 / count
 
     def _data_loss_grad(self, W: np.ndarray, b: np.ndarray | None) -> tuple[float, np.ndarray, np.ndarray]:
-        # The coefficients travel to each worker once per evaluation, not once per block.
-        [coefficients] = self.client.scatter([(W, b)], broadcast=True, hash=False)
+        # The coefficients travel to each worker once per evaluation, not once per block: one small
+        # task holds them and each worker fetches its result once for all its blocks. (A scatter with
+        # broadcast=True does the same, but blocked for minutes in distributed 2026.8 when a worker had
+        # just died; a task is rerun elsewhere if its worker dies.)
+        coefficients = self.client.submit(_identity, (W, b), pure=False)
         parts = [self.client.submit(block_loss_grad, blk, coefficients, pure=False) for blk in self.blocks]
         loss, g_w, g_b = gather_clean(self.client, tree_sum(self.client, parts))
         self.n_passes += 1
