@@ -32,13 +32,14 @@ if tuple(int(p) for p in sklearn.__version__.split(".")[:2] if p.isdigit()) < (1
 from ._auto import AutoClassifier
 from ._heads import HeadChoice, choose_head
 from ._objective import objective_value
-from ._persistence import FORMAT_VERSION, ModelFileError, load
+from ._persistence import FORMAT_VERSION, SKOPS_TRUSTED_TYPES, ModelFileError, load
 from ._sigmoid_regression import SigmoidRegression
 from ._softmax_regression import SoftmaxRegression
 from ._solvers import Progress
 
 __all__ = [
     "FORMAT_VERSION",
+    "SKOPS_TRUSTED_TYPES",
     "AutoClassifier",
     "HeadChoice",
     "ModelFileError",

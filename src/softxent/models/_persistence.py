@@ -63,7 +63,21 @@ from ._archive import FileProblem, ModelArchive, check_listing, short
 from ._heads import HeadChoice
 from ._model_checks import check_fitted
 
-__all__ = ["FORMAT_VERSION", "ModelFileError", "load", "save"]
+__all__ = ["FORMAT_VERSION", "SKOPS_TRUSTED_TYPES", "ModelFileError", "load", "save"]
+
+#: The types a skops file of softxent models holds beyond scikit-learn's and
+#: NumPy's own (``skops.io.load(path, trusted=SKOPS_TRUSTED_TYPES)``): the
+#: three estimators, the head choice an AutoClassifier keeps, and the dtype
+#: parameter (a NumPy scalar type). skops, the scikit-learn project's format,
+#: saves whole pipelines without pickle; :func:`save`/:func:`load` save one
+#: softxent model with its checks and the command line's table transform.
+SKOPS_TRUSTED_TYPES: tuple[str, ...] = (
+    "softxent.models._softmax_regression.SoftmaxRegression",
+    "softxent.models._sigmoid_regression.SigmoidRegression",
+    "softxent.models._auto.AutoClassifier",
+    "softxent.models._heads.HeadChoice",
+    "numpy.dtype",
+)
 
 FORMAT = "softxent.models"
 FORMAT_VERSION = 1
