@@ -41,6 +41,9 @@ EPS32 = float(np.finfo(np.float32).eps)
 LOSS_RTOL = 64 * EPS32
 GRAD_ATOL_TIMES_N = 64 * EPS32
 
+# Rows that measure the machine, not an implementation: nothing to check, no paired copy.
+YARDSTICKS = ("memcpy", "floor (in place)", "floor (copy)")
+
 NOISY_CORES = 0.2  # other processes' CPU use during timing above this is flagged
 
 
@@ -88,6 +91,63 @@ def register(name: str, **env: str) -> Callable[[Callable[..., Bench]], Callable
 def bench_memcpy(logits: np.ndarray, labels: np.ndarray, threads: int) -> Bench:
     dst = np.empty_like(logits)
     return Bench(run=lambda: np.copyto(dst, logits), fetch=lambda _: None)
+
+
+# The floor rows: what the two cores' memory system does with the same
+# buffer and nothing else, on the same threads and the same row blocks
+# (2**16 elements, as softxent's drivers) as the kernels. "in place" reads
+# and writes every element of one buffer (``a[i] *= s``: the traffic of
+# ``inplace=True``, one read and one write-back of each cache line); "copy"
+# reads one buffer and writes another (the traffic of ``out=``, plus the
+# write-allocate read of the destination). s = -1 keeps the values exact.
+FLOOR_BLOCK = 1 << 16
+
+
+def _floor_kernels() -> tuple[Callable[..., None], Callable[..., None]]:
+    import numba as nb
+
+    @nb.njit(parallel=True, nogil=True)
+    def scale_in_place(a: np.ndarray, s: np.float32) -> None:
+        flat = a.reshape(-1)
+        n = flat.shape[0]
+        for b in nb.prange((n + FLOOR_BLOCK - 1) // FLOOR_BLOCK):
+            for i in range(b * FLOOR_BLOCK, min(n, (b + 1) * FLOOR_BLOCK)):
+                flat[i] *= s
+
+    @nb.njit(parallel=True, nogil=True)
+    def copy(dst: np.ndarray, src: np.ndarray) -> None:
+        d = dst.reshape(-1)
+        s = src.reshape(-1)
+        n = d.shape[0]
+        for b in nb.prange((n + FLOOR_BLOCK - 1) // FLOOR_BLOCK):
+            for i in range(b * FLOOR_BLOCK, min(n, (b + 1) * FLOOR_BLOCK)):
+                d[i] = s[i]
+
+    return scale_in_place, copy
+
+
+@register("floor (in place)")
+def bench_floor_in_place(logits: np.ndarray, labels: np.ndarray, threads: int) -> Bench:
+    scale_in_place, _ = _floor_kernels()
+    work = np.empty_like(logits)
+    minus_one = np.float32(-1.0)
+    return Bench(
+        run=lambda: scale_in_place(work, minus_one),
+        fetch=lambda _: None,
+        reset=lambda: np.copyto(work, logits),  # as before softxent (inplace): same cache state
+        note=f"numba prange over blocks of {FLOOR_BLOCK} elements, a[i] *= -1",
+    )
+
+
+@register("floor (copy)")
+def bench_floor_copy(logits: np.ndarray, labels: np.ndarray, threads: int) -> Bench:
+    _, copy = _floor_kernels()
+    dst = np.empty_like(logits)
+    return Bench(
+        run=lambda: copy(dst, logits),
+        fetch=lambda _: None,
+        note=f"numba prange over blocks of {FLOOR_BLOCK} elements, dst[i] = src[i]",
+    )
 
 
 def paired_memcpy(logits: np.ndarray) -> Bench:
@@ -412,7 +472,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     # The peak so far covers the warm-up and checked calls; the timed ones
     # repeat them. Read it before the paired memcpy allocates its buffer.
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    yardstick = None if args.worker == "memcpy" else paired_memcpy(logits)
+    yardstick = None if args.worker in YARDSTICKS else paired_memcpy(logits)
 
     times, paired, others = time_bench(bench, args.repeats, args.min_time, yardstick)
     for _ in range(args.retries):  # a neighbour was busy: wait for quiet, time again

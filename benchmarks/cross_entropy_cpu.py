@@ -23,6 +23,14 @@ What is measured
     implementation; the paired one compares the two under the same
     conditions.
 
+    Two floor rows say what the machine's memory can do with the same data on
+    the same threads, measured in the same run: "floor (in place)" reads and
+    writes back every element of one buffer (numba ``prange``, ``a[i] *=
+    -1``; the traffic of ``inplace=True``), "floor (copy)" reads one buffer
+    and writes another (the traffic of ``out=``). Every row shows its
+    percentage of both ("% of floor": the in-place floor's median / the
+    row's).
+
 How each implementation is isolated
     The parent process imports no numerical library beyond NumPy. For every
     (shape, implementation) pair it starts a fresh ``python this_file.py
@@ -100,7 +108,7 @@ from _cpu_workers import (
     worker,
 )
 
-DEFAULT_SHAPES = "65536x10,8192x1000,2048x32768,512x131072"
+DEFAULT_SHAPES = "65536x10,65536x3,65536x20,8192x100,8192x1000,2048x32768,512x131072"
 RESULTS = Path(__file__).resolve().parent / "results"
 # Environment variables the parent controls; removed from a worker's environment
 # unless its implementation asks for them.
@@ -171,6 +179,8 @@ def add_derived(rows: list[dict[str, Any]], n: int, v: int) -> None:
     nbytes = 2 * n * v * 4  # read the logits + write the gradient
     timed = [r for r in rows if r.get("status") == "ok"]
     memcpy = next((r["median_ms"] for r in timed if r["impl"] == "memcpy"), None)
+    floor = next((r["median_ms"] for r in timed if r["impl"] == "floor (in place)"), None)
+    floor_copy = next((r["median_ms"] for r in timed if r["impl"] == "floor (copy)"), None)
     best_sx = min(
         (r["median_ms"] for r in timed if r["impl"].startswith("softxent") and r["check"] == "ok"),
         default=None,
@@ -178,6 +188,8 @@ def add_derived(rows: list[dict[str, Any]], n: int, v: int) -> None:
     for r in timed:
         r["gb_per_s"] = nbytes / (r["median_ms"] * 1e-3) / 1e9
         r["pct_of_memcpy"] = 100 * memcpy / r["median_ms"] if memcpy else None
+        r["pct_of_floor"] = 100 * floor / r["median_ms"] if floor else None
+        r["pct_of_copy_floor"] = 100 * floor_copy / r["median_ms"] if floor_copy else None
         r["softxent_speedup"] = r["median_ms"] / best_sx if best_sx and r["impl"] != "memcpy" else None
 
 
@@ -192,7 +204,8 @@ def fmt(x: float | None, spec: str) -> str:
 
 
 COLUMNS = [
-    "implementation", "median ms", "min ms", "GB/s", "% of memcpy", "% of paired memcpy", "loss rel. err",
+    "implementation", "median ms", "min ms", "GB/s", "% of floor", "% of copy floor", "% of memcpy",
+    "% of paired memcpy", "loss rel. err",
     "grad max abs err", "check", "softxent speed-up vs this peer", "peak RSS MiB",
     "other procs' cores busy",
 ]  # fmt: skip
@@ -200,13 +213,15 @@ COLUMNS = [
 
 def row_cells(r: dict[str, Any]) -> list[str]:
     if r.get("status") != "ok":
-        return [r["impl"], *["—"] * 7, r.get("message", r.get("status", "?")), "—", "—", "—"]
+        return [r["impl"], *["—"] * 9, r.get("message", r.get("status", "?")), "—", "—", "—"]
     flag = " ⚠" if r["check"] == "FAILED" else ""
     return [
         r["impl"],
         fmt_ms(r["median_ms"]) + flag,
         fmt_ms(r["min_ms"]),
         fmt(r.get("gb_per_s"), ".1f"),
+        fmt(r.get("pct_of_floor"), ".0f"),
+        fmt(r.get("pct_of_copy_floor"), ".0f"),
         fmt(r.get("pct_of_memcpy"), ".0f"),
         fmt(r.get("pct_of_paired_memcpy"), ".0f"),
         fmt(r.get("loss_rel_err"), ".1e"),
@@ -219,7 +234,7 @@ def row_cells(r: dict[str, Any]) -> list[str]:
 
 
 def print_row(cells: list[str]) -> None:
-    widths = [28, 9, 9, 6, 6, 6, 9, 9, 7, 8, 7, 6]
+    widths = [28, 9, 9, 6, 6, 6, 6, 6, 9, 9, 7, 8, 7, 6]
     print("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip(), flush=True)
 
 
@@ -231,6 +246,7 @@ def machine_info() -> dict[str, Any]:
         flags = next((ln for ln in cpuinfo.splitlines() if ln.startswith("flags")), "").split()
         info["cpu_model"] = models[0] if models else platform.processor()
         info["avx512f"] = "avx512f" in flags
+        info["isa"] = instruction_set(flags)
     except OSError:
         info["cpu_model"] = platform.processor()
     info["logical_cpus"] = os.cpu_count()
@@ -242,6 +258,17 @@ def machine_info() -> dict[str, Any]:
     except (OSError, StopIteration):
         pass
     return info
+
+
+def instruction_set(flags: list[str]) -> str:
+    """The widest vector instruction set in /proc/cpuinfo's flags, with its AVX-512 extensions."""
+    if "avx512f" in flags:
+        ext = [f.removeprefix("avx512").upper() for f in flags if f.startswith("avx512") and f != "avx512f"]
+        return "AVX-512 (F" + "".join(", " + e for e in ext) + ")" + (", FMA" if "fma" in flags else "")
+    for isa, name in (("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2")):
+        if isa in flags:
+            return name + (", FMA" if "fma" in flags else "")
+    return "unknown"
 
 
 def versions() -> dict[str, str]:
@@ -266,7 +293,8 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
         "",
         f"- date: {report['date']}",
         f"- machine: {m.get('cpu_model')}, {m.get('usable_cpus')} usable of {m.get('logical_cpus')} "
-        f"logical CPUs, AVX-512: {'yes' if m.get('avx512f') else 'no'}, {m.get('memory_gib')} GiB RAM; "
+        f"logical CPUs, instruction set: {m.get('isa', 'AVX-512' if m.get('avx512f') else 'n/a')}, "
+        f"{m.get('memory_gib')} GiB RAM; "
         f"{m.get('platform')}",
         f"- versions: {vers}",
         f"- threads: {s['threads']}; timed calls: at least {s['repeats']} and at least "
@@ -279,6 +307,12 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
         "timed calls, of (a memcpy of the logits timed in the same process just before the call) / "
         "(the call): the host's memory bandwidth drifts by tens of percent between workers, and "
         "the paired figure compares the two under the same conditions.",
+        '- floor rows, timed in this run on the same threads: "floor (in place)" reads and writes '
+        "back every element of one N×V float32 buffer (a numba prange over blocks of 2^16 elements, "
+        '`a[i] *= -1`: the memory traffic of `inplace=True` and nothing else), "floor (copy)" reads '
+        "one and writes another (the traffic of `out=`); % of floor = the in-place floor's median / "
+        "this median (the target of issue 21 for softxent (inplace) at large shapes: ≥ 70), % of copy "
+        "floor likewise with the copy's.",
         "- speed-up = this row's median / the best median among softxent rows that passed the check.",
         f"- check: against softxent's float64 NumPy reference (SOFTXENT_REFERENCE=1) on the same "
         f"data; passes when loss rel. err ≤ {LOSS_RTOL:.1e} and grad max abs err ≤ "
@@ -404,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                     block["oracle_error"] = oracle.get("message")
                     print(f"[{shape}] oracle failed: {oracle.get('message')}", file=sys.stderr)
             print(f"\n## {shape}", flush=True)
-            print_row(["implementation", "median", "min ms", "GB/s", "%mcpy", "%pair", "loss err",
+            print_row(["implementation", "median", "min ms", "GB/s", "%floor", "%copyf", "%mcpy", "%pair", "loss err",
                        "grad err", "check", "speed-up", "RSS MiB", "others"])  # fmt: skip
             for impl in args.impl_list:
                 print(f"[{shape}] {impl} ...", file=sys.stderr, flush=True)
