@@ -112,7 +112,7 @@ def _matrix(X: Any) -> tuple[Any, np.ndarray | None]:
         bad = [f"{c!r} ({t})" for c, t in X.dtypes.items() if np.dtype(t).kind not in "biuf"]
         if bad:
             raise ValueError(f"X must hold numbers: the columns {', '.join(bad[:5])} are not numeric")
-        X = X.to_dask_array(lengths=True)
+        X = X.to_dask_array()  # lengths below (lengths=True fails on some optimised read_parquet graphs)
     elif not isinstance(X, da.Array):
         X = da.asarray(X)
     if X.ndim != 2:
@@ -138,7 +138,7 @@ def _rows(value: Any, chunks: tuple[int, ...], name: str) -> Any:
         dtypes = [value.dtype] if value.ndim == 1 else list(value.dtypes)
         if any(not isinstance(t, np.dtype) for t in dtypes):
             value = value.astype(object)  # pandas' string (and other extension) dtypes: as NumPy objects
-        value = value.to_dask_array(lengths=True)
+        value = value.to_dask_array()
     elif not isinstance(value, da.Array):
         value = np.asarray(value)
         if value.ndim == 0 and name == "sample_weight":
