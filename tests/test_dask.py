@@ -133,6 +133,20 @@ def test_sigmoid_indicator_matches_in_memory(client, class_weight):
     np.testing.assert_array_equal(pred.compute(), reference.predict(X))
 
 
+def _as_sets(Y, names=("dance", "pop", "rock", "vocal")):
+    return [{names[j] for j in np.flatnonzero(row)} for row in Y]
+
+
+def test_sigmoid_label_sets_match_in_memory(client):
+    X, Y = _indicator(seed=19)
+    sets = _as_sets(Y)
+    model = SigmoidRegression(tol=TOL).fit(da.from_array(X, chunks=((1, 199, 200), -1)), sets)
+    reference = SigmoidRegression(tol=TOL).fit(X, sets)
+    _same_fit(model, reference)
+    np.testing.assert_array_equal(model.classes_, reference.classes_)
+    np.testing.assert_array_equal(model.predict(da.from_array(X, chunks=100)).compute(), reference.predict(X))
+
+
 def test_sigmoid_one_vs_rest_labels(client):
     X, y = _data(seed=6)
     model = SigmoidRegression(tol=TOL).fit(da.from_array(X, chunks=(77, -1)), da.from_array(y, chunks=77))
@@ -151,7 +165,7 @@ def _other_indicator(n=400, L=3, seed=7):
     return X, Y
 
 
-@pytest.mark.parametrize("case", ["labels", "exclusive", "other", "multi"])
+@pytest.mark.parametrize("case", ["labels", "exclusive", "other", "multi", "other_sets", "multi_sets"])
 def test_auto_classifier_chooses_each_head_as_in_memory(client, case):
     if case == "labels":
         X, y = _data(seed=8)
@@ -162,9 +176,15 @@ def test_auto_classifier_chooses_each_head_as_in_memory(client, case):
         if case == "exclusive":
             keep = y.any(axis=1)
             X, y = X[keep], y[keep]
+    if case == "other_sets":
+        X, y = _other_indicator(seed=10)
+    elif case == "multi_sets":
+        X, y = _indicator(seed=9)
     rows = (1, 99, len(X) - 100)
     Xd = da.from_array(X, chunks=(rows, -1))
     yd = da.from_array(y, chunks=(rows,) + ((y.shape[1],) if y.ndim == 2 else ()))
+    if case.endswith("_sets"):  # a list of label sets stays on the client, as lists do
+        y = yd = _as_sets(y)
     model = AutoClassifier(tol=TOL).fit(Xd, yd)
     reference = AutoClassifier(tol=TOL).fit(X, y)
     assert model.head_choice_ == reference.head_choice_

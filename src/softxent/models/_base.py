@@ -251,8 +251,12 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, dask array, dask DataFrame} of shape (n_samples, n_features)
             Training data (sparse input is used as CSR, never densified).
+            Dask collections (X, y or ``sample_weight``) are fitted on the
+            cluster of the active ``distributed.Client`` (a ``LocalCluster``
+            when there is none) with the same solver and stopping rule, the
+            data left on the workers (see :mod:`softxent.models._dask`).
         y : array-like
             The targets; see the class docstring for the accepted forms.
         sample_weight : array-like of shape (n_samples,), optional

@@ -109,7 +109,7 @@ def _matrix(X: Any) -> tuple[Any, np.ndarray | None]:
         columns = list(X.columns)
         if columns and all(isinstance(c, str) for c in columns):
             names = np.asarray(columns, dtype=object)
-        bad = [f"{c!r} ({t})" for c, t in X.dtypes.items() if np.dtype(t).kind not in "biuf"]
+        bad = [f"{c!r} ({t})" for c, t in X.dtypes.items() if getattr(t, "kind", "O") not in "biuf"]
         if bad:
             raise ValueError(f"X must hold numbers: the columns {', '.join(bad[:5])} are not numeric")
         X = X.to_dask_array()  # lengths below (lengths=True fails on some optimised read_parquet graphs)
@@ -154,6 +154,16 @@ def _rows(value: Any, chunks: tuple[int, ...], name: str) -> Any:
     if value.ndim > 2:
         raise ValueError(f"{name} must be 1-D or 2-D, got shape {value.shape}")
     return value.rechunk((chunks,) + tuple((s,) for s in value.shape[1:]))
+
+
+def _label_sets(y: Any) -> tuple[Any, np.ndarray | None]:
+    """A list of label sets (held by the client, as lists are) as its indicator matrix and label names."""
+    from ._heads import _is_label_set_list, parse_targets
+
+    if is_dask(y) or not _is_label_set_list(y):
+        return y, None
+    parsed = parse_targets(y)
+    return parsed.indicator, parsed.names
 
 
 def _chunk_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -332,11 +342,14 @@ def fit_dask(est: Any, X: Any, y: Any, sample_weight: Any = None) -> Any:
         print(f"[{name}] fitting on Dask {where}", flush=True)
     Xd, names = _matrix(X)
     chunks = Xd.chunks[0]
+    y, set_names = _label_sets(y)
     yd = _rows(y, chunks, "y")
     swd = _rows(sample_weight, chunks, "sample_weight")
     if swd is not None and swd.ndim != 1:
         raise ValueError(f"sample_weight must have shape ({Xd.shape[0]},) (one per row), got shape {swd.shape}")
     spec, stratified = _targets_spec(est, client, yd)
+    if set_names is not None and spec.target == "indicator":
+        est.classes_, est._indicator_dtype = set_names, np.dtype(np.int64)  # as in memory for label sets
     est.n_features_in_ = Xd.shape[1]
     if names is not None:
         est.feature_names_in_ = names
@@ -381,6 +394,7 @@ def fit_auto_dask(auto: Any, X: Any, y: Any, sample_weight: Any = None) -> Any:
         raise ValueError("this classifier requires y to be passed, but the target y is None")
     client, _ = get_client()
     Xd, _ = _matrix(X)
+    y, set_names = _label_sets(y)
     yd = _rows(y, Xd.chunks[0], "y")
     previous = getattr(auto, "head_", None) if auto.warm_start else None
     if yd.ndim == 1 or yd.shape[1] == 1:
@@ -392,14 +406,16 @@ def fit_auto_dask(auto: Any, X: Any, y: Any, sample_weight: Any = None) -> Any:
         stats = _indicator_pass(client, yd)
         n_labels = yd.shape[1]
         choice = choice_for_indicator(
-            stats["n"], n_labels, stats["multi"], stats["none"], stats["fullest"], from_sets=False,
+            stats["n"], n_labels, stats["multi"], stats["none"], stats["fullest"], from_sets=set_names is not None,
             other_label=auto.other_label,
         )  # fmt: skip
-        names = np.arange(n_labels)
+        names = np.arange(n_labels) if set_names is None else set_names
         if choice.head == "sigmoid":
             head = auto._head(SigmoidRegression, previous)
             head.set_params(threshold=auto.threshold)
             head.fit(X, yd, sample_weight=sample_weight)
+            if set_names is not None:  # the head, too, names its columns as in memory
+                head.classes_, head._indicator_dtype = set_names, np.dtype(np.int64)
             auto.classes_ = names
         else:
             positives = stats["positives"]
@@ -407,7 +423,7 @@ def fit_auto_dask(auto: Any, X: Any, y: Any, sample_weight: Any = None) -> Any:
             if present < 2:
                 raise ValueError(
                     f"AutoClassifier needs rows of at least 2 classes, but every row of y carries the one "
-                    f"label {int(np.argmax(positives))!r}"
+                    f"label {names.tolist()[int(np.argmax(positives))]!r}"
                 )
             if auto.other_label in names.tolist():
                 raise ValueError(
@@ -427,7 +443,7 @@ def fit_auto_dask(auto: Any, X: Any, y: Any, sample_weight: Any = None) -> Any:
             head.fit(X, codes, sample_weight=sample_weight)
             auto.classes_ = _names_array([all_names[c] for c in head.classes_.tolist()])
         auto.labels_, auto.target_type_ = names, "multilabel-indicator"
-        auto._indicator_dtype = yd.dtype
+        auto._indicator_dtype = yd.dtype if set_names is None else np.dtype(np.int64)
     auto.head_choice_ = choice
     auto.head_ = head
     auto.n_features_in_ = head.n_features_in_
