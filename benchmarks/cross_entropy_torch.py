@@ -54,7 +54,8 @@ Noisy machine
     run. Each row records how many cores other processes kept busy while its
     worker ran (from /proc/stat, minus the worker's own CPU time);
     ``--wait-idle S`` waits before each worker for a quiet second. Compare rows
-    of the same run only. A full run takes about 6-8 minutes.
+    of the same run only. A full run takes about 30-40 minutes (the linear part alone, one shape, 20 minutes
+    on a loaded 2-core host: 6 rounds of 6 variants; ``--linear-shapes 0 --reps 1`` for a quick look).
 
 Run: ``python benchmarks/cross_entropy_torch.py`` (``--help`` for options). Writes
 ``benchmarks/results/cross_entropy_torch.md`` and ``.json``.
