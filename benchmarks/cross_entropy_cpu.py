@@ -89,6 +89,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -193,6 +194,33 @@ def add_derived(rows: list[dict[str, Any]], n: int, v: int) -> None:
         r["softxent_speedup"] = r["median_ms"] / best_sx if best_sx and r["impl"] != "memcpy" else None
 
 
+def combine_runs(runs: list[list[dict[str, Any]]], n: int, v: int) -> list[dict[str, Any]]:
+    """One row per implementation from ``--runs`` sweeps: the run whose median is the
+    median of the runs' (the lower middle one for an even count), with every run's
+    median (``run_medians_ms``) and every run's "% of floor", each against the floor
+    rows of its own run; "% of floor" is then the median of those."""
+    combined = []
+    for i, first in enumerate(runs[0]):
+        rows = [run[i] for run in runs if i < len(run)]
+        ok = sorted((r for r in rows if r.get("status") == "ok"), key=lambda r: r["median_ms"])
+        if not ok:
+            combined.append(first)
+            continue
+        row = dict(ok[(len(ok) - 1) // 2])
+        row["run_medians_ms"] = [r["median_ms"] for r in rows if r.get("status") == "ok"]
+        for key in ("pct_of_floor", "pct_of_copy_floor"):
+            values = [r[key] for r in rows if r.get("status") == "ok" and r.get(key) is not None]
+            row[key + "_runs"] = values
+        combined.append(row)
+    add_derived(combined, n, v)
+    for row in combined:
+        for key in ("pct_of_floor", "pct_of_copy_floor"):
+            values = row.get(key + "_runs")
+            if values:
+                row[key] = statistics.median(values)
+    return combined
+
+
 def fmt_ms(x: float | None) -> str:
     if x is None:
         return "—"
@@ -207,13 +235,13 @@ COLUMNS = [
     "implementation", "median ms", "min ms", "GB/s", "% of floor", "% of copy floor", "% of memcpy",
     "% of paired memcpy", "loss rel. err",
     "grad max abs err", "check", "softxent speed-up vs this peer", "peak RSS MiB",
-    "other procs' cores busy",
+    "other procs' cores busy", "median ms of each run", "% of floor in each run",
 ]  # fmt: skip
 
 
 def row_cells(r: dict[str, Any]) -> list[str]:
     if r.get("status") != "ok":
-        return [r["impl"], *["—"] * 9, r.get("message", r.get("status", "?")), "—", "—", "—"]
+        return [r["impl"], *["—"] * 9, r.get("message", r.get("status", "?")), "—", "—", "—", "—", "—"]
     flag = " ⚠" if r["check"] == "FAILED" else ""
     return [
         r["impl"],
@@ -230,11 +258,13 @@ def row_cells(r: dict[str, Any]) -> list[str]:
         fmt(r.get("softxent_speedup"), ".2f") + ("×" if r.get("softxent_speedup") else ""),
         fmt(r.get("peak_rss_mib"), ".0f"),
         fmt(r.get("other_load_cores"), ".2f"),
+        " / ".join(fmt_ms(x) for x in r.get("run_medians_ms", [r["median_ms"]])),
+        " / ".join(f"{x:.0f}" for x in r.get("pct_of_floor_runs", [])) or "—",
     ]
 
 
 def print_row(cells: list[str]) -> None:
-    widths = [28, 9, 9, 6, 6, 6, 6, 6, 9, 9, 7, 8, 7, 6]
+    widths = [28, 9, 9, 6, 6, 6, 6, 6, 9, 9, 7, 8, 7, 6, 14, 10]
     print("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip(), flush=True)
 
 
@@ -297,6 +327,9 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
         f"{m.get('memory_gib')} GiB RAM; "
         f"{m.get('platform')}",
         f"- versions: {vers}",
+        f"- runs: {s.get('runs', 1)} sweep(s) over the implementations per shape, each with its own floor "
+        "rows; a row is the median run of its implementation (median ms of each run in the last columns), "
+        "its % of floor the median of the runs' percentages, each against the floor of the same run",
         f"- threads: {s['threads']}; timed calls: at least {s['repeats']} and at least "
         f"{s['min_time']} s, after {s['warmup']} warm-up call(s); one subprocess per implementation; "
         f"waited up to {s['wait_idle']} s for idle CPUs before each, re-timed up to {s['retries']} "
@@ -355,6 +388,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=len(usable_cpus()), help="threads per implementation")
     p.add_argument("--repeats", type=int, default=7, help="minimum number of timed calls")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls first (at least 1)")
+    p.add_argument("--runs", type=int, default=1,
+                   help="sweeps over the implementations per shape (each with its own floor rows); "
+                   "the tables show the median run of each implementation")  # fmt: skip
     p.add_argument("--min-time", type=float, default=0.25,
                    help="keep timing until this many seconds were measured (max 1000 calls)")  # fmt: skip
     p.add_argument("--impls", default=",".join(REGISTRY), help="comma-separated implementation names")
@@ -378,8 +414,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--oracle-dir", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.threads < 1 or args.repeats < 1 or args.warmup < 0 or args.retries < 0:
-        p.error("--threads and --repeats must be >= 1, --warmup and --retries >= 0")
+    if args.threads < 1 or args.repeats < 1 or args.runs < 1 or args.warmup < 0 or args.retries < 0:
+        p.error("--threads, --repeats and --runs must be >= 1, --warmup and --retries >= 0")
     if args.worker is None:
         by_lower = {k.lower(): k for k in REGISTRY}
         wanted = [s.strip() for s in args.impls.split(",") if s.strip()]
@@ -412,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "min_time": args.min_time,
             "retries": args.retries,
+            "runs": args.runs,
             "wait_idle": args.wait_idle,
             "seed": SEED,
             "logit_scale": LOGIT_SCALE,
@@ -439,15 +476,26 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[{shape}] oracle failed: {oracle.get('message')}", file=sys.stderr)
             print(f"\n## {shape}", flush=True)
             print_row(["implementation", "median", "min ms", "GB/s", "%floor", "%copyf", "%mcpy", "%pair", "loss err",
-                       "grad err", "check", "speed-up", "RSS MiB", "others"])  # fmt: skip
-            for impl in args.impl_list:
-                print(f"[{shape}] {impl} ...", file=sys.stderr, flush=True)
-                row = run_worker(impl, shape, args, tmp)
-                block["rows"].append(row)
-                add_derived(block["rows"], n, v)
-                print(f"[{shape}] {impl}: {row.get('status')} in {row.get('wall_s', 0):.1f} s",
-                      file=sys.stderr, flush=True)  # fmt: skip
-                print_row(row_cells(row))
+                       "grad err", "check", "speed-up", "RSS MiB", "others", "runs ms", "runs %floor"])  # fmt: skip
+            runs: list[list[dict[str, Any]]] = []
+            for k in range(args.runs):
+                if args.runs > 1:
+                    print(f"# run {k + 1} of {args.runs}", flush=True)
+                rows: list[dict[str, Any]] = []
+                runs.append(rows)
+                for impl in args.impl_list:
+                    print(f"[{shape}] {impl} (run {k + 1}) ...", file=sys.stderr, flush=True)
+                    row = run_worker(impl, shape, args, tmp)
+                    rows.append(row)
+                    add_derived(rows, n, v)  # against this run's floor rows
+                    print(f"[{shape}] {impl}: {row.get('status')} in {row.get('wall_s', 0):.1f} s",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    print_row(row_cells(row))
+            block["rows"] = combine_runs(runs, n, v)
+            if args.runs > 1:
+                print(f"# median of {args.runs} runs", flush=True)
+                for row in block["rows"]:
+                    print_row(row_cells(row))
         write_reports(report, out_dir)
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     report["machine"]["loadavg_at_end"] = round(os.getloadavg()[0], 2)
