@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -87,3 +89,24 @@ def test_a_killed_worker_does_not_lose_the_fit(client):
     f, f_ref = model.loss_curve_[-1], reference.loss_curve_[-1]
     assert abs(f - f_ref) <= 1e-8 * abs(f_ref)
     np.testing.assert_allclose(model.coef_, reference.coef_, atol=1e-5)
+
+
+def test_without_a_client_a_local_cluster_is_started_and_said(tmp_path):
+    # In a fresh interpreter: no distributed.Client exists there, so the fit must start its own.
+    script = tmp_path / "fit.py"
+    script.write_text(
+        "import numpy as np, dask.array as da, warnings\n"
+        "warnings.simplefilter('ignore')\n"
+        "from softxent.models import SoftmaxRegression\n"
+        "if __name__ == '__main__':\n"
+        "    rng = np.random.default_rng(0)\n"
+        "    X = rng.normal(size=(300, 3)); y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)\n"
+        "    m = SoftmaxRegression(verbose=1).fit(da.from_array(X, chunks=(100, 3)), da.from_array(y, chunks=100))\n"
+        "    ref = SoftmaxRegression().fit(X, y)\n"
+        "    print('same', abs(m.loss_curve_[-1] - ref.loss_curve_[-1]) <= 1e-8 * ref.loss_curve_[-1])\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    first = done.stdout.splitlines()[0]
+    assert "no distributed.Client was active: started a LocalCluster" in first, first
+    assert done.stdout.splitlines()[-1] == "same True"

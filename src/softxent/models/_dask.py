@@ -38,6 +38,8 @@ import numpy as np
 from sklearn.exceptions import DataConversionWarning
 
 from ._dask_blocks import BlockSpec, DaskObjective, DaskProblem, gather_clean, make_block
+from ._dask_predict import is_frame as _is_frame
+from ._dask_predict import predict_dask
 from ._heads import check_discrete_labels, choice_for_indicator
 from ._solvers import lbfgs, progress_factory
 
@@ -92,10 +94,6 @@ def _describe(client: Any) -> str:
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def _is_frame(value: Any) -> bool:
-    return hasattr(value, "to_dask_array") and hasattr(value, "npartitions")
 
 
 def _matrix(X: Any) -> tuple[Any, np.ndarray | None]:
@@ -242,7 +240,7 @@ def _class_spec(est: Any, client: Any, y: Any, *, one_vs_rest: bool) -> tuple[Bl
     elif est.class_weight is not None:  # "balanced", scikit-learn's n / (k * count)
         weights = counts.sum() / (len(classes) * counts.astype(np.float64))
     k = len(classes)
-    dtype = est._work_dtype if not (est.warm_start and hasattr(est, "coef_")) else est.coef_.dtype
+    dtype = est._work_dtype  # fit always converts to the working dtype (partial_fit is not routed here)
     if k == 2:
         spec = BlockSpec(dtype, "sigmoid", 1, "binary", classes, weights)
     elif one_vs_rest:
@@ -371,8 +369,6 @@ def fit_dask(est: Any, X: Any, y: Any, sample_weight: Any = None) -> Any:
     finally:
         client.cancel(blocks)  # the data leaves the workers' memory with the fit
     est._set_params_from(W, b)
-    est.coef_ = est.coef_.astype(spec.dtype, copy=False)
-    est.intercept_ = est.intercept_.astype(spec.dtype, copy=False)
     est.n_iter_ = result.n_iter
     est.loss_curve_ = result.loss_curve
     est.validation_loss_curve_ = None
@@ -457,47 +453,3 @@ def fit_auto_dask(auto: Any, X: Any, y: Any, sample_weight: Any = None) -> Any:
 def _indicator_codes(Y: np.ndarray, n_labels: int) -> np.ndarray:
     """The column of each row's one label, ``n_labels`` ("other") for rows without one."""
     return np.where(Y.any(axis=1), np.argmax(Y, axis=1), n_labels).astype(np.int64)
-
-
-# --------------------------------------------------------------------------- predict
-
-
-def _apply(block: Any, est: Any, method: str, tail: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    if len(block) == 0:  # an empty chunk or partition: the in-memory checks refuse zero rows
-        return np.empty((0,) + tail, dtype=dtype)
-    return np.asarray(getattr(est, method)(block))
-
-
-def predict_dask(est: Any, method: str, X: Any) -> Any:
-    """``est.<method>`` of a Dask collection: a lazy dask array, one block per row chunk of X."""
-    import dask
-    import dask.array as da
-    from sklearn.utils.validation import check_is_fitted
-
-    check_is_fitted(est)
-    d = est.n_features_in_
-    probe = np.zeros((1, d), dtype=np.float64)
-    if _is_frame(X):
-        import pandas as pd
-
-        probe = pd.DataFrame(probe, columns=list(X.columns))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the probe only learns the output's shape and dtype
-        sample = np.asarray(getattr(est, method)(probe))
-    tail, dtype = sample.shape[1:], sample.dtype
-    if _is_frame(X):
-        parts = [
-            da.from_delayed(dask.delayed(_apply)(p, est, method, tail, dtype), shape=(np.nan,) + tail, dtype=dtype)
-            for p in X.to_delayed()
-        ]
-        return da.concatenate(parts, axis=0)
-    if not isinstance(X, da.Array) or X.ndim != 2:
-        raise ValueError(f"X must be a 2-D dask array or a dask DataFrame, got {type(X).__name__}")
-    if X.shape[1] != d:
-        raise ValueError(f"X has {X.shape[1]} features, but {type(est).__name__} is expecting {d} features as input")
-    X = X.rechunk({1: -1})
-    chunks = (X.chunks[0],) + tuple((s,) for s in tail)
-    return X.map_blocks(
-        _apply, est, method, tail, dtype, dtype=dtype, chunks=chunks, drop_axis=None if tail else 1,
-        meta=np.empty((0,) + tail, dtype=dtype),
-    )  # fmt: skip
