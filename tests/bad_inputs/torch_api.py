@@ -94,13 +94,18 @@ CASES: list = [
          TypeError, r"ignore_index must be an integer, got -100.0"),
     # linear_cross_entropy
     _row("linear_weight_feature_mismatch", lambda tmp: _lce(weight=_t(lambda t: t.zeros(5, 3))),
-         ValueError, r"weight must have shape \(V, 2\) for x of shape \(3, 2\), got \(5, 3\)"),
+         ValueError, r"linear_weight must have shape \(V, 2\) for input of shape \(3, 2\), got \(5, 3\)"),
     _row("linear_zero_classes", lambda tmp: _lce(weight=_t(lambda t: t.zeros(0, 2))),
          ValueError, r"weight must have at least one row \(class\)"),
     _row("linear_dtype_mismatch", lambda tmp: _lce(weight=_t(lambda t: t.zeros(5, 2, dtype=t.float64))),
-         TypeError, r"x, weight and bias must have one dtype, got torch.float32, torch.float64"),
-    _row("linear_probability_target", lambda tmp: _lce(target=_t(lambda t: t.full((3, 5), 0.2))),
-         TypeError, r"target must hold class indices .*linear_cross_entropy takes no probability targets"),
+         TypeError, r"input, linear_weight and linear_bias must have one dtype, got torch.float32, torch.float64"),
+    _row("linear_probability_target_shape", lambda tmp: _lce(target=_t(lambda t: t.full((3, 4), 0.25))),
+         ValueError, r"target holds probabilities \(dtype torch.float32\), so it must have the logits' shape "
+                     r"\(3, 5\), got \(3, 4\)"),
+    _row("linear_old_style_weight_keyword",
+         lambda tmp: __import__("softxent.torch", fromlist=["x"]).linear_cross_entropy(
+             _t(lambda t: t.zeros(3, 2)), weight=_t(lambda t: t.zeros(5, 2)), target=_t(lambda t: t.tensor([0, 1, 2]))),
+         TypeError, r"weight is the class weights, shape \(V,\).*pass the head's matrix as linear_weight"),
     _row("linear_target_out_of_range", lambda tmp: _lce(target=_t(lambda t: t.tensor([0, 5, 1]))),
          ValueError, r"target must hold class indices in \[0, 5\) .*got 5 at index \(1,\)"),
     _row("linear_chunk_size_zero", lambda tmp: _lce(chunk_size=0),
@@ -115,7 +120,7 @@ CASES: list = [
     _row("linear_masked_row",
          lambda tmp: _lce(_t(lambda t: t.tensor([[float("inf"), 0.0], [1.0, 0.0], [0.0, 0.0]])),
                           _t(lambda t: -t.ones(5, 2))),
-         ValueError, r"^row 0 of x @ weight.T \+ bias \(the batch flattened\) is -inf for every class"),
+         ValueError, r"^row 0 of input @ linear_weight.T \+ linear_bias \(the batch flattened\) is -inf for every class"),
 ]  # fmt: skip
 
 

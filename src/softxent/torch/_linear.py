@@ -82,9 +82,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._contract import Reduction
+from .._contract import Reduction, keeps_rows
 from ._backends import has_fused_backend
-from ._functional import _functorch_active, apply_temperature, check_temperature_arg, cross_entropy
+from ._functional import _functorch_active, _is_one, apply_temperature, check_temperature_arg, cross_entropy
 from ._linear_args import check_head_tensors, chunk_rows_from_options, refuse_legacy_call
 from ._linear_blocks import BLOCK_BYTES, _linear_xent, plan_blocks
 from ._reference import cross_entropy_rows_reference, work_dtype
@@ -112,7 +112,7 @@ def _linear_op(
     when not requested, they are empty tensors): ``"none"`` recomputes them in
     :func:`_linear_backward_op`.
     """
-    early = reduction != "none"
+    early = not keeps_rows(reduction)
     need_dx, need_dw, need_db = need_dx and early, need_dw and early, need_db and early and bias is not None
     loss, lse, dx, dw, db = _linear_xent(
         x, weight, target, bias, ignore_index=ignore_index, label_smoothing=label_smoothing,
@@ -130,10 +130,10 @@ def _linear_op(
 def _fake_outputs(x, weight, bias, reduction, need_dx, need_dw, need_db):
     """The shapes of the forward op's outputs (for tracing): the gradients only for "mean"/"sum"."""
     n_rows = x.shape[0]
-    early = reduction != "none"
+    early = not keeps_rows(reduction)
     need_dx, need_dw, need_db = need_dx and early, need_dw and early, need_db and early
     return (
-        x.new_empty((n_rows,) if reduction == "none" else ()),
+        x.new_empty((n_rows,) if keeps_rows(reduction) else ()),
         x.new_empty((n_rows,), dtype=work_dtype(x.dtype)),
         torch.empty_like(x) if need_dx else x.new_empty((0,)),
         torch.empty_like(weight) if need_dw else weight.new_empty((0,)),
@@ -191,7 +191,7 @@ def _linear_general_op(
     reduction: str, block_rows: int, block_vocab: int, need_dx: bool, need_dw: bool, need_db: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """:func:`_linear_op` with class weights (V,) and (N,) class indices or (N, V) probabilities."""
-    early = reduction != "none"
+    early = not keeps_rows(reduction)
     need_dx, need_dw, need_db = need_dx and early, need_dw and early, need_db and early and bias is not None
     loss, lse, dx, dw, db = _linear_xent(
         x, weight, target, bias, ignore_index=ignore_index, label_smoothing=label_smoothing,
@@ -241,13 +241,6 @@ def _(grad_rows, x, weight, target, bias, class_weight, lse, ignore_index, label
         torch.empty_like(weight) if need_dw else weight.new_empty((0,)),
         bias.new_empty(bias.shape) if (need_db and bias is not None) else weight.new_empty((0,)),
     )
-
-
-def _is_one(g: torch.Tensor) -> bool:
-    """``g`` is exactly 1 and may be read (plain eager, not traced): the stored gradients need no scaling."""
-    if torch.compiler.is_compiling() or type(g) is not torch.Tensor or g.dim() != 0:
-        return False
-    return bool(g == 1)
 
 
 def _split_inputs(inputs):
@@ -308,7 +301,7 @@ def _backward(ctx, grad_loss, *_unused):
         return (None, None, None, None) + rest
     if torch.is_grad_enabled() and not torch.compiler.is_compiling():
         dx, dw, db = _differentiable_grads(ctx, grad_loss)
-    elif ctx.reduction == "none":
+    elif keeps_rows(ctx.reduction):
         x, weight, target, bias, class_weight, lse = ctx.saved_tensors[:6]
         if ctx.general:
             dx, dw, db = _linear_general_backward_op(
@@ -546,7 +539,7 @@ def linear_cross_entropy(
     else:
         cw = None if weight is None else weight.detach()
         loss = _linear_general_op(x2, w, t2.detach(), b, cw, *args, need_dx, need_dw, need_db)[0]
-    if reduction == "none":
+    if keeps_rows(reduction):
         loss = loss.reshape(batch)
         if shift and not prob:
             loss = loss[..., :-1]

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .._contract import grad_scale
+from .._contract import grad_scale, keeps_rows
 from ._backends import fused_backend
 from ._memory import empty
 from ._reference import work_dtype
@@ -319,7 +319,7 @@ def _linear_xent(
                 loss_rows[rows] = lb.to(torch.float64)
             if dx is not None:
                 dx[rows] = dxb
-    loss = loss_rows if reduction == "none" else loss_rows.sum()
+    loss = loss_rows if keeps_rows(reduction) else loss_rows.sum()
     dtype = x.dtype
     return (
         loss.to(dtype),

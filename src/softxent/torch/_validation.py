@@ -29,7 +29,6 @@ __all__ = [
     "REDUCTIONS",
     "check_ce_args",
     "check_head_options",
-    "check_linear_args",
     "check_index_target_values",
     "check_prob_target_values",
     "check_options",
@@ -149,40 +148,6 @@ def check_ce_args(input: Any, target: Any, weight: Any) -> tuple[bool, tuple[int
             raise ValueError(f"weight must have shape ({n_classes},) (one per class), got {tuple(weight.shape)}")
         check_same_device(input, weight, "weight", "input")
     return prob, batch
-
-
-def check_linear_args(x: Any, weight: Any, target: Any, bias: Any) -> None:
-    """Static checks of :func:`softxent.torch.linear_cross_entropy`'s tensors (the dtypes agree after autocast)."""
-    check_float_tensor(x, "x")
-    check_float_tensor(weight, "weight")
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-    if x.dim() == 0:
-        raise ValueError("x must have a feature axis: shape (..., d), got a 0-d tensor")
-    d = x.shape[-1]
-    if weight.dim() != 2 or weight.shape[1] != d:
-        raise ValueError(f"weight must have shape (V, {d}) for x of shape {tuple(x.shape)}, got {tuple(weight.shape)}")
-    n_classes = weight.shape[0]
-    if n_classes == 0:
-        raise ValueError(f"weight must have at least one row (class), got shape {tuple(weight.shape)}")
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(
-            f"target must hold class indices (an integer dtype), got {target.dtype}"
-            + ("; linear_cross_entropy takes no probability targets" if target.is_floating_point() else "")
-        )
-    if tuple(target.shape) != tuple(x.shape[:-1]):
-        raise ValueError(
-            f"target must have shape {tuple(x.shape[:-1])} (x's shape without its last axis), got {tuple(target.shape)}"
-        )
-    if bias is not None:
-        check_float_tensor(bias, "bias")
-        if tuple(bias.shape) != (n_classes,):
-            raise ValueError(f"bias must have shape ({n_classes},) (one per class), got {tuple(bias.shape)}")
-    for name, t in (("weight", weight), ("target", target), ("bias", bias)):
-        check_same_device(x, t, name, "x")
-
-
-# ----------------------------------------------------------------- data checks
 
 
 def check_index_target_values(target: torch.Tensor, n_classes: int, ignore_index: int) -> None:
