@@ -69,6 +69,14 @@ class Block:
     codes: np.ndarray | None
     offset: int
 
+    def __sizeof__(self) -> int:
+        # What Dask's sizeof sees (it falls back to sys.getsizeof): the arrays, not the ~50-byte
+        # object. With the object's size the scheduler thought a block free to move and work
+        # stealing shipped blocks between workers; the memory limits also need the real size.
+        p = self.problem
+        arrays = (p.X, p.targets, p.sample_weight, self.codes)
+        return object.__sizeof__(self) + sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
+
 
 def _global_row_error(name: str, values: np.ndarray, offset: int, n_total: int) -> ValueError:
     bad = ~np.isfinite(values) | (values < 0)
