@@ -23,7 +23,7 @@ Fitted attributes are plain NumPy, so a model fitted on Dask saves, loads and
 predicts exactly as one fitted in memory. ``predict``, ``predict_proba``,
 ``predict_log_proba`` and ``decision_function`` of a Dask collection return
 a lazy dask array, chunked like X's rows, whose blocks are the in-memory
-method on X's blocks (:func:`predict_dask`).
+method on X's blocks (:func:`predict_dask`, in :mod:`._dask_predict`).
 """
 
 from __future__ import annotations
