@@ -67,27 +67,30 @@ def _lin_types(dtype: str) -> dict:
 
 
 def default_variants() -> list[Variant]:
-    """The variants of a bf16 call at LLM sizes (and the float32 head's tiles), options off and all on."""
+    """The variants of a bf16 call at LLM sizes (and the float32 head's), options off and all on, each with the
+    tiles its launch uses (:func:`._linear_head._lce_blocks`, per kernel and options)."""
     import triton.language as tl
 
     out = []
-    rows, block, warps = ce_launch_config(256000, torch.bfloat16)
+    rows, block, warps, ce_stages = ce_launch_config(256000, torch.bfloat16)
     for label, opts in (("plain", {}), ("all options", dict(HAS_WEIGHT=True, SMOOTH=True, ZLOSS=True, SOFTCAP=True))):
         for prob in (False, True):
             consts = dict(PROB=prob, HAS_WEIGHT=False, SMOOTH=False, ZLOSS=False, SOFTCAP=False, NEED_GRAD=True,
-                          ROWS=rows, BLOCK=block, ACC=tl.float32, DOWNCAST=False)  # fmt: skip
+                          ROWS=rows, BLOCK=block, ACC=tl.float32, DOWNCAST=False, STAGES=ce_stages)  # fmt: skip
             consts.update(opts)
             kind = "probabilities" if prob else "class indices"
             out.append(Variant(f"ce_kernel bf16, {kind}, {label}", "ce_kernel", _ce_types("bf16", prob), consts,
-                               warps, 1))  # fmt: skip
+                               warps, ce_stages))  # fmt: skip
     for dtype, torch_dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
-        bm, bn, bk, warps, stages = _lce_blocks(False, torch_dtype)
-        tiles = dict(BM=bm, BN=bn, BK=bk, UPCAST=False, IEEE=dtype == "fp32")
         for label, on in (("plain", False), ("all options", True)):
             opts = dict(HAS_BIAS=on, SMOOTH=on, SOFTCAP=on)
+            bm, bn, bk, warps, stages = _lce_blocks(False, torch_dtype, "forward", on)
+            tiles = dict(BM=bm, BN=bn, BK=bk, UPCAST=False, IEEE=dtype == "fp32")
             out.append(Variant(f"lce_forward_kernel {dtype}, {label}", "lce_forward_kernel", _lin_types(dtype),
                                dict(opts, **tiles), warps, stages))  # fmt: skip
             for store_g in (True, False):  # the default schedule (G to cuBLAS), the filtered fused one
+                bm, bn, bk, warps, stages = _lce_blocks(False, torch_dtype, "backward" if store_g else "fused", on)
+                tiles = dict(BM=bm, BN=bn, BK=bk, UPCAST=False, IEEE=dtype == "fp32")
                 consts = dict(opts, HAS_NLL=True, NEED_DX=True, NEED_DW=True, NEED_DB=on, FILTER=not store_g,
                               STORE_G=store_g, DOWNCAST=False, **tiles)  # fmt: skip
                 what = "G to cuBLAS" if store_g else "filtered, fused"

@@ -56,6 +56,8 @@ def cross_entropy_rows(
     scale: tuple[float, float] | None = None,
     block: int | None = None,
     programs: int | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     r"""Loss, gradient and per-row log-sum-exp of (M, C) logits in one kernel launch.
 
@@ -94,6 +96,10 @@ def cross_entropy_rows(
         Programs launched (each loops over row blocks); default one per row
         block. Fewer bound the rows in flight, so that the second sweep finds
         its row in L2 (a tuning knob for the benchmark).
+    num_warps, num_stages : int, optional
+        Warps per program and the software-pipelining depth of the sweeps over
+        a row (``tl.range(..., num_stages=)``; 1: none); the defaults are
+        :func:`ce_launch_config`'s. Knobs for the benchmark's sweep.
 
     Returns
     -------
@@ -145,7 +151,9 @@ def cross_entropy_rows(
     if n_rows:
         scales = _ce_scales(target, weight, n_rows, n_classes, ignore_index, reduction, scale, z.device, prob)
         scales = scales.to(acc)
-        rows_per, block, warps = ce_launch_config(n_classes, z.dtype, block)
+        rows_per, block, warps, stages = ce_launch_config(n_classes, z.dtype, block)
+        warps = int(num_warps or warps)
+        stages = int(num_stages or stages)
         n_blocks = cdiv(n_rows, rows_per)
         w = weight.contiguous() if weight is not None else z  # a dummy pointer when unused
         tl_acc = _tl_dtype(acc)
@@ -160,7 +168,7 @@ def cross_entropy_rows(
                 PROB=prob, HAS_WEIGHT=weight is not None, SMOOTH=bool(label_smoothing),
                 ZLOSS=bool(z_loss), SOFTCAP=softcap is not None, NEED_GRAD=need_grad,
                 ROWS=rows_per, BLOCK=block, ACC=tl_acc,
-                DOWNCAST=interp and need_grad and grad.dtype == torch.bfloat16,
+                DOWNCAST=interp and need_grad and grad.dtype == torch.bfloat16, STAGES=stages,
                 **({} if interp else dict(num_warps=warps)),
             )  # fmt: skip
     else:
@@ -169,8 +177,13 @@ def cross_entropy_rows(
     return loss, grad, lse
 
 
-def ce_launch_config(n_classes: int, dtype: torch.dtype, block: int | None = None) -> tuple[int, int, int]:
-    """(rows per program, classes per tile, warps) of :func:`cross_entropy_rows` (also compiled by :mod:`._aot`)."""
+def ce_launch_config(n_classes: int, dtype: torch.dtype, block: int | None = None) -> tuple[int, int, int, int]:
+    """(rows per program, classes per tile, warps, pipelining stages) of :func:`cross_entropy_rows`.
+
+    Also what :mod:`._aot` compiles. The first GPU run's sweep
+    (``benchmarks/cross_entropy_gpu.py --only ce-sweep``) compares these with
+    larger tiles and other depths; nothing here is tuned on a GPU yet.
+    """
     if block is None:
         # 4096 classes per tile and 16 warps: no register spills at sm_90 with every
         # option on (ptxas -v), 8 elements (16 bytes of bf16) per thread and load.
@@ -178,7 +191,10 @@ def ce_launch_config(n_classes: int, dtype: torch.dtype, block: int | None = Non
     rows_per = max(1, min(16, 2048 // block)) if block >= n_classes else 1
     tile = rows_per * block  # elements per program and sweep step: about 8 per thread
     warps = 16 if tile >= 4096 else 8 if tile >= 1024 else 4
-    return rows_per, block, warps
+    # Two stages: the next tile's loads are issued before this tile's exps (tl.range's
+    # software pipelining), one tile of registers more; a row of one tile has nothing to prefetch.
+    stages = 2 if n_classes > block else 1
+    return rows_per, block, warps, stages
 
 
 def _tl_dtype(dtype: torch.dtype):

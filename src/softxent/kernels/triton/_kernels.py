@@ -125,26 +125,32 @@ def _round_bf16(x):
 
 
 @triton.jit
-def _online_update(z, cols, m, sp, amax, c0, PRECISE: tl.constexpr):
+def _online_update(z, m, sp, PRECISE: tl.constexpr):
     """One block of the online (max, s') recurrence: z (R, B) fp32, -inf where masked.
 
-    New max m' = max(m, block max). If the block holds the new max, the old
-    arg-max element joins the sum: s' <- (s' + 1) e^{m - m'} + sum_{c != c*} e^{z_c - m'};
-    else s' <- s' + sum_c e^{z_c - m}. The block's own arg-max is left out of
-    its sum by index (not by subtracting 1), so no cancellation.
+    New max m' = max(m, bm), bm the block's max. The block's maxima (every
+    element equal to bm: ties too) are left out of its exponential sum by
+    equality with bm, and added back as exact numbers: if the block holds the
+    new max, one of them is the new lead (the 1 kept out of s') and the others
+    are exact 1s, while the old lead joins the sum:
+    s' <- (s' + 1) e^{m - m'} + sum_{z_c != bm} e^{z_c - m'} + (k - 1);
+    else s' <- s' + sum_{z_c != bm} e^{z_c - m} + k e^{bm - m}, with k the count
+    of maxima. No arg-max (an index reduction beside the max) and no
+    subtraction of 1, so no cancellation.
     """
     bm = tl.max(z, axis=1)
-    bidx = tl.argmax(z, axis=1) + c0
     new = bm > m
     m_new = tl.maximum(m, bm)
     m_safe = tl.where(m_new == -float("inf"), 0.0, m_new)  # all masked so far: no NaN from -inf - -inf
-    p = _exp_sum_term(z - m_safe[:, None], PRECISE)
-    p = tl.where(new[:, None] & (cols[None, :] == bidx[:, None]), 0.0, p)
+    at = z == bm[:, None]
+    p = tl.where(at, 0.0, _exp_sum_term(z - m_safe[:, None], PRECISE))
+    k = tl.sum(at.to(tl.float32), axis=1).to(m.dtype)
+    extra = tl.where(new, k - 1.0, k * _exp_sum_term(bm - m_safe, PRECISE))
+    extra = tl.where(bm == -float("inf"), 0.0, extra)  # a fully masked block adds nothing
     old = tl.where(new, (sp + 1.0) * _exp_sum_term(m - m_safe, PRECISE), sp)
     old = tl.where(m == -float("inf"), 0.0, old)  # nothing seen before: no old max to rescale
-    sp = old + tl.sum(p, axis=1)
-    amax = tl.where(new, bidx, amax)
-    return m_new, sp, amax
+    sp = old + tl.sum(p, axis=1) + extra
+    return m_new, sp
 
 
 # --------------------------------------------------------------------------- cross-entropy on logits
@@ -178,6 +184,7 @@ def ce_kernel(
     BLOCK: tl.constexpr,
     ACC: tl.constexpr,
     DOWNCAST: tl.constexpr,  # DOWNCAST: bf16 gradient in the interpreter
+    STAGES: tl.constexpr,  # software-pipelining depth of the sweeps over a row (1: none)
 ):
     r"""Loss, log-sum-exp and gradient of ROWS rows per program (ROWS = 1 for wide rows).
 
@@ -195,7 +202,7 @@ def ce_kernel(
         a_y - 1 = -s' / (1 + s')   if z_y = m (y is an arg-max), else exp(z_y - lse) - 1
         lse - z_y = (m - z_y) + log1p(s')
 
-    Pass 1 reads the row once for (m, s', arg-max) and the sums T, W; pass 2
+    Pass 1 reads the row once for (m, s') and the sums T, W; pass 2
     (only when needed: gradient, smoothing, probability targets) reads it again
     (from L2 for all but huge rows) for the terms that need lse. Rows that take
     no part (ignored, or no target mass and no z-loss) get loss 0 and a
@@ -224,19 +231,18 @@ def ce_kernel(
         # ---- pass 1: online max / s' (float32), and the target sums
         m = tl.full((ROWS,), ninf, ACC)
         sp = tl.zeros((ROWS,), ACC)
-        amax = tl.zeros((ROWS,), tl.int64)
         t_sum = tl.zeros((ROWS,), ACC)  # T (probability targets)
         w_sum = tl.zeros((ROWS,), ACC)  # W (class weights with smoothing)
         n_nan = tl.zeros((ROWS,), tl.int32)
-        for c0 in range(0, n_classes, BLOCK):
+        for c0 in tl.range(0, n_classes, BLOCK, num_stages=STAGES):  # prefetch the next tile
             cols = c0 + tl.arange(0, BLOCK)
             cmask = cols < n_classes
             mask = rmask[:, None] & cmask[None, :]
             z = tl.load(z_row[:, None] + cols[None, :], mask=mask, other=ninf).to(ACC)
             if SOFTCAP:
                 z = tl.where(mask, _softcap(z, cap), ninf)
-            m, sp, amax = _online_update(z, cols, m, sp, amax, c0, True)
-            n_nan += tl.sum(tl.where(z != z, 1, 0), axis=1)  # max/argmax may skip NaN: count it
+            m, sp = _online_update(z, m, sp, True)
+            n_nan += tl.sum(tl.where(z != z, 1, 0), axis=1)  # max may skip NaN: count it
             if HAS_WEIGHT:
                 wc = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(ACC)
             if PROB:
@@ -284,7 +290,7 @@ def ce_kernel(
         # ---- pass 2: terms that need lse, and the gradient
         if NEED_GRAD or SMOOTH or PROB:
             smooth = tl.zeros((ROWS,), ACC)
-            for c0 in range(0, n_classes, BLOCK):
+            for c0 in tl.range(0, n_classes, BLOCK, num_stages=STAGES):
                 cols = c0 + tl.arange(0, BLOCK)
                 cmask = cols < n_classes
                 mask = rmask[:, None] & cmask[None, :]
@@ -314,8 +320,8 @@ def ce_kernel(
                 if NEED_GRAD:
                     a = tl.exp(z - lse_safe[:, None])
                     if PROB:
-                        # At the arg-max a = 1/(1+s') exactly: T a - t = T (a - 1) + (T - t).
-                        at_max = cols[None, :] == amax[:, None]
+                        # At a maximum a = 1/(1+s') exactly: T a - t = T (a - 1) + (T - t).
+                        at_max = z == m[:, None]  # every maximum (ties too) has a = 1/(1+s')
                         g = tl.where(
                             at_max,
                             total[:, None] * (-sp / (1.0 + sp))[:, None] + (total[:, None] - t),
@@ -447,7 +453,6 @@ def lce_forward_kernel(
     ninf = -float("inf")
     m = tl.full((BM,), ninf, tl.float32)
     sp = tl.zeros((BM,), tl.float32)
-    amax = tl.zeros((BM,), tl.int64)
     dsum = tl.zeros((BM,), tl.float32)
     n_seen = 0.0
     zy = tl.zeros((BM,), tl.float32)
@@ -477,7 +482,7 @@ def lce_forward_kernel(
             z = _softcap(z, cap)
         z = tl.where(cmask[None, :], z, ninf)
         m_old = m
-        m, sp, amax = _online_update(z, cols, m, sp, amax, c0, False)
+        m, sp = _online_update(z, m, sp, False)
         n_nan += tl.sum(tl.where(z != z, 1, 0), axis=1)
         if SMOOTH:
             n_blk = tl.sum(cmask.to(tl.float32), axis=0)

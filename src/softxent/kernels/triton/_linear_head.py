@@ -10,6 +10,7 @@ together without autograd.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -25,15 +26,75 @@ DW_CHUNK_BYTES = 256 * 2**20
 G_CHUNK_BYTES = 64 * 2**20
 
 
-def _lce_blocks(interp: bool, dtype: torch.dtype) -> tuple[int, int, int, int, int]:
-    """(BM, BN, BK, num_warps, num_stages): small tiles for the interpreter, tensor-core tiles on the GPU."""
+#: (BM, BN, BK, num_warps, num_stages) per (kernel, options on) for bf16/fp16 on the GPU: the largest
+#: tiles of each variant that compile without register spills at sm_90a (triton 3.7.1, ptxas -v;
+#: benchmarks/results/triton_compile_sm90a.md). "options" is any of bias, label smoothing, soft cap:
+#: their epilogue holds more live values, and at 128 x 128 those variants spilled 144 to 528 bytes.
+#: 128 x 128 x 64 spills in every variant (196 to 480 bytes). Not yet timed on a GPU: the benchmark's
+#: linear-sweep compares these with the others.
+LOW_PRECISION_TILES = {
+    ("forward", False): (128, 128, 32, 8, 3),
+    ("forward", True): (128, 64, 32, 8, 3),
+    ("backward", False): (128, 128, 32, 8, 3),
+    ("backward", True): (128, 64, 64, 8, 3),
+    ("fused", False): (128, 128, 32, 8, 3),
+    ("fused", True): (128, 64, 32, 8, 3),
+}
+#: float32 (IEEE dots on CUDA cores): 64 x 64 x 32 with 8 warps, every variant without spills
+#: (with 4 warps all spilled, 52 to 552 bytes).
+FLOAT32_TILES = (64, 64, 32, 8, 3)
+
+
+def _lce_blocks(
+    interp: bool, dtype: torch.dtype, kernel: str = "forward", options: bool = False
+) -> tuple[int, int, int, int, int]:
+    """(BM, BN, BK, num_warps, num_stages) of one kernel variant: small tiles for the interpreter.
+
+    ``kernel``: ``"forward"``, ``"backward"`` (G to cuBLAS) or ``"fused"`` (the filtered
+    backward); ``options``: bias, label smoothing or the soft cap on.
+    """
     if interp:
         return 16, 32, 16, 4, 1
     if dtype == torch.float32:
-        return 64, 64, 32, 4, 3
-    # 128 x 128 tiles with K steps of 32: no register spills at sm_90 in either
-    # kernel (ptxas -v; K steps of 64 spill 172 / 1472 bytes).
-    return 128, 128, 32, 8, 3
+        return FLOAT32_TILES
+    return LOW_PRECISION_TILES[(kernel, bool(options))]
+
+
+@functools.lru_cache(maxsize=256)
+def _wave_splits(row_blocks: int, vocab_blocks: int, n_sm: int) -> int:
+    """Vocabulary splits S of the forward grid (row blocks x S) that keep the SMs busy to the last wave.
+
+    At 255 registers per thread one (BM, BN) program fits an SM, so the grid runs in
+    waves of ``n_sm`` programs; each program sweeps ``ceil(vocab_blocks / S)`` tiles.
+    The time is about waves x tiles per program, the useful work row blocks x vocabulary
+    tiles: S maximises their ratio (within 0.5%: the fewest splits). At (8192, 256000) and 132
+    SMs: S = 33, 16 full waves (the earlier rule, about 4 programs per SM, gave S = 9:
+    576 programs, a last wave 36% full).
+    """
+    best, best_s = 0.0, 1
+    for s in range(1, min(vocab_blocks, max(1, 64 * n_sm // row_blocks)) + 1):
+        per = cdiv(vocab_blocks, s)
+        s_real = cdiv(vocab_blocks, per)
+        eff = row_blocks * vocab_blocks / (cdiv(row_blocks * s_real, n_sm) * n_sm * per)
+        if eff > best + 0.005:  # half a per cent more use of the SMs is worth more splits
+            best, best_s = eff, s_real
+    return best_s
+
+
+def _wave_chunk(row_blocks: int, budget_tiles: int, vocab_blocks: int, n_sm: int) -> int:
+    """Vocabulary tiles per backward chunk near ``budget_tiles`` (0.5x to 1.1x) whose grid fills whole waves."""
+    if budget_tiles >= vocab_blocks:
+        return vocab_blocks
+    best, best_c = 0.0, budget_tiles
+    for c in range(max(1, budget_tiles // 2), min(vocab_blocks, budget_tiles + budget_tiles // 10) + 1):
+        eff = row_blocks * c / (cdiv(row_blocks * c, n_sm) * n_sm)
+        if eff >= best - 1e-9:  # ties: the larger chunk (fewer launches)
+            best, best_c = eff, c
+    return best_c
+
+
+def _sm_count(x: torch.Tensor, interp: bool) -> int:
+    return 1 if interp else torch.cuda.get_device_properties(x.device).multi_processor_count
 
 
 def _check_linear(x, weight, target, bias):
@@ -72,6 +133,7 @@ def linear_forward(
     z_loss: float = 0.0,
     softcap: float | None = None,
     splits: int | None = None,
+    tiles: tuple[int, int, int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Per-row loss terms of ``x @ weight.T + bias`` without the logits: ``(ce_rows, lse, nll)``.
 
@@ -80,7 +142,9 @@ def linear_forward(
     ``lse`` (N,) float32; ``nll`` (N,) float32, :math:`\operatorname{lse} - z_y`
     computed without cancellation (the backward's true-class gradient
     :math:`a_y - 1 = \operatorname{expm1}(-\text{nll})` uses it).
-    ``splits``: vocabulary splits (programs along V); the default fills the GPU.
+    ``splits``: vocabulary splits (programs along V); the default fills whole waves of
+    the GPU's SMs (:func:`_wave_splits`). ``tiles``: (BM, BN, BK, warps, stages) instead of
+    the variant's own (:func:`_lce_blocks`), for the benchmark's sweep.
     """
     _check_linear(x, weight, target, bias)
     interp = _interpret(x)
@@ -89,12 +153,15 @@ def linear_forward(
     weight = weight if weight.stride(1) == 1 else weight.contiguous()
     n_rows, n_dim = x.shape
     n_classes = weight.shape[0]
-    bm, bn, bk, warps, stages = _lce_blocks(interp, x.dtype)
+    options = bias is not None or bool(label_smoothing) or softcap is not None
+    bm, bn, bk, warps, stages = tiles or _lce_blocks(interp, x.dtype, "forward", options)
     row_blocks = cdiv(max(n_rows, 1), bm)
     vocab_blocks = cdiv(n_classes, bn)
     if splits is None:
-        n_sm = 1 if interp else torch.cuda.get_device_properties(x.device).multi_processor_count
-        splits = max(1, min(vocab_blocks, cdiv(4 * n_sm, row_blocks)))
+        if interp:
+            splits = max(1, min(vocab_blocks, cdiv(4, row_blocks)))
+        else:
+            splits = _wave_splits(row_blocks, vocab_blocks, _sm_count(x, interp))
     split_size = cdiv(cdiv(n_classes, max(1, int(splits))), bn) * bn
     splits = cdiv(n_classes, split_size)
     dev = x.device
@@ -226,6 +293,7 @@ def linear_backward(
     need_db: bool = True,
     grad_filter: float | None = None,
     dw_chunk: int | None = None,
+    tiles: tuple[int, int, int, int, int] | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
     r"""Gradients of the head from the forward's per-row statistics, recomputing the logits.
 
@@ -259,10 +327,11 @@ def linear_backward(
     n_rows, n_dim = x.shape
     n_classes = weight.shape[0]
     dev = x.device
-    bm, bn, bk, warps, stages = _lce_blocks(interp, x.dtype)
+    fused = grad_filter is not None
+    options = bias is not None or bool(label_smoothing) or softcap is not None
+    bm, bn, bk, warps, stages = tiles or _lce_blocks(interp, x.dtype, "fused" if fused else "backward", options)
     need_db = need_db and bias is not None
     f32 = torch.float32
-    fused = grad_filter is not None
     # G in x's dtype for the tensor-core GEMMs; fp16 holds it scaled by a power of two (see _g_scale).
     g_dtype = x.dtype
     dx_acc = torch.zeros((n_rows, n_dim), dtype=f32, device=dev) if need_dx else None
@@ -274,6 +343,10 @@ def linear_backward(
             dw_chunk = n_classes if weight.dtype == f32 else DW_CHUNK_BYTES // (4 * max(n_dim, 1))
         else:
             dw_chunk = G_CHUNK_BYTES // (max(n_rows, 1) * torch.empty((), dtype=g_dtype).element_size())
+            if not interp:  # whole waves of (BM, BN) programs per chunk (a few % of the G kernel)
+                row_blocks = cdiv(max(n_rows, 1), bm)
+                tiles_c = _wave_chunk(row_blocks, max(1, dw_chunk // bn), cdiv(n_classes, bn), _sm_count(x, interp))
+                dw_chunk = tiles_c * bn
     dw_chunk = min(max(bn, cdiv(int(dw_chunk), bn) * bn), cdiv(n_classes, bn) * bn)
     direct = fused and weight.dtype == f32  # dW accumulates straight into the result
     dw_acc = db_acc = g_buf = None
@@ -364,6 +437,7 @@ def linear_cross_entropy_triton(
     grad_filter: float | None = None,
     splits: int | None = None,
     dw_chunk: int | None = None,
+    tiles: tuple[int, int, int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
     r"""Loss of ``x @ weight.T + bias`` against ``target`` and its gradients, the logits never stored.
 
@@ -404,7 +478,7 @@ def linear_cross_entropy_triton(
     ignore_index = int(ignore_index)
     ce_rows, lse, nll = linear_forward(
         x, weight, target, bias, ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,
-        softcap=softcap, splits=splits,
+        softcap=softcap, splits=splits, tiles=tiles,
     )  # fmt: skip
     n_rows = x.shape[0]
     kept = target != ignore_index
@@ -418,6 +492,6 @@ def linear_cross_entropy_triton(
         ce, zl, _, _ = _row_coefficients(target, lse, ignore_index, reduction, z_loss, grad_output, n_rows)
         dx, dw, db, skipped = linear_backward(
             x, weight, target, bias, lse, ce, zl, nll=nll, label_smoothing=label_smoothing, softcap=softcap,
-            need_db=bias is not None, grad_filter=grad_filter, dw_chunk=dw_chunk,
+            need_db=bias is not None, grad_filter=grad_filter, dw_chunk=dw_chunk, tiles=tiles,
         )  # fmt: skip
     return loss, dx, dw, db, skipped
