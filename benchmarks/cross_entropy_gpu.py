@@ -1,60 +1,67 @@
-"""softxent's Triton kernels on a GPU against F.cross_entropy, Liger-Kernel and Cut Cross-Entropy.
+"""softxent's Triton kernels on a GPU against torch, Liger-Kernel and Cut Cross-Entropy, with two sweeps.
 
-What is measured (bf16, one process, one device, every implementation in the same run)
-    1. Linear + cross-entropy, forward + backward, at (N tokens, D, V) =
-       (8192, 2304, 256000) (Gemma 2) and (8192, 4096, 128256) (Llama 3):
-       gradients for the hidden states x (N, D) and the head's weight W (V, D).
-       - ``softxent.torch.linear_cross_entropy(x, W, y)``;
-       - the same core without autograd and with gradient filtering
-         (``softxent.kernels.triton._linear_head.linear_cross_entropy_triton(..., grad_filter=2**-12)``);
-       - the naive head ``F.cross_entropy(x @ W.T, y)``, eager and ``torch.compile``;
-       - Liger-Kernel ``LigerFusedLinearCrossEntropyLoss``;
-       - Cut Cross-Entropy ``cut_cross_entropy.linear_cross_entropy`` (its
-         default, with gradient filtering, and with ``filter_eps=None``).
-    2. Cross-entropy on given bf16 logits (N, V) at N = 8192 and the same two V:
-       ``softxent.torch.cross_entropy``, ``F.cross_entropy`` eager and
-       ``torch.compile``, Liger-Kernel ``LigerCrossEntropyLoss``, and a copy of
-       the logits into a fresh tensor (the floor: one read, one write).
+Parts (``--only``, repeatable; default all, in this order)
+    ``linear``: linear + cross-entropy, forward + backward (gradients for x and W), bf16, at
+        (N tokens, D, V) = (8192, 2304, 256000) (Gemma 2) and (8192, 4096, 128256) (Llama 3):
+        softxent (``softxent.torch.linear_cross_entropy``, and its core with gradient filtering),
+        the naive head ``F.cross_entropy(x @ W.T, y)`` in bf16, in float32 (inputs upcast: the
+        float32 reference's own error) and under ``torch.compile``, torch's chunked
+        ``F.linear_cross_entropy(..., options=LinearCrossEntropyOptions())`` (where this torch has it),
+        Liger-Kernel ``LigerFusedLinearCrossEntropyLoss`` (its default and ``accum_dtype=torch.float32``),
+        Cut Cross-Entropy ``linear_cross_entropy`` (its default, gradient filter on, and ``filter_eps=None``).
+    ``ce``: cross-entropy on given bf16 logits (N, V), same N and V: softxent, ``F.cross_entropy``
+        (bf16, float32, ``torch.compile``), Liger ``LigerCrossEntropyLoss``, and a copy of the
+        logits into a fresh tensor (the floor: one read, one write).
+    ``ce-sweep``: softxent's cross-entropy kernel alone at the ``ce`` shapes over classes per tile,
+        warps, software-pipelining stages and programs launched.
+    ``linear-sweep``: softxent's linear head (forward + backward, no autograd) at the first shape
+        over its tile configurations and vocabulary splits, the defaults beside the earlier ones.
+
+Input sets (``--inputs``, default both), each row says which
+    ``normal``: logits of std 2 (x ~ N(0, 1), W ~ N(0, 4/D)), uniform labels: no tile of the
+        softmax is ever small enough for gradient filtering, which then measures only its overhead.
+    ``zipf``: peaked logits, a Zipf log-prior over the classes plus noise, as a language model's
+        are: z_ic = -s ln(c + 1) + N(0, 1) with s = ``ZIPF_S`` (classes in frequency order, as a
+        BPE vocabulary roughly is), labels drawn from the same Zipf law. The linear head gets it
+        through its first feature (x_i0 = 1, W_c0 = the prior), so D stays the same. About 98% of
+        the (128, 128) tiles of G at V = 256000 then have every entry below 2**-12.
+    1/16 of the labels are ``-100`` (ignored) in both.
 
 How
-    Timing: CUDA events around ``loss = f(...); loss.backward()`` (gradients
-    set to None before each call, untimed), ``--warmup`` calls first (they
-    include compilation), then the median and minimum of ``--reps`` calls.
-    Memory: ``torch.cuda.max_memory_allocated`` over one forward + backward,
-    after the peak statistics are reset, minus what was allocated before the
-    call (the inputs); the gradients the call leaves are part of it.
-    Achieved bandwidth (cross-entropy on logits): the least traffic of a loss
-    + gradient, one read of the logits and one write of their gradient
-    (2 x N x V x 2 bytes), over the median time; as a fraction of the
-    device's nominal peak when its name is in ``PEAK_BANDWIDTH`` and of the
-    measured copy rate.
-    Gradient error: each implementation's gradients against a float64
-    reference of the same bf16 inputs, on slices: the first ``--check-rows``
-    rows of dL/dx (or dL/dz) and the first ``--check-classes`` rows of dL/dW
-    (the latter needs every row's float64 log-sum-exp, computed once per
-    shape in row chunks). Reported: relative Frobenius error and the largest
-    absolute error.
-    A peer that is not installed is listed as "not installed"; one that fails
-    (out of memory, an API change) as "error: ..." and the run goes on.
+    Timing: CUDA events around ``loss = f(...); loss.backward()`` (gradients set to None before
+    each call, untimed), ``--warmup`` calls first (they include compilation), then the median
+    and minimum of ``--reps`` calls. Memory: ``torch.cuda.max_memory_allocated`` over one call,
+    after the peak statistics are reset, minus what was allocated before it (the inputs); the
+    gradients the call leaves are part of it. Bandwidth (on logits): one read of the logits and
+    one write of their gradient (2 x N x V x 2 bytes) over the median time, as a fraction of the
+    copy row's (measured in the same run) and of the device's nominal peak (``PEAK_BANDWIDTH``).
+    Errors, against float64 of the same bf16 inputs: the loss (relative), the first
+    ``--check-rows`` rows of dL/dx (dL/dz) and the first ``--check-classes`` rows of dL/dW
+    (relative Frobenius norm and largest absolute error). The float32 rows give the error a
+    float32 computation of the same inputs makes (its gradient rounded to bf16 like every other).
+    A peer that does not import shows its import error; one this torch lacks says so; one that
+    fails (out of memory, an API change) shows "error: ..." and the run goes on.
+    Every table is written (``.md`` and ``.json``) after each row, so a run stopped by a time
+    limit keeps everything measured before.
 
-Targets of issue 7 (printed at the end): linear cross-entropy at least 1.2x
-faster than the faster of Liger and CCE, peak memory no more than CCE's, and a
-weight-gradient error no larger than the best of them, at both shapes; the
-cross-entropy on logits at least 1.2x faster than Liger and at 80% or more of
-the GPU's memory bandwidth.
+Targets (issue 20; printed and written at the end of each table): the linear head at least
+1.2x faster than the fastest of Liger, CCE and torch's chunked head, with peak memory at most
+1.1x CCE's, and gradients within the larger of the best peer's and the float32 reference's
+error; the cross-entropy on logits at least 1.2x Liger and at least 70% of the copy's bandwidth.
 
-Run: ``python benchmarks/cross_entropy_gpu.py`` on a CUDA machine (``--help``
-for options; ``pip install liger-kernel cut-cross-entropy`` for the peers).
-Writes ``benchmarks/results/cross_entropy_gpu.md`` and ``.json``. Without a
-GPU it exits with status 2. ``--dry-run`` runs every code path on the CPU on
-tiny shapes, softxent's kernels in Triton's interpreter (timings meaningless),
-and writes its tables to a temporary folder (or ``--out``).
+Run: ``python benchmarks/cross_entropy_gpu.py`` on a CUDA machine (``--help``; the peers:
+``pip install liger-kernel cut-cross-entropy``); ``benchmarks/gpu_check.sh`` runs every part
+with time limits. Writes ``benchmarks/results/cross_entropy_gpu.md`` and ``.json`` (``--out``).
+Without a GPU it exits with status 2. ``--dry-run`` runs every part on the CPU on tiny shapes,
+softxent's kernels in Triton's interpreter, the peers that import; the rest (``torch.compile``)
+is listed as skipped with the reason; timings are meaningless; tables go to a temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import gc
 import json
 import math
@@ -74,9 +81,32 @@ if "--dry-run" in sys.argv[1:]:
     os.environ["TRITON_INTERPRET"] = "1"
 
 LINEAR_SHAPES = [(8192, 2304, 256000), (8192, 4096, 128256)]
-DRY_LINEAR_SHAPES = [(24, 40, 300), (20, 24, 130)]
+DRY_LINEAR_SHAPES = [(8, 16, 72)]
+INPUT_SETS = ("normal", "zipf")
+PARTS = ("linear", "ce", "ce-sweep", "linear-sweep")
 SEED = 20240601
 FILTER_EPS = 2.0**-12
+NORMAL_STD = 2.0
+ZIPF_S = 1.2
+ZIPF_NOISE = 1.0
+IGNORE = -100
+
+#: ce-sweep: (classes per tile, warps, stages, programs as a multiple of the SM count or None: one per row).
+CE_SWEEP = [(b, 16, s, None) for b in (2048, 4096, 8192, 16384) for s in (1, 2)] + [
+    (4096, 8, 2, None),
+    (4096, 16, 2, 2),
+    (4096, 16, 2, 8),
+]
+DRY_CE_SWEEP = [(32, 4, 1, None), (32, 4, 2, None), (32, 4, 2, 1)]
+#: linear-sweep: (BM, BN, BK, warps, stages) or None (the defaults), and the forward's splits rule.
+LINEAR_SWEEP = [
+    (None, "waves"),  # the defaults (128 x 128 x 32 for these plain inputs), splits in whole waves of SMs
+    (None, "4 per SM"),  # the earlier splits rule (about 4 programs per SM)
+    ((128, 64, 64, 8, 3), "waves"),  # 64-deep K steps, no spills at sm_90a
+    ((128, 64, 64, 8, 4), "waves"),
+    ((128, 128, 64, 8, 3), "waves"),  # spills at sm_90a (triton 3.7.1): the compile table
+]
+DRY_LINEAR_SWEEP = [(None, "waves"), ((16, 64, 16, 4, 1), "4 per SM")]
 
 #: Nominal peak memory bandwidth (bytes/s) by a substring of the device name.
 PEAK_BANDWIDTH = {
@@ -94,60 +124,100 @@ EXIT_NO_GPU = 2
 
 
 class NotInstalled(Exception):
-    pass
+    """The peer does not import; its import error is the cause."""
+
+
+class Skipped(Exception):
+    """Not run, for the reason given (a torch without the function, --dry-run, --no-compile)."""
 
 
 # --------------------------------------------------------------------------- inputs and references
 
 
-def make_linear_inputs(torch: Any, n: int, d: int, v: int, device: str) -> tuple[Any, Any, Any]:
-    """x ~ N(0, 1), W ~ N(0, 1/d) * 2 (logits of std ~2, a realistic spread), uniform labels, 1/16 ignored."""
+def _zipf(torch: Any, g: Any, n: int, v: int) -> tuple[Any, Any]:
+    """(the log-prior -s ln(rank), n labels drawn from the Zipf law), classes in frequency order."""
+    prior = -ZIPF_S * torch.log(torch.arange(1, v + 1, dtype=torch.float64))
+    labels = torch.multinomial(torch.softmax(prior, 0), n, replacement=True, generator=g)
+    return prior, labels
+
+
+def make_linear_inputs(torch: Any, n: int, d: int, v: int, device: str, kind: str = "normal") -> tuple[Any, Any, Any]:
+    """bf16 (x, W) and labels (1/16 ignored) of the input set ``kind`` (see the module docstring)."""
     g = torch.Generator(device="cpu").manual_seed(SEED)
-    x = torch.randn(n, d, generator=g).to(device=device, dtype=torch.bfloat16)
-    w = (torch.randn(v, d, generator=g) * (2.0 / math.sqrt(d))).to(device=device, dtype=torch.bfloat16)
-    y = torch.randint(0, v, (n,), generator=g)
-    y[::16] = -100
-    return x, w, y.to(device)
+    x = torch.randn(n, d, generator=g)
+    if kind == "zipf":
+        prior, y = _zipf(torch, g, n, v)
+        w = torch.randn(v, d, generator=g) * (ZIPF_NOISE / math.sqrt(max(d - 1, 1)))
+        x[:, 0], w[:, 0] = 1.0, prior.float()  # z_ic = prior_c + noise (the first feature is the bias)
+    else:
+        w = torch.randn(v, d, generator=g) * (NORMAL_STD / math.sqrt(d))
+        y = torch.randint(0, v, (n,), generator=g)
+    y[::16] = IGNORE
+    return x.to(device, torch.bfloat16), w.to(device, torch.bfloat16), y.to(device)
+
+
+def make_ce_inputs(torch: Any, n: int, v: int, device: str, kind: str = "normal") -> tuple[Any, Any]:
+    """bf16 logits (N, V) and labels of the input set ``kind``."""
+    g = torch.Generator(device="cpu").manual_seed(SEED)
+    if kind == "zipf":
+        prior, y = _zipf(torch, g, n, v)
+        z = prior.float()[None, :] + ZIPF_NOISE * torch.randn(n, v, generator=g)
+    else:
+        z = NORMAL_STD * torch.randn(n, v, generator=g)
+        y = torch.randint(0, v, (n,), generator=g)
+    y[::16] = IGNORE
+    return z.to(device, torch.bfloat16), y.to(device)
+
+
+def _row_step(n: int, v: int) -> int:
+    return max(1, (1 << 27) // (8 * v))  # float64 rows of logits per chunk: 128 MiB
 
 
 def linear_reference(torch: Any, x: Any, w: Any, y: Any, rows: int, classes: int) -> dict[str, Any]:
-    """float64 dL/dx[:rows] and dL/dW[:classes] of the mean cross-entropy, the logits in row chunks."""
-    n = x.shape[0]
-    kept = y != -100
-    n_kept = int(kept.sum())
+    """float64 mean loss, dL/dx[:rows] and dL/dW[:classes] of the bf16 inputs, the logits in row chunks."""
+    n, v = x.shape[0], w.shape[0]
+    kept = y != IGNORE
+    n_kept = max(int(kept.sum()), 1)
     wd = w.double()
     lse = torch.empty(n, dtype=torch.float64, device=x.device)
-    step = max(1, (1 << 28) // (8 * w.shape[0]))
+    step = _row_step(n, v)
     for r0 in range(0, n, step):
         lse[r0 : r0 + step] = torch.logsumexp(x[r0 : r0 + step].double() @ wd.T, dim=1)
+    z_y = (x.double() * wd[y.clamp(0, v - 1)]).sum(1)
+    loss = torch.where(kept, lse - z_y, 0.0).sum() / n_kept
 
     def g_rows(r0: int, r1: int, c0: int, c1: int) -> Any:
-        z = x[r0:r1].double() @ wd[c0:c1].T
-        g = torch.exp(z - lse[r0:r1, None])
-        yy = y[r0:r1]
-        inside = kept[r0:r1] & (yy >= c0) & (yy < c1)
-        idx = inside.nonzero()[:, 0]
+        g = torch.exp(x[r0:r1].double() @ wd[c0:c1].T - lse[r0:r1, None])
+        yy, kk = y[r0:r1], kept[r0:r1]
+        idx = (kk & (yy >= c0) & (yy < c1)).nonzero()[:, 0]
         g[idx, yy[idx] - c0] -= 1.0
-        g[~kept[r0:r1]] = 0.0
+        g[~kk] = 0.0
         return g / n_kept
 
-    dx = g_rows(0, rows, 0, w.shape[0]) @ wd
+    dx = g_rows(0, rows, 0, v) @ wd
     dw = torch.zeros(classes, x.shape[1], dtype=torch.float64, device=x.device)
     for r0 in range(0, n, step):
         r1 = min(n, r0 + step)
         dw += g_rows(r0, r1, 0, classes).T @ x[r0:r1].double()
-    return dict(dx=dx, dw=dw)
+    return dict(loss=float(loss), dx=dx, dw=dw)
 
 
-def ce_reference(torch: Any, z: Any, y: Any, rows: int) -> Any:
-    """float64 dL/dz[:rows] of the mean cross-entropy."""
-    kept = y != -100
-    n_kept = int(kept.sum())
+def ce_reference(torch: Any, z: Any, y: Any, rows: int) -> dict[str, Any]:
+    """float64 mean loss and dL/dz[:rows] of the bf16 logits."""
+    n, v = z.shape
+    kept = y != IGNORE
+    n_kept = max(int(kept.sum()), 1)
+    total = 0.0
+    for r0 in range(0, n, _row_step(n, v)):
+        zz = z[r0 : r0 + _row_step(n, v)].double()
+        yy = y[r0 : r0 + zz.shape[0]]
+        nll = torch.logsumexp(zz, 1) - zz.gather(1, yy.clamp(0, v - 1)[:, None])[:, 0]
+        total += float(torch.where(yy != IGNORE, nll, 0.0).sum())
     g = torch.softmax(z[:rows].double(), dim=1)
     idx = kept[:rows].nonzero()[:, 0]
     g[idx, y[:rows][idx]] -= 1.0
     g[~kept[:rows]] = 0.0
-    return g / n_kept
+    return dict(loss=total / n_kept, dz=g / n_kept)
 
 
 def rel_err(torch: Any, got: Any, ref: Any) -> tuple[float, float]:
@@ -157,9 +227,14 @@ def rel_err(torch: Any, got: Any, ref: Any) -> tuple[float, float]:
     return float(diff.norm() / ref.norm()), float(diff.abs().max())
 
 
+def loss_err(loss: Any, ref: float) -> float:
+    return abs(float(loss.detach().double()) - ref) / max(abs(ref), 1e-300)
+
+
 # --------------------------------------------------------------------------- implementations
 
 
+@functools.cache
 def _triton_functions(torch: Any) -> tuple[Any, Any]:
     """autograd Functions over softxent's Triton core, for the dry run (CPU tensors) and the filtered variant."""
     from softxent.kernels.triton._cross_entropy import cross_entropy_rows
@@ -178,9 +253,12 @@ def _triton_functions(torch: Any) -> tuple[Any, Any]:
             return grad * g.to(grad.dtype), None
 
     class TritonLinear(torch.autograd.Function):
+        skipped: list[int] = [0]  # tiles the gradient filter dropped in the last call
+
         @staticmethod
         def forward(ctx, x, w, y, grad_filter):
-            loss, dx, dw, _, _ = linear_cross_entropy_triton(x, w, y, grad_filter=grad_filter)
+            loss, dx, dw, _, skipped = linear_cross_entropy_triton(x, w, y, grad_filter=grad_filter)
+            TritonLinear.skipped[0] = skipped
             ctx.save_for_backward(dx, dw)
             return loss.to(x.dtype)
 
@@ -192,79 +270,114 @@ def _triton_functions(torch: Any) -> tuple[Any, Any]:
     return TritonCE, TritonLinear
 
 
-def linear_impls(torch: Any, dry: bool) -> dict[str, Callable[[], Callable[..., Any]]]:
-    """name -> factory returning f(x, W, y) -> loss (raises NotInstalled when the peer is missing)."""
+def _no_compile(args: argparse.Namespace) -> None:
+    if args.dry_run:
+        raise Skipped("skipped: --dry-run (torch.compile takes minutes on a CPU)")
+    if args.no_compile:
+        raise Skipped("skipped: --no-compile")
+
+
+def _liger(name: str) -> Any:
+    try:
+        import liger_kernel.transformers as lt
+    except Exception as exc:  # the real reason: a missing module, or one that fails to import
+        raise NotInstalled from exc
+    return getattr(lt, name)
+
+
+def _torch_chunked(torch: Any) -> Any:
+    """torch's own chunked ``F.linear_cross_entropy`` (torch >= 2.13), or Skipped naming this torch."""
     F = torch.nn.functional
+    opts = getattr(torch.nn, "LinearCrossEntropyOptions", None)
+    if opts is None:
+        try:
+            from torch.nn.modules.linear_cross_entropy_options import LinearCrossEntropyOptions as opts
+        except ImportError:
+            opts = None
+    if not hasattr(F, "linear_cross_entropy") or opts is None:
+        raise Skipped(f"not in this torch ({torch.__version__}: no F.linear_cross_entropy with options)")
+    options = opts()
+    return lambda x, w, y: F.linear_cross_entropy(x, w, y, ignore_index=IGNORE, options=options)
+
+
+def linear_impls(torch: Any, args: argparse.Namespace) -> dict[str, Callable[[], Callable[..., Any]]]:
+    """name -> factory returning f(x, W, y) -> loss (raises NotInstalled / Skipped)."""
+    F = torch.nn.functional
+    dry = args.dry_run
 
     def softxent():
-        if dry:
+        if dry:  # the front end takes its numba kernels for CPU tensors: the Triton core under autograd
             return lambda x, w, y: _triton_functions(torch)[1].apply(x, w, y, None)
         import softxent.torch as sxt
 
         return sxt.linear_cross_entropy
 
-    def softxent_filter():
-        return lambda x, w, y: _triton_functions(torch)[1].apply(x, w, y, FILTER_EPS)
-
-    def naive():
-        return lambda x, w, y: F.cross_entropy(x @ w.T, y)
-
     def naive_compile():
+        _no_compile(args)
         return torch.compile(lambda x, w, y: F.cross_entropy(x @ w.T, y), dynamic=False)
 
-    def liger():
-        try:
-            from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
-        except ImportError as exc:
-            raise NotInstalled from exc
-        loss = LigerFusedLinearCrossEntropyLoss()
-        return lambda x, w, y: loss(w, x, y)  # Liger's order: (lin_weight, _input, target)
+    def liger(**kw: Any):
+        def make():
+            cls = _liger("LigerFusedLinearCrossEntropyLoss")
+            try:
+                loss = cls(**kw)
+            except TypeError as exc:  # an older Liger without accum_dtype
+                raise Skipped(f"not in this Liger: {exc}") from exc
+            return lambda x, w, y: loss(w, x, y)  # Liger's order: (lin_weight, _input, target)
+
+        return make
 
     def cce(filter_eps: Any = "default"):
         def make():
             try:
                 from cut_cross_entropy import linear_cross_entropy
-            except ImportError as exc:
+            except Exception as exc:
                 raise NotInstalled from exc
             kw = {} if filter_eps == "default" else dict(filter_eps=filter_eps)
             return lambda x, w, y: linear_cross_entropy(x, w, y, **kw)
 
         return make
 
-    impls = {
+    return {
         "softxent linear_cross_entropy": softxent,
-        f"softxent core, gradient filter {FILTER_EPS:g}": softxent_filter,
-        "naive torch eager (x @ W.T, F.cross_entropy)": naive,
+        f"softxent core, gradient filter {FILTER_EPS:g}": lambda: (
+            lambda x, w, y: _triton_functions(torch)[1].apply(x, w, y, FILTER_EPS)
+        ),
+        "naive torch eager (x @ W.T, F.cross_entropy)": lambda: lambda x, w, y: F.cross_entropy(x @ w.T, y),
+        "naive float32 (inputs upcast): the float32 reference": lambda: (
+            lambda x, w, y: F.cross_entropy(x.float() @ w.float().T, y)
+        ),
         "naive torch.compile": naive_compile,
-        "Liger LigerFusedLinearCrossEntropyLoss": liger,
+        "torch chunked F.linear_cross_entropy": lambda: _torch_chunked(torch),
+        "Liger LigerFusedLinearCrossEntropyLoss": liger(),
+        "Liger LigerFusedLinearCrossEntropyLoss (accum_dtype=float32)": liger(accum_dtype=torch.float32),
         "CCE linear_cross_entropy (default, filter on)": cce(),
         "CCE linear_cross_entropy (filter_eps=None)": cce(None),
     }
-    return impls
 
 
-def ce_impls(torch: Any, dry: bool) -> dict[str, Callable[[], Callable[..., Any]]]:
+def ce_impls(torch: Any, args: argparse.Namespace) -> dict[str, Callable[[], Callable[..., Any]]]:
     F = torch.nn.functional
 
     def softxent():
-        if dry:
+        if args.dry_run:
             return _triton_functions(torch)[0].apply
         import softxent.torch as sxt
 
         return sxt.cross_entropy
 
-    def liger():
-        try:
-            from liger_kernel.transformers import LigerCrossEntropyLoss
-        except ImportError as exc:
-            raise NotInstalled from exc
-        return LigerCrossEntropyLoss()
+    def compiled():
+        _no_compile(args)
+        return torch.compile(F.cross_entropy, dynamic=False)
 
     return {
         "softxent cross_entropy": softxent,
         "torch eager F.cross_entropy": lambda: F.cross_entropy,
-        "torch.compile F.cross_entropy": lambda: torch.compile(F.cross_entropy, dynamic=False),
-        "Liger LigerCrossEntropyLoss": liger,
+        "torch eager float32 (logits upcast): the float32 reference": lambda: (
+            lambda z, y: F.cross_entropy(z.float(), y)
+        ),
+        "torch.compile F.cross_entropy": compiled,
+        "Liger LigerCrossEntropyLoss": lambda: _liger("LigerCrossEntropyLoss")(),
     }
 
 
@@ -291,7 +404,7 @@ class Clock:
         return time.perf_counter() - t0
 
     def peak(self, fn: Callable[[], Any]) -> float:
-        """Peak bytes allocated during fn beyond what was allocated before it."""
+        """Peak bytes allocated during fn beyond what was allocated before it (NaN on the CPU)."""
         if not self.cuda:
             fn()
             return math.nan
@@ -303,21 +416,389 @@ class Clock:
         torch.cuda.synchronize()
         return float(torch.cuda.max_memory_allocated() - base)
 
+    def free(self) -> None:
+        gc.collect()
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            self.torch.cuda.empty_cache()
 
-def _free(torch: Any, cuda: bool) -> None:
-    gc.collect()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
 
-
-def _error_row(name: str, exc: BaseException) -> dict[str, Any]:
+def _status(exc: BaseException) -> str:
+    if isinstance(exc, Skipped):
+        return str(exc)
     if isinstance(exc, NotInstalled):  # the import's own error: a missing module, or one that fails to import
         cause = exc.__cause__
-        msg = "not installed" + (f" ({type(cause).__name__}: {str(cause)[:200]})" if cause else "")
-    else:
-        msg = f"error: {type(exc).__name__}: {str(exc)[:200]}"
-    return dict(impl=name, status=msg)
+        return "not installed" + (f" ({type(cause).__name__}: {str(cause)[:200]})" if cause else "")
+    return f"error: {type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _wanted(args: argparse.Namespace, name: str) -> bool:
+    return not args.impl or any(s.lower() in name.lower() for s in args.impl)
+
+
+def _measure(clock: Clock, args: argparse.Namespace, step: Callable[[], Any], reset: Callable[[], Any]) -> dict:
+    """Warm-up calls, the peak memory of one call, then the median and minimum of the timed calls."""
+    for _ in range(args.warmup):
+        reset()
+        step()
+    reset()
+    clock.free()
+    peak = clock.peak(step) if clock.cuda else math.nan  # the dry run: no memory figure, one call less
+    times = []
+    for _ in range(args.reps):
+        reset()
+        times.append(clock.time(step))
+    med = statistics.median(times)
+    return dict(status="ok", median_ms=1e3 * med, min_ms=1e3 * min(times), peak_bytes=peak)
+
+
+def bench_linear(torch: Any, args: argparse.Namespace, clock: Clock, device: str, out: Reporter) -> None:
+    for n, d, v in _shapes(args):
+        for kind in args.inputs:
+            x0, w0, y = make_linear_inputs(torch, n, d, v, device, kind)
+            ref = linear_reference(torch, x0, w0, y, min(args.check_rows, n), min(args.check_classes, v))
+            for name, factory in linear_impls(torch, args).items():
+                if not _wanted(args, name):
+                    continue
+                row: dict[str, Any] = dict(shape=f"{n}x{d}x{v}", inputs=kind, impl=name)
+                x = x0.clone().requires_grad_(True)
+                w = w0.clone().requires_grad_(True)
+                last: list[Any] = []
+                try:
+                    fn = factory()
+
+                    def step(fn: Any = fn, x: Any = x, w: Any = w, y: Any = y, last: list[Any] = last) -> None:
+                        loss = fn(x, w, y)
+                        loss.backward()
+                        last[:] = [loss]
+
+                    def reset(x: Any = x, w: Any = w) -> None:
+                        x.grad = w.grad = None
+
+                    row.update(_measure(clock, args, step, reset))
+                    row.update(loss=float(last[0].detach()), loss_rel_err=loss_err(last[0], ref["loss"]))
+                    row["dx_rel_err"], row["dx_max_err"] = rel_err(torch, x.grad[: ref["dx"].shape[0]], ref["dx"])
+                    row["dw_rel_err"], row["dw_max_err"] = rel_err(torch, w.grad[: ref["dw"].shape[0]], ref["dw"])
+                    if "gradient filter" in name:
+                        row["note"] = f"{int(_triton_functions(torch)[1].skipped[0].sum())} tiles of G skipped"
+                except Exception as exc:  # a peer's failure is a result, not the end of the run
+                    row.update(status=_status(exc))
+                    if args.verbose and not isinstance(exc, (Skipped, NotInstalled)):
+                        traceback.print_exc()
+                out.add("linear", row)
+                del x, w, last
+                clock.free()
+            del x0, w0, y, ref
+            clock.free()
+
+
+def bench_ce(torch: Any, args: argparse.Namespace, clock: Clock, device: str, out: Reporter) -> None:
+    for n, _, v in _shapes(args):
+        for kind in args.inputs:
+            z0, y = make_ce_inputs(torch, n, v, device, kind)
+            ref = ce_reference(torch, z0, y, min(args.check_rows, n))
+            least = 2 * n * v * z0.element_size()  # read the logits, write the gradient
+            base = dict(shape=f"{n}x{v}", inputs=kind)
+            copy = _copy_row(torch, args, clock, z0, least)
+            out.add("ce", dict(base, **copy))
+            for name, factory in ce_impls(torch, args).items():
+                if not _wanted(args, name):
+                    continue
+                row: dict[str, Any] = dict(base, impl=name)
+                z = z0.clone().requires_grad_(True)
+                last: list[Any] = []
+                try:
+                    fn = factory()
+
+                    def step(fn: Any = fn, z: Any = z, y: Any = y, last: list[Any] = last) -> None:
+                        loss = fn(z, y)
+                        loss.backward()
+                        last[:] = [loss]
+
+                    def reset(z: Any = z, z0: Any = z0) -> None:
+                        z.grad = None  # Liger writes the gradient over its input: every call gets the logits afresh
+                        with torch.no_grad():
+                            z.copy_(z0)
+
+                    row.update(_measure(clock, args, step, reset))
+                    row.update(loss=float(last[0].detach()), loss_rel_err=loss_err(last[0], ref["loss"]))
+                    row["bandwidth"] = least / (row["median_ms"] / 1e3)
+                    row["copy_fraction"] = row["bandwidth"] / copy["bandwidth"]
+                    row["grad_rel_err"], row["grad_max_err"] = rel_err(torch, z.grad[: ref["dz"].shape[0]], ref["dz"])
+                except Exception as exc:
+                    row.update(status=_status(exc))
+                    if args.verbose and not isinstance(exc, (Skipped, NotInstalled)):
+                        traceback.print_exc()
+                out.add("ce", row)
+                del z, last
+                clock.free()
+            del z0, y, ref
+            clock.free()
+
+
+def _copy_row(torch: Any, args: argparse.Namespace, clock: Clock, z0: Any, least: int) -> dict[str, Any]:
+    """The floor: one read and one write of the logits into a fresh tensor."""
+    times = [clock.time(lambda: torch.empty_like(z0).copy_(z0)) for _ in range(args.warmup + args.reps)]
+    med = statistics.median(times[args.warmup :])
+    return dict(impl="floor: copy into a fresh tensor", status="ok", median_ms=1e3 * med,
+                min_ms=1e3 * min(times[args.warmup :]), bandwidth=least / med, copy_fraction=1.0)  # fmt: skip
+
+
+def _n_sm(torch: Any, device: str) -> int:
+    return torch.cuda.get_device_properties(0).multi_processor_count if device == "cuda" else 2
+
+
+def sweep_ce(torch: Any, args: argparse.Namespace, clock: Clock, device: str, out: Reporter) -> None:
+    """softxent's cross-entropy kernel alone (loss + gradient, no autograd) over its launch settings."""
+    from softxent.kernels.triton._cross_entropy import ce_launch_config, cross_entropy_rows
+
+    n_sm = _n_sm(torch, device)
+    for n, _, v in _shapes(args):
+        z, y = make_ce_inputs(torch, n, v, device, "normal")
+        ref = ce_reference(torch, z, y, min(args.check_rows, n))
+        least = 2 * n * v * z.element_size()
+        copy = _copy_row(torch, args, clock, z, least)
+        out.add("ce-sweep", dict(shape=f"{n}x{v}", config="floor: copy into a fresh tensor", **copy))
+        _, block0, warps0, stages0 = ce_launch_config(v, z.dtype)
+        default = dict(
+            shape=f"{n}x{v}", config=f"default: BLOCK={block0} warps={warps0} stages={stages0} programs=rows"
+        )
+        configs = [(None, None, None, None, default)] + [
+            (b, w, s, k, None) for b, w, s, k in (DRY_CE_SWEEP if args.dry_run else CE_SWEEP)
+        ]
+        for block, warps, stages, k, named in configs:
+            programs = None if k is None else k * n_sm
+            row = named or dict(shape=f"{n}x{v}", config=f"BLOCK={block} warps={warps} stages={stages} "
+                                f"programs={'rows' if k is None else f'{k} x {n_sm} SMs'}")  # fmt: skip
+            last: list[Any] = []
+
+            def step(block=block, warps=warps, stages=stages, programs=programs, last=last, z=z, y=y) -> None:
+                last[:] = cross_entropy_rows(z, y, block=block, num_warps=warps, num_stages=stages, programs=programs)
+
+            try:
+                row.update(_measure(clock, args, step, lambda: None))
+                row["bandwidth"] = least / (row["median_ms"] / 1e3)
+                row["copy_fraction"] = row["bandwidth"] / copy["bandwidth"]
+                row["loss_rel_err"] = loss_err(last[0], ref["loss"])
+                row["grad_rel_err"], _ = rel_err(torch, last[1][: ref["dz"].shape[0]], ref["dz"])
+            except Exception as exc:
+                row.update(status=_status(exc))
+            out.add("ce-sweep", row)
+            del last
+            clock.free()
+        del z, y, ref
+        clock.free()
+
+
+def sweep_linear(torch: Any, args: argparse.Namespace, clock: Clock, device: str, out: Reporter) -> None:
+    """softxent's linear head (forward + backward, no autograd) at the first shape over tiles and splits."""
+    from softxent.kernels.triton import _linear_head as lh
+
+    n, d, v = _shapes(args)[0]
+    x, w, y = make_linear_inputs(torch, n, d, v, device, "normal")
+    ref = linear_reference(torch, x, w, y, min(args.check_rows, n), min(args.check_classes, v))
+    for tiles, rule in DRY_LINEAR_SWEEP if args.dry_run else LINEAR_SWEEP:
+        bm = (tiles or lh._lce_blocks(args.dry_run, x.dtype))[0]
+        splits = None if rule == "waves" else max(1, -(-4 * _n_sm(torch, device) // -(-n // bm)))
+        what = (
+            "default tiles (per variant)"
+            if tiles is None
+            else "BM, BN, BK, warps, stages = " + ", ".join(map(str, tiles))
+        )
+        row: dict[str, Any] = dict(shape=f"{n}x{d}x{v}", config=f"{what}; splits: {rule}")
+        last: list[Any] = []
+
+        def step(tiles=tiles, splits=splits, last=last) -> None:
+            last[:] = lh.linear_cross_entropy_triton(x, w, y, splits=splits, tiles=tiles)
+
+        try:
+            row.update(_measure(clock, args, step, lambda: None))
+            row["loss_rel_err"] = loss_err(last[0], ref["loss"])
+            row["dx_rel_err"], _ = rel_err(torch, last[1][: ref["dx"].shape[0]], ref["dx"])
+            row["dw_rel_err"], _ = rel_err(torch, last[2][: ref["dw"].shape[0]], ref["dw"])
+        except Exception as exc:
+            row.update(status=_status(exc))
+        out.add("linear-sweep", row)
+        del last
+        clock.free()
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def _fmt(v: Any, spec: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return format(v, spec)
+
+
+def _gib(v: Any) -> Any:
+    return None if v is None else v / 2**30
+
+
+#: part -> (heading, [(column, key, format)]); "bandwidth" in TB/s, "copy_fraction" in %.
+COLUMNS = {
+    "linear": ("Linear + cross-entropy, bf16, gradients for x and W", [
+        ("N×D×V", "shape", ""), ("inputs", "inputs", ""), ("implementation", "impl", ""),
+        ("median ms", "median_ms", ".2f"), ("min ms", "min_ms", ".2f"), ("peak GiB", "peak_bytes", "gib"),
+        ("loss rel. err", "loss_rel_err", ".1e"), ("dx rel. err", "dx_rel_err", ".2e"),
+        ("dW rel. err", "dw_rel_err", ".2e"), ("status", "status", ""), ("note", "note", "")]),
+    "ce": ("Cross-entropy on bf16 logits, gradient for the logits", [
+        ("N×V", "shape", ""), ("inputs", "inputs", ""), ("implementation", "impl", ""),
+        ("median ms", "median_ms", ".2f"), ("min ms", "min_ms", ".2f"), ("peak GiB", "peak_bytes", "gib"),
+        ("TB/s", "bandwidth", "tb"), ("% of copy", "copy_fraction", "pct"), ("% of nominal", "bandwidth", "nom"),
+        ("loss rel. err", "loss_rel_err", ".1e"), ("grad rel. err", "grad_rel_err", ".2e"), ("status", "status", "")]),
+    "ce-sweep": ("Sweep: softxent's cross-entropy kernel (loss + gradient, one launch), normal inputs", [
+        ("N×V", "shape", ""), ("configuration", "config", ""), ("median ms", "median_ms", ".3f"),
+        ("min ms", "min_ms", ".3f"), ("TB/s", "bandwidth", "tb"), ("% of copy", "copy_fraction", "pct"),
+        ("loss rel. err", "loss_rel_err", ".1e"), ("grad rel. err", "grad_rel_err", ".2e"), ("status", "status", "")]),
+    "linear-sweep": ("Sweep: softxent's linear head (forward + backward, no autograd), normal inputs", [
+        ("N×D×V", "shape", ""), ("configuration", "config", ""), ("median ms", "median_ms", ".2f"),
+        ("min ms", "min_ms", ".2f"), ("peak GiB", "peak_bytes", "gib"), ("loss rel. err", "loss_rel_err", ".1e"),
+        ("dx rel. err", "dx_rel_err", ".2e"), ("dW rel. err", "dw_rel_err", ".2e"), ("status", "status", "")]),
+}  # fmt: skip
+
+
+def _cell(row: dict[str, Any], key: str, spec: str, peak: float | None) -> str:
+    v = row.get(key)
+    if spec == "":
+        return "" if v is None else str(v)
+    if spec == "gib":
+        return _fmt(_gib(v), ".3f")
+    if spec == "tb":
+        return _fmt(None if v is None else v / 1e12, ".2f")
+    if spec == "pct":
+        return _fmt(None if v is None else 100 * v, ".0f")
+    if spec == "nom":
+        return _fmt(None if (v is None or not peak) else 100 * v / peak, ".0f")
+    return _fmt(v, spec)
+
+
+class Reporter:
+    """The run's tables: every added row is printed, and the ``.md`` and ``.json`` are rewritten at once."""
+
+    def __init__(self, out_dir: Path, stem: str, meta: dict[str, Any]) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.md, self.js = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
+        self.report: dict[str, Any] = dict(meta, **{p: [] for p in PARTS}, targets=[])
+        self.write()
+
+    def add(self, part: str, row: dict[str, Any]) -> None:
+        self.report[part].append(row)
+        print(_line(row), flush=True)
+        self.write()
+
+    def write(self) -> None:
+        r = self.report
+        r["targets"] = targets(r)
+        self.js.write_text(json.dumps(r, indent=2, default=float) + "\n")
+        a = r["args"]
+        lines = [
+            "# Cross-entropy on a GPU: softxent vs torch, Liger-Kernel, Cut Cross-Entropy",
+            "",
+            f"Device: **{r['device']}**"
+            + (" (dry run: CPU, Triton interpreter; timings meaningless)" if r["dry_run"] else "")
+            + f". {r['date']}. Versions: "
+            + ", ".join(f"{k} {v}" for k, v in r["versions"].items())
+            + ".",
+            "",
+            f"bf16 inputs; forward + backward; median of {a['reps']} timings after {a['warmup']} warm-up calls; "
+            "peak = `torch.cuda.max_memory_allocated` during one call minus what was allocated before it. "
+            f"Errors against float64 of the same bf16 inputs: the loss, the first {a['check_rows']} rows of dx "
+            f"(dz) and the first {a['check_classes']} rows of dW (relative Frobenius norm). Input sets: normal "
+            f"(logits of std {NORMAL_STD:g}, uniform labels), zipf (prior -{ZIPF_S:g} ln(rank) plus N(0, "
+            f"{ZIPF_NOISE:g}), Zipf labels).",
+        ]
+        for part in PARTS:
+            if not r[part]:
+                continue
+            title, cols = COLUMNS[part]
+            lines += ["", f"## {title}", "", "| " + " | ".join(c[0] for c in cols) + " |",
+                      "|" + "|".join("---:" if c[2] not in ("",) else "---" for c in cols) + "|"]  # fmt: skip
+            lines += ["| " + " | ".join(_cell(row, k, s, r["peak_bandwidth"]) for _, k, s in cols) + " |"
+                      for row in r[part]]  # fmt: skip
+        lines += ["", "## Targets (issue 20)", ""] + (r["targets"] or ["- none evaluated yet"]) + [""]
+        self.md.write_text("\n".join(lines))
+
+
+def _line(row: dict[str, Any]) -> str:
+    what = f"{row.get('shape', ''):>18} {row.get('inputs', ''):>6}  {row.get('impl') or row.get('config', '')}"
+    if row.get("status") != "ok":
+        return f"  {what}: {row.get('status')}"
+    errs = ", ".join(f"{k} {row[k]:.1e}" for k in ("loss_rel_err", "dx_rel_err", "dw_rel_err", "grad_rel_err")
+                     if k in row)  # fmt: skip
+    return (
+        f"  {what}: {_fmt(row.get('median_ms'), '.3f')} ms, peak {_fmt(_gib(row.get('peak_bytes')), '.3f')} GiB; {errs}"
+    )
+
+
+def peak_bandwidth(name: str) -> float | None:
+    for key, bw in PEAK_BANDWIDTH.items():
+        if key in name:
+            return bw
+    return None
+
+
+LINEAR_PEERS = ("Liger", "CCE", "torch chunked")
+
+
+def targets(report: dict[str, Any]) -> list[str]:
+    """The issue's targets, met or not, from the rows of this run (per shape and input set)."""
+    out = []
+    ok = [r for r in report.get("linear", []) + report.get("ce", []) if r.get("status") == "ok"]
+    by = {(r["shape"], r.get("inputs", "normal"), r["impl"]): r for r in ok}
+    keys = sorted({(r["shape"], r.get("inputs", "normal")) for r in report.get("linear", [])})
+    for shape, kind in keys:
+        sx = by.get((shape, kind, "softxent linear_cross_entropy"))
+        rows = [r for (s, k, _), r in by.items() if (s, k) == (shape, kind)]
+        peers = [r for r in rows if r["impl"].startswith(LINEAR_PEERS)]
+        if not sx or not peers:
+            out.append(f"- linear {shape} {kind}: n/a (softxent or every peer missing)")
+            continue
+        fastest = min(peers, key=lambda p: p["median_ms"])
+        speedup = fastest["median_ms"] / sx["median_ms"]
+        cce = by.get((shape, kind, "CCE linear_cross_entropy (default, filter on)"))
+        mem = None if cce is None else sx["peak_bytes"] / cce["peak_bytes"]
+        f32 = by.get((shape, kind, "naive float32 (inputs upcast): the float32 reference"))
+        parts = [f"{speedup:.2f}x the fastest peer ({fastest['impl']}) [{'met' if speedup >= 1.2 else 'NOT met'}: "
+                 f">= 1.2x]", "peak memory vs CCE " + ("n/a" if mem is None else
+                 f"{mem:.2f}x [{'met' if mem <= 1.1 else 'NOT met'}: <= 1.1x]")]  # fmt: skip
+        for g in ("dx", "dw"):
+            best = min(p[f"{g}_rel_err"] for p in peers)
+            bound = max(best, f32[f"{g}_rel_err"]) if f32 else best
+            parts.append(f"{g} error {sx[f'{g}_rel_err']:.2e} vs best peer {best:.2e}"
+                         + (f", float32 {f32[f'{g}_rel_err']:.2e}" if f32 else "")
+                         + f" [{'met' if sx[f'{g}_rel_err'] <= bound else 'NOT met'}]")  # fmt: skip
+        out.append(f"- linear {shape} {kind}: " + "; ".join(parts))
+    peak = report.get("peak_bandwidth")
+    for shape, kind in sorted({(r["shape"], r.get("inputs", "normal")) for r in report.get("ce", [])}):
+        sx = by.get((shape, kind, "softxent cross_entropy"))
+        lg = by.get((shape, kind, "Liger LigerCrossEntropyLoss"))
+        parts = []
+        if sx and lg:
+            s = lg["median_ms"] / sx["median_ms"]
+            parts.append(f"{s:.2f}x Liger [{'met' if s >= 1.2 else 'NOT met'}: >= 1.2x]")
+        else:
+            parts.append("vs Liger n/a")
+        if sx and sx.get("copy_fraction"):
+            frac = sx["copy_fraction"]
+            parts.append(f"{100 * frac:.0f}% of the copy's bandwidth [{'met' if frac >= 0.7 else 'NOT met'}: >= 70%]")
+        if sx and peak:
+            parts.append(f"{100 * sx['bandwidth'] / peak:.0f}% of nominal")
+        out.append(f"- cross-entropy {shape} {kind}: " + "; ".join(parts))
+    return out
+
+
+def versions(torch: Any) -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for dist in ("softxent", "triton", "liger-kernel", "cut-cross-entropy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
 
 
 def _shapes(args: argparse.Namespace) -> list[tuple[int, int, int]]:
@@ -334,283 +815,24 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     return n, d, v
 
 
-def bench_linear(torch: Any, args: argparse.Namespace, clock: Clock, device: str) -> list[dict[str, Any]]:
-    rows_out = []
-    for n, d, v in _shapes(args):
-        x0, w0, y = make_linear_inputs(torch, n, d, v, device)
-        ref = linear_reference(torch, x0, w0, y, min(args.check_rows, n), min(args.check_classes, v))
-        for name, factory in linear_impls(torch, args.dry_run).items():
-            if (args.impl and not any(s.lower() in name.lower() for s in args.impl)) or (
-                getattr(args, "no_compile", False) and "torch.compile" in name
-            ):
-                continue
-            row: dict[str, Any] = dict(shape=f"{n}x{d}x{v}", impl=name)
-            x = x0.clone().requires_grad_(True)
-            w = w0.clone().requires_grad_(True)
-            try:
-                fn = factory()
-
-                last: list[Any] = []
-
-                def step(fn: Any = fn, x: Any = x, w: Any = w, y: Any = y, last: list[Any] = last) -> None:
-                    x.grad = w.grad = None
-                    loss = fn(x, w, y)
-                    loss.backward()
-                    last[:] = [loss]
-
-                for _ in range(args.warmup):
-                    step()
-                x.grad = w.grad = None
-                _free(torch, clock.cuda)
-                row["peak_bytes"] = clock.peak(step) if clock.cuda else math.nan
-                times = []
-                for _ in range(args.reps):
-                    x.grad = w.grad = None
-                    times.append(clock.time(step))
-                loss = last[0]  # the gradients of the last timed call stay for the error check
-                row.update(
-                    status="ok", median_ms=1e3 * statistics.median(times), min_ms=1e3 * min(times),
-                    loss=float(loss.detach()),
-                )  # fmt: skip
-                row["dx_rel_err"], row["dx_max_err"] = rel_err(torch, x.grad[: ref["dx"].shape[0]], ref["dx"])
-                row["dw_rel_err"], row["dw_max_err"] = rel_err(torch, w.grad[: ref["dw"].shape[0]], ref["dw"])
-            except Exception as exc:  # a peer's failure is a result, not the end of the run
-                row.update(_error_row(name, exc))
-                if args.verbose:
-                    traceback.print_exc()
-            print(_line(row), flush=True)
-            rows_out.append(row)
-            del x, w
-            _free(torch, clock.cuda)
-        del x0, w0, y, ref
-        _free(torch, clock.cuda)
-    return rows_out
-
-
-def bench_ce(torch: Any, args: argparse.Namespace, clock: Clock, device: str) -> list[dict[str, Any]]:
-    rows_out = []
-    for n, _, v in _shapes(args):
-        g = torch.Generator(device="cpu").manual_seed(SEED)
-        z0 = (torch.randn(n, v, generator=g) * 2.0).to(device=device, dtype=torch.bfloat16)
-        y = torch.randint(0, v, (n,), generator=g)
-        y[::16] = -100
-        y = y.to(device)
-        ref = ce_reference(torch, z0, y, min(args.check_rows, n))
-        min_bytes = 2 * n * v * z0.element_size()  # read the logits, write the gradient
-
-        # The floor: one read and one write of N x V bf16 into a fresh tensor.
-        copy_times = [clock.time(lambda z0=z0: torch.empty_like(z0).copy_(z0)) for _ in range(args.warmup + args.reps)]
-        copy_s = statistics.median(copy_times[args.warmup :])
-        floor = dict(shape=f"{n}x{v}", impl="floor: copy into a fresh tensor", status="ok",
-                     median_ms=1e3 * copy_s, min_ms=1e3 * min(copy_times[args.warmup :]),
-                     bandwidth=min_bytes / copy_s)  # fmt: skip
-        print(_line(floor), flush=True)
-        rows_out.append(floor)
-        for name, factory in ce_impls(torch, args.dry_run).items():
-            if (args.impl and not any(s.lower() in name.lower() for s in args.impl)) or (
-                getattr(args, "no_compile", False) and "torch.compile" in name
-            ):
-                continue
-            row: dict[str, Any] = dict(shape=f"{n}x{v}", impl=name)
-            z = z0.clone().requires_grad_(True)
-            try:
-                fn = factory()
-
-                last: list[Any] = []
-
-                def step(fn: Any = fn, z: Any = z, y: Any = y, last: list[Any] = last) -> None:
-                    z.grad = None
-                    loss = fn(z, y)
-                    loss.backward()
-                    last[:] = [loss]
-
-                def reset(z: Any = z, z0: Any = z0) -> None:
-                    # Liger writes the gradient over its input: every call gets the logits afresh.
-                    z.grad = None
-                    with torch.no_grad():
-                        z.copy_(z0)
-
-                for _ in range(args.warmup):
-                    reset()
-                    step()
-                reset()
-                _free(torch, clock.cuda)
-                row["peak_bytes"] = clock.peak(step) if clock.cuda else math.nan
-                times = []
-                for _ in range(args.reps):
-                    reset()
-                    times.append(clock.time(step))
-                loss = last[0]
-                med = statistics.median(times)
-                row.update(status="ok", median_ms=1e3 * med, min_ms=1e3 * min(times), loss=float(loss.detach()),
-                           bandwidth=min_bytes / med)  # fmt: skip
-                row["grad_rel_err"], row["grad_max_err"] = rel_err(torch, z.grad[: ref.shape[0]], ref)
-            except Exception as exc:
-                row.update(_error_row(name, exc))
-                if args.verbose:
-                    traceback.print_exc()
-            print(_line(row), flush=True)
-            rows_out.append(row)
-            del z
-            _free(torch, clock.cuda)
-        del z0, ref
-        _free(torch, clock.cuda)
-    return rows_out
-
-
-# --------------------------------------------------------------------------- reports
-
-
-def _fmt(v: Any, spec: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return format(v, spec)
-
-
-def _line(row: dict[str, Any]) -> str:
-    if row.get("status") != "ok":
-        return f"  {row['shape']:>20}  {row['impl']:<48} {row.get('status')}"
-    mem = row.get("peak_bytes")
-    return (f"  {row['shape']:>20}  {row['impl']:<48} {_fmt(row.get('median_ms'), '9.2f')} ms"
-            f"  peak {_fmt(None if mem is None else mem / 2**30, '7.3f')} GiB")  # fmt: skip
-
-
-def peak_bandwidth(name: str) -> float | None:
-    for key, bw in PEAK_BANDWIDTH.items():
-        if key in name:
-            return bw
-    return None
-
-
-def targets(report: dict[str, Any]) -> list[str]:
-    """The issue's targets, met or not, from the rows of this run."""
-    out = []
-    by = {}
-    for r in report["linear"] + report["ce"]:
-        if r.get("status") == "ok":
-            by[(r["shape"], r["impl"])] = r
-    for shape in sorted({r["shape"] for r in report["linear"]}):
-        sx = by.get((shape, "softxent linear_cross_entropy"))
-        peers = [by.get((shape, k)) for k in ("Liger LigerFusedLinearCrossEntropyLoss",
-                                              "CCE linear_cross_entropy (default, filter on)",
-                                              "CCE linear_cross_entropy (filter_eps=None)")]  # fmt: skip
-        peers = [p for p in peers if p]
-        if not sx or not peers:
-            out.append(f"- linear {shape}: n/a (softxent or every peer missing)")
-            continue
-        fastest = min(peers, key=lambda p: p["median_ms"])
-        speedup = fastest["median_ms"] / sx["median_ms"]
-        cces = [p for p in peers if p["impl"].startswith("CCE")]
-        mem_ok = all(sx["peak_bytes"] <= p["peak_bytes"] for p in cces) if cces else None
-        best_dw = min(p["dw_rel_err"] for p in peers)
-        out.append(
-            f"- linear {shape}: {speedup:.2f}x the fastest peer ({fastest['impl']}) "
-            f"[{'met' if speedup >= 1.2 else 'NOT met'}: >= 1.2x]; peak memory vs CCE "
-            f"[{'n/a' if mem_ok is None else 'met' if mem_ok else 'NOT met'}]; dW error {sx['dw_rel_err']:.2e} vs "
-            f"best peer {best_dw:.2e} [{'met' if sx['dw_rel_err'] <= best_dw else 'NOT met'}]"
-        )
-    peak = report.get("peak_bandwidth")
-    for shape in sorted({r["shape"] for r in report["ce"]}):
-        sx = by.get((shape, "softxent cross_entropy"))
-        lg = by.get((shape, "Liger LigerCrossEntropyLoss"))
-        parts = []
-        if sx and lg:
-            s = lg["median_ms"] / sx["median_ms"]
-            parts.append(f"{s:.2f}x Liger [{'met' if s >= 1.2 else 'NOT met'}: >= 1.2x]")
-        else:
-            parts.append("vs Liger n/a")
-        if sx and peak:
-            frac = sx["bandwidth"] / peak
-            parts.append(f"{100 * frac:.0f}% of nominal bandwidth [{'met' if frac >= 0.8 else 'NOT met'}: >= 80%]")
-        out.append(f"- cross-entropy {shape}: " + "; ".join(parts))
-    return out
-
-
-def write_reports(report: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    js = out_dir / f"{stem}.json"
-    js.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    peak = report.get("peak_bandwidth")
-    lines = [
-        "# Cross-entropy on a GPU: softxent vs torch, Liger-Kernel, Cut Cross-Entropy",
-        "",
-        (
-            f"Device: **{report['device']}**"
-            f"{' (dry run: CPU, Triton interpreter; timings meaningless)' if report['dry_run'] else ''}. "
-            f"{report['date']}. Versions: "
-        )
-        + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
-        + ".",
-        "",
-        (
-            f"bf16 inputs; forward + backward; median of {report['args']['reps']} CUDA-event timings after "
-            f"{report['args']['warmup']} warm-up calls; peak = `torch.cuda.max_memory_allocated` during one call "
-            "minus the memory allocated before it (inputs), gradients included. Errors: against float64 of the "
-            f"same bf16 inputs, on the first {report['args']['check_rows']} rows of dx (dz) and the first "
-            f"{report['args']['check_classes']} rows of dW; relative Frobenius norm."
-        ),
-        "",
-        "## Linear + cross-entropy (gradients for x and W)",
-        "",
-        "| N×D×V | implementation | median ms | min ms | peak GiB | dx rel. err | dW rel. err | status |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in report["linear"]:
-        mem = r.get("peak_bytes")
-        lines.append(
-            f"| {r['shape']} | {r['impl']} | {_fmt(r.get('median_ms'), '.2f')} | {_fmt(r.get('min_ms'), '.2f')} | "
-            f"{_fmt(None if mem is None else mem / 2**30, '.3f')} | {_fmt(r.get('dx_rel_err'), '.2e')} | "
-            f"{_fmt(r.get('dw_rel_err'), '.2e')} | {r.get('status')} |"
-        )
-    lines += [
-        "",
-        "## Cross-entropy on bf16 logits (gradient for the logits)",
-        "",
-        "Bandwidth: 2·N·V·2 bytes (read the logits, write the gradient) over the median time"
-        + (
-            f"; nominal peak of this device {peak / 1e12:.2f} TB/s."
-            if peak
-            else "; nominal peak unknown for this device."
-        ),
-        "",
-        "| N×V | implementation | median ms | min ms | peak GiB | TB/s | % of peak | grad rel. err | status |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in report["ce"]:
-        mem = r.get("peak_bytes")
-        bw = r.get("bandwidth")
-        lines.append(
-            f"| {r['shape']} | {r['impl']} | {_fmt(r.get('median_ms'), '.2f')} | {_fmt(r.get('min_ms'), '.2f')} | "
-            f"{_fmt(None if mem is None else mem / 2**30, '.3f')} | {_fmt(None if bw is None else bw / 1e12, '.2f')} | "
-            f"{_fmt(None if (bw is None or not peak) else 100 * bw / peak, '.0f')} | "
-            f"{_fmt(r.get('grad_rel_err'), '.2e')} | {r.get('status')} |"
-        )
-    lines += ["", "## Targets (issue 7)", ""] + (report["targets"] or ["- none evaluated"]) + [""]
-    md = out_dir / f"{stem}.md"
-    md.write_text("\n".join(lines))
-    return md, js
-
-
-def versions(torch: Any) -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for dist in ("softxent", "triton", "liger-kernel", "cut-cross-entropy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
+def _parse_inputs(text: str) -> list[str]:
+    kinds = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [k for k in kinds if k not in INPUT_SETS]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(f"--inputs takes a comma list of {', '.join(INPUT_SETS)}, got {text!r}")
+    return kinds
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["ce", "linear"], help="run one of the two parts")
+    parser.add_argument("--only", action="append", choices=PARTS, help="run this part (repeatable; default all)")
     parser.add_argument("--impl", action="append", metavar="TEXT",
                         help="only implementations whose name contains TEXT (repeatable)")  # fmt: skip
     parser.add_argument("--shape", action="append", type=_parse_shape, metavar="N,D,V",
                         help="tokens, hidden size, vocabulary (repeatable; default the two of the issue; the "
-                             "cross-entropy part uses N x V logits)")  # fmt: skip
+                             "cross-entropy parts use N x V logits)")  # fmt: skip
+    parser.add_argument("--inputs", type=_parse_inputs, default=list(INPUT_SETS), metavar="SETS",
+                        help="input sets, a comma list of normal, zipf (default both)")  # fmt: skip
     parser.add_argument("--reps", type=int, default=None, help="timed calls per implementation (default 10)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 3)")
     parser.add_argument("--check-rows", type=int, default=256, help="rows of dx / dz checked against float64")
@@ -652,22 +874,23 @@ def main(argv: list[str] | None = None) -> int:
                            else Path(__file__).parent / "results")  # fmt: skip
     clock = Clock(torch, device == "cuda")
     print(f"device: {device_name}", flush=True)
-
-    report: dict[str, Any] = dict(
+    meta = dict(
         device=device_name, dry_run=args.dry_run, date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         versions=versions(torch), args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        peak_bandwidth=None if args.dry_run else peak_bandwidth(device_name), linear=[], ce=[],
+        peak_bandwidth=None if args.dry_run else peak_bandwidth(device_name),
     )  # fmt: skip
-    if args.only in (None, "linear"):
-        print("linear + cross-entropy:", flush=True)
-        report["linear"] = bench_linear(torch, args, clock, device)
-    if args.only in (None, "ce"):
-        print("cross-entropy on logits:", flush=True)
-        report["ce"] = bench_ce(torch, args, clock, device)
-    report["targets"] = targets(report)
-    print("\n".join(report["targets"]))
-    md, js = write_reports(report, out_dir, "cross_entropy_gpu")
-    print(f"wrote {md} and {js}")
+    out = Reporter(out_dir, "cross_entropy_gpu", meta)
+    print(f"tables: {out.md} and {out.js} (rewritten after every row)", flush=True)
+    runs = {"linear": bench_linear, "ce": bench_ce, "ce-sweep": sweep_ce, "linear-sweep": sweep_linear}
+    for part in PARTS:
+        if args.only and part not in args.only:
+            continue
+        print(f"{part}:", flush=True)
+        t0 = time.perf_counter()
+        runs[part](torch, args, clock, device, out)
+        print(f"{part}: {time.perf_counter() - t0:.1f} s", flush=True)
+    print("\n".join(out.report["targets"]))
+    print(f"wrote {out.md} and {out.js}")
     return 0
 
 
