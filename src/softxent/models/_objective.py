@@ -86,7 +86,10 @@ from scipy import sparse
 
 import softxent as sx
 from softxent import kernels
+from softxent._contract import XentOptions
+from softxent._fused import softmax_xent_rows
 from softxent._sigmoid_xent import sigmoid_xent_rows
+from softxent._xent_common import Labels
 
 __all__ = ["Objective", "Problem", "objective_value", "rows_per_block", "effective_n_threads"]
 
@@ -112,6 +115,10 @@ _WHITEN_MIN_CONDITION = 1e3
 _WHITEN_FLOOR32 = 1e-2
 # Below this much work per thread (rows x (features + outputs)), splitting a block costs more than it gives.
 _MIN_THREAD_WORK = 80_000
+
+
+# The softmax head's loss options: a plain sum of the (sample- and class-weighted) rows, no label skipped.
+_SUM_OPTIONS = XentOptions(ignore_index=None, reduction="sum")
 
 
 def rows_per_block(n_features: int, n_outputs: int, itemsize: int, is_sparse: bool) -> int:
@@ -241,10 +248,13 @@ def _block_loss_grad(
             block_loss, g = sigmoid(z, start, stop)
         else:
             # G = s_i (softmax(z_i) - e_{y_i}) w_{y_i} (eq. 16), written over z: no allocation.
-            block_loss, g = sx.softmax_cross_entropy_with_grad(
-                z, problem.targets[start:stop], weight=problem.class_weight,
-                sample_weight=sw, reduction="sum", inplace=True,
-            )  # fmt: skip
+            # The targets were checked when the problem was built: the private entry point, no re-check.
+            idx = problem.targets[start:stop]
+            w = problem.class_weight
+            lab = Labels(idx, None, None if w is None else w[idx])
+            block_loss, g, _ = softmax_xent_rows(
+                z, 1, lab, _SUM_OPTIONS, weight=w, sample_weight=sw, target=z, inplace=True
+            )
         loss += float(block_loss)
         # X_blk is still in cache from the product above: dL/dW^T += X_blk^T G.
         g_wt += xb.T @ g
