@@ -91,13 +91,23 @@ ZIPF_S = 1.2
 ZIPF_NOISE = 1.0
 IGNORE = -100
 
-#: ce-sweep: (classes per tile, warps, stages, programs as a multiple of the SM count or None: one per row).
-CE_SWEEP = [(b, 16, s, None) for b in (2048, 4096, 8192, 16384) for s in (1, 2)] + [
-    (4096, 8, 2, None),
-    (4096, 16, 2, 2),
-    (4096, 16, 2, 8),
+#: ce-sweep: (classes per tile, warps, stages, programs as a multiple of the SM count or None: one per row,
+#: the L2 schedule ``l2_hints``). The default (4096, 16, 2, one per row, no hints) is its first row.
+CE_SWEEP = [
+    (2048, 16, 2, None, False),
+    (8192, 16, 2, None, False),
+    (16384, 16, 2, None, False),
+    (4096, 16, 1, None, False),
+    (8192, 16, 1, None, False),
+    (4096, 8, 2, None, False),
+    (4096, 16, 2, 2, False),
+    (4096, 16, 2, 8, False),
+    (4096, 16, 2, None, True),
+    (4096, 16, 1, None, True),
+    (8192, 16, 2, None, True),
+    (4096, 16, 2, 8, True),
 ]
-DRY_CE_SWEEP = [(32, 4, 1, None), (32, 4, 2, None), (32, 4, 2, 1)]
+DRY_CE_SWEEP = [(32, 4, 1, None, False), (32, 4, 2, None, True), (32, 4, 2, 1, True)]
 #: linear-sweep: (BM, BN, BK, warps, stages) or None (the defaults), and the forward's splits rule.
 LINEAR_SWEEP = [
     (None, "waves"),  # the defaults (128 x 128 x 32 for these plain inputs), splits in whole waves of SMs
@@ -563,17 +573,19 @@ def sweep_ce(torch: Any, args: argparse.Namespace, clock: Clock, device: str, ou
         default = dict(
             shape=f"{n}x{v}", config=f"default: BLOCK={block0} warps={warps0} stages={stages0} programs=rows"
         )
-        configs = [(None, None, None, None, default)] + [
-            (b, w, s, k, None) for b, w, s, k in (DRY_CE_SWEEP if args.dry_run else CE_SWEEP)
+        configs = [(None, None, None, None, False, default)] + [
+            (*c, None) for c in (DRY_CE_SWEEP if args.dry_run else CE_SWEEP)
         ]
-        for block, warps, stages, k, named in configs:
+        for block, warps, stages, k, hints, named in configs:
             programs = None if k is None else k * n_sm
             row = named or dict(shape=f"{n}x{v}", config=f"BLOCK={block} warps={warps} stages={stages} "
-                                f"programs={'rows' if k is None else f'{k} x {n_sm} SMs'}")  # fmt: skip
+                                f"programs={'rows' if k is None else f'{k} x {n_sm} SMs'}"
+                                + (" l2_hints" if hints else ""))  # fmt: skip
             last: list[Any] = []
 
-            def step(block=block, warps=warps, stages=stages, programs=programs, last=last, z=z, y=y) -> None:
-                last[:] = cross_entropy_rows(z, y, block=block, num_warps=warps, num_stages=stages, programs=programs)
+            def step(block=block, warps=warps, stages=stages, programs=programs, hints=hints, last=last, z=z, y=y):
+                last[:] = cross_entropy_rows(z, y, block=block, num_warps=warps, num_stages=stages,
+                                             programs=programs, l2_hints=hints)  # fmt: skip
 
             try:
                 row.update(_measure(clock, args, step, lambda: None))

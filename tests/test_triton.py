@@ -246,6 +246,23 @@ def test_ce_default_tiles_and_row_blocks():
             close(grad, g_t, torch.float32)
 
 
+@pytest.mark.parametrize("target_kind", ["index", "prob"])
+def test_ce_l2_schedule_and_pipelining_knobs_agree(target_kind):
+    """l2_hints (pass 2 backwards, cache hints), num_stages and num_warps change the schedule, not the result."""
+    c = 300
+    z, target = make_ce(6, c, torch.bfloat16, seed=21, prob=target_kind == "prob")
+    o, weight = opts(dict(weight=True, label_smoothing=0.1, z_loss=1e-3), c)
+    base = run_ce(z, target, weight, o, block=64)
+    l_t, g_t, _ = torch_oracle(z, target, weight.float().double(), **o)
+    close(base[0], l_t, torch.bfloat16, what="loss")
+    close(base[1], g_t, torch.bfloat16, what="grad")
+    for kw in (dict(l2_hints=True), dict(l2_hints=True, num_stages=1), dict(num_stages=3, num_warps=8)):
+        loss, grad, lse = run_ce(z, target, weight, o, block=64, **kw)
+        torch.testing.assert_close(loss, base[0], rtol=1e-6, atol=0)  # the smoothing sum's order differs
+        torch.testing.assert_close(grad, base[1], rtol=0, atol=0)
+        torch.testing.assert_close(lse, base[2], rtol=0, atol=0)
+
+
 def test_ce_confident_row_keeps_its_tiny_gradient_in_bf16():
     # z_y = 30 above 299 zeros: a_y - 1 = -299 e^-30 / (1 + 299 e^-30) ~ -2.8e-11, and the loss the same.
     c = 300

@@ -26,17 +26,21 @@ pytest.importorskip("triton", reason="Triton is not installed (pip install softx
 # options off and all on, each with the tiles its launch takes (_linear_head._lce_blocks). The option-on
 # bf16 heads spilled 144 to 528 bytes and every fp32 head 52 to 1064 bytes at one shared tile
 # (128 x 128 x 32 / 64 x 64 x 32 with 4 warps) before the per-variant tiles of issue 20.
-CHECKED = [
-    f"{k} {dtype}, {what}{label}"
-    for dtype in ("bf16", "fp32")
-    for k, whats in (("lce_forward_kernel", ("",)), ("lce_backward_kernel", ("G to cuBLAS, ", "filtered, fused, ")))
-    for what in whats
-    for label in ("plain", "all options")
-] + [
-    f"ce_kernel bf16, {kind}, {label}"
-    for kind in ("class indices", "probabilities")
-    for label in ("plain", "all options")
-]
+CHECKED = (
+    [
+        f"{k} {dtype}, {what}{label}"
+        for dtype in ("bf16", "fp32")
+        for k, whats in (("lce_forward_kernel", ("",)), ("lce_backward_kernel", ("G to cuBLAS, ", "filtered, fused, ")))
+        for what in whats
+        for label in ("plain", "all options")
+    ]
+    + [
+        f"ce_kernel bf16, {kind}, {label}"
+        for kind in ("class indices", "probabilities")
+        for label in ("plain", "all options")
+    ]
+    + [f"ce_kernel bf16, class indices, {label}, L2 hints" for label in ("plain", "all options")]
+)  # l2_hints=True
 
 
 SCRIPT = """

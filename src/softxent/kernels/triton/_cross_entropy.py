@@ -58,6 +58,7 @@ def cross_entropy_rows(
     programs: int | None = None,
     num_warps: int | None = None,
     num_stages: int | None = None,
+    l2_hints: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     r"""Loss, gradient and per-row log-sum-exp of (M, C) logits in one kernel launch.
 
@@ -100,6 +101,11 @@ def cross_entropy_rows(
         Warps per program and the software-pipelining depth of the sweeps over
         a row (``tl.range(..., num_stages=)``; 1: none); the defaults are
         :func:`ce_launch_config`'s. Knobs for the benchmark's sweep.
+    l2_hints : bool
+        Schedule the second sweep for L2 (off by default until a GPU run shows
+        it pays): the first sweep's loads marked evict-last, the second's
+        evict-first and going over the row backwards (its last tiles are the
+        likeliest still cached), the gradient written with streaming stores.
 
     Returns
     -------
@@ -168,7 +174,7 @@ def cross_entropy_rows(
                 PROB=prob, HAS_WEIGHT=weight is not None, SMOOTH=bool(label_smoothing),
                 ZLOSS=bool(z_loss), SOFTCAP=softcap is not None, NEED_GRAD=need_grad,
                 ROWS=rows_per, BLOCK=block, ACC=tl_acc,
-                DOWNCAST=interp and need_grad and grad.dtype == torch.bfloat16, STAGES=stages,
+                DOWNCAST=interp and need_grad and grad.dtype == torch.bfloat16, STAGES=stages, HINTS=bool(l2_hints),
                 **({} if interp else dict(num_warps=warps)),
             )  # fmt: skip
     else:

@@ -185,6 +185,7 @@ def ce_kernel(
     ACC: tl.constexpr,
     DOWNCAST: tl.constexpr,  # DOWNCAST: bf16 gradient in the interpreter
     STAGES: tl.constexpr,  # software-pipelining depth of the sweeps over a row (1: none)
+    HINTS: tl.constexpr = False,  # L2 schedule: evict-last / evict-first loads, pass 2 backwards, streaming stores
 ):
     r"""Loss, log-sum-exp and gradient of ROWS rows per program (ROWS = 1 for wide rows).
 
@@ -238,7 +239,11 @@ def ce_kernel(
             cols = c0 + tl.arange(0, BLOCK)
             cmask = cols < n_classes
             mask = rmask[:, None] & cmask[None, :]
-            z = tl.load(z_row[:, None] + cols[None, :], mask=mask, other=ninf).to(ACC)
+            if HINTS:  # keep the row in L2 for pass 2
+                z = tl.load(z_row[:, None] + cols[None, :], mask=mask, other=ninf, eviction_policy="evict_last")
+            else:
+                z = tl.load(z_row[:, None] + cols[None, :], mask=mask, other=ninf)
+            z = z.to(ACC)
             if SOFTCAP:
                 z = tl.where(mask, _softcap(z, cap), ninf)
             m, sp = _online_update(z, m, sp, True)
@@ -290,11 +295,22 @@ def ce_kernel(
         # ---- pass 2: terms that need lse, and the gradient
         if NEED_GRAD or SMOOTH or PROB:
             smooth = tl.zeros((ROWS,), ACC)
-            for c0 in tl.range(0, n_classes, BLOCK, num_stages=STAGES):
+            last_tile = (tl.cdiv(n_classes, BLOCK) - 1) * BLOCK
+            for c_step in tl.range(0, n_classes, BLOCK, num_stages=STAGES):
+                if HINTS:  # backwards: pass 1's last tiles are the likeliest still in L2; read them once
+                    c0 = last_tile - c_step
+                else:
+                    c0 = c_step
                 cols = c0 + tl.arange(0, BLOCK)
                 cmask = cols < n_classes
                 mask = rmask[:, None] & cmask[None, :]
-                z_raw = tl.load(z_row[:, None] + cols[None, :], mask=mask, other=ninf).to(ACC)
+                if HINTS:
+                    z_raw = tl.load(
+                        z_row[:, None] + cols[None, :], mask=mask, other=ninf, eviction_policy="evict_first"
+                    )
+                else:
+                    z_raw = tl.load(z_row[:, None] + cols[None, :], mask=mask, other=ninf)
+                z_raw = z_raw.to(ACC)
                 if SOFTCAP:
                     z = tl.where(mask, _softcap(z_raw, cap), ninf)
                 else:
@@ -349,9 +365,11 @@ def ce_kernel(
                     g = tl.where(live[:, None], g, 0.0)  # exact zeros for rows that take no part
                     if DOWNCAST:  # the interpreter truncates float32 -> bf16; the GPU rounds to nearest even
                         g = _round_bf16(g)
-                    tl.store(
-                        g_ptr + rows64[:, None] * stride_g + cols[None, :], g.to(g_ptr.dtype.element_ty), mask=mask
-                    )
+                    g_out = g_ptr + rows64[:, None] * stride_g + cols[None, :]
+                    if HINTS:  # streaming store: the gradient is not read again by this kernel
+                        tl.store(g_out, g.to(g_ptr.dtype.element_ty), mask=mask, cache_modifier=".cs")
+                    else:
+                        tl.store(g_out, g.to(g_ptr.dtype.element_ty), mask=mask)
             if SMOOTH and not PROB:
                 ce_row += tl.where(kept, eps * inv_c * smooth, 0.0)
 
