@@ -69,7 +69,7 @@ if [ "$DRY" = 1 ]; then
   FIRST=8,16,72
 else
   step 70 tests "$PY" -m pytest -v -p no:cacheprovider tests/test_triton_ops.py tests/test_triton.py \
-    -k "cuda or confident or test_triton_ops"
+    -k "cuda or confident or tied or knobs or test_triton_ops"
   step 30 compile "$PY" benchmarks/triton_compile.py --out "$RES" --jobs 8 --label "the device machine's triton"
   RUN=(--no-compile --reps 5 --warmup 2)
 fi
