@@ -21,6 +21,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from softxent.models import (  # noqa: E402
+    AutoClassifier,
     Progress,
     SigmoidRegression,
     SoftmaxRegression,
@@ -291,34 +292,55 @@ def test_one_class_left_by_the_weights_is_refused(iris):
         SoftmaxRegression().fit(X, y, sample_weight=-np.ones(len(y)))
 
 
+def _named(name, value):
+    """scikit-learn's InvalidParameterError text: the parameter's name, then the bad value."""
+    return rf"The '{name}' parameter of \w+ must be .*Got {value} instead"
+
+
 @pytest.mark.parametrize(
     ("params", "match"),
     [
-        ({"C": 0.0}, r"C must be a finite number > 0 .*got 0.0"),
-        ({"C": "1"}, "C must be"),
-        ({"solver": "sgd"}, r"solver must be one of \('lbfgs', 'adam'\), got 'sgd'"),
-        ({"max_iter": 0}, "max_iter must be an integer >= 1, got 0"),
-        ({"tol": -1.0}, "tol must be"),
-        ({"class_weight": "auto"}, "class_weight must be None, 'balanced' or a dict"),
-        ({"batch_size": 0}, "batch_size must be 'auto' or an integer >= 1, got 0"),
-        ({"learning_rate": 0}, "learning_rate must be"),
-        ({"validation_fraction": 1.0}, r"validation_fraction must be a number in \(0, 1\)"),
-        ({"n_iter_no_change": 0}, "n_iter_no_change must be"),
+        ({"C": 0.0}, r"The 'C' parameter of SoftmaxRegression must be a float in the range \(0.0, inf\)\. Got 0.0"),
+        ({"C": np.inf}, _named("C", "inf")),
+        ({"C": "1"}, _named("C", "'1'")),
+        ({"solver": "sgd"}, _named("solver", "'sgd'")),
+        ({"max_iter": 0}, _named("max_iter", "0")),
+        ({"tol": -1.0}, _named("tol", "-1.0")),
+        ({"class_weight": "auto"}, _named("class_weight", "'auto'")),
+        ({"batch_size": 0}, _named("batch_size", "0")),
+        ({"learning_rate": 0}, _named("learning_rate", "0")),
+        ({"validation_fraction": 1.0}, _named("validation_fraction", "1.0")),
+        ({"n_iter_no_change": 0}, _named("n_iter_no_change", "0")),
         ({"dtype": np.float16}, "dtype must be np.float32 or np.float64"),
-        ({"fit_intercept": "yes"}, "fit_intercept must be True or False, got 'yes'"),
-        ({"callback": 3}, "callback must be None or a callable"),
-        ({"n_jobs": 0}, "n_jobs must be None or a non-zero integer, got 0"),
-        ({"verbose": -1}, "verbose must be an integer >= 0"),
+        ({"class_weight": {0: -1.0}}, r"class_weight\[0\] must be a finite number >= 0, got -1.0"),
+        ({"fit_intercept": "yes"}, _named("fit_intercept", "'yes'")),
+        ({"callback": 3}, _named("callback", "3")),
+        ({"n_jobs": 0}, _named("n_jobs", "0")),
+        ({"verbose": -1}, _named("verbose", "-1")),
     ],
 )
-def test_bad_parameters_are_named(iris, params, match):
-    with pytest.raises(ValueError, match=match):
-        SoftmaxRegression(**params).fit(*iris)
+@pytest.mark.parametrize("estimator", [SoftmaxRegression, SigmoidRegression, AutoClassifier])
+def test_bad_parameters_are_named(iris, estimator, params, match):
+    with pytest.raises(ValueError, match=match.replace("SoftmaxRegression", estimator.__name__)):
+        estimator(**params).fit(*iris)
 
 
-def test_bad_threshold_is_named(iris):
-    with pytest.raises(ValueError, match="threshold must be a probability in"):
-        SigmoidRegression(threshold=1.5).fit(*iris)
+@pytest.mark.parametrize("estimator", [SigmoidRegression, AutoClassifier])
+def test_bad_threshold_is_named(iris, estimator):
+    with pytest.raises(ValueError, match=_named("threshold", "1.5")):
+        estimator(threshold=1.5).fit(*iris)
+
+
+def test_parameters_are_checked_by_sklearn_constraints():
+    """The constraints are scikit-learn's own: its InvalidParameterError, and every parameter listed."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    for estimator in (SoftmaxRegression, SigmoidRegression, AutoClassifier):
+        assert set(estimator._parameter_constraints) == set(estimator().get_params()), estimator
+    with pytest.raises(InvalidParameterError):
+        SoftmaxRegression(max_iter=1.5).fit(np.eye(3), [0, 1, 2])
+    with pytest.raises(InvalidParameterError):
+        SoftmaxRegression(solver="adam", batch_size=-1).partial_fit(np.eye(3), [0, 1, 2], classes=[0, 1, 2])
 
 
 def test_threshold_moves_the_multilabel_decision():

@@ -258,14 +258,17 @@ CASES: list = [
          r"class_weight names classes that are not in y: \[7\]; the classes are \[0, 1, 2\]"),
     _row("class_weight: negative weight", _fit("SoftmaxRegression", class_weight={0: -2.0}), ValueError,
          r"class_weight\[0\] must be a finite number >= 0, got -2.0"),
-    _row("C: zero", _fit("SoftmaxRegression", C=0.0), ValueError, r"C must be a finite number > 0 .*got 0.0"),
+    _row("C: zero", _fit("SoftmaxRegression", C=0.0), ValueError, r"The 'C' parameter of SoftmaxRegression must be a float in the range \(0.0, inf\)\. Got 0.0 instead"),
     _row("random_state: a string", _fit("SoftmaxRegression", random_state="seed"), ValueError,
-         r"random_state must be None, an integer in \[0, 2\*\*32\) or a numpy RandomState, got 'seed'"),
+         r"The 'random_state' parameter of SoftmaxRegression must be an int in the range \[0, 4294967295\], an "
+         r"instance of 'numpy.random.mtrand.RandomState' or None\. Got 'seed' instead"),
     # ------------------------------------------------------------------ model files: parameters and attributes
     _file_row("load: threshold 5.0", _params(threshold=5.0),
-              r"model.params: threshold must be a probability in \[0, 1\], got 5.0", kind="sigmoid"),
+              r"model.params: The 'threshold' parameter of SigmoidRegression must be a float in the range "
+              r"\[0.0, 1.0\]\. Got 5.0 instead", kind="sigmoid"),
     _file_row("load: threshold 'abc'", _params(threshold="abc"),
-              r"model.params: threshold must be a probability in \[0, 1\], got 'abc'", kind="sigmoid"),
+              r"model.params: The 'threshold' parameter of SigmoidRegression must be a float in the range "
+              r"\[0.0, 1.0\]\. Got 'abc' instead", kind="sigmoid"),
     _file_row("load: dtype int8", _params(dtype="int8"),
               r"model.params: dtype must be np.float32 or np.float64, got 'int8'"),
     _file_row("load: NaN coefficient", lambda meta, arrays: arrays["coef_"].__setitem__((1, 2), np.nan),

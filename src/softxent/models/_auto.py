@@ -6,7 +6,8 @@ import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.callback import CallbackSupportMixin
 from sklearn.exceptions import DataConversionWarning
 from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
@@ -14,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import COMMON_PARAMS
 from ._dask import fit_auto_dask, is_dask, predict_dask
 from ._heads import _choose, _exact_array, check_other_label, parse_targets
+from ._inputs import check_common_params
 from ._sigmoid_regression import SigmoidRegression
 from ._softmax_regression import SoftmaxRegression
 
@@ -29,7 +31,7 @@ def _names_array(values: list[Any]) -> np.ndarray:
     return _exact_array([v.item() if isinstance(v, np.generic) else v for v in values])
 
 
-class AutoClassifier(ClassifierMixin, BaseEstimator):
+class AutoClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstimator):
     """A classifier that picks its output head from the labels (:func:`choose_head`) and fits it.
 
     * 1-D class labels, or rows with exactly one label each: a
@@ -128,14 +130,31 @@ class AutoClassifier(ClassifierMixin, BaseEstimator):
         self.threshold = threshold
         self.other_label = other_label
 
+    # The heads' constraints (it passes them its parameters); other_label by check_other_label.
+    _parameter_constraints: dict = {**SigmoidRegression._parameter_constraints, "other_label": "no_validation"}
+
     def _check_params(self) -> None:
         """Every parameter, with the rules of the heads it passes them to (also run by ``load``)."""
+        self._validate_params()
+        self._check_rest_params()
+
+    def _check_rest_params(self) -> None:
         check_other_label(self.other_label)
-        SigmoidRegression(**self._shared_params(), threshold=self.threshold)._check_params()
+        check_common_params(self)
+
+    def _fit_head(self, head: Any, X: Any, y: Any, sample_weight: Any) -> None:
+        """Fit the head as the one subtask of this fit, scikit-learn's auto-propagated callbacks passed on."""
+        metadata = {"sample_weight": sample_weight} if sample_weight is not None else None
+        context = self._init_callback_context(max_subtasks=1)
+        context.call_on_fit_task_begin(estimator=self, X=X, y=y, metadata=metadata)
+        with context.subcontext(task_name="fit-head").propagate_callback_context(head):
+            head.fit(X, y, sample_weight=sample_weight)
+        context.call_on_fit_task_end(estimator=self, X=X, y=y, metadata=metadata, reconstruction_attributes={})
 
     def _shared_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _SHARED}
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> AutoClassifier:
         """Choose the head from ``y`` (:func:`choose_head`) and fit it.
 
@@ -151,7 +170,7 @@ class AutoClassifier(ClassifierMixin, BaseEstimator):
         """
         if is_dask(X, y, sample_weight):
             return fit_auto_dask(self, X, y, sample_weight)  # the head chosen and fitted on the cluster
-        self._check_params()
+        self._check_rest_params()  # _fit_context ran _validate_params
         parsed = parse_targets(y)
         choice = _choose(parsed, self.other_label)
         previous = getattr(self, "head_", None) if self.warm_start else None
@@ -164,14 +183,14 @@ class AutoClassifier(ClassifierMixin, BaseEstimator):
                     stacklevel=2,
                 )
             head = self._head(SoftmaxRegression, previous)
-            head.fit(X, parsed.labels, sample_weight=sample_weight)
+            self._fit_head(head, X, parsed.labels, sample_weight)
             self.classes_ = head.classes_
             self.labels_ = None
             self.target_type_ = "labels"
         elif choice.head == "sigmoid":
             head = self._head(SigmoidRegression, previous)
             head.set_params(threshold=self.threshold)
-            head.fit(X, y, sample_weight=sample_weight)
+            self._fit_head(head, X, y, sample_weight)
             self.classes_ = parsed.names
             self.labels_ = parsed.names
             self.target_type_ = "multilabel-indicator"
@@ -197,7 +216,7 @@ class AutoClassifier(ClassifierMixin, BaseEstimator):
                 if unknown:
                     raise ValueError(f"class_weight names labels that are not in y: {unknown[:10]}; labels: {names}")
                 head.set_params(class_weight={names.index(k): w for k, w in self.class_weight.items()})
-            head.fit(X, codes, sample_weight=sample_weight)
+            self._fit_head(head, X, codes, sample_weight)
             self.classes_ = _names_array([names[c] for c in head.classes_.tolist()])
             self.labels_ = parsed.names
             self.target_type_ = "multilabel-indicator"

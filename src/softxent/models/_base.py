@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.callback import CallbackSupportMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
@@ -28,9 +29,10 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import ThreadpoolController
 
 from .._validation import check_sample_weight
+from ._callbacks import FitTasks
 from ._dask import fit_dask, is_dask
 from ._heads import check_discrete_labels, exact_labels
-from ._inputs import check_common_params, validated_X
+from ._inputs import COMMON_CONSTRAINTS, check_common_params, validated_X
 from ._objective import Objective, Problem, effective_n_threads
 from ._solvers import Adam, Progress, lbfgs, progress_factory, run_adam
 
@@ -74,12 +76,21 @@ def _solver_is_adam(estimator: LinearClassifierBase) -> bool:
     return True
 
 
-class LinearClassifierBase(ClassifierMixin, BaseEstimator):
+class LinearClassifierBase(CallbackSupportMixin, ClassifierMixin, BaseEstimator):
     """Shared machinery of :class:`SoftmaxRegression` and :class:`SigmoidRegression`."""
+
+    # scikit-learn's parameter validation (``_validate_params``, run by ``fit``); what it cannot
+    # say (dtype, the values of a class_weight dict) is checked by check_common_params.
+    _parameter_constraints: dict = dict(COMMON_CONSTRAINTS)
 
     # ------------------------------------------------------------------ parameters
     def _check_params(self) -> None:
         """Every parameter, with an error that names it and shows the bad value (also run by ``load``)."""
+        self._validate_params()
+        self._check_rest_params()
+
+    def _check_rest_params(self) -> None:
+        """The checks scikit-learn's constraints cannot express (``fit`` has run ``_validate_params``)."""
         check_common_params(self)
         self._check_extra_params()
 
@@ -216,13 +227,21 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         self.intercept_ = np.zeros(W.shape[0], dtype=dtype) if b is None else np.asarray(b, dtype=dtype)
 
     # ------------------------------------------------------------------ progress
-    def _report(self) -> Callable[[Progress], bool]:
+    def _report(self, tasks: FitTasks | None = None, params: Any = None) -> Callable[[Progress], bool]:
+        """The solvers' per-iteration hook: ``verbose``, ``callback=`` and the scikit-learn callbacks.
+
+        ``params()`` returns the iterate's ``(W, b)``; it is called only when a
+        scikit-learn callback asks for the fitted estimator of the iteration.
+        """
         verbose, callback = self.verbose, self.callback
 
         def report(progress: Progress) -> bool:
             if verbose:
                 print(progress.format(), flush=True)
-            return bool(callback(progress)) if callback is not None else False
+            stop = bool(callback(progress)) if callback is not None else False
+            if tasks is not None:
+                stop = tasks.end(params) or stop  # every hook runs, whoever asks to stop
+            return stop
 
         return report
 
@@ -246,6 +265,7 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
             )
 
     # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LinearClassifierBase:
         """Fit the model by minimising the objective of the class docstring.
 
@@ -261,6 +281,8 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
             The targets; see the class docstring for the accepted forms.
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative weight of each row (multiplied by ``class_weight``).
+            Routed by scikit-learn's metadata routing when the estimator
+            requests it (``set_fit_request(sample_weight=True)``).
 
         Returns
         -------
@@ -268,27 +290,38 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         """
         if is_dask(X, y, sample_weight):
             return fit_dask(self, X, y, sample_weight)  # the same solver, the data left on the workers
-        self._check_params()
+        self._check_rest_params()
         X, targets = self._fit_targets(X, y, first=True, partial=False)
         problem = self._problem(X, targets, sample_weight)
         self._check_weighted_classes(problem, targets)
         W0, b0 = self._initial_params(targets.n_outputs, X.shape[1])
         start = time.perf_counter()
         make = progress_factory(type(self).__name__, self.solver, start)
-        # One BLAS thread: our own threads run the row blocks (see _objective).
-        with one_blas_thread():
-            if self.solver == "lbfgs":
-                self._fit_lbfgs(problem, W0, b0, make)
-            else:
-                self._fit_adam(problem, targets, W0, b0, make)
+        tasks = FitTasks(
+            self, X, y, sample_weight, max_iter=self.max_iter,
+            task_name="lbfgs-iter" if self.solver == "lbfgs" else "adam-epoch",
+        )  # fmt: skip
+        tasks.begin(lambda: (W0, b0))
+        try:
+            # One BLAS thread: our own threads run the row blocks (see _objective).
+            with one_blas_thread():
+                if self.solver == "lbfgs":
+                    self._fit_lbfgs(problem, W0, b0, make, tasks)
+                else:
+                    self._fit_adam(problem, targets, W0, b0, make, tasks)
+        finally:
+            tasks.close()
         return self
 
-    def _fit_lbfgs(self, problem: Problem, W0: np.ndarray, b0: np.ndarray | None, make: Any) -> None:
+    def _fit_lbfgs(
+        self, problem: Problem, W0: np.ndarray, b0: np.ndarray | None, make: Any, tasks: FitTasks | None = None
+    ) -> None:
         n_threads = effective_n_threads(self.n_jobs)
         with Objective(problem, C=self.C, fit_intercept=self.fit_intercept, n_threads=n_threads) as objective:
+            report = self._report(tasks, lambda: objective.unpack(objective.last_x))
             theta, result = lbfgs(
                 objective, objective.pack(W0, b0), tol=self.tol, max_iter=self.max_iter,
-                report=self._report(), make_progress=make,
+                report=report, make_progress=make,
             )  # fmt: skip
             W, b = objective.unpack(theta)
             grad_max = objective.last_grad_max
@@ -303,7 +336,10 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
     def _batch_size(self, n_rows: int) -> int:
         return min(200 if isinstance(self.batch_size, str) else int(self.batch_size), max(n_rows, 1))
 
-    def _fit_adam(self, problem: Problem, targets: Targets, W0: np.ndarray, b0: np.ndarray | None, make: Any) -> None:
+    def _fit_adam(
+        self, problem: Problem, targets: Targets, W0: np.ndarray, b0: np.ndarray | None, make: Any,
+        tasks: FitTasks | None = None,
+    ) -> None:  # fmt: skip
         rng = check_random_state(self.random_state)
         train, validation = problem, None
         if self.early_stopping:
@@ -312,7 +348,7 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         result, val_curve = run_adam(
             optimizer, train, validation, C=self.C, batch_size=self._batch_size(train.n_rows),
             max_iter=self.max_iter, tol=self.tol, n_iter_no_change=self.n_iter_no_change, rng=rng,
-            report=self._report(), make_progress=make,
+            report=self._report(tasks, lambda: (optimizer.W, optimizer.b)), make_progress=make,
         )  # fmt: skip
         optimizer.rows_seen = train.n_rows
         optimizer.weight_seen = float(train.row_weights().sum())
@@ -347,6 +383,7 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         return problem.subset(np.sort(tr)), problem.subset(np.sort(va))
 
     @available_if(_solver_is_adam)
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None) -> LinearClassifierBase:
         """One adam epoch over a batch of rows: streaming training (``solver="adam"`` only).
 
@@ -376,7 +413,7 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         """
         first = not hasattr(self, "classes_")
         if first:
-            self._check_params()
+            self._check_rest_params()  # _fit_context ran _validate_params
         if isinstance(self.class_weight, str) and self.class_weight == "balanced":
             raise ValueError(
                 "class_weight='balanced' needs the class counts of the whole data set, which "
@@ -528,9 +565,23 @@ COMMON_PARAMS = r"""
         a :class:`~softxent.models.Progress` record (iteration, max_iter,
         loss, grad_max, validation_loss, elapsed); a true return value stops
         training. This is the hook a command line drives a progress bar with.
+        scikit-learn's callback API works as well:
+        ``set_callbacks(ProgressBar())`` (:mod:`sklearn.callback`) sees the
+        fit as one task with one subtask per L-BFGS iteration or adam epoch
+        (``"lbfgs-iter"`` / ``"adam-epoch"``), the iterate's coefficients
+        available as ``fitted_estimator``; unlike ``LogisticRegression``, a
+        callback whose ``on_fit_task_end`` returns True stops the fit there.
+        ``callback=`` stays because it adds what those hooks lack: the
+        objective and the largest gradient entry the stopping rule compares
+        with ``tol``, without rebuilding an estimator per iteration. Dask
+        fits and ``partial_fit`` call ``callback=`` only.
     n_jobs : int or None, default None
         Threads that compute the gradient over row blocks during ``fit``.
-        None: every CPU this process may run on (as scikit-learn's OpenMP
-        code does); -1 as well; 1: no threads. BLAS is held to one thread
+        None: as scikit-learn's OpenMP code counts them, every CPU this
+        process may run on unless it is held to fewer by ``OMP_NUM_THREADS``
+        or ``threadpoolctl.threadpool_limits`` (inside joblib workers, e.g.
+        ``GridSearchCV(n_jobs=2)``, joblib sets the former to its
+        ``inner_max_num_threads``, so the fits do not oversubscribe the
+        cores); -1: every CPU; 1: no threads. BLAS is held to one thread
         while fitting.
 """

@@ -1,9 +1,13 @@
 """Checks of what users hand the estimators: parameters, X, sample and class weights.
 
 Every check raises ``ValueError``/``TypeError`` in one line that names the
-argument and shows the bad value. The estimators run these at ``fit``, and
-:func:`softxent.models.load` runs the same parameter checks on a model file,
-so a file can never hold a model that ``fit`` would have refused.
+argument and shows the bad value. The parameters go through scikit-learn's
+own ``_parameter_constraints`` (:data:`COMMON_CONSTRAINTS`: its
+``InvalidParameterError`` is both a ``ValueError`` and a ``TypeError`` and
+names the parameter and the value); :func:`check_common_params` adds what
+those constraints cannot say. The estimators run both at ``fit``, and
+:func:`softxent.models.load` runs the same checks on a model file, so a file
+can never hold a model that ``fit`` would have refused.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import validate_data
 
 __all__ = [
+    "COMMON_CONSTRAINTS",
     "check_class_weight_param",
     "check_common_params",
     "check_y_length",
@@ -54,45 +60,42 @@ def check_class_weight_param(cw: Any) -> None:
             raise ValueError(f"class_weight[{label!r}] must be a finite number >= 0, got {weight!r}")
 
 
+# The parameters both linear estimators share, in scikit-learn's constraint language. The
+# upper bound np.inf with an open interval keeps C, tol and learning_rate finite.
+COMMON_CONSTRAINTS: dict = {
+    "C": [Interval(numbers.Real, 0, np.inf, closed="neither")],
+    "fit_intercept": ["boolean"],
+    "solver": [StrOptions(set(SOLVERS))],
+    "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+    "tol": [Interval(numbers.Real, 0, np.inf, closed="left")],
+    "class_weight": [dict, StrOptions({"balanced"}), None],
+    "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+    "learning_rate": [Interval(numbers.Real, 0, np.inf, closed="neither")],
+    "early_stopping": ["boolean"],
+    "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+    "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+    "warm_start": ["boolean"],
+    "dtype": "no_validation",  # a dtype-like; checked by check_common_params
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+    "callback": [callable, None],
+    "n_jobs": [
+        Interval(numbers.Integral, None, -1, closed="right"),
+        Interval(numbers.Integral, 1, None, closed="left"),
+        None,
+    ],
+}
+
+
 def check_common_params(est: Any) -> None:
-    """The parameters both linear estimators share, each with an error that names it."""
-    if not is_real(est.C) or est.C <= 0:
-        raise bad("C", est.C, "a finite number > 0 (the inverse of the regularisation strength)")
-    for name in ("fit_intercept", "early_stopping", "warm_start"):
-        if not isinstance(getattr(est, name), (bool, np.bool_)):
-            raise bad(name, getattr(est, name), "True or False")
-    if not isinstance(est.solver, str) or est.solver not in SOLVERS:
-        raise bad("solver", est.solver, f"one of {SOLVERS}")
-    if not is_int(est.max_iter) or est.max_iter < 1:
-        raise bad("max_iter", est.max_iter, "an integer >= 1")
-    if not is_real(est.tol) or est.tol < 0:
-        raise bad("tol", est.tol, "a finite number >= 0")
+    """What :data:`COMMON_CONSTRAINTS` cannot say: the dtype, and the weights of a class_weight dict."""
     check_class_weight_param(est.class_weight)
-    bs = est.batch_size
-    if not ((isinstance(bs, str) and bs == "auto") or (is_int(bs) and bs >= 1)):
-        raise bad("batch_size", bs, "'auto' or an integer >= 1")
-    if not is_real(est.learning_rate) or est.learning_rate <= 0:
-        raise bad("learning_rate", est.learning_rate, "a finite number > 0")
-    if not is_real(est.validation_fraction) or not 0 < est.validation_fraction < 1:
-        raise bad("validation_fraction", est.validation_fraction, "a number in (0, 1)")
-    if not is_int(est.n_iter_no_change) or est.n_iter_no_change < 1:
-        raise bad("n_iter_no_change", est.n_iter_no_change, "an integer >= 1")
     try:
         dtype = np.dtype(est.dtype)
     except TypeError:
         dtype = None
     if dtype not in DTYPES:
         raise bad("dtype", est.dtype, "np.float32 or np.float64")
-    rs = est.random_state
-    # The forms check_random_state accepts; anything else would fail only later, inside adam.
-    if not (rs is None or (is_int(rs) and 0 <= rs < 2**32) or isinstance(rs, np.random.RandomState)):
-        raise bad("random_state", rs, "None, an integer in [0, 2**32) or a numpy RandomState")
-    if not (is_int(est.verbose) or isinstance(est.verbose, (bool, np.bool_))) or est.verbose < 0:
-        raise bad("verbose", est.verbose, "an integer >= 0")
-    if est.callback is not None and not callable(est.callback):
-        raise bad("callback", est.callback, "None or a callable taking a Progress record")
-    if not (est.n_jobs is None or (is_int(est.n_jobs) and est.n_jobs != 0)):
-        raise bad("n_jobs", est.n_jobs, "None or a non-zero integer")
 
 
 # --------------------------------------------------------------------------- X

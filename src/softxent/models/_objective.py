@@ -83,6 +83,7 @@ from typing import Any, Literal
 
 import numpy as np
 from scipy import sparse
+from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
 import softxent as sx
 from softxent import kernels
@@ -136,14 +137,24 @@ def whitening_rows(n_rows: int) -> np.ndarray | None:
 
 
 def effective_n_threads(n_jobs: int | None) -> int:
-    """``None``: every CPU this process may run on; a negative ``n`` counts back
-    from there as in joblib (-1 = all, -2 = all but one)."""
+    """Threads for the row blocks, as scikit-learn's OpenMP code counts them.
+
+    ``None``: every CPU this process may run on, unless the process is held to
+    fewer: ``OMP_NUM_THREADS`` (which joblib sets in its workers from
+    ``inner_max_num_threads``, by default CPUs / workers, so that
+    ``cross_validate(n_jobs=2)`` does not oversubscribe the cores) or an
+    active ``threadpoolctl.threadpool_limits``. A negative ``n`` counts back
+    from all CPUs as in joblib (-1 = all, -2 = all but one); a positive one is
+    taken as asked.
+    """
     try:
         available = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         available = os.cpu_count() or 1
     if n_jobs is None:
-        return available
+        # omp_get_max_threads() of scikit-learn's OpenMP runtime: it reads OMP_NUM_THREADS and
+        # follows threadpoolctl's limits, the same source LogisticRegression's threads use.
+        return max(1, min(available, _openmp_effective_n_threads(None)))
     if n_jobs < 0:
         return max(1, available + 1 + n_jobs)
     return max(1, int(n_jobs))

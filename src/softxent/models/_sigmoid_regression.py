@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from numbers import Real
 from typing import Any
 
 import numpy as np
 from sklearn.exceptions import DataConversionWarning
+from sklearn.utils._param_validation import Interval
 
 import softxent as sx
 
 from ._base import COMMON_PARAMS, LinearClassifierBase, Targets
 from ._dask import is_dask, predict_dask
 from ._heads import ParsedTargets, exact_labels, parse_targets
-from ._inputs import is_real
 
 
 class SigmoidRegression(LinearClassifierBase):
@@ -133,9 +134,10 @@ class SigmoidRegression(LinearClassifierBase):
         self.n_jobs = n_jobs
         self.threshold = threshold
 
-    def _check_extra_params(self) -> None:
-        if not is_real(self.threshold) or not 0 <= self.threshold <= 1:
-            raise ValueError(f"threshold must be a probability in [0, 1], got {self.threshold!r}")
+    _parameter_constraints: dict = {
+        **LinearClassifierBase._parameter_constraints,
+        "threshold": [Interval(Real, 0, 1, closed="both")],
+    }
 
     # ------------------------------------------------------------------ targets
     def _fit_targets(self, X: Any, y: Any, *, first: bool, partial: bool, classes: Any = None) -> tuple[Any, Targets]:
