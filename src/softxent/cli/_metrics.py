@@ -12,6 +12,13 @@ The figures are drawn by :mod:`softxent.cli._figures`, the report folder
 (``metrics.json``, figures, ``report.html``) written by
 :func:`softxent.cli._report.write_report`.
 
+Class and label names are listed in the order people read them: a model's
+``classes_`` are sorted as text (scikit-learn's rule, kept by the models), so
+``Class10`` would come before ``Class2``; the tables, the JSON and the figures
+list them in natural order instead (:func:`display_order`: runs of digits
+compared as numbers). Names that are not in sorted order already (the columns
+of a user's indicator matrix) keep the order they came in.
+
 The two heads are scored the way their losses read the labels:
 
 * **softmax**: one class per row, the probabilities of a row share one unit of
@@ -27,6 +34,7 @@ The two heads are scored the way their losses read the labels:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +44,7 @@ if TYPE_CHECKING:  # rich is imported when a table is asked for
     from rich.table import Table
 
 __all__ = [
+    "display_order",
     "format_metrics",
     "jsonable",
     "metrics_table",
@@ -50,6 +59,38 @@ _MAX_NAME = 24  # characters of a class name shown in a terminal column or on an
 # Rows summing to 1 within this much count as probability rows (float32 rows
 # are off by a few 1e-7; anything worse is not a softmax output).
 _ROW_SUM_TOL = 1e-3
+
+
+# ---------------------------------------------------------------------- order
+
+
+def _natural_key(name: str) -> tuple[list[Any], str]:
+    # re.split with a capture group alternates text and digit runs, so equal positions hold equal
+    # types and the lists compare; the name itself breaks ties ("a01" and "a1").
+    parts = re.split(r"(\d+)", name)
+    return [int(p) if i % 2 else p for i, p in enumerate(parts)], name
+
+
+def display_order(names: Sequence[str]) -> list[int]:
+    """Positions of ``names`` in the order a reader expects: natural order, unless given otherwise.
+
+    Names in plain sorted order (as ``np.unique`` leaves a model's
+    ``classes_``) are put in natural order, digit runs compared as numbers
+    (``Class2`` before ``Class10``). Names in any other order (a user's
+    indicator columns, integer classes sorted as numbers) are kept as given.
+
+    Examples
+    --------
+    >>> names = ["Class1", "Class10", "Class2"]
+    >>> [names[j] for j in display_order(names)]
+    ['Class1', 'Class2', 'Class10']
+    >>> display_order(["rock", "jazz"])
+    [0, 1]
+    """
+    names = [str(n) for n in names]
+    if names != sorted(names):
+        return list(range(len(names)))
+    return sorted(range(len(names)), key=lambda j: _natural_key(names[j]))
 
 
 # ---------------------------------------------------------------------- metrics
@@ -75,12 +116,12 @@ def softmax_metrics(y_true: Any, proba: Any, classes: Sequence[Any]) -> dict[str
     -------
     dict
         JSON-able: ``head`` (``"softmax"``), ``n_rows``, ``classes`` (as
-        text), ``accuracy``, ``log_loss`` (natural log, mean over rows),
+        text, in :func:`display_order`), ``accuracy``, ``log_loss`` (natural log, mean over rows),
         ``macro_f1`` (mean F1 over the classes that occur in ``y_true`` or in
         the predictions, as :func:`sklearn.metrics.f1_score` does),
         ``per_class`` (name → ``precision``, ``recall``, ``f1``, ``support``;
         every class, 0 where undefined) and ``confusion_matrix`` (rows = true,
-        columns = predicted, in the order of ``classes``).
+        columns = predicted, in the order of the returned ``classes``).
 
     Raises
     ------
@@ -119,10 +160,12 @@ def softmax_metrics(y_true: Any, proba: Any, classes: Sequence[Any]) -> dict[str
     # cap every confident mistake at 36).
     p_true = P[np.arange(P.shape[0]), true]
     log_loss = float(-np.mean(np.log(np.maximum(p_true, np.finfo(np.float64).tiny))))
+    order = display_order(names)
+    matrix = confusion_matrix(true, pred, labels=labels)[np.ix_(order, order)]
     return {
         "head": "softmax",
         "n_rows": int(P.shape[0]),
-        "classes": names,
+        "classes": [names[j] for j in order],
         "accuracy": float(np.mean(pred == true)),
         "log_loss": log_loss,
         # average="macro" without labels=: classes absent from both the truth
@@ -136,9 +179,9 @@ def softmax_metrics(y_true: Any, proba: Any, classes: Sequence[Any]) -> dict[str
                 "f1": float(f1[j]),
                 "support": int(support[j]),
             }
-            for j, name in enumerate(names)
+            for name, j in ((names[j], j) for j in order)
         },  # fmt: skip
-        "confusion_matrix": confusion_matrix(true, pred, labels=labels).astype(int).tolist(),
+        "confusion_matrix": matrix.astype(int).tolist(),
     }
 
 
@@ -154,7 +197,8 @@ def sigmoid_metrics(y_true: Any, proba: Any, labels: Sequence[Any], *, threshold
     proba : array-like of shape (n, k)
         Predicted probability of each label, columns in the order of ``labels``.
     labels : sequence of length k
-        Names of the labels.
+        Names of the labels (``labels`` and ``per_label`` of the result list
+        them in :func:`display_order`).
     threshold : float, default 0.5
         Decision threshold in [0, 1].
 
@@ -191,11 +235,16 @@ def sigmoid_metrics(y_true: Any, proba: Any, labels: Sequence[Any], *, threshold
     Y, P = _indicator_and_proba(y_true, proba, len(names))
     n, k = P.shape
     pred = (P > threshold).astype(np.int8)
+    # One column reads as 1-D binary labels to scikit-learn, whose "label 0" would then be the
+    # negative class: score that column's positives, as every column of a wider matrix is scored.
+    Ys, preds, scored = (Y[:, 0], pred[:, 0], [1]) if k == 1 else (Y, pred, np.arange(k))
     precision, recall, f1, support = precision_recall_fscore_support(
-        Y, pred, labels=np.arange(k), average=None, zero_division=0
+        Ys, preds, labels=scored, average=None, zero_division=0
     )
     per_label: dict[str, dict[str, Any]] = {}
-    for j, name in enumerate(names):
+    order = display_order(names)
+    for j in order:
+        name = names[j]
         entry: dict[str, Any] = {}
         values = np.unique(Y[:, j])
         if values.size < 2:
@@ -217,12 +266,12 @@ def sigmoid_metrics(y_true: Any, proba: Any, labels: Sequence[Any], *, threshold
     return {
         "head": "sigmoid",
         "n_rows": int(n),
-        "labels": names,
+        "labels": [names[j] for j in order],
         "threshold": float(threshold),
         "hamming_loss": float(hamming_loss(Y, pred)),
         "subset_accuracy": float(np.mean(np.all(pred == Y, axis=1))),
-        "micro_f1": float(f1_score(Y, pred, average="micro", zero_division=0)),
-        "macro_f1": float(f1_score(Y, pred, average="macro", zero_division=0)),
+        "micro_f1": float(f1_score(Ys, preds, labels=scored, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(Ys, preds, labels=scored, average="macro", zero_division=0)),
         "per_label": per_label,
     }
 

@@ -132,7 +132,9 @@ def write_report(
         rendered.append(("loss_curve", out / "loss_curve.png", _png(_loss_figure(curve))))
     if kind == "softmax":
         matrix = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
-        rendered.append(("confusion_matrix", out / "confusion_matrix.png", _png(_confusion_figure(matrix, names))))
+        rendered.append(
+            ("confusion_matrix", out / "confusion_matrix.png", _png(_confusion_figure(matrix, metrics["classes"])))
+        )
     else:
         rendered.append(("per_label", out / "per_label.png", _png(_per_label_figure(metrics, names))))
     rendered.append(("reliability", out / "reliability.png", _png(_reliability_figure(reliability, kind))))
