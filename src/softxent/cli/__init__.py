@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--report", metavar="DIR", help="write metrics.json, plots and report.html to DIR")
     fit.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.add_argument(
+        "--dask", nargs="?", const="local", metavar="local|ADDRESS",
+        help="fit on Dask: DATA is a glob or a folder of Parquet/CSV parts, read on the workers (one partition "
+        "per file); 'local' (the default value) starts a LocalCluster, else connect to the scheduler at ADDRESS. "
+        "Same transform and model file; the held-out rows are drawn per part (not stratified) and only their "
+        "labels and probabilities come to this machine for the metrics; progress on stderr. Put DATA before a "
+        "bare --dask, which would otherwise take DATA as the address",
+    )  # fmt: skip
 
     evaluate = sub.add_parser(
         "evaluate",
@@ -154,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--label-sep", metavar="SEP", help="separator of predicted label sets (default: the model's, or '|')"
     )
+    predict.add_argument(
+        "--dask", nargs="?", const="local", metavar="local|ADDRESS",
+        help="predict on Dask: DATA is a glob or a folder of parts, -o a new folder that receives one Parquet "
+        "file per part (an existing one is never overwritten); 'local' starts a LocalCluster",
+    )  # fmt: skip
     predict.add_argument(
         "--decimal",
         choices=[".", ","],

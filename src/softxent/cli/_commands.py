@@ -130,6 +130,10 @@ def default_model_path(data: str) -> str:
 
 
 def run_fit(args: argparse.Namespace, out: Output) -> int:
+    if getattr(args, "dask", None) is not None:
+        from ._dask_commands import run_fit_dask
+
+        return run_fit_dask(args, out)
     model_path = args.out if args.out is not None else default_model_path(args.data)
     # Every output is checked before the data is even read: a mistake costs no training.
     inputs = {"DATA": args.data}
@@ -257,6 +261,10 @@ def predictions_frame(pipeline: TablePipeline, table: pd.DataFrame, *, proba: bo
 
 
 def run_predict(args: argparse.Namespace, out: Output) -> int:
+    if getattr(args, "dask", None) is not None:
+        from ._dask_commands import run_predict_dask
+
+        return run_predict_dask(args)
     to_file = args.output not in (None, "-")
     if to_file:
         check_output_file(args.output, "-o", {"MODEL": args.model, "DATA": args.data}, what="the predictions")

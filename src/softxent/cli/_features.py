@@ -258,9 +258,17 @@ class TablePreprocessor:
         CLIError
             A column has only missing values, or some and ``impute`` is None.
         """
-        n = len(df)
-        missing = {c: int(_missing_mask(df[c]).sum()) for c in columns}
-        missing = {c: m for c, m in missing.items() if m}
+        return self.check_missing_counts({c: int(_missing_mask(df[c]).sum()) for c in columns}, len(df))
+
+    def check_missing_counts(self, counts: dict[str, int], n: int) -> dict[str, int]:
+        """:meth:`check_missing` from counts already made (a Dask pass counts them per partition).
+
+        Raises
+        ------
+        CLIError
+            As :meth:`check_missing`, with ``n`` the number of rows counted.
+        """
+        missing = {c: m for c, m in counts.items() if m}
         empty = [c for c, m in missing.items() if m == n]
         if empty:
             raise CLIError(

@@ -172,8 +172,14 @@ class TablePipeline:
         CLIError
             No row is left to score (every class is one the model never saw).
         """
-        truth = self.truth(table)
-        proba = self.predict_proba(table)
+        return self.metrics_from(self.truth(table), self.predict_proba(table))
+
+    def metrics_from(self, truth: Any, proba: np.ndarray) -> tuple[dict[str, Any], Any, np.ndarray]:
+        """:meth:`metrics` from the labels (as :meth:`truth` gives them) and the probabilities.
+
+        ``softxent fit --dask`` computes both per partition on the workers
+        and scores them here, with the same rules for unseen classes.
+        """
         known = {str(n) for n in self.names}
         unseen: dict[str, int] = {}
         if self.head == "sigmoid":
