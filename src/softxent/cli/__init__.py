@@ -148,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="decimal mark of DATA's numbers (default: each column as in training)",
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    evaluate.add_argument(
+        "--dask", nargs="?", const="local", metavar="local|ADDRESS",
+        help="score on Dask: DATA is a glob or a folder of parts; only labels and probabilities come to this "
+        "machine for the metrics; 'local' starts a LocalCluster",
+    )  # fmt: skip
 
     predict = sub.add_parser(
         "predict",

@@ -212,6 +212,10 @@ def _fit_document(args: argparse.Namespace, result: TrainResult, model_path: str
 
 
 def run_evaluate(args: argparse.Namespace, out: Output) -> int:
+    if getattr(args, "dask", None) is not None:
+        from ._dask_commands import run_evaluate_dask
+
+        return run_evaluate_dask(args, out)
     _check_report_dir(args.report, {"MODEL": args.model, "DATA": args.data})
     pipeline = TablePipeline.load(args.model)
     pipeline.decimal = args.decimal

@@ -1,4 +1,4 @@
-"""``softxent fit --dask`` and ``softxent predict --dask``: the cluster, the progress bar, the outputs.
+"""``softxent fit|evaluate|predict --dask``: the cluster, the progress bar, the outputs.
 
 ``--dask local`` starts a ``LocalCluster`` on this machine; any other value
 is a scheduler address (``tcp://host:8786``) that a ``distributed.Client``
@@ -23,7 +23,7 @@ from typing import Any
 
 from ._errors import CLIError
 
-__all__ = ["dask_client", "run_fit_dask", "run_predict_dask"]
+__all__ = ["dask_client", "run_evaluate_dask", "run_fit_dask", "run_predict_dask"]
 
 
 def _describe(client: Any) -> str:
@@ -167,12 +167,59 @@ def run_fit_dask(args: argparse.Namespace, out: Any) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- evaluate
+
+
+def _check_columns(pipeline: Any, table: Any, *, with_target: bool) -> None:
+    needed = list(pipeline.preprocessor.columns_) + (list(pipeline.target.columns) if with_target else [])
+    lacking = [c for c in needed if c not in table.columns]
+    if lacking:
+        from ._cells import _listing
+
+        raise CLIError(f"the data lacks columns the model was trained on: {_listing(lacking, limit=30)}")
+
+
+def run_evaluate_dask(args: argparse.Namespace, out: Any) -> int:
+    from ._commands import _check_report_dir, _columns_line, _report_notes, _write_report
+    from ._dask_fit import evaluate_dask
+    from ._dask_read import open_parts
+    from ._pipeline import TablePipeline, unseen_note
+
+    _check_report_dir(args.report, {"MODEL": args.model})
+    pipeline = TablePipeline.load(args.model)
+    pipeline.decimal = args.decimal
+    table = open_parts(args.data)
+    _check_columns(pipeline, table, with_target=True)
+    with dask_client(args.dask) as client:
+        metrics, truth, proba = evaluate_dask(pipeline, table, client)
+    out.line(f"model: {args.model} ({pipeline.head} head, {len(pipeline.names)} outputs)")
+    out.line(f"data: {args.data}: {table.describe()}, scored on Dask ({len(proba)} rows scored)")
+    out.line(_columns_line(pipeline.preprocessor))
+    note = unseen_note(metrics)
+    if note:
+        out.line(f"note: {note}")
+    out.metrics(metrics)
+    report = None
+    if args.report:
+        notes = _report_notes(pipeline, [f"evaluated on {args.data} ({table.describe()}) on Dask"])
+        report = _write_report(args.report, pipeline, metrics, truth, proba, f"softxent evaluate --dask: {args.data}",
+                               notes)  # fmt: skip
+        out.line(f"report: {report['report']}")
+    if out.as_json:
+        out.json({"command": "evaluate", "model": args.model, "data": args.data, "head": pipeline.head,
+                  "columns": pipeline.preprocessor.column_kinds(), "notes": [note] if note else [],
+                  "metrics": metrics, "report": {k: str(v) for k, v in report.items()} if report else None})  # fmt: skip
+    return 0
+
+
 # ---------------------------------------------------------------------- predict
 
 
 def _predict_part(part: Any, path: str, pipeline: Any, proba: bool, label_sep: str, target: str) -> int:
     from ._commands import predictions_frame
 
+    if not len(part):  # an empty part has no predictions: no file (its columns could not be typed)
+        return 0
     try:
         frame = predictions_frame(pipeline, part, proba=proba, label_sep=label_sep)
     except CLIError as exc:
@@ -207,9 +254,7 @@ def run_predict_dask(args: argparse.Namespace) -> int:
     pipeline = TablePipeline.load(args.model)
     pipeline.decimal = args.decimal
     table = open_parts(args.data)
-    lacking = [c for c in pipeline.preprocessor.columns_ if c not in table.columns]
-    if lacking:
-        raise CLIError(f"the data lacks columns the model was trained on: {', '.join(lacking[:30])}")
+    _check_columns(pipeline, table, with_target=False)
     parent = os.path.dirname(os.path.abspath(output))
     # Parts go to a hidden folder beside the output, renamed into place when all are written:
     # a failed run leaves no half-written folder under the output's name.

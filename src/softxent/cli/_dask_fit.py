@@ -46,7 +46,7 @@ from ._features import TablePreprocessor, _kind_of, _to_float
 from ._pipeline import TablePipeline, _choose, _label_sets, unseen_note
 from ._targets import TargetSpec, select_columns
 
-__all__ = ["DaskTrainResult", "check_args", "held_out", "score_dask", "train_dask"]
+__all__ = ["DaskTrainResult", "check_args", "evaluate_dask", "held_out", "score_dask", "train_dask"]
 
 
 def held_out(n: int, index: int, seed: int, test_size: float) -> np.ndarray:
@@ -250,9 +250,12 @@ def _classes(part: pd.DataFrame, index: int, plan: Plan, dtype: np.dtype) -> np.
     return np.asarray(y).astype(str).astype(dtype) if dtype.kind == "U" else np.asarray(y).astype(dtype)
 
 
-def _score(part: pd.DataFrame, index: int, plan: Plan, pipeline: TablePipeline) -> tuple[Any, np.ndarray] | None:
+def _score(part: pd.DataFrame, index: int, plan: Plan, pipeline: TablePipeline,
+           held: bool | None) -> tuple[Any, np.ndarray] | None:  # fmt: skip
+    """The labels and probabilities of a part's held-out rows (``held=True``) or of all its rows (None)."""
+
     def run() -> tuple[Any, np.ndarray] | None:
-        rows = _split(part, index, plan, held=True)
+        rows = part if held is None else _split(part, index, plan, held=held)
         return (pipeline.truth(rows), pipeline.predict_proba(rows)) if len(rows) else None
 
     return _in_part(plan, index, run)
@@ -395,29 +398,48 @@ def train_dask(
     return DaskTrainResult(pipeline, auto, n_rows, n_train, n_test, warnings=caught)
 
 
-def score_dask(result: DaskTrainResult, table: DaskTable, client: Any, plan_of: Plan | None = None) -> None:
-    """Fill ``result``'s held-out metrics from the parts (the model must be saved first: never fatal)."""
+def _gather_scores(pipeline: TablePipeline, table: DaskTable, client: Any, plan: Plan,
+                   held: bool | None) -> tuple[Any, np.ndarray] | None:  # fmt: skip
+    """Labels and probabilities of the chosen rows of every part, on the client (None: no row)."""
     from dask import delayed
 
-    if not result.n_test:
-        return
-    pipeline = result.pipeline
-    info = pipeline.info
-    plan = plan_of or Plan(tuple(pipeline.features), pipeline.target, info["seed"], info["test_size"], False,
-                           False, tuple(table.files))  # fmt: skip
-    parts = table.delayed_parts()
-    scored = [s for s in client.compute([delayed(_score)(p, i, plan, pipeline) for i, p in enumerate(parts)],
-                                        sync=True) if s is not None]  # fmt: skip
+    tasks = [delayed(_score)(p, i, plan, pipeline, held) for i, p in enumerate(table.delayed_parts())]
+    scored = [s for s in client.compute(tasks, sync=True) if s is not None]
+    if not scored:
+        return None
     if isinstance(scored[0][0], np.ndarray):
         truth: Any = np.concatenate([t for t, _ in scored])
     else:
         truth = [row for t, _ in scored for row in t]
-    proba = np.concatenate([p for _, p in scored])
+    return truth, np.concatenate([p for _, p in scored])
+
+
+def _scoring_plan(pipeline: TablePipeline, table: DaskTable, seed: int, test_size: float) -> Plan:
+    return Plan(tuple(pipeline.features), pipeline.target, seed, test_size, False, False, tuple(table.files))
+
+
+def score_dask(result: DaskTrainResult, table: DaskTable, client: Any) -> None:
+    """Fill ``result``'s held-out metrics from the parts (the model must be saved first: never fatal)."""
+    if not result.n_test:
+        return
+    pipeline = result.pipeline
+    plan = _scoring_plan(pipeline, table, pipeline.info["seed"], pipeline.info["test_size"])
+    gathered = _gather_scores(pipeline, table, client, plan, held=True)
+    if gathered is None:
+        return
     try:
-        result.metrics, result.truth, result.proba = pipeline.metrics_from(truth, proba)
+        result.metrics, result.truth, result.proba = pipeline.metrics_from(*gathered)
     except CLIError as exc:
         result.warnings.append(f"no held-out metrics: {exc}")
         return
     note = unseen_note(result.metrics)
     if note:
         result.warnings.append(note)
+
+
+def evaluate_dask(pipeline: TablePipeline, table: DaskTable, client: Any) -> tuple[dict[str, Any], Any, np.ndarray]:
+    """``TablePipeline.metrics`` of every row of the parts: labels and probabilities come to the client, not X."""
+    gathered = _gather_scores(pipeline, table, client, _scoring_plan(pipeline, table, 0, 0.0), held=None)
+    if gathered is None:
+        raise CLIError(f"DATA {table.spec!r} has no rows")
+    return pipeline.metrics_from(*gathered)

@@ -1,7 +1,7 @@
 """Many files as one lazy table for ``--dask``: a glob or a folder of Parquet (or CSV) parts, one partition per file.
 
-Each part is read on a worker by the in-memory command's own reader
-(:func:`softxent.cli._read.read_table`), so every cell is read exactly as
+Each part is read on a worker by the in-memory command's own readers
+(those of :func:`softxent.cli._read.read_table`, which also accept a part without rows), so every cell is read exactly as
 ``softxent fit`` without ``--dask`` reads it (same dtypes, same missing
 values, same delimiter sniffing for text), and a part is one partition. The
 client only lists the files and reads the first one's column names (the
@@ -23,7 +23,7 @@ import pandas as pd
 
 from ._cells import _listing
 from ._errors import CLIError
-from ._read import _delimiter, _format_of, _sample, read_table
+from ._read import _delimiter, _format_of, _read_parquet, _read_text, _sample
 
 __all__ = ["DaskTable", "open_parts", "read_part"]
 
@@ -72,7 +72,13 @@ class DaskTable:
 
 def read_part(path: str, columns: list[str]) -> pd.DataFrame:
     """Read one part on a worker, as the in-memory command reads a file; its columns must be ``columns``."""
-    table = read_table(path, argument="DATA part")
+    # Not read_table: it refuses a file without rows, and writers of partitioned data (Spark, Dask) leave
+    # empty parts; a part with no rows (a header alone, for text) is a partition with no rows.
+    if _format_of(path) == "parquet":
+        table = _read_parquet(path, "DATA part")
+    else:
+        table = _read_text(path, "DATA part")
+    table.columns = [str(c) for c in table.columns]
     if list(table.columns) != list(columns):
         lacking = [c for c in columns if c not in table.columns]
         extra = [c for c in table.columns if c not in columns]
