@@ -153,6 +153,45 @@ def test_gradient_in_preconditioned_coordinates_matches_finite_differences(rng, 
     _check_theta_coordinates(objective, theta, 1e-12)
 
 
+def _rare_labels_problem(rng, n=400, d=5):
+    """Labels of very different positive rates (2% to 50%), with sample and positive weights."""
+    X = rng.standard_normal((n, d)) * rng.uniform(0.5, 3.0, d) + rng.uniform(-1, 1, d)
+    rates = np.array([0.02, 0.1, 0.5])
+    Y = (rng.uniform(size=(n, 3)) < rates).astype(np.float64)
+    return Problem(X, Y, "sigmoid", 3, sample_weight=rng.uniform(0.5, 2.0, n), pos_weight=np.array([2.0, 1.0, 0.5]))
+
+
+def test_per_label_scaling_of_the_sigmoid_head(rng):
+    """Rare labels get a larger per-label scale r_j = sqrt(a / (pi_j (1 - pi_j))); the chain rule through
+    W = diag(r) W' P still matches finite differences, and the starting intercept is the
+    intercept-only optimum (zero intercept gradient at W = 0)."""
+    problem = _rare_labels_problem(rng)
+    objective = Objective(problem, C=0.8, fit_intercept=True, n_threads=1)
+    s, Y, pw = problem.sample_weight, problem.targets, problem.pos_weight
+    pos = (s @ Y) * pw
+    rates = pos / (pos + s.sum() - s @ Y)  # independently: weighted positives over weighted rows
+    np.testing.assert_allclose(objective.label_rates, rates, rtol=1e-12)
+    np.testing.assert_allclose(objective.row_scale, np.sqrt(0.25 / (rates * (1 - rates))), rtol=1e-12)
+    assert objective.row_scale[0] > 2 * objective.row_scale[2]
+    theta = rng.standard_normal(3 * (problem.n_features + 1)) * 0.3
+    _check_theta_coordinates(objective, theta, 1e-12)
+    b0 = objective.initial_intercept()
+    _, g_w, g_b = objective.loss_grad(np.zeros((3, problem.n_features)), b0)
+    np.testing.assert_allclose(g_b, 0, atol=1e-12)
+    assert np.abs(g_w).max() > 1e-3, "the coefficients still have something to learn"
+
+
+def test_no_per_label_scaling_without_intercept_or_for_softmax(rng):
+    problem = _rare_labels_problem(rng)
+    objective = Objective(problem, C=0.8, fit_intercept=False, n_threads=1)
+    np.testing.assert_array_equal(objective.row_scale, 1.0)
+    assert objective.initial_intercept() is None
+    X, y = _softmax_data(rng)
+    softmax = Objective(Problem(X, y, "softmax", 4), C=1.0, fit_intercept=True, n_threads=1)
+    np.testing.assert_array_equal(softmax.row_scale, 1.0)
+    assert softmax.initial_intercept() is None
+
+
 def _correlated_problem(rng, head):
     """Features that are mixtures of three sources plus little noise: strongly correlated."""
     n, d, k = 200, 8, 3
@@ -297,8 +336,10 @@ def test_zero_total_weight_is_refused(rng):
 
 
 def test_effective_n_threads():
-    n = _objective.effective_n_threads(None)
-    assert n >= 1
+    import os
+
+    n = len(os.sched_getaffinity(0))
+    assert 1 <= _objective.effective_n_threads(None) <= n  # fewer under OMP_NUM_THREADS or threadpool_limits
     assert _objective.effective_n_threads(-1) == n
     assert _objective.effective_n_threads(1) == 1
     assert _objective.effective_n_threads(-(n + 5)) == 1

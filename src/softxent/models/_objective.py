@@ -72,6 +72,24 @@ Preconditioning
     copied or centred, the function and its minimiser are those of
     scikit-learn, and the stopping test is made on the gradient in the
     original coordinates.
+
+Per-label scaling (sigmoid head)
+    The multi-label objective separates over labels, so its Hessian is
+    block-diagonal: label :math:`j`'s block is about :math:`a_j P^\top
+    \Sigma P` with :math:`a_j = \pi_j (1 - \pi_j)` near the optimum,
+    :math:`\pi_j` the label's weighted positive rate, not the :math:`a = 1/4`
+    of :math:`W = 0`. Rare labels (1% positives: :math:`a_j \approx 0.01`)
+    would leave their blocks 25x flatter than the common ones, and one L-BFGS
+    run over all labels as slow as its worst block. Each label's row is
+    therefore scaled, :math:`W_j = r_j W'_j P`, :math:`r_j = \sqrt{a / a_j}`
+    (its intercept too), and a cold start begins at the intercept-only
+    optimum :math:`b_j = \operatorname{logit} \pi_j` instead of 0. On a
+    synthetic 20000 x 300 set of 50 labels (positive rates 1% to 50%) this
+    took L-BFGS from more than 100 iterations (not converged, 15.6 s) to 68
+    (4.6 s); on Yeast it changed nothing (26 against 25 iterations). The
+    time per iteration is the two matrix products (``X W^T`` and ``G^T X``,
+    about 90% of a fit on one thread); the fused sigmoid kernel is the other
+    10% (``benchmarks/classifiers_multilabel.py``).
 """
 
 from __future__ import annotations
@@ -134,6 +152,12 @@ def rows_per_block(n_features: int, n_outputs: int, itemsize: int, is_sparse: bo
 def whitening_rows(n_rows: int) -> np.ndarray | None:
     """The evenly spaced rows whose covariance the dense preconditioner uses (None: all of them)."""
     return np.linspace(0, n_rows - 1, _WHITEN_ROWS).astype(np.int64) if n_rows > _WHITEN_ROWS else None
+
+
+# Label rates are clipped to [_MIN_RATE, 1 - _MIN_RATE] for the scaling and the starting intercept:
+# a label with no positives has its optimum at b = -inf, approached, never reached.
+_MIN_RATE = 1e-4
+_PER_LABEL_SCALING = True  # False: one common scaling (benchmarks compare the two)
 
 
 def effective_n_threads(n_jobs: int | None) -> int:
@@ -402,6 +426,11 @@ class Objective:
         # matrix; P_inv its inverse (W' = W P_inv).
         self.P: np.ndarray = np.ones(d)
         self.P_inv: np.ndarray = np.ones(d)
+        # Per-output scaling r (W_j = r_j W'_j P): the sigmoid head's curvature is block-diagonal
+        # across labels, label j's about a_j = pi_j (1 - pi_j) near the optimum (pi_j its weighted
+        # positive rate), so one common scaling leaves rare labels' blocks a_j / a times flatter.
+        self.label_rates = self._label_rates(weights) if precondition else None
+        self.row_scale = np.ones(k)
         if precondition:
             self.mean, self.scale = self._standardisation(weights)
             self.P, self.P_inv = 1.0 / self.scale, self.scale
@@ -413,6 +442,10 @@ class Objective:
         self.last_grad_max = np.inf
         self.n_evaluations = 0
         self._executor: ThreadPoolExecutor | None = None
+
+        if self.label_rates is not None and self.fit_intercept and _PER_LABEL_SCALING:
+            rates = np.clip(self.label_rates, _MIN_RATE, 1 - _MIN_RATE)
+            self.row_scale = np.sqrt(self._curvature() / (rates * (1 - rates)))
 
     # -- context: the thread pool -------------------------------------------------
     def __enter__(self) -> Objective:
@@ -455,6 +488,27 @@ class Objective:
                 mean += wb @ xb
                 second += wb @ np.square(xb, out=xb)
         return mean, second
+
+    def _label_rates(self, weights: Any) -> np.ndarray | None:
+        """pi_j, the weighted rate of label j's positives (pos_weight counted), for the sigmoid head;
+        None for softmax, or where the targets are not here (the Dask objective)."""
+        Y = getattr(self.problem, "targets", None)
+        if self.problem.head != "sigmoid" or not isinstance(Y, np.ndarray) or Y.ndim != 2 or weights is None:
+            return None
+        pos = np.asarray(weights, dtype=np.float64) @ Y.astype(np.float64)  # (K,) weight of the positives
+        neg = float(np.sum(weights)) - pos
+        if self.problem.pos_weight is not None:
+            pos = pos * self.problem.pos_weight
+        total = pos + neg
+        return np.where(total > 0, pos / np.where(total > 0, total, 1.0), 0.5)
+
+    def initial_intercept(self) -> np.ndarray | None:
+        """The intercept-only optimum of the sigmoid head, logit(pi_j): where L-BFGS starts a cold fit
+        (the intercept is not penalised, so this is the exact minimiser along b at W = 0)."""
+        if self.label_rates is None or not self.fit_intercept:
+            return None
+        rates = np.clip(self.label_rates, _MIN_RATE, 1 - _MIN_RATE)
+        return np.log(rates) - np.log1p(-rates)
 
     def _curvature(self) -> float:
         """a = p(1 - p), the curvature of one logit's loss at W = 0: p = 1/K (softmax) or 1/2."""
@@ -509,26 +563,29 @@ class Objective:
         return cov
 
     def _to_theta(self, W: np.ndarray) -> np.ndarray:
-        return W * self.P_inv if self.P_inv.ndim == 1 else W @ self.P_inv
+        Wp = W * self.P_inv if self.P_inv.ndim == 1 else W @ self.P_inv
+        return Wp / self.row_scale[:, None]
 
     def _from_theta(self, Wp: np.ndarray) -> np.ndarray:
-        return Wp * self.P if self.P.ndim == 1 else Wp @ self.P
+        W = Wp * self.P if self.P.ndim == 1 else Wp @ self.P
+        return W * self.row_scale[:, None]
 
     def pack(self, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
-        """theta from (W, b): W' = W P^-1, b' = b + W mu."""
+        """theta from (W, b): W' = diag(r)^-1 W P^-1, b' = diag(r)^-1 (b + W mu)."""
         Wp = self._to_theta(np.asarray(W, dtype=np.float64))
         parts = [Wp.ravel()]
         if self.fit_intercept:
-            parts.append(np.asarray(b, dtype=np.float64) + np.asarray(W, dtype=np.float64) @ self.mean)
+            c = np.asarray(b, dtype=np.float64) + np.asarray(W, dtype=np.float64) @ self.mean
+            parts.append(c / self.row_scale)
         return np.concatenate(parts)
 
     def unpack(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(W, b) from theta: W = W' P, b = b' - W mu."""
+        """(W, b) from theta: W = diag(r) W' P, b = diag(r) b' - W mu."""
         k, d = self.shape
         W = self._from_theta(theta[: k * d].reshape(k, d))
         if not self.fit_intercept:
             return W, None
-        return W, theta[k * d :] - W @ self.mean
+        return W, theta[k * d :] * self.row_scale - W @ self.mean
 
     # -- values --------------------------------------------------------------------
     def _data_loss_grad(self, W: np.ndarray, b: np.ndarray | None) -> tuple[float, np.ndarray, np.ndarray]:
@@ -559,11 +616,12 @@ class Objective:
                 f"the objective became {f!r}; the data or the weights hold values too large "
                 "for the working dtype (try dtype=np.float64 or scale the features)"
             )
-        # Chain rule through W = W' P, b = b' - W mu:
-        #   df/dW' = (df/dW - df/db mu^T) P^T,  df/db' = df/db.
+        # Chain rule through W = diag(r) W' P, b = diag(r) b' - W mu:
+        #   df/dW' = diag(r) (df/dW - df/db mu^T) P^T,  df/db' = diag(r) df/db.
         g_wp = g_w if g_b is None else g_w - np.outer(g_b, self.mean)
         g_wp = g_wp * self.P if self.P.ndim == 1 else g_wp @ self.P.T
-        grad = g_wp.ravel() if g_b is None else np.concatenate([g_wp.ravel(), g_b])
+        g_wp = g_wp * self.row_scale[:, None]
+        grad = g_wp.ravel() if g_b is None else np.concatenate([g_wp.ravel(), g_b * self.row_scale])
         self._last_value = (f, grad.copy())
         return f, grad
 
