@@ -142,14 +142,7 @@ def run_fit(args: argparse.Namespace, out: Output) -> int:
     table = read_table(args.data)
     out.line(f"data: {args.data}: {len(table)} rows, {table.shape[1]} columns")
 
-    def on_choice(choice: Any, auto: Any, preprocessor: Any) -> None:
-        out.line(f"head: {choice.head} ({choice.n_classes} outputs)")
-        out.line(f"  why: {choice.reason}")  # a forced head's reason also says what choose_head advised
-        out.line("features:")
-        for text in preprocessor.summary():
-            out.line(f"  {text}")
-        out.line(f"  {_columns_line(preprocessor)}")
-
+    on_choice = _choice_printer(out)
     with out.progress(args.max_iter, "training") as callback:
         result = train(
             table, targets=args.target, features=args.features, label_sep=args.label_sep, head=args.head,
@@ -167,14 +160,36 @@ def run_fit(args: argparse.Namespace, out: Output) -> int:
     for text in result.warnings:
         out.line(f"  note: {text}")
 
+    return _fit_summary(args, out, result, model_path, n_rows=len(table), title=f"softxent fit: {Path(args.data).name}")
+
+
+def _choice_printer(out: Any) -> Any:
+    """The ``on_choice`` of a fit: the head, why, and how the features were read."""
+
+    def on_choice(choice: Any, auto: Any, preprocessor: Any) -> None:
+        out.line(f"head: {choice.head} ({choice.n_classes} outputs)")
+        out.line(f"  why: {choice.reason}")  # a forced head's reason also says what choose_head advised
+        out.line("features:")
+        for text in preprocessor.summary():
+            out.line(f"  {text}")
+        out.line(f"  {_columns_line(preprocessor)}")
+
+    return on_choice
+
+
+def _fit_summary(
+    args: argparse.Namespace, out: Any, result: Any, model_path: str, *, n_rows: int, title: str, how: str = ""
+) -> int:
+    """A fit's last lines (held-out metrics, the report, the model's path, the JSON document); ``how``
+    adds to the held-out description (", drawn per part" on Dask)."""
+    pipeline = result.pipeline
     report = None
     if result.metrics is not None:
-        out.line(f"held-out metrics ({result.n_test} rows, --test-size {args.test_size}):")
+        out.line(f"held-out metrics ({result.n_test} rows, --test-size {args.test_size}{how}):")
         out.metrics(result.metrics)
         if args.report:
-            notes = _report_notes(pipeline, [f"held-out rows: {result.n_test} of {len(table)} (seed {args.seed})"])
-            report = _write_report(args.report, pipeline, result.metrics, result.truth, result.proba,
-                                   f"softxent fit: {Path(args.data).name}", notes)  # fmt: skip
+            notes = _report_notes(pipeline, [f"held-out rows: {result.n_test} of {n_rows} (seed {args.seed}{how})"])
+            report = _write_report(args.report, pipeline, result.metrics, result.truth, result.proba, title, notes)
     elif args.report:
         out.line("no held-out rows (--test-size 0): evaluate the model on other data for a report")
     out.line(f"model: {model_path}")

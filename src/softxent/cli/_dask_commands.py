@@ -109,7 +109,7 @@ def default_model_path_dask(data: str) -> str:
 
 
 def run_fit_dask(args: argparse.Namespace, out: Any) -> int:
-    from ._commands import _check_report_dir, _columns_line, _fit_document, _report_notes, _write_report
+    from ._commands import _check_report_dir, _choice_printer, _fit_summary
     from ._dask_fit import check_args, score_dask, train_dask
     from ._dask_read import open_parts
     from ._files import check_output_file
@@ -125,14 +125,7 @@ def run_fit_dask(args: argparse.Namespace, out: Any) -> int:
     _check_report_dir(args.report, {**inputs, "--out": model_path})
     out.line(f"data: {args.data}: {table.describe()}, {len(table.columns)} columns (read on the workers)")
 
-    def on_choice(choice: Any, auto: Any, preprocessor: Any) -> None:
-        out.line(f"head: {choice.head} ({choice.n_classes} outputs)")
-        out.line(f"  why: {choice.reason}")
-        out.line("features:")
-        for text in preprocessor.summary():
-            out.line(f"  {text}")
-        out.line(f"  {_columns_line(preprocessor)}")
-
+    on_choice = _choice_printer(out)
     with dask_client(args.dask) as client:
         with stderr_progress(args.max_iter, args.quiet) as callback:
             result = train_dask(
@@ -148,23 +141,10 @@ def run_fit_dask(args: argparse.Namespace, out: Any) -> int:
         score_dask(result, table, client)
     for text in result.warnings:
         out.line(f"  note: {text}")
-    report = None
-    if result.metrics is not None:
-        out.line(f"held-out metrics ({result.n_test} rows, --test-size {args.test_size}, drawn per part):")
-        out.metrics(result.metrics)
-        if args.report:
-            notes = _report_notes(pipeline, [f"held-out rows: {result.n_test} of {result.n_rows} (seed {args.seed}, "
-                                             f"drawn per part), fitted on Dask"])  # fmt: skip
-            report = _write_report(args.report, pipeline, result.metrics, result.truth, result.proba,
-                                   f"softxent fit --dask: {args.data}", notes)  # fmt: skip
-    elif args.report:
-        out.line("no held-out rows (--test-size 0): evaluate the model on other data for a report")
-    out.line(f"model: {model_path}")
-    if report:
-        out.line(f"report: {report['report']}")
-    if out.as_json:
-        out.json(_fit_document(args, result, model_path, report))
-    return 0
+    return _fit_summary(
+        args, out, result, model_path, n_rows=result.n_rows, title=f"softxent fit --dask: {args.data}",
+        how=", drawn per part, fitted on Dask",
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------- evaluate

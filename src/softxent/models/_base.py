@@ -318,9 +318,7 @@ class LinearClassifierBase(CallbackSupportMixin, ClassifierMixin, BaseEstimator)
     ) -> None:
         n_threads = effective_n_threads(self.n_jobs)
         with Objective(problem, C=self.C, fit_intercept=self.fit_intercept, n_threads=n_threads) as objective:
-            start = objective.initial_intercept()
-            if start is not None and b0 is not None and not W0.any() and not b0.any():
-                b0 = start  # a cold start: from the intercept-only optimum (sigmoid head)
+            W0, b0 = objective.starting_point(W0, b0)  # a cold sigmoid fit: the intercept-only optimum
             report = self._report(tasks, lambda: objective.unpack(objective.last_x))
             theta, result = lbfgs(
                 objective, objective.pack(W0, b0), tol=self.tol, max_iter=self.max_iter,

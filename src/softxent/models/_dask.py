@@ -361,6 +361,7 @@ def fit_dask(est: Any, X: Any, y: Any, sample_weight: Any = None) -> Any:
         start = time.perf_counter()
         make = progress_factory(name, "lbfgs", start)
         objective = DaskObjective(client, blocks, problem, summary, C=est.C, fit_intercept=est.fit_intercept)
+        W0, b0 = objective.starting_point(W0, b0)  # as in memory
         theta, result = lbfgs(
             objective, objective.pack(W0, b0), tol=est.tol, max_iter=est.max_iter,
             report=est._report(), make_progress=make,

@@ -35,7 +35,7 @@ import numpy as np
 
 from .._validation import check_sample_weight, format_index
 from ._inputs import _first_non_finite
-from ._objective import Objective, data_loss_grad, rows_per_block, whitening_rows
+from ._objective import Objective, data_loss_grad, label_rates, rows_per_block, whitening_rows
 
 __all__ = ["Block", "BlockSpec", "DaskObjective", "DaskProblem", "gather_clean", "make_block", "tree_sum"]
 
@@ -190,6 +190,14 @@ def block_covariance(block: Block, n_total: int, mean: np.ndarray) -> tuple[floa
     return float(w.sum()), len(local), cov_w, cov_1
 
 
+def block_label_sums(block: Block) -> tuple[float, np.ndarray, np.ndarray]:
+    """The sigmoid head's label statistics of one block: (sum w, sum w y, pos_weight * sum w y)."""
+    problem = block.problem
+    w = problem.row_weights()
+    pos = w @ problem.targets.astype(np.float64)
+    return float(w.sum()), pos, pos if problem.pos_weight is None else pos * problem.pos_weight
+
+
 def _identity(value: Any) -> Any:
     return value
 
@@ -253,6 +261,12 @@ class DaskObjective(Objective):
         self._summary = summary
         self.n_passes = 0
         super().__init__(problem, C=C, fit_intercept=fit_intercept, n_threads=1, total_weight=summary["total_weight"])
+
+    def _label_rates(self, weights: Any) -> np.ndarray | None:
+        if self.problem.head != "sigmoid":
+            return None
+        parts = [self.client.submit(block_label_sums, blk, pure=False) for blk in self.blocks]
+        return label_rates(*gather_clean(self.client, tree_sum(self.client, parts)))
 
     def _moments(self, weights: Any) -> tuple[np.ndarray, np.ndarray]:
         S = self.total_weight

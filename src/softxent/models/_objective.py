@@ -160,6 +160,14 @@ _MIN_RATE = 1e-4
 _PER_LABEL_SCALING = True  # False: one common scaling (benchmarks compare the two)
 
 
+def label_rates(weight_sum: float, positives: np.ndarray, weighted_positives: np.ndarray) -> np.ndarray:
+    """pi_j = p_j P_j / (p_j P_j + N_j): the weighted positive rate of each label, pos_weight p_j
+    counted (``positives`` P_j, ``weight_sum`` the rows' total weight, N_j = weight_sum - P_j); 1/2
+    for a label without weight."""
+    total = weighted_positives + (weight_sum - positives)
+    return np.where(total > 0, weighted_positives / np.where(total > 0, total, 1.0), 0.5)
+
+
 def effective_n_threads(n_jobs: int | None) -> int:
     """Threads for the row blocks, as scikit-learn's OpenMP code counts them.
 
@@ -491,16 +499,13 @@ class Objective:
 
     def _label_rates(self, weights: Any) -> np.ndarray | None:
         """pi_j, the weighted rate of label j's positives (pos_weight counted), for the sigmoid head;
-        None for softmax, or where the targets are not here (the Dask objective)."""
+        None for softmax (the Dask objective computes it by a pass over its blocks)."""
         Y = getattr(self.problem, "targets", None)
         if self.problem.head != "sigmoid" or not isinstance(Y, np.ndarray) or Y.ndim != 2 or weights is None:
             return None
         pos = np.asarray(weights, dtype=np.float64) @ Y.astype(np.float64)  # (K,) weight of the positives
-        neg = float(np.sum(weights)) - pos
-        if self.problem.pos_weight is not None:
-            pos = pos * self.problem.pos_weight
-        total = pos + neg
-        return np.where(total > 0, pos / np.where(total > 0, total, 1.0), 0.5)
+        pos_w = pos if self.problem.pos_weight is None else pos * self.problem.pos_weight
+        return label_rates(float(np.sum(weights)), pos, pos_w)
 
     def initial_intercept(self) -> np.ndarray | None:
         """The intercept-only optimum of the sigmoid head, logit(pi_j): where L-BFGS starts a cold fit
@@ -509,6 +514,14 @@ class Objective:
             return None
         rates = np.clip(self.label_rates, _MIN_RATE, 1 - _MIN_RATE)
         return np.log(rates) - np.log1p(-rates)
+
+    def starting_point(self, W0: np.ndarray, b0: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Where L-BFGS starts: ``(W0, b0)`` as given (a warm start), or for a cold start (all
+        zeros) of the sigmoid head the intercept-only optimum :meth:`initial_intercept`."""
+        start = self.initial_intercept()
+        if start is not None and b0 is not None and not W0.any() and not b0.any():
+            return W0, start
+        return W0, b0
 
     def _curvature(self) -> float:
         """a = p(1 - p), the curvature of one logit's loss at W = 0: p = 1/K (softmax) or 1/2."""
