@@ -18,6 +18,7 @@ from scipy.special import log_expit, logsumexp  # noqa: E402
 
 from softxent._gradcheck import finite_difference_grad  # noqa: E402
 from softxent.models import (
+    _data_term,  # noqa: E402
     _objective,  # noqa: E402
     objective_value,  # noqa: E402
 )
@@ -284,11 +285,11 @@ def test_sigmoid_blocks_call_the_kernel_directly_with_the_public_result(rng, mon
     W = rng.standard_normal((problem.n_outputs, problem.n_features)) * 0.3
     b = rng.standard_normal(problem.n_outputs)
     monkeypatch.setattr(_objective, "rows_per_block", lambda *args: 8)  # several blocks, a short last one
-    blocks = _objective._SigmoidBlocks(problem, 8)
+    blocks = _data_term._SigmoidBlocks(problem, 8)
     assert blocks.kernel is not None, "the kernels are available here: the direct path must be the one tested"
     direct = data_loss_grad(problem, W, b)
     monkeypatch.setenv("SOFTXENT_REFERENCE", "1")
-    assert _objective._SigmoidBlocks(problem, 8).kernel is None
+    assert _data_term._SigmoidBlocks(problem, 8).kernel is None
     public = data_loss_grad(problem, W, b)
     rtol = 1e-12 if dtype == np.float64 else 1e-5
     assert direct[0] == pytest.approx(public[0], rel=rtol)

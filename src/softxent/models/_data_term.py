@@ -1,0 +1,248 @@
+"""The data term of the estimators' objective: a fit's rows (:class:`Problem`) and the fused
+loss and gradient summed over row blocks (:func:`data_loss_grad`), threaded over ranges of blocks.
+
+:class:`~._objective.Objective` adds the regularisation and the preconditioning on top; the Dask
+fit runs :func:`data_loss_grad` on each worker's blocks (:mod:`._dask_blocks`).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy import sparse
+
+import softxent as sx
+from softxent import kernels
+from softxent._contract import XentOptions
+from softxent._fused import softmax_xent_rows
+from softxent._sigmoid_xent import sigmoid_xent_rows
+from softxent._xent_common import Labels
+
+__all__ = ["Head", "Problem", "data_loss_grad", "rows_per_block"]
+
+Head = Literal["softmax", "sigmoid"]
+
+# A block of logits stays within the fused kernels' serial size (2**16
+# logits, see softxent.kernels._cpu), so that the kernel never wakes its own
+# thread pool while ours is running, and a block of X stays near the L2/L3
+# boundary so that the second product reads it from cache.
+_BLOCK_LOGITS = 1 << 16
+_BLOCK_BYTES = 4 << 20
+
+# Below this much work per thread (rows x (features + outputs)), splitting a block costs more than it gives.
+_MIN_THREAD_WORK = 80_000
+
+# The softmax head's loss options: a plain sum of the (sample- and class-weighted) rows, no label skipped.
+_SUM_OPTIONS = XentOptions(ignore_index=None, reduction="sum")
+
+
+def rows_per_block(n_features: int, n_outputs: int, itemsize: int, is_sparse: bool) -> int:
+    """Rows per block: at most 2**16 logits and (dense X) about 4 MiB of X."""
+    by_logits = max(1, _BLOCK_LOGITS // max(n_outputs, 1))
+    if is_sparse:
+        return min(by_logits, 4096)
+    by_bytes = max(16, _BLOCK_BYTES // max(n_features * itemsize, 1))
+    return max(1, min(by_logits, by_bytes, 4096))
+
+
+@dataclass
+class Problem:
+    """The data of one fit, already validated and in the working dtype.
+
+    Parameters
+    ----------
+    X : ndarray (C-contiguous) or CSR matrix, shape (n, d), float32 or float64
+    targets : ndarray
+        ``head="softmax"``: int64 class indices, shape (n,).
+        ``head="sigmoid"``: 0/1 indicators in X's dtype, shape (n, K).
+    n_outputs : int
+        K, the number of logits per row.
+    sample_weight : ndarray of float64, shape (n,), or None
+    class_weight : ndarray of float64, shape (K,), or None
+        Softmax: weight of each class (the kernel's ``weight=``). Sigmoid:
+        weight of each label's whole term.
+    pos_weight : ndarray of float64, shape (K,), or None
+        Sigmoid only: extra weight of each label's positive term.
+    """
+
+    X: Any
+    targets: np.ndarray
+    head: Head
+    n_outputs: int
+    sample_weight: np.ndarray | None = None
+    class_weight: np.ndarray | None = None
+    pos_weight: np.ndarray | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.X.dtype
+
+    def row_weights(self) -> np.ndarray:
+        r""":math:`s_i`: sample weight times class weight, float64 (n,).
+
+        For the sigmoid head with label weights the weight is per element, so
+        the row weight is the sample weight alone (the label weights live in
+        the loss); the total :math:`S` then counts rows, as scikit-learn does
+        for each label's own logistic regression.
+        """
+        s = np.ones(self.n_rows) if self.sample_weight is None else self.sample_weight
+        if self.head == "softmax" and self.class_weight is not None:
+            s = s * self.class_weight[self.targets]
+        return s
+
+    def subset(self, rows: np.ndarray) -> Problem:
+        """The same problem on the given rows (a copy: used for minibatches)."""
+        return Problem(
+            X=self.X[rows],
+            targets=self.targets[rows],
+            head=self.head,
+            n_outputs=self.n_outputs,
+            sample_weight=None if self.sample_weight is None else self.sample_weight[rows],
+            class_weight=self.class_weight,
+            pos_weight=self.pos_weight,
+        )
+
+
+def _block_loss_grad(
+    problem: Problem, Wt: np.ndarray, b: np.ndarray | None, lo: int, hi: int, step: int
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Weighted loss sum and its gradient over rows ``lo:hi``, ``step`` rows at a time.
+
+    ``Wt`` is W transposed, (d, K) C-contiguous in X's dtype; ``b`` the
+    intercept in X's dtype or None. Returns ``(loss, grad of W transposed
+    (d, K), grad of b (K,))`` accumulated in float64.
+    """
+    X, k = problem.X, problem.n_outputs
+    is_sparse = sparse.issparse(X)
+    z_buf = np.empty((min(step, max(hi - lo, 0)), k), dtype=problem.dtype)
+    g_wt = np.zeros((X.shape[1], k))
+    g_b = np.zeros(k)
+    loss = 0.0
+    sw_all = problem.sample_weight
+    sigmoid = _SigmoidBlocks(problem, z_buf.shape[0]) if problem.head == "sigmoid" else None
+    for start in range(lo, hi, step):
+        stop = min(start + step, hi)
+        xb = X[start:stop]
+        z = z_buf[: stop - start]
+        if is_sparse:
+            z[...] = xb @ Wt
+        else:
+            np.matmul(xb, Wt, out=z)  # BLAS, into the reused block buffer
+        if b is not None:
+            z += b
+        sw = None if sw_all is None else sw_all[start:stop]
+        if sigmoid is not None:
+            # G = s_i w_j ((1 - y) sigma(z) - p_j y sigma(-z)), sigma(z) - y unweighted.
+            block_loss, g = sigmoid(z, start, stop)
+        else:
+            # G = s_i (softmax(z_i) - e_{y_i}) w_{y_i} (eq. 16), written over z: no allocation.
+            # The targets were checked when the problem was built: the private entry point, no re-check.
+            idx = problem.targets[start:stop]
+            w = problem.class_weight
+            lab = Labels(idx, None, None if w is None else w[idx])
+            block_loss, g, _ = softmax_xent_rows(
+                z, 1, lab, _SUM_OPTIONS, weight=w, sample_weight=sw, target=z, inplace=True
+            )
+        loss += float(block_loss)
+        # X_blk is still in cache from the product above: dL/dW^T += X_blk^T G.
+        g_wt += xb.T @ g
+        g_b += g.sum(axis=0, dtype=np.float64)
+    return loss, g_wt, g_b
+
+
+class _SigmoidBlocks:
+    """Loss and gradient of the sigmoid head on blocks of one fit's logits.
+
+    The targets and weights were validated once, when the problem was built,
+    so the fused kernel is called directly, into buffers reused from block to
+    block; the public :func:`softxent.sigmoid_cross_entropy_with_grad` would
+    validate them again on every block (on Yeast, 1500 x 14, that doubled
+    the kernel's time). Without the kernels (``SOFTXENT_REFERENCE=1`` or no
+    numba) it is the public function, with identical results.
+    """
+
+    def __init__(self, problem: Problem, rows: int) -> None:
+        self.problem = problem
+        self.kernel = kernels.cpu(problem.dtype)
+        k = problem.n_outputs
+        pos_w, w = problem.pos_weight, problem.class_weight
+        self.pos_weight = np.ones(k) if pos_w is None else np.ascontiguousarray(pos_w, dtype=np.float64)
+        self.weight = np.ones(k) if w is None else np.ascontiguousarray(w, dtype=np.float64)
+        self.grad = np.empty((rows, k), dtype=problem.dtype)
+        self.row_loss = np.empty(rows)
+
+    def __call__(self, z: np.ndarray, start: int, stop: int) -> tuple[float, np.ndarray]:
+        p = self.problem
+        sw = None if p.sample_weight is None else p.sample_weight[start:stop]
+        y = p.targets[start:stop]
+        if self.kernel is None or not y.flags.c_contiguous or y.dtype != z.dtype:
+            return sx.sigmoid_cross_entropy_with_grad(
+                z, y, pos_weight=p.pos_weight, weight=p.class_weight, sample_weight=sw, reduction="sum"
+            )  # fmt: skip
+        n = stop - start
+        g, rows = self.grad[:n], self.row_loss[:n]
+        sigmoid_xent_rows(
+            self.kernel, z, y, pos_weight=self.pos_weight, weight=self.weight,
+            sample_weight=None if sw is None else np.ascontiguousarray(sw, dtype=np.float64),
+            grad_scale=1.0, grad_out=g, row_loss_out=rows,
+        )  # fmt: skip
+        return float(rows.sum()), g
+
+
+def data_loss_grad(
+    problem: Problem,
+    W: np.ndarray,
+    b: np.ndarray | None,
+    *,
+    executor: ThreadPoolExecutor | None = None,
+    n_threads: int = 1,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    r""":math:`\sum_i s_i \ell_i` and its gradient w.r.t. ``W`` (K, d) and ``b`` (K,), float64.
+
+    Rows are processed in blocks of :func:`rows_per_block`; with an
+    ``executor`` and more than one block, contiguous ranges of blocks go to
+    ``n_threads`` threads, each with its own buffer and accumulators (summed
+    in a fixed order, so the result does not depend on thread timing).
+    """
+    dtype = problem.dtype
+    Wt = np.ascontiguousarray(W.T, dtype=dtype)
+    bt = None if b is None else np.asarray(b, dtype=dtype)
+    step = rows_per_block(problem.n_features, problem.n_outputs, dtype.itemsize, sparse.issparse(problem.X))
+    n = problem.n_rows
+    n_blocks = -(-n // step)
+    if executor is not None and 1 < n_threads and n_blocks < n_threads:
+        # Fewer blocks than threads: smaller blocks, so that every thread gets work, if there is
+        # enough of it to pay for handing it over (about 0.1 ms a thread, a guess measured on
+        # two cores: Yeast's 1500 x 103 x 14 gains, digits' 1347 x 64 x 10 loses).
+        parts = min(n_threads, n * (problem.n_features + problem.n_outputs) // _MIN_THREAD_WORK)
+        if parts > n_blocks:
+            step = -(-n // parts)
+            n_blocks = -(-n // step)
+    if executor is None or n_threads <= 1 or n_blocks <= 1:
+        loss, g_wt, g_b = _block_loss_grad(problem, Wt, bt, 0, n, step)
+    else:
+        parts = min(n_threads, n_blocks)
+        cuts = [step * (n_blocks * i // parts) for i in range(parts)] + [n]
+        # The calling thread takes the first range itself: one hand-over fewer.
+        futures = [
+            executor.submit(_block_loss_grad, problem, Wt, bt, cuts[i], cuts[i + 1], step) for i in range(1, parts)
+        ]
+        results = [_block_loss_grad(problem, Wt, bt, cuts[0], cuts[1], step)] + [f.result() for f in futures]
+        loss = sum(r[0] for r in results)
+        g_wt = results[0][1]
+        g_b = results[0][2]
+        for r in results[1:]:
+            g_wt += r[1]
+            g_b += r[2]
+    return loss, g_wt.T, g_b
