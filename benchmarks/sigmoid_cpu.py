@@ -1,0 +1,281 @@
+"""Sigmoid (multi-label) cross-entropy on the CPU: loss + gradient, softxent against torch.
+
+What is timed, per call: the loss (``reduction="mean"`` unless a row says
+otherwise) and its gradient w.r.t. the logits, from logits and 0/1 labels
+of shape N x K --
+
+* ``softxent``: ``softxent.sigmoid_cross_entropy_with_grad`` on NumPy arrays
+  (validation, the fused kernel, the reduction: the whole public call);
+* ``torch``: ``F.binary_cross_entropy_with_logits`` forward and
+  ``backward()`` (eager), on a fresh leaf each call, as a training step does;
+* ``torch + THP``: the same with ``THP_MEM_ALLOC_ENABLE=1`` (transparent
+  huge pages for torch's allocations; fresh large buffers page-fault without).
+
+Each (shape, option set, implementation) runs in its own subprocess with 2
+threads (numba's and torch's), checks its result against a float64 NumPy
+oracle, warms up, then times ``--calls`` calls one by one and reports their
+median; ``--runs`` sweeps everything that many times, rotating the order of
+the implementations, and the table shows each implementation's median run
+with every run's figure. "x torch" is the faster torch variant's median
+over softxent's, per run. The host's other load is shown as the cores that
+other processes kept busy while the row was timed (from ``/proc/stat``).
+
+    python benchmarks/sigmoid_cpu.py [--runs 3] [--quick] [--wait-idle 60 --retries 2]
+
+On a shared host, ``--wait-idle`` and ``--retries`` wait for and retry
+quiet moments (with 2 threads on 2 cores, torch's OpenMP threads are slowed
+far more than numba's by a busy core: a busy row says nothing).
+
+writes ``benchmarks/results/sigmoid_cpu.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SEED = 20261203
+THREADS = 2
+IMPLS = ("softxent", "torch", "torch + THP")
+# (name, N, K, dtype, options): options are "plain", "pos_weight" (one per
+# label) or "sample_weight" (one per row; torch gets it as weight=(N, 1)).
+CASES = [
+    ("65536x14 float32", 65536, 14, "float32", "plain"),
+    ("1500x14 float32", 1500, 14, "float32", "plain"),
+    ("65536x14 float64", 65536, 14, "float64", "plain"),
+    ("1500x14 float64", 1500, 14, "float64", "plain"),
+    ("65536x14 float32 pos_weight", 65536, 14, "float32", "pos_weight"),
+    ("65536x14 float32 sample_weight", 65536, 14, "float32", "sample_weight"),
+]
+EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
+
+
+# --------------------------------------------------------------------------- worker (one subprocess)
+
+
+def make_data(n: int, k: int, dtype: str, options: str):
+    rng = np.random.default_rng(SEED)
+    z = (rng.standard_normal((n, k)) * 3.0).astype(dtype)
+    # labels of varied frequency per column, as in multi-label data
+    y = (rng.random((n, k)) < np.linspace(0.05, 0.6, k)).astype(dtype)
+    pos_weight = rng.uniform(0.5, 4.0, k) if options == "pos_weight" else None
+    sample_weight = rng.uniform(0.0, 2.0, n) if options == "sample_weight" else None
+    return z, y, pos_weight, sample_weight
+
+
+def oracle(z, y, pos_weight, sample_weight, denominator):
+    """float64 loss and gradient: -[p y log s(z) + (1 - y) log s(-z)] via logaddexp (softplus)."""
+    z = z.astype(np.float64)
+    y = y.astype(np.float64)
+    p = 1.0 if pos_weight is None else pos_weight
+    sw = 1.0 if sample_weight is None else sample_weight[:, None]
+    elem = p * y * np.logaddexp(0.0, -z) + (1.0 - y) * np.logaddexp(0.0, z)
+    sig = np.exp(-np.logaddexp(0.0, -z))
+    grad = ((1.0 - y) * sig - p * y * (1.0 - sig)) * sw / denominator
+    return float((elem * sw).sum() / denominator), grad
+
+
+def setup(impl: str, z, y, pos_weight, sample_weight):
+    """A zero-argument callable returning (loss, grad as NumPy) and its mean's denominator."""
+    n, k = z.shape
+    if impl == "softxent":
+        import softxent as sx
+
+        def run():
+            return sx.sigmoid_cross_entropy_with_grad(z, y, pos_weight=pos_weight, sample_weight=sample_weight)
+
+        # softxent's mean divides by K * sum(sample_weight)
+        den = n * k if sample_weight is None else k * float(sample_weight.sum())
+        return run, den
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(THREADS)
+    zt, yt = torch.from_numpy(z), torch.from_numpy(y)
+    pw = None if pos_weight is None else torch.from_numpy(pos_weight.astype(z.dtype))
+    w = None if sample_weight is None else torch.from_numpy(sample_weight.astype(z.dtype)[:, None])
+
+    def run():
+        leaf = zt.detach().requires_grad_(True)
+        loss = F.binary_cross_entropy_with_logits(leaf, yt, weight=w, pos_weight=pw)
+        loss.backward()
+        return loss.detach(), leaf.grad
+
+    return run, n * k  # torch's mean divides by the element count
+
+
+def cpu_busy() -> tuple[float, float]:
+    """(busy jiffies of the whole host, this process's CPU seconds)."""
+    with open("/proc/stat") as f:
+        fields = [float(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, time.process_time()
+
+
+def worker(case: str, impl: str, calls: int) -> dict:
+    _, n, k, dtype, options = next(c for c in CASES if c[0] == case)
+    z, y, pos_weight, sample_weight = make_data(n, k, dtype, options)
+    run, den = setup(impl, z, y, pos_weight, sample_weight)
+    loss, grad = run()
+    ref_loss, ref_grad = oracle(z, y, pos_weight, sample_weight, den)
+    loss_err = abs(float(loss) - ref_loss) / abs(ref_loss) / EPS[dtype]
+    # gradient entries are O(1/den): absolute error in units of eps/den
+    grad_err = float(np.abs(np.asarray(grad, dtype=np.float64) - ref_grad).max()) * den / EPS[dtype]
+    for _ in range(max(3, calls // 10)):
+        run()
+    hz = os.sysconf("SC_CLK_TCK")
+    busy0, own0 = cpu_busy()
+    t_start = time.perf_counter()
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    wall = time.perf_counter() - t_start
+    busy1, own1 = cpu_busy()
+    others = max(0.0, ((busy1 - busy0) / hz - (own1 - own0)) / wall)
+    return dict(
+        case=case, impl=impl, ms=1e3 * statistics.median(times), ms_min=1e3 * min(times), calls=calls,
+        loss_err_eps=loss_err, grad_err_eps=grad_err, others_busy_cores=others,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def host() -> dict:
+    info = {"machine": platform.machine(), "cores": os.cpu_count()}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line)
+        flags = set(next(line for line in cpuinfo.splitlines() if line.startswith("flags")).split())
+        info["isa"] = " ".join(f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512vl") if f in flags)
+    except (OSError, StopIteration):
+        info["cpu"], info["isa"] = platform.processor() or "unknown", "unknown"
+    import numba
+    import torch
+
+    info.update(numba=numba.__version__, torch=torch.__version__, numpy=np.__version__)
+    return info
+
+
+def host_busy(seconds: float = 1.0) -> float:
+    """Cores the host kept busy over ``seconds`` (this process sleeps meanwhile)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    b0, _ = cpu_busy()
+    time.sleep(seconds)
+    b1, _ = cpu_busy()
+    return (b1 - b0) / hz / seconds
+
+
+def wait_idle(limit_s: float) -> None:
+    """Wait (up to ``limit_s``) until other processes keep less than 0.3 cores busy."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and host_busy() > 0.3:
+        pass
+
+
+def run_one(case: str, impl: str, calls: int) -> dict:
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS="1")
+    env.pop("THP_MEM_ALLOC_ENABLE", None)
+    env.pop("SOFTXENT_REFERENCE", None)
+    if impl == "torch + THP":
+        env["THP_MEM_ALLOC_ENABLE"] = "1"
+    cmd = [sys.executable, __file__, "--worker", case, impl, str(calls)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{case} / {impl} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(results: list[dict], runs: int, info: dict) -> str:
+    lines = [
+        "# Sigmoid cross-entropy on the CPU: loss + gradient (`benchmarks/sigmoid_cpu.py`)",
+        "",
+        f"Host: {info['cpu']} ({info['isa']}), {info['cores']} cores; {THREADS} threads per implementation; "
+        f"numba {info['numba']}, torch {info['torch']}, NumPy {info['numpy']}; {info['date']}.",
+        f"Median ms of {results[0]['calls'] if results else 0}+ single calls per worker, median of {runs} runs "
+        '(every run\'s median in brackets); `reduction="mean"`; 0/1 labels; logits N(0, 9). '
+        "Errors against the float64 oracle: loss relative, gradient absolute times the mean's denominator, "
+        'in eps of the dtype. "x torch": the faster torch variant over softxent, per run (median run). '
+        '"others busy": cores other processes kept busy while the row was timed (max over runs).',
+        "",
+        "| case | implementation | median ms | runs | x torch | loss err (eps) | grad err (eps) | others busy |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for case, *_ in CASES:
+        rows = [r for r in results if r["case"] == case]
+        if not rows:
+            continue
+        per_run = {impl: [r["ms"] for r in rows if r["impl"] == impl] for impl in IMPLS}
+        ratios = [
+            min(per_run["torch"][i], per_run["torch + THP"][i]) / per_run["softxent"][i]
+            for i in range(min(len(v) for v in per_run.values()))
+        ]
+        for impl in IMPLS:
+            mine = [r for r in rows if r["impl"] == impl]
+            ms = per_run[impl]
+            ratio = ""
+            if impl == "softxent" and ratios:
+                ratio = f"{statistics.median(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)})"
+            lines.append(
+                f"| {case} | {impl} | {statistics.median(ms):.3f} | {', '.join(f'{x:.3f}' for x in ms)} | {ratio} "
+                f"| {max(r['loss_err_eps'] for r in mine):.2f} | {max(r['grad_err_eps'] for r in mine):.2f} "
+                f"| {max(r['others_busy_cores'] for r in mine):.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="full sweeps (default 3)")
+    parser.add_argument("--quick", action="store_true", help="the two float32 plain cases only")
+    parser.add_argument("--calls", type=int, default=0, help="timed calls per worker (default: by size)")
+    parser.add_argument(
+        "--wait-idle", type=float, default=0.0, help="before each row, wait up to this many s for a quiet host"
+    )
+    parser.add_argument(
+        "--retries", type=int, default=0, help="rerun a row this often while others kept > 0.3 cores busy"
+    )
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        case, impl, calls = args.worker
+        print(json.dumps(worker(case, impl, int(calls))))
+        return
+    cases = [c for c in CASES if not args.quick or (c[3] == "float32" and c[4] == "plain")]
+    info = host()
+    info["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results = []
+    for r in range(args.runs):
+        order = IMPLS[r % len(IMPLS) :] + IMPLS[: r % len(IMPLS)]  # rotate who goes first
+        for case, n, k, *_ in cases:
+            calls = args.calls or (100 if n * k > 100_000 else 1000)
+            for impl in order:
+                for _attempt in range(args.retries + 1):
+                    wait_idle(args.wait_idle)
+                    res = run_one(case, impl, calls)
+                    if res["others_busy_cores"] <= 0.3:
+                        break
+                res["run"] = r
+                results.append(res)
+                print(f"run {r}: {case:32s} {impl:12s} {res['ms']:8.3f} ms", file=sys.stderr)
+    RESULTS.mkdir(exist_ok=True)
+    text = table(results, args.runs, info)
+    (RESULTS / "sigmoid_cpu.md").write_text(text)
+    (RESULTS / "sigmoid_cpu.json").write_text(json.dumps({"host": info, "results": results}, indent=1) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
