@@ -416,3 +416,148 @@ def test_bad_float_labels_name_the_first_one(dtype, bad, rng):
         ValueError, match=r"labels must be finite probabilities in \[0, 1\], got .* at index \(1, 4000\)"
     ):
         sx.sigmoid_cross_entropy_with_grad(z, y)
+
+
+# --------------------------------------------------------------------------- float32 arithmetic against float64
+#
+# float32 logits are computed in float32 arithmetic on the kernel path (see
+# softxent.kernels._sigmoid): each element's loss within a few eps of the
+# float64 value, relative, and its gradient within a few eps of the larger of
+# its two terms (where they cancel, float32 can do no better). Measured:
+# 3.5 and 3.1 eps; 6 eps leaves room for another CPU's FMA contractions,
+# and still fails a float32 log(1 - sigmoid) or an exp off by a few ulps.
+
+F32_EPS = float(np.finfo(np.float32).eps)
+F32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def oracle64(logits, labels, pos_weight=1.0, weight=1.0, sample_weight=None):
+    """Per-element float64 loss, gradient and the gradient's term magnitude, written out here
+    (softplus by logaddexp; 0 * inf = 0 for a term without weight)."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    sw = 1.0 if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if z.ndim >= 2 and sample_weight is not None:
+        sw = sw[..., None]  # one per row
+    cp, cn = np.asarray(pos_weight, dtype=np.float64) * y, 1.0 - y
+    weight = np.asarray(weight, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        loss = np.where(cp > 0, cp * np.logaddexp(0.0, -z), 0.0) + np.where(cn > 0, cn * np.logaddexp(0.0, z), 0.0)
+        sig_p, sig_n = np.exp(-np.logaddexp(0.0, -z)), np.exp(-np.logaddexp(0.0, z))
+    scale = weight * sw
+    return loss * scale, (cn * sig_p - cp * sig_n) * scale, (cn * sig_p + cp * sig_n) * scale
+
+
+def assert_float32_close(loss, grad, logits, labels, times_eps=6.0, **options):
+    expected_loss, expected_grad, magnitude = oracle64(logits, labels, **options)
+    assert loss.dtype == grad.dtype == np.float32
+    nan = np.isnan(np.asarray(logits, dtype=np.float64))
+    np.testing.assert_array_equal(np.isnan(loss), nan)
+    np.testing.assert_array_equal(np.isnan(grad), nan)
+    # results below float32's smallest normal number may be flushed to 0
+    floor = 4 * F32_TINY * np.max(np.abs(magnitude[~nan]), initial=1.0)
+    with np.errstate(invalid="ignore"):
+        loss_err = np.abs(loss.astype(np.float64) - expected_loss)
+        grad_err = np.abs(grad.astype(np.float64) - expected_grad)
+    inf = np.isinf(expected_loss)
+    np.testing.assert_array_equal(loss[inf & ~nan], expected_loss[inf & ~nan])
+    ok = ~nan & ~inf
+    bad_loss = ok & (loss_err > times_eps * F32_EPS * np.abs(expected_loss) + floor)
+    bad_grad = ~nan & (grad_err > times_eps * F32_EPS * magnitude + floor)
+    assert not bad_loss.any(), (
+        np.asarray(logits)[bad_loss][:5],
+        (loss_err / np.abs(expected_loss) / F32_EPS)[bad_loss][:5],
+    )
+    assert not bad_grad.any(), (np.asarray(logits)[bad_grad][:5], (grad_err / magnitude / F32_EPS)[bad_grad][:5])
+
+
+@pytest.mark.parametrize("shape", [(3000, 14), (40, 100), (777,)], ids=["flat", "rows", "1d"])
+@pytest.mark.parametrize("label_kind", ["hard", "soft64", "soft32"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "weights"])
+def test_float32_matches_float64_oracle(rng, shape, label_kind, weighted):
+    """Few labels (the flat tiles), many labels (the row loop) and 1-D, over [-90, 90]."""
+    logits = (
+        np.concatenate(
+            [
+                random_logits(rng, shape[0] // 2 * np.prod(shape[1:], dtype=int)),
+                rng.uniform(-90.0, 90.0, np.prod(shape)),
+            ]
+        )[: np.prod(shape)]
+        .reshape(shape)
+        .astype(np.float32)
+    )
+    labels = make_labels(rng, shape, "hard" if label_kind == "hard" else "soft")
+    if label_kind == "soft32":
+        labels = labels.astype(np.float32)
+    k = shape[-1] if len(shape) > 1 else 1
+    options = {}
+    if weighted:
+        rows = shape[:-1] if len(shape) > 1 else shape
+        options = dict(pos_weight=rng.uniform(0.2, 3.0, k), weight=rng.uniform(0.2, 3.0, k))
+        options["sample_weight"] = rng.uniform(0.0, 3.0, rows)
+        if len(shape) == 1:
+            options["pos_weight"], options["weight"] = 2.5, 0.7
+    loss, grad = sx.sigmoid_cross_entropy_with_grad(logits, labels, reduction="none", **options)
+    assert_float32_close(loss, grad, logits, labels, **options)
+    # the reductions: the float64 sum of the same elements
+    expected = oracle64(logits, labels, **options)[0].sum()
+    np.testing.assert_allclose(
+        sx.sigmoid_cross_entropy(logits, labels, reduction="sum", **options), expected, rtol=8 * F32_EPS
+    )
+
+
+def test_float32_extreme_inputs_match_float64_oracle():
+    """+-1e30, +-88 (exp(-88) is below float32's smallest normal), +-87, +-1e-8, 0, NaN, +-inf,
+    against hard and soft labels, with and without weights."""
+    values = [1e30, -1e30, 88.0, -88.0, 87.0, -87.0, 40.0, -40.0, 1e-8, -1e-8, 0.0, -0.0, np.nan, np.inf, -np.inf]
+    z = np.array(values * 3, dtype=np.float32).reshape(3, -1).T.copy()  # (15, 3)
+    y = np.tile(np.array([0.0, 1.0, 0.3]), (len(values), 1))
+    for options in (dict(), dict(pos_weight=[2.0, 0.5, 3.0], weight=[1.5, 0.25, 2.0])):
+        loss, grad = sx.sigmoid_cross_entropy_with_grad(z, y, reduction="none", **options)
+        assert_float32_close(loss, grad, z, y, **options)
+        # the confident elements keep their tiny losses, relative, where float32 has them
+        expected = oracle64(z, y, **options)[0]
+        i = np.abs(z) == 40.0
+        np.testing.assert_allclose(loss[i & (expected < 1e-10)], expected[i & (expected < 1e-10)], rtol=6 * F32_EPS)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(20000, 14), (1500, 200)], ids=["flat", "rows"])
+def test_results_do_not_depend_on_thread_count(rng, dtype, shape):
+    """Rows are independent and their blocks fixed by the shape: the same compiled code gives
+    the same bits on 1 and 2 threads. Rows computed alone agree to rounding (another batch
+    may take another vector/remainder split inside the same loop)."""
+    numba = pytest.importorskip("numba")
+    logits = random_logits(rng, shape, dtype=dtype)
+    labels = make_labels(rng, shape, "soft").astype(dtype)
+    options = dict(pos_weight=rng.uniform(0.5, 2.0, shape[1]), sample_weight=rng.uniform(0.0, 2.0, shape[0]))
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            results.append(sx.sigmoid_cross_entropy_with_grad(logits, labels, reduction="none", **options))
+            results.append(sx.sigmoid_cross_entropy_with_grad(logits, labels, reduction="mean", **options))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(results[:2], results[2:]):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    part = slice(1234, 1241)
+    loss, grad = sx.sigmoid_cross_entropy_with_grad(
+        logits[part], labels[part], reduction="none", pos_weight=options["pos_weight"],
+        sample_weight=options["sample_weight"][part],
+    )  # fmt: skip
+    np.testing.assert_allclose(loss, results[0][0][part], rtol=4 * np.finfo(dtype).eps, atol=0)
+    np.testing.assert_allclose(grad, results[0][1][part], rtol=4 * np.finfo(dtype).eps, atol=np.finfo(dtype).tiny)
+
+
+def test_float32_confident_elements_keep_relative_precision():
+    """A confident element's loss and gradient are exp(-|z|) itself, to float32's precision
+    (measured 0.9 eps over [17, 87]; an exponential of a few ulps fails this)."""
+    z = np.linspace(17.0, 87.0, 20001).astype(np.float32)
+    for zz, y in ((z, np.ones(z.size)), (-z, np.zeros(z.size))):
+        loss, grad = sx.sigmoid_cross_entropy_with_grad(zz, y, reduction="none")
+        tiny = np.exp(-z.astype(np.float64))
+        np.testing.assert_allclose(loss, np.log1p(tiny), rtol=2 * F32_EPS, atol=0)
+        np.testing.assert_allclose(np.abs(grad), tiny / (1.0 + tiny), rtol=2 * F32_EPS, atol=0)
