@@ -284,7 +284,9 @@ def test_opcheck_the_general_ops():
     op = torch.ops.softxent.linear_cross_entropy_general.default
     for target, ii in ((y, -100), (p, -100)):
         for reduction, needs in [("mean", (True,) * 3), ("none", (True, False, True)), ("sum", (False,) * 3)]:
-            torch.library.opcheck(op, (x, w, target, b, cw, ii, *base, reduction, 5, V, *needs))
+            for sw, all_lse in ((None, False), (torch.rand(N), True)):
+                torch.library.opcheck(op, (x, w, target, b, cw, sw, ii, *base, reduction, 5, V, *needs, all_lse))
     lse = torch.logsumexp(F.linear(x, w, b), 1)
-    torch.library.opcheck(torch.ops.softxent.linear_cross_entropy_general_backward.default,
-                          (torch.rand(N), x, w, p, b, cw, lse, -100, *base, 5, V, True, True, True))  # fmt: skip
+    for sw in (None, torch.rand(N)):
+        torch.library.opcheck(torch.ops.softxent.linear_cross_entropy_general_backward.default,
+                              (torch.rand(N), x, w, p, b, cw, sw, lse, -100, *base, 5, V, True, True, True))  # fmt: skip

@@ -48,7 +48,9 @@ Class weights and probability targets (torch 2.13's ``weight`` and float
 and its backward, with the class weights as one more input: the same blocked
 computation (the fused row kernels take both), on every device, while the
 first pair keeps the schema its Triton kernels are registered for. The
-arguments are parsed in torch's names in :mod:`._linear_args`.
+arguments are parsed in torch's names in :mod:`._linear_args`. softxent's
+extras ``sample_weight`` and ``return_lse`` (a differentiable per-row
+log-sum-exp) take the second pair as well; :mod:`._linear_extras` has their rules.
 
 Rows labelled ``ignore_index`` (padding, and the last position of each
 sequence with ``shift=True``) are skipped before the matmul: they cost
@@ -87,7 +89,8 @@ from ._backends import has_fused_backend
 from ._functional import _functorch_active, _is_one, apply_temperature, check_temperature_arg, cross_entropy
 from ._linear_args import check_head_tensors, chunk_rows_from_options, refuse_legacy_call
 from ._linear_blocks import BLOCK_BYTES, _linear_xent, plan_blocks
-from ._reference import cross_entropy_rows_reference, work_dtype
+from ._linear_extras import _lse_backward_op, check_sample_weight_arg, composed_loss, differentiable_grads
+from ._reference import work_dtype
 from ._validation import check_head_options, check_options
 
 __all__ = ["BLOCK_BYTES", "linear_cross_entropy", "plan_blocks"]
@@ -187,16 +190,21 @@ def _(grad_rows, x, weight, target, bias, lse, ignore_index, label_smoothing, z_
 @torch.library.custom_op("softxent::linear_cross_entropy_general", mutates_args=())
 def _linear_general_op(
     x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, bias: torch.Tensor | None,
-    class_weight: torch.Tensor | None, ignore_index: int, label_smoothing: float, z_loss: float, softcap: float,
-    reduction: str, block_rows: int, block_vocab: int, need_dx: bool, need_dw: bool, need_db: bool,
+    class_weight: torch.Tensor | None, sample_weight: torch.Tensor | None, ignore_index: int, label_smoothing: float,
+    z_loss: float, softcap: float, reduction: str, block_rows: int, block_vocab: int, need_dx: bool, need_dw: bool,
+    need_db: bool, all_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """:func:`_linear_op` with class weights (V,) and (N,) class indices or (N, V) probabilities."""
+    """:func:`_linear_op` with class weights (V,), sample weights (N,), (N,) class indices or (N, V) probabilities.
+
+    ``all_lse``: the log-sum-exp of every row, ignored ones included (``return_lse``).
+    """
     early = not keeps_rows(reduction)
     need_dx, need_dw, need_db = need_dx and early, need_dw and early, need_db and early and bias is not None
     loss, lse, dx, dw, db = _linear_xent(
         x, weight, target, bias, ignore_index=ignore_index, label_smoothing=label_smoothing,
         z_loss=z_loss, softcap=softcap or None, reduction=reduction, block_rows=block_rows,
         block_vocab=block_vocab, need_dx=need_dx, need_dw=need_dw, need_db=need_db, class_weight=class_weight,
+        sample_weight=sample_weight, all_lse=all_lse,
     )  # fmt: skip
     return (
         loss, lse,
@@ -207,24 +215,24 @@ def _linear_general_op(
 
 
 @_linear_general_op.register_fake
-def _(x, weight, target, bias, class_weight, ignore_index, label_smoothing, z_loss, softcap, reduction,
-      block_rows, block_vocab, need_dx, need_dw, need_db):  # fmt: skip
+def _(x, weight, target, bias, class_weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap, reduction,
+      block_rows, block_vocab, need_dx, need_dw, need_db, all_lse):  # fmt: skip
     return _fake_outputs(x, weight, bias, reduction, need_dx, need_dw, need_db)
 
 
 @torch.library.custom_op("softxent::linear_cross_entropy_general_backward", mutates_args=())
 def _linear_general_backward_op(
     grad_rows: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
-    bias: torch.Tensor | None, class_weight: torch.Tensor | None, lse: torch.Tensor, ignore_index: int,
-    label_smoothing: float, z_loss: float, softcap: float, block_rows: int, block_vocab: int, need_dx: bool,
-    need_dw: bool, need_db: bool,
+    bias: torch.Tensor | None, class_weight: torch.Tensor | None, sample_weight: torch.Tensor | None,
+    lse: torch.Tensor, ignore_index: int, label_smoothing: float, z_loss: float, softcap: float, block_rows: int,
+    block_vocab: int, need_dx: bool, need_dw: bool, need_db: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """:func:`_linear_backward_op` with class weights and probability targets."""
+    """:func:`_linear_backward_op` with class weights, sample weights and probability targets."""
     _, _, dx, dw, db = _linear_xent(
         x, weight, target, bias, ignore_index=ignore_index, label_smoothing=label_smoothing,
         z_loss=z_loss, softcap=softcap or None, reduction="none", block_rows=block_rows,
         block_vocab=block_vocab, need_dx=need_dx, need_dw=need_dw, need_db=need_db,
-        row_grad=grad_rows, saved_lse=lse, class_weight=class_weight,
+        row_grad=grad_rows, saved_lse=lse, class_weight=class_weight, sample_weight=sample_weight,
     )  # fmt: skip
     return (
         _empty(x) if dx is None else dx,
@@ -234,8 +242,8 @@ def _linear_general_backward_op(
 
 
 @_linear_general_backward_op.register_fake
-def _(grad_rows, x, weight, target, bias, class_weight, lse, ignore_index, label_smoothing, z_loss, softcap,
-      block_rows, block_vocab, need_dx, need_dw, need_db):  # fmt: skip
+def _(grad_rows, x, weight, target, bias, class_weight, sample_weight, lse, ignore_index, label_smoothing, z_loss,
+      softcap, block_rows, block_vocab, need_dx, need_dw, need_db):  # fmt: skip
     return (
         torch.empty_like(x) if need_dx else x.new_empty((0,)),
         torch.empty_like(weight) if need_dw else weight.new_empty((0,)),
@@ -243,78 +251,74 @@ def _(grad_rows, x, weight, target, bias, class_weight, lse, ignore_index, label
     )
 
 
+_N_GENERAL = 17  # the general op's inputs
+
+
 def _split_inputs(inputs):
-    """(x, weight, target, bias, class_weight, options...) of either op (the plain op has no class weights)."""
-    if len(inputs) == 15:
-        return inputs[:5], inputs[5:]
-    return (*inputs[:4], None), inputs[4:]
+    """(x, weight, target, bias, class_weight, sample_weight), the ten options, all_lse, of either op.
+
+    The plain op has no class or sample weights and no ``all_lse``.
+    """
+    if len(inputs) == _N_GENERAL:
+        return inputs[:6], inputs[6:16], inputs[16]
+    return (*inputs[:4], None, None), inputs[4:], False
 
 
 def _setup_context(ctx, inputs, output):
-    (x, weight, target, bias, class_weight), rest = _split_inputs(inputs)
+    (x, weight, target, bias, class_weight, sample_weight), rest, all_lse = _split_inputs(inputs)
     (ignore_index, label_smoothing, z_loss, softcap, reduction, block_rows, block_vocab,
      need_dx, need_dw, need_db) = rest  # fmt: skip
     _, lse, dx, dw, db = output
     ctx.set_materialize_grads(False)
-    ctx.mark_non_differentiable(lse, dx, dw, db)
-    ctx.general = len(inputs) == 15
+    # The lse is differentiable when it is returned (return_lse: every row's lse is computed).
+    ctx.mark_non_differentiable(*((dx, dw, db) if all_lse else (lse, dx, dw, db)))
+    ctx.general = len(inputs) == _N_GENERAL
     ctx.reduction = reduction
     ctx.options = (ignore_index, label_smoothing, z_loss, softcap, block_rows, block_vocab)
     ctx.needs = (need_dx, need_dw, need_db and bias is not None)
     # The inputs (references, no copies) serve the recomputing backward of "none" and a
     # backward that is differentiated again; the gradients of "mean"/"sum" are kept.
-    ctx.save_for_backward(x, weight, target, bias, class_weight, lse, dx, dw, db)
+    ctx.save_for_backward(x, weight, target, bias, class_weight, sample_weight, lse, dx, dw, db)
 
 
-def _differentiable_grads(ctx, grad_loss):
-    """dL/dx, dL/dW, dL/db as functions of the inputs that autograd can differentiate again.
-
-    Taken only for ``create_graph=True``: the gradients of the blocked forward
-    are constants to autograd, so the head is recomputed as
-    ``F.linear`` + the plain-torch loss of :mod:`._reference` and
-    differentiated by torch. That materialises the (N, V) logits and their
-    graph: second order costs what it costs with the naive head.
-    """
-    x, weight, target, bias, class_weight = ctx.saved_tensors[:5]
-    ignore_index, label_smoothing, z_loss, softcap, _, _ = ctx.options
-    need = ctx.needs
-    wd = work_dtype(x.dtype)
-    with torch.enable_grad():
-        logits = torch.nn.functional.linear(x.to(wd), weight.to(wd), None if bias is None else bias.to(wd))
-        loss, _ = cross_entropy_rows_reference(
-            logits, target, class_weight, ignore_index, ctx.reduction, label_smoothing, z_loss, softcap or None
-        )
-        wanted = [t for t, n in zip((x, weight, bias), need) if n]
-        grads = iter(torch.autograd.grad(loss.to(x.dtype), wanted, grad_loss, create_graph=True))
-    return tuple(next(grads) if n else None for n in need)
+def _loss_grads(ctx, grad_loss):
+    """dL/dx, dL/dW, dL/db of the loss: the forward's, scaled by grad_output, or (``"none"``) recomputed."""
+    need_dx, need_dw, need_db = ctx.needs
+    if keeps_rows(ctx.reduction):
+        x, weight, target, bias, class_weight, sample_weight, lse = ctx.saved_tensors[:7]
+        if ctx.general:
+            return _linear_general_backward_op(
+                grad_loss, x, weight, target, bias, class_weight, sample_weight, lse, *ctx.options, need_dx,
+                need_dw, need_db,
+            )  # fmt: skip
+        return _linear_backward_op(grad_loss, x, weight, target, bias, lse, *ctx.options, need_dx, need_dw, need_db)
+    dx, dw, db = ctx.saved_tensors[7:]
+    if not _is_one(grad_loss):
+        dx, dw, db = (t * grad_loss.to(t.dtype) for t in (dx, dw, db))
+    return dx, dw, db
 
 
-def _backward(ctx, grad_loss, *_unused):
-    """Scale the gradients stored by the forward by grad_output, or (``"none"``) recompute them.
+def _backward(ctx, grad_loss, grad_lse, *_unused):
+    """The loss's gradients (:func:`_loss_grads`) plus, with ``return_lse``, the lse's (recomputed).
 
     With ``create_graph=True`` (the engine then runs this with grad mode on)
     the gradients are rebuilt differentiably instead.
     """
     need_dx, need_dw, need_db = ctx.needs
-    rest = (None,) * (11 if ctx.general else 10)
-    if grad_loss is None:
+    rest = (None,) * (_N_GENERAL - 4 if ctx.general else 10)
+    if grad_loss is None and grad_lse is None:
         return (None, None, None, None) + rest
     if torch.is_grad_enabled() and not torch.compiler.is_compiling():
-        dx, dw, db = _differentiable_grads(ctx, grad_loss)
-    elif keeps_rows(ctx.reduction):
-        x, weight, target, bias, class_weight, lse = ctx.saved_tensors[:6]
-        if ctx.general:
-            dx, dw, db = _linear_general_backward_op(
-                grad_loss, x, weight, target, bias, class_weight, lse, *ctx.options, need_dx, need_dw, need_db
-            )
-        else:
-            dx, dw, db = _linear_backward_op(
-                grad_loss, x, weight, target, bias, lse, *ctx.options, need_dx, need_dw, need_db
-            )
+        dx, dw, db = differentiable_grads(ctx, grad_loss, grad_lse)
     else:
-        dx, dw, db = ctx.saved_tensors[6:]
-        if not _is_one(grad_loss):
-            dx, dw, db = (t * grad_loss.to(t.dtype) for t in (dx, dw, db))
+        grads = [] if grad_loss is None else [_loss_grads(ctx, grad_loss)]
+        if grad_lse is not None:
+            x, weight, _, bias, _, _, lse = ctx.saved_tensors[:7]
+            _, _, softcap, block_rows, block_vocab = ctx.options[1:]
+            grads.append(_lse_backward_op(
+                grad_lse, x, weight, bias, lse, softcap, block_rows, block_vocab, need_dx, need_dw, need_db
+            ))  # fmt: skip
+        dx, dw, db = grads[0] if len(grads) == 1 else (a + b if n else a for a, b, n in zip(*grads, ctx.needs))
     return (dx if need_dx else None, dw if need_dw else None, None, db if need_db else None) + rest
 
 
@@ -341,8 +345,10 @@ def linear_cross_entropy(
     temperature: float = 1.0,
     chunk_size: int | None = None,
     shift: bool = False,
+    sample_weight: torch.Tensor | None = None,
+    return_lse: bool = False,
     **legacy: Any,
-) -> torch.Tensor:
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     r"""Cross-entropy of ``input @ linear_weight.T + linear_bias`` against ``target``, without the (N, V) logits.
 
     A drop-in for torch 2.13's :func:`torch.nn.functional.linear_cross_entropy`
@@ -412,12 +418,34 @@ def linear_cross_entropy(
         target position ``t + 1``, the last position against nothing; class
         indices are not copied, nor is ``input``. ``reduction="none"`` then
         returns shape ``(..., T - 1)``.
+    sample_weight : Tensor of shape ``input.shape[:-1]`` or (N,), optional
+        softxent's extra, as the NumPy API's ``sample_weight``: one
+        non-negative weight :math:`s_i` per row (any floating dtype; the rows
+        flattened when given as (N,)). It multiplies the row's loss (its
+        cross-entropy and its z-loss); ``"mean"`` divides the cross-entropy's
+        sum by :math:`\sum_i s_i w_{y_i}` over the rows not ignored
+        (:math:`\sum_i s_i` without class weights or with probability
+        targets) and the z-loss's sum by :math:`\sum_i s_i` over the rows
+        not ignored; a total weight of 0 gives 0. With ``shift=True`` it is
+        aligned with ``target`` (the weight of each label: row ``t`` takes
+        ``sample_weight[..., t + 1]``). A ``sample_weight`` that requires
+        grad gets its gradient on the composed path (logits materialised).
+    return_lse : bool, default False
+        softxent's extra, as in :func:`softxent.torch.cross_entropy`: also
+        return each row's log-sum-exp of :math:`c \tanh(z / c) / T` (after
+        the cap and the temperature), ignored rows included (their logits are
+        computed once for it), shape of ``reduction="none"``'s loss, float32
+        (float64 for float64 input). It is differentiable: a gradient that
+        reaches it costs one more pass over the head (the logits recomputed
+        block by block, three matmuls).
 
     Returns
     -------
     loss : Tensor
         0-d, or ``input.shape[:-1]`` (``(..., T - 1)`` with ``shift``) for
         ``reduction="none"``; in ``input``'s dtype (float32 under autocast).
+    lse : Tensor
+        Only with ``return_lse=True``.
 
     Raises
     ------
@@ -442,6 +470,10 @@ def linear_cross_entropy(
     ``create_graph=True`` (Hessian-vector products, gradient penalties) the
     backward is recomputed the same way, so that it can be differentiated
     again.
+
+    ``sample_weight`` and ``return_lse`` run the blocked head on every device
+    (on CUDA with the Triton row kernel, as class weights and probability
+    targets do), not the tiled Triton head of :mod:`._triton`.
 
     Examples
     --------
@@ -468,18 +500,27 @@ def linear_cross_entropy(
     chunk_size = chunk_rows_from_options(options, chunk_size)
     head = check_head_tensors(input, linear_weight, target, linear_bias, weight, ignore_index)
     check_head_options(chunk_size, shift, input)
+    if not isinstance(return_lse, bool):
+        raise TypeError(f"return_lse must be True or False, got {return_lse!r}")
     x, w, b, prob = input, linear_weight, linear_bias, head.prob
     d, n_classes = x.shape[-1], w.shape[0]
-    opts = dict(z_loss=z_loss, softcap=softcap, temperature=temperature)
+    opts = dict(z_loss=z_loss, softcap=softcap, temperature=temperature, return_lse=return_lse)
 
     if head.k_dim:
         # torch's K-dimensional loss: a softmax over the V classes at each of the d1 x ... x dK
         # positions, each with its own rows of linear_weight; computed as torch does.
         if shift:
             raise ValueError("shift=True needs a sequence axis of input; a K-dimensional linear_weight has none")
+        if sample_weight is not None:
+            raise ValueError(
+                f"sample_weight is not supported with a K-dimensional linear_weight (shape {tuple(w.shape)}); "
+                "weight the rows of reduction='none' instead"
+            )
         logits = F.linear(x, w.reshape(-1, d), None if b is None else b.reshape(-1))
         logits = logits.reshape((x.shape[0], n_classes) + head.k_dim)
         return cross_entropy(logits, target, weight, ii, reduction, label_smoothing, **opts)
+    check_sample_weight_arg(sample_weight, input, head.batch)
+    sw = None if sample_weight is None else sample_weight.reshape(head.batch)
 
     if torch.is_autocast_enabled(x.device.type):
         # Autocast runs torch's cross_entropy in float32; this head runs its matmuls in float32 too.
@@ -498,28 +539,27 @@ def linear_cross_entropy(
         x, softcap = apply_temperature(x, softcap, temperature)
         b = None if b is None else b / temperature
 
-    if _functorch_active() or (prob and target.requires_grad):
+    if _functorch_active() or (prob and target.requires_grad) or (sw is not None and sw.requires_grad):
         # Custom ops refuse torch.func transforms, and the blocked head gives no gradient for
-        # the target: compose the plain-torch loss with F.linear instead (the logits exist).
-        logits = F.linear(x, w, b)
-        if shift:
-            logits, target = logits[..., :-1, :], (target[..., 1:, :] if prob else target[..., 1:])
-        if logits.dim() > 2:
-            logits = logits.movedim(-1, 1)
-            target = target.movedim(-1, 1) if prob else target
-        return cross_entropy(logits, target, weight, ii, reduction, label_smoothing, z_loss=z_loss, softcap=softcap)
+        # the target or the sample weights: compose the plain-torch loss with F.linear instead
+        # (the logits exist).
+        return composed_loss(x, w, b, target, weight, sw, prob, shift, ii, reduction, label_smoothing, z_loss,
+                             softcap, return_lse)  # fmt: skip
 
     batch = head.batch
     if shift and prob:
         # Probabilities: score rows 0..T-2 against target rows 1..T-1 (a slice: the mean counts
         # T - 1 rows per sequence, as the naive head's does).
         x, target = x[..., :-1, :], target[..., 1:, :]
+        sw = None if sw is None else sw[..., 1:]
         batch = tuple(x.shape[:-1])
     elif shift:
         # Row (.., t) is scored against target[.., t + 1]; the last position of each
         # sequence against ignore_index. Only the (N,) labels are rebuilt, not x.
         pad = torch.full_like(target[..., :1], ii)
         target = torch.cat([target[..., 1:], pad], dim=-1)
+        if sw is not None:  # aligned with the labels: row t takes the weight of label t + 1
+            sw = torch.cat([sw[..., 1:], torch.zeros_like(sw[..., :1])], dim=-1)
     x2 = x.reshape(-1, d)
     t2 = target.reshape(-1, n_classes) if prob else target.reshape(-1)
     n_rows = x2.shape[0]
@@ -534,13 +574,19 @@ def linear_cross_entropy(
         n_buffers = 3  # the plain-torch chunk path holds logits, probabilities and G
     block_rows, block_vocab = plan_blocks(n_rows, n_classes, elem, n_buffers, chunk_size)
     args = (ii, label_smoothing, z_loss, softcap or 0.0, reduction, block_rows, block_vocab)
-    if weight is None and not prob:
-        loss = _linear_op(x2, w, t2.detach(), b, *args, need_dx, need_dw, need_db)[0]
+    if weight is None and not prob and sw is None and not return_lse:
+        loss, lse = _linear_op(x2, w, t2.detach(), b, *args, need_dx, need_dw, need_db)[:2]
     else:
         cw = None if weight is None else weight.detach()
-        loss = _linear_general_op(x2, w, t2.detach(), b, cw, *args, need_dx, need_dw, need_db)[0]
+        s2 = None if sw is None else sw.reshape(-1)
+        loss, lse = _linear_general_op(
+            x2, w, t2.detach(), b, cw, s2, *args, need_dx, need_dw, need_db, return_lse
+        )[:2]  # fmt: skip
     if keeps_rows(reduction):
         loss = loss.reshape(batch)
         if shift and not prob:
             loss = loss[..., :-1]
-    return loss
+    if not return_lse:
+        return loss
+    lse = lse.reshape(batch)
+    return loss, (lse[..., :-1] if shift and not prob else lse)

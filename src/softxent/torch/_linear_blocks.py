@@ -16,6 +16,7 @@ import torch
 
 from .._contract import grad_scale, keeps_rows
 from ._backends import fused_backend
+from ._linear_extras import check_sample_weight_values, lse_rows
 from ._memory import empty
 from ._reference import work_dtype
 from ._validation import (
@@ -192,14 +193,16 @@ def _linear_xent(
     ignore_index: int, label_smoothing: float, z_loss: float, softcap: float | None, reduction: str,
     block_rows: int, block_vocab: int, need_dx: bool, need_dw: bool, need_db: bool,
     row_grad: torch.Tensor | None = None, saved_lse: torch.Tensor | None = None,
-    class_weight: torch.Tensor | None = None,
+    class_weight: torch.Tensor | None = None, sample_weight: torch.Tensor | None = None, all_lse: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
     """Loss, per-row lse and the requested gradients of the blocked head (see the module docstring).
 
     ``target`` holds (N,) class indices or (N, V) probabilities;
-    ``class_weight`` (V,) weighs the classes as torch's ``weight`` does.
+    ``class_weight`` (V,) weighs the classes as torch's ``weight`` does;
+    ``sample_weight`` (N,) weighs the rows (the rules of :mod:`._linear_extras`).
     ``row_grad`` (N,): the backward of ``reduction="none"``: gradients of
     ``sum_i row_grad[i] * loss[i]``, the loss itself not computed again.
+    ``all_lse``: the log-sum-exp of the ignored rows too (else 0 there).
     """
     n_rows, _ = x.shape
     n_classes = weight.shape[0]
@@ -210,6 +213,7 @@ def _linear_xent(
     prob = target.is_floating_point()
     if cw is not None:
         check_weight_values(class_weight)
+    check_sample_weight_values(sample_weight)
     if prob:
         check_prob_target_values(target)
         kept = None  # probabilities: every row counts (there is no ignore_index)
@@ -226,12 +230,18 @@ def _linear_xent(
     # The contract's denominators: the cross-entropy's mean divides by the summed class
     # weight of the labels (the row count without class weights, and for probabilities,
     # as torch does), the z-loss's by the rows not ignored.
-    ce_denominator = n_kept
+    # With sample weights each counted row adds its weight (times its label's class weight).
+    sw_kept = None if sample_weight is None else sample_weight.to(torch.float64)
+    if sw_kept is not None and idx is not None:
+        sw_kept = sw_kept[idx]
+    zl_denominator: float = n_kept if sw_kept is None else float(sw_kept.sum())
+    ce_denominator = zl_denominator
     if cw is not None and not prob:
         labels = target if idx is None else target[idx]
-        ce_denominator = float(class_weight.to(torch.float64)[labels].sum())
+        w_y = class_weight.to(torch.float64)[labels]
+        ce_denominator = float(w_y.sum() if sw_kept is None else (w_y * sw_kept).sum())
     ce_scale = grad_scale(reduction, ce_denominator)
-    zl_scale = grad_scale(reduction, n_kept)
+    zl_scale = grad_scale(reduction, zl_denominator)
     if x.device.type == "cpu":
         zeros = _zeros_cpu
     else:
@@ -258,7 +268,10 @@ def _linear_xent(
         rows = slice(r0, r1) if idx is None else idx[r0:r1]
         xb = x[rows].to(wd)
         yb = target[rows]
+        sw_b = None if sample_weight is None else sample_weight[rows].to(wd)
         gb_rows = None if row_grad is None else row_grad[rows].to(wd)
+        if sw_b is not None:  # the row's loss is weighted: so is its gradient
+            gb_rows = sw_b if gb_rows is None else gb_rows * sw_b
         if use_kernel:
             zb = buf[: r1 - r0]
             for c0, c1 in panels:
@@ -280,7 +293,7 @@ def _linear_xent(
                 raise
             lse_all[rows] = lse_b.to(wd)
             if need_loss:
-                loss_rows[rows] = loss_b
+                loss_rows[rows] = loss_b if sw_b is None else loss_b * sw_b.to(loss_b.dtype)
             if need_grad:
                 if gb_rows is not None:
                     gb.mul_(gb_rows[:, None])
@@ -316,9 +329,15 @@ def _linear_xent(
                 _raise_masked_row(torch.where(lse_b == -math.inf, -math.inf, 0.0)[:, None], yb, ignore_index, r0, idx)
             lse_all[rows] = lse_b
             if need_loss:
-                loss_rows[rows] = lb.to(torch.float64)
+                loss_rows[rows] = lb.to(torch.float64) if sw_b is None else lb.to(torch.float64) * sw_b
             if dx is not None:
                 dx[rows] = dxb
+    if all_lse and idx is not None:
+        # return_lse reports every row's log-sum-exp: the ignored rows' logits, once, for that alone.
+        skipped = (~kept).nonzero()[:, 0]
+        for r0 in range(0, int(skipped.numel()), block_rows):
+            rows = skipped[r0 : r0 + block_rows]
+            lse_all[rows] = lse_rows(x[rows].to(wd), wc, bc, softcap, block_vocab)
     loss = loss_rows if keeps_rows(reduction) else loss_rows.sum()
     dtype = x.dtype
     return (

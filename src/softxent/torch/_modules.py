@@ -99,7 +99,9 @@ class LinearCrossEntropyLoss(nn.Module):
       ``forward(input, linear_weight, target, linear_bias=None)``.
 
     Both take softxent's extras ``z_loss``, ``softcap``, ``temperature``,
-    ``chunk_size`` and ``shift`` as keywords.
+    ``chunk_size``, ``shift`` and ``return_lse`` as keywords (``forward`` then
+    returns ``(loss, lse)``), and ``forward`` takes per-row weights as
+    ``sample_weight=`` (see :func:`~softxent.torch.linear_cross_entropy`).
 
     Examples
     --------
@@ -140,8 +142,12 @@ class LinearCrossEntropyLoss(nn.Module):
         temperature: float = 1.0,
         chunk_size: int | None = None,
         shift: bool = False,
+        return_lse: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(return_lse, bool):
+            raise TypeError(f"return_lse must be True or False, got {return_lse!r}")
+        self.return_lse = return_lse
         checked = check_options(
             ignore_index=-100 if ignore_index is None else ignore_index, reduction=reduction,
             label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
@@ -181,9 +187,10 @@ class LinearCrossEntropyLoss(nn.Module):
             raise TypeError("out_features, bias, device and dtype shape the head, so they need in_features and "
                             "num_classes (without them the head is passed to forward)")  # fmt: skip
 
-    def forward(self, input: torch.Tensor, *tensors: torch.Tensor, linear_bias: torch.Tensor | None = None):
+    def forward(self, input: torch.Tensor, *tensors: torch.Tensor, linear_bias: torch.Tensor | None = None,
+                sample_weight: torch.Tensor | None = None):  # fmt: skip
         """``forward(input, target)`` when the module owns the head, else
-        ``forward(input, linear_weight, target, linear_bias=None)``."""
+        ``forward(input, linear_weight, target, linear_bias=None)``; either with ``sample_weight=`` (one per row)."""
         if self.linear is not None:
             if len(tensors) != 1 or linear_bias is not None:
                 raise TypeError(
@@ -207,7 +214,7 @@ class LinearCrossEntropyLoss(nn.Module):
             input, linear_weight, target, linear_bias=linear_bias, weight=self.weight, reduction=self.reduction,
             ignore_index=self.ignore_index, label_smoothing=self.label_smoothing, options=self.options,
             z_loss=self.z_loss, softcap=self.softcap, temperature=self.temperature, chunk_size=self.chunk_size,
-            shift=self.shift,
+            shift=self.shift, sample_weight=sample_weight, return_lse=self.return_lse,
         )  # fmt: skip
 
     def extra_repr(self) -> str:
@@ -217,7 +224,7 @@ class LinearCrossEntropyLoss(nn.Module):
                     f"out_features={self.out_features}, bias={self.linear.bias is not None}, ")  # fmt: skip
         return head + _options_repr(self, ("ignore_index", None), ("reduction", None), ("label_smoothing", 0.0),
                                     ("options", None), ("z_loss", 0.0), ("softcap", None), ("temperature", 1.0),
-                                    ("chunk_size", None), ("shift", False))  # fmt: skip
+                                    ("chunk_size", None), ("shift", False), ("return_lse", False))  # fmt: skip
 
 
 def _options_repr(module: nn.Module, *names_defaults: tuple[str, object]) -> str:
