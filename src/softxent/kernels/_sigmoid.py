@@ -5,13 +5,15 @@ for few labels (:func:`_sigmoid_xent_flat`); the parallel driver
 ``sigmoid_xent`` lives in :mod:`softxent.kernels._cpu`.
 
 Work per element, loss and gradient (the budget in ``benchmarks/README.md``):
-2 loads (logit, label) and 1 store (gradient) from memory, 2 loads of the
-per-label weights and 1 store and 1 load of the element's loss from a tile
-in L1, one exponential, one log1p, one division (shared by log1p and the
-sigmoid), and the row sums. float64 runs 4 lanes to an AVX2 vector, with
-polynomials long enough for float64 (a degree-13 exponential, a degree-23
-atanh series); float32 input runs 8 lanes and polynomials of degree 7 and
-9, which is why it has its own arithmetic rather than float64's.
+2 loads (logit, label) and 1 store (gradient) from memory; one exponential,
+one log1p and one division (shared by log1p and the sigmoid), in three
+vector passes over a tile (see ``_exp_pass``), whose intermediates (3
+stores, 4 loads) and the loss (1 store, 1 load for the row sums) stay in
+L1/L2, with 2 loads of the per-label weights. float64 runs 4 lanes to an
+AVX2 vector, with polynomials long enough for float64 (a degree-13
+exponential, a degree-23 atanh series); float32 input runs 8 lanes and
+polynomials of degree 7 and 9, which is why it has its own arithmetic
+rather than float64's.
 
 Accuracy: float64 as the NumPy oracle (a few ulps). float32 input in
 float32 arithmetic: each element's loss within 3.5 eps (float32's) of the
@@ -37,20 +39,68 @@ from ._vmath import _log1p_recip, _log1p_recip32, _vexp32_fine, vexp
 _ZERO32, _ONE32, _NAN32 = np.float32(0.0), np.float32(1.0), np.float32(np.nan)
 
 
+# Three passes over a row (or a tile of rows), each a vector loop: exp(-|z|),
+# then log1p and the reciprocal, then the loss and the gradient. One fused
+# loop ran at 5.0 ns an element in float64 (one thread, in cache), bound by
+# the latency of its chain (exponential -> division -> atanh series, about
+# 100 cycles deep) with one vector in flight; three shorter loops keep
+# several vectors in flight: 3.7 ns. The intermediates live in scratch
+# tiles in L1/L2.
+
+
+def _exp_nabs(z):  # pragma: no cover - replaced by the overload below
+    """exp(-|z|) in the arithmetic of ``z``'s dtype."""
+    raise NotImplementedError
+
+
+@overload(_exp_nabs, inline="always")
+def _exp_nabs_overload(z):
+    if z == types.float32:
+        return lambda z: _vexp32_fine(-abs(z))
+    if isinstance(z, types.Float):
+        return lambda z: vexp(-abs(np.float64(z)))
+    return None
+
+
+def _l1p_recip(a):  # pragma: no cover - replaced by the overload below
+    """``(log1p(a), 1 / (1 + a))`` in the arithmetic of ``a``'s dtype."""
+    raise NotImplementedError
+
+
+@overload(_l1p_recip, inline="always")
+def _l1p_recip_overload(a):
+    if a == types.float32:
+        return lambda a: _log1p_recip32(a)
+    if a == types.float64:
+        return lambda a: _log1p_recip(a)
+    return None
+
+
 @nb.njit(**JIT_ELEMENT)
-def _sigmoid_row64(x, yr, pos_w, w, sw, grad_scale, g, e):
-    """One row of independent sigmoid heads in float64: losses into ``e``, the gradient into ``g``.
+def _exp_pass(x, ta):
+    """Pass 1: ``ta = exp(-|x|)`` in (0, 1]: sigma(+-z) and log sigma(+-z) all
+    follow from it without overflow; log sigma(z) = min(z, 0) - log1p(a)."""
+    for c in range(x.shape[0]):
+        ta[c] = _exp_nabs(x[c])
+
+
+@nb.njit(**JIT_ELEMENT)
+def _log1p_pass(ta, tl, ti):
+    """Pass 2: ``tl = log1p(ta)``, ``ti = 1 / (1 + ta)`` (one division for both)."""
+    for c in range(ta.shape[0]):
+        tl[c], ti[c] = _l1p_recip(ta[c])
+
+
+@nb.njit(**JIT_ELEMENT)
+def _sigmoid_row64(x, yr, pos_w, w, sw, grad_scale, g, e, ta, tl, ti):
+    """Pass 3 in float64: the losses into ``e``, the gradient into ``g``, from passes 1-2.
 
     Elementwise and branch-free (the conditions below compile to selects),
-    so LLVM vectorises it, the exponential and log1p included; the row's sum
-    is taken afterwards with a vectorised reduction.
+    so LLVM vectorises it; the row's sum is taken afterwards.
     """
     for c in range(x.shape[0]):
         zc = np.float64(x[c])
-        # a = exp(-|z|) in (0, 1]: sigma(+-z) and log sigma(+-z) all follow
-        # from it without overflow; log sigma(z) = min(z, 0) - log1p(a).
-        a = vexp(-abs(zc))
-        l1p, inv = _log1p_recip(a)
+        a, l1p, inv = ta[c], tl[c], ti[c]
         pos = zc >= 0.0
         sig_p = inv if pos else a * inv  # sigma(z)
         sig_n = a * inv if pos else inv  # sigma(-z) = 1 - sigma(z), without cancelling
@@ -67,21 +117,20 @@ def _sigmoid_row64(x, yr, pos_w, w, sw, grad_scale, g, e):
 
 
 @nb.njit(**JIT_ELEMENT)
-def _sigmoid_row32(x, yr, pos_w, w, sw, grad_scale, g, e):
+def _sigmoid_row32(x, yr, pos_w, w, sw, grad_scale, g, e, ta, tl, ti):
     """:func:`_sigmoid_row64` in float32 arithmetic, for float32 logits.
 
-    ``pos_w``, ``w`` and ``e`` are float32; every constant is a float32, so
-    nothing widens to float64 (numba promotes float32 op Python float to
-    float64, which would halve the vector width). The same formulas, with
-    the float32 exponential and log1p of :mod:`._vmath` (about 1 and 2.5
-    ulps; see the module docstring for the element's bound).
+    ``pos_w``, ``w``, ``e`` and the scratch tiles are float32; every
+    constant is a float32, so nothing widens to float64 (numba promotes
+    float32 op Python float to float64, which would halve the vector width).
+    Passes 1-2 use the float32 exponential and log1p of :mod:`._vmath`
+    (about 1 and 2.9 eps; see the module docstring for the element's bound).
     """
     sw32 = np.float32(sw)
     gs32 = np.float32(grad_scale)
     for c in range(x.shape[0]):
         zc = x[c]
-        a = _vexp32_fine(-abs(zc))  # exp(-|z|), as in float64
-        l1p, inv = _log1p_recip32(a)
+        a, l1p, inv = ta[c], tl[c], ti[c]
         pos = zc >= _ZERO32
         ainv = a * inv
         sig_p = inv if pos else ainv
@@ -114,18 +163,33 @@ def _one_minus32_overload(y):
     return None
 
 
-def _sigmoid_row(x, yr, pos_w, w, sw, grad_scale, g, e):  # pragma: no cover - replaced by the overload below
-    """One row of sigmoid heads in the arithmetic of ``x``'s dtype (see the overload)."""
+def _finish(x, yr, pos_w, w, sw, grad_scale, g, e, ta, tl, ti):  # pragma: no cover - replaced by the overload
+    """Pass 3 in the arithmetic of ``x``'s dtype (see the overload)."""
     raise NotImplementedError
 
 
-@overload(_sigmoid_row, inline="always")
-def _sigmoid_row_overload(x, yr, pos_w, w, sw, grad_scale, g, e):
+@overload(_finish, inline="always")
+def _finish_overload(x, yr, pos_w, w, sw, grad_scale, g, e, ta, tl, ti):
     if isinstance(x, types.Array) and x.dtype == types.float32:
-        return lambda x, yr, pos_w, w, sw, grad_scale, g, e: _sigmoid_row32(x, yr, pos_w, w, sw, grad_scale, g, e)
+        return lambda x, yr, pos_w, w, sw, grad_scale, g, e, ta, tl, ti: _sigmoid_row32(
+            x, yr, pos_w, w, sw, grad_scale, g, e, ta, tl, ti
+        )
     if isinstance(x, types.Array) and x.dtype == types.float64:
-        return lambda x, yr, pos_w, w, sw, grad_scale, g, e: _sigmoid_row64(x, yr, pos_w, w, sw, grad_scale, g, e)
+        return lambda x, yr, pos_w, w, sw, grad_scale, g, e, ta, tl, ti: _sigmoid_row64(
+            x, yr, pos_w, w, sw, grad_scale, g, e, ta, tl, ti
+        )
     return None
+
+
+@nb.njit(**JIT)
+def _sigmoid_row(x, yr, pos_w, w, sw, grad_scale, g, e, ta, tl, ti):
+    """One row (or tile) of sigmoid heads in the arithmetic of ``x``'s dtype:
+    the three passes; ``e`` and the scratch ``ta``, ``tl``, ``ti`` (at least
+    ``x``'s length) are of ``x``'s dtype."""
+    n = x.shape[0]
+    _exp_pass(x, ta[:n])
+    _log1p_pass(ta[:n], tl[:n], ti[:n])
+    _finish(x, yr, pos_w, w, sw, grad_scale, g, e, ta[:n], tl[:n], ti[:n])
 
 
 @nb.njit(**JIT_SUM)
@@ -181,11 +245,12 @@ def _sigmoid_xent_rows(z, y, pos_w, w, sample_weight, grad_scale, grad, need_gra
     pos_c = pos_w.astype(z.dtype)  # the weights in the arithmetic's dtype
     w_c = w.astype(z.dtype)
     e = np.empty(n_lab, dtype=z.dtype)
+    ta, tl, ti = np.empty(n_lab, dtype=z.dtype), np.empty(n_lab, dtype=z.dtype), np.empty(n_lab, dtype=z.dtype)
     g_scratch = np.empty(n_lab, dtype=grad.dtype)
     for i in range(lo, hi):
         sw = sample_weight[i] if has_sw else 1.0
         g = grad[i] if need_grad else g_scratch
-        _sigmoid_row(z[i], y[i], pos_c, w_c, sw, grad_scale, g, e)
+        _sigmoid_row(z[i], y[i], pos_c, w_c, sw, grad_scale, g, e, ta, tl, ti)
         row_loss[i] = _row_sum(e)
         if want_elem:
             loss_elem[i, :] = e
@@ -225,6 +290,7 @@ def _sigmoid_xent_flat(z, y, pos_w, w, sample_weight, grad_scale, grad, need_gra
             w_t[r * k + c] = w[c]
     wsw = np.empty(rows * k, dtype=z.dtype)
     e_t = np.empty(rows * k, dtype=z.dtype)
+    ta, tl, ti = np.empty(rows * k, dtype=z.dtype), np.empty(rows * k, dtype=z.dtype), np.empty(rows * k, dtype=z.dtype)
     g_scratch = np.empty(rows * k, dtype=grad.dtype)
     for base in range(lo, hi, rows):
         nr = min(rows, hi - base)
@@ -238,7 +304,7 @@ def _sigmoid_xent_flat(z, y, pos_w, w, sample_weight, grad_scale, grad, need_gra
             scale = wsw[: b - a]
         e = e_t[: b - a]
         g = gf[a:b] if need_grad else g_scratch[: b - a]
-        _sigmoid_row(zf[a:b], yf[a:b], pos_t[: b - a], scale, 1.0, grad_scale, g, e)
+        _sigmoid_row(zf[a:b], yf[a:b], pos_t[: b - a], scale, 1.0, grad_scale, g, e, ta, tl, ti)
         _tile_row_sums(e, k, nr, row_loss, base)
         if want_elem:
             ef[a:b] = e
