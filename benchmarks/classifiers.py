@@ -54,7 +54,6 @@ cores were busy just before each run; ``--wait-idle 120`` waits for quiet CPUs.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -69,73 +68,13 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 
+from _classifier_data import load_digits_split, load_fashion_mnist, load_yeast, synthetic_fashion_like
+
 HERE = Path(__file__).resolve().parent
-FASHION_DIRS = [Path("/usr/share/datasets/fashion-mnist")]
 TARGET_RTOL = 1e-6
 
 
 # --------------------------------------------------------------------------- data
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def _find(directory: Path, stem: str) -> Path | None:
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
-        for candidate in directory.rglob(name):
-            return candidate
-    return None
-
-
-def load_fashion_mnist(directory: Path | None) -> tuple[Any, ...] | str:
-    """(X_train, y_train, X_test, y_test) scaled to [0, 1], or the reason it is unavailable."""
-    dirs = [directory] if directory else FASHION_DIRS
-    for d in dirs:
-        if d is None or not d.is_dir():
-            continue
-        files = [_find(d, s) for s in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                                       "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]  # fmt: skip
-        if all(files):
-            Xtr, ytr, Xte, yte = (_read_idx(f) for f in files)
-            return (Xtr.reshape(len(Xtr), -1) / 255.0, ytr.astype(np.int64),
-                    Xte.reshape(len(Xte), -1) / 255.0, yte.astype(np.int64))  # fmt: skip
-    return (
-        f"Fashion-MNIST not found in {', '.join(str(d) for d in dirs)}: install the Debian package "
-        "dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or pass --fashion-mnist DIR"
-    )
-
-
-def synthetic_fashion_like(n_train: int, n_test: int, *, seed: int = 0) -> tuple[np.ndarray, ...]:
-    """SYNTHETIC data of Fashion-MNIST's shape: see the module docstring."""
-    rng = np.random.default_rng(seed)
-    d, k, r = 784, 10, 40
-    loadings = rng.standard_normal((r, d)) * np.linspace(0.05, 0.02, r)[:, None]  # correlated pixels
-    class_means = rng.standard_normal((k, r))
-    base = rng.uniform(0.1, 0.6, d)
-    n = n_train + n_test
-    y = rng.integers(0, k, n)
-    X = base + (rng.standard_normal((n, r)) + class_means[y]) @ loadings + 0.25 * rng.standard_normal((n, d))
-    np.clip(X, 0.0, 1.0, out=X)
-    return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
-
-
-def load_yeast() -> tuple[Any, ...] | str:
-    try:
-        from river import datasets
-    except ImportError:
-        return "river is not installed (pip install river): the Yeast data set ships with it"
-    rows = list(datasets.Yeast())
-    features = list(rows[0][0])
-    labels = sorted(rows[0][1], key=lambda s: int(s.replace("Class", "")))
-    X = np.array([[x[f] for f in features] for x, _ in rows], dtype=np.float64)
-    Y = np.array([[int(y[c]) for c in labels] for _, y in rows], dtype=np.int64)
-    return X[:1500], Y[:1500], X[1500:], Y[1500:]
 
 
 # --------------------------------------------------------------------------- measurement
@@ -240,12 +179,7 @@ SIGMOID_CONFIGS = {
 def load_dataset(spec: dict) -> tuple:
     name = spec["dataset"]
     if name == "digits":
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        X, y = load_digits(return_X_y=True)
-        Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
-        return Xtr, ytr, Xte, yte
+        return load_digits_split()
     if name == "fashion-mnist":
         return load_fashion_mnist(Path(spec["path"]) if spec.get("path") else None)
     if name == "synthetic":

@@ -12,11 +12,16 @@ from the same records, and a callback that returns ``True`` stops training.
   coordinates (the test scikit-learn's ``LogisticRegression`` makes, never
   looser) *and* L-BFGS's predicted remaining decrease
   :math:`\tfrac12 g^\top H g` is at most :func:`objective_rtol` times
-  :math:`|f|`. The gradient test alone leaves the objective anywhere from
-  1e-7 to 1e-1 above the optimum at ``tol=1e-4`` (scikit-learn's own fits on
-  digits and wine are 1e-2 and 1e-3 above it); the second test makes the
-  end point about 1e-6 from it, so that softxent at its defaults is never
-  less converged than scikit-learn at its defaults.
+  :math:`|f|` *or* a tenth of what it predicted at the first iterate that
+  passed the gradient test. The gradient test alone leaves the objective
+  anywhere from 1e-7 to 1e-1 above the optimum at ``tol=1e-4``
+  (scikit-learn's own fits on digits and wine are 1e-2 and 1e-3 above it,
+  on a nearly separable set 0.8); the second test ends about 1e-6 from the
+  optimum where the problem is well conditioned, and otherwise about ten
+  times closer to it than the point where the gradient test first passed,
+  so that softxent at its defaults is never less converged than
+  scikit-learn at its defaults without running hundreds of iterations past
+  it where scikit-learn's own fit stops far from the optimum.
 * :class:`Adam` is Kingma & Ba's method with bias correction. One epoch is
   one shuffled pass in minibatches; the minibatch gradient is an unbiased
   estimate of :math:`\nabla f` (the data term scaled by n / (batch rows x S),
@@ -114,6 +119,15 @@ _GAP_PER_TOL = 1e-3
 _GAP_FLOOR32 = 1e-6
 
 
+# ... or, whichever is larger, this fraction of the decrease it predicted at the first iterate
+# that passed the gradient test (the kind of point where scikit-learn stops). Where that test
+# passes far from the optimum (nearly separable classes, C large) the bound above would demand
+# hundreds of iterations more than scikit-learn makes; ten times less predicted decrease than
+# at such a point ends, on every data set of tests/test_models_stopping.py, about ten times
+# closer to the optimum than scikit-learn's own fit (measured: wine, digits, many classes).
+_GAP_PER_FIRST_PASS = 0.1
+
+
 def objective_rtol(tol: float, dtype: np.dtype) -> float:
     """The relative bound on L-BFGS's predicted remaining decrease that goes with ``tol``."""
     rtol = _GAP_PER_TOL * tol
@@ -191,7 +205,7 @@ def lbfgs(
         grad_max = objective.last_grad_max
         memory.update(x, objective.last_grad)
         stop = report(make_progress(len(curve), max_iter, f, grad_max, None))
-        if grad_max <= tol and memory.predicted_decrease(objective.last_grad) <= gap_rtol * abs(f):
+        if grad_max <= tol and _gap_passes(memory.predicted_decrease(objective.last_grad), f):
             outcome["status"] = "converged"
             raise StopIteration
         if stop:
@@ -199,6 +213,13 @@ def lbfgs(
             raise StopIteration
 
     gap_rtol = objective_rtol(tol, objective.problem.dtype)
+    first_pass: list[float] = []
+
+    def _gap_passes(predicted: float, f: float) -> bool:
+        if not first_pass:
+            first_pass.append(predicted)
+        return predicted <= max(gap_rtol * abs(f), _GAP_PER_FIRST_PASS * first_pass[0])
+
     f0, _ = objective(theta0)
     # Before the first step there are no curvature pairs: the model's Hessian is a I, the
     # preconditioner's target (see _objective), a guess that only decides whether a warm start
