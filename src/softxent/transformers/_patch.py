@@ -216,6 +216,25 @@ def is_patched(model_or_class: Any) -> bool:
     return _mark(model_or_class.__dict__.get("forward")) is not None or is_patched(type(model_or_class))
 
 
+def _refuse_foreign_forward(model: nn.Module) -> None:
+    """Raise :class:`PatchError` if something other than softxent replaced ``model.forward`` on the instance.
+
+    TRL's trainers (``SFTTrainer``, ``DPOTrainer``, ...) install their own
+    fused head that way (``trl.trainer.utils.add_fused_lm_head``), as do
+    accelerate's hooks; patching over it would silently discard it.
+    """
+    own = model.__dict__.get("forward")
+    if own is None or _mark(own) is not None:
+        return
+    code = getattr(getattr(own, "__func__", own), "__code__", None)
+    where = getattr(code, "co_qualname", None) or getattr(code, "co_name", None) or repr(own)
+    raise PatchError(
+        f"cannot patch this {_name(model)}: its forward is replaced on the instance (by {where}; TRL's trainers "
+        "install their own fused head this way, and compute the training loss with it), and patching would "
+        "discard that; patch the model before handing it on (TRL's trainers then still use their own head)"
+    )
+
+
 def patch(model_or_class: T, *, when: Literal["training", "always"] = "training", chunk_size: int | None = None) -> T:
     """Make a ``transformers`` causal LM (an instance, or its class: every instance) train on the fused head.
 
@@ -281,6 +300,7 @@ def patch(model_or_class: T, *, when: Literal["training", "always"] = "training"
         raise PatchError(f"softxent.transformers.patch takes a transformers model or model class, got {model!r}")
     _check_class(type(model))
     _head(model)
+    _refuse_foreign_forward(model)
     mark = _mark(model.__dict__.get("forward"))
     if mark is not None:
         if mark[2] == options:
