@@ -490,6 +490,10 @@ def linear_cross_entropy(
     >>> loss.backward()
     >>> x.grad[-1]                                   # the ignored row
     tensor([0., 0., 0., 0.])
+    >>> s = torch.tensor([1.0, 1.0, 2.0, 0.0, 1.0, 1.0])  # per-row weights
+    >>> loss, lse = linear_cross_entropy(x, w, y, sample_weight=s, return_lse=True)
+    >>> lse.shape                                    # every row's, the ignored one's too
+    torch.Size([6])
     """
     refuse_legacy_call(input, linear_weight, target, weight, legacy)
     ii, reduction, label_smoothing, z_loss, softcap = check_options(

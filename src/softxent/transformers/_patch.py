@@ -268,9 +268,11 @@ def patch(model_or_class: T, *, when: Literal["training", "always"] = "training"
     ------
     PatchError
         (a ``TypeError``) for a model it cannot patch, saying why: no labels,
-        no output head, a head that is not a plain ``nn.Linear``, or (at the
-        first labelled forward) logits transformed beyond the config's
-        soft-capping.
+        no output head, a head that is not a plain ``nn.Linear``, a forward
+        that something else replaced on the instance (TRL's trainers install
+        their own fused head that way: patch before handing the model on), or
+        (at the first labelled forward) logits transformed beyond the
+        config's soft-capping.
 
     Notes
     -----
