@@ -195,9 +195,25 @@ def run_memory(paths: list[Path], n_parts: int, C: float, tol: float, max_iter: 
     return result
 
 
+def _warm_up(features: int) -> None:
+    """A tiny fit of each head before any timing: the JIT kernels compile (or load from numba's cache)
+    here and not inside the first timed evaluation (a compile took 45 s on the busy host), and their
+    cache is then there for the Dask workers too."""
+    from softxent.models import SigmoidRegression, SoftmaxRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, features), dtype=np.float32)
+    y = np.arange(300) % 3
+    SoftmaxRegression(max_iter=3, dtype=np.float32).fit(X, y)
+    SigmoidRegression(max_iter=3, dtype=np.float32).fit(X, y == 0)
+
+
 def _run_child(args: argparse.Namespace, config: str, paths: list[Path], subset: int) -> dict:
     """Run one configuration in this (child) process."""
     import _scale_out_peers as peers
+
+    if config != "spark" and not config.startswith("dask-ml"):
+        _warm_up(args.features)
 
     workers = int(config.rsplit("-", 1)[1]) if config[-1].isdigit() and not config.startswith("memory") else 0
     limit = args.memory_limit if workers > 1 else args.memory_limit_single
@@ -217,14 +233,23 @@ def _run_child(args: argparse.Namespace, config: str, paths: list[Path], subset:
     raise ValueError(f"--configs: unknown configuration {config!r}")
 
 
+# The workers keep memory_limit (a worker above 95% of it is restarted) but neither spill nor pause:
+# a fit's persisted blocks are read at every evaluation, so spilling them to disk would make each
+# iteration a disk pass, and a paused worker would stall the fit.
+CHILD_ENV = {
+    "PYTHONWARNINGS": "ignore",
+    "DASK_DISTRIBUTED__WORKER__MEMORY__TARGET": "False",
+    "DASK_DISTRIBUTED__WORKER__MEMORY__SPILL": "False",
+    "DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE": "False",
+}
+
+
 def _child(args: argparse.Namespace, config: str) -> dict:
     """One configuration in a fresh Python process; its JSON result."""
     cmd = [sys.executable, __file__, "--child", config] + [
-        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("child",) and v is not None
+        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("child", "resume") and v is not None
     ]
-    out = subprocess.run(
-        cmd, check=False, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
-    )
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, **CHILD_ENV})
     if out.returncode != 0:
         raise RuntimeError(f"{config} failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -316,6 +341,7 @@ def main() -> None:
     parser.add_argument(
         "--configs", default=None, help="comma-separated subset of memory-1,memory,dask-N,spark,binary-N,dask-ml-N"
     )
+    parser.add_argument("--resume", action="store_true", help="keep the results of an earlier run on this data")
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration (the median fit is kept)")
     parser.add_argument(
         "--memory-limit", default="2.75GiB", help="memory_limit of each worker of a multi-worker cluster"
@@ -346,9 +372,15 @@ def main() -> None:
     top = max(counts, key=int)
     default = ["memory-1", "memory"] + [f"dask-{w}" for w in counts] + ["spark", f"binary-{top}", f"dask-ml-{top}"]
     configs = args.configs.split(",") if args.configs else default
-    results: dict[str, dict] = {}
+    # Each configuration's result is kept beside the data as it finishes: --resume takes them up
+    # again (a long run stopped half way, or the configurations run in several invocations).
+    partial = folder / "results.partial.json"
+    results: dict[str, dict] = json.loads(partial.read_text()) if args.resume and partial.exists() else {}
     skipped: dict[str, str] = {}
     for config in configs:
+        if config in results:
+            print(f"{config}: taken from {partial}", flush=True)
+            continue
         reason = _missing(config)
         if reason:
             skipped[config] = reason
@@ -362,6 +394,8 @@ def main() -> None:
         runs.sort(key=lambda r: r["fit_s"])
         results[config] = runs[len(runs) // 2]
         results[config]["fit_s_all"] = [r["fit_s"] for r in runs]
+        partial.write_text(json.dumps(results))
+    results = {name: results[name] for name in configs if name in results}  # the table in --configs order
     load_runs = os.getloadavg()
     best = _score(results, paths, args.C)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -412,12 +446,12 @@ def _report(args, results, skipped, paths, size_gb, subset, loads) -> str:
         f"softxent tol={args.tol} (dtype=float32). `memory`: softxent in memory on the first {subset} parts "
         "(`memory-1`: n_jobs=1; `memory`: both cores); `dask-N`: a LocalCluster of N worker processes, one thread "
         f"each (memory_limit {args.memory_limit} per worker with 2 or more workers, {args.memory_limit_single} "
-        "for one), all parts read with dask.dataframe.read_parquet. Fit times include reading the Parquet parts "
+        "for one; no spilling or pausing, restart at 95%), all parts read with dask.dataframe.read_parquet. Fit times include reading the Parquet parts "
         '(Dask, Spark) but not loading them (memory). `spark`: `LogisticRegression(family="multinomial", '
         f"regParam=1/(C n), elasticNetParam=0, standardization=False, tol={args.spark_tol}, "
-        f"maxIter={args.spark_max_iter})` in local[2], spark.driver.memory={args.spark_memory}; its time per "
-        "iteration is fit / iterations (reading and caching included) and its time to the target is pro rata "
-        "of its objective history (an underestimate: it leaves the set-up out). Best = the lowest softxent "
+        f"maxIter={args.spark_max_iter})` in local[2], spark.driver.memory={args.spark_memory}; each of its L-BFGS evaluations is one Spark job, timed by "
+        "polling the status tracker every 50 ms: its time per iteration is the median time between evaluations, "
+        "its time to the target the end of the job that evaluated the first iterate within it. Best = the lowest softxent "
         "objective (float64, all rows) among the rows of a task; the time to the target is read off each "
         f"solver's own objective per iteration (evaluation, dask-ml), shifted to the float64 score.",
         "",
