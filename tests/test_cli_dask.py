@@ -31,7 +31,7 @@ SIZES = (37, 150, 1, 0, 112)  # uneven parts, one of a single row, one empty (wr
 
 @pytest.fixture(scope="module")
 def address():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as c:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as c:
         with distributed.Client(c):
             yield c.scheduler_address
 

@@ -28,7 +28,7 @@ from softxent.models import SoftmaxRegression  # noqa: E402
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50,
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50,
         memory_limit="2GiB",
     )  # fmt: skip
     with distributed.Client(cluster) as c:

@@ -29,12 +29,13 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import ThreadpoolController
 
 from .._validation import check_sample_weight
+from ._block_lbfgs import solver_for
 from ._callbacks import FitTasks
 from ._dask import fit_dask, is_dask
 from ._heads import check_discrete_labels, exact_labels
 from ._inputs import COMMON_CONSTRAINTS, check_common_params, validated_X
 from ._objective import Objective, Problem, effective_n_threads
-from ._solvers import Adam, Progress, lbfgs, progress_factory, run_adam
+from ._solvers import Adam, Progress, progress_factory, run_adam
 
 __all__ = ["LinearClassifierBase", "Targets"]
 
@@ -320,7 +321,7 @@ class LinearClassifierBase(CallbackSupportMixin, ClassifierMixin, BaseEstimator)
         with Objective(problem, C=self.C, fit_intercept=self.fit_intercept, n_threads=n_threads) as objective:
             W0, b0 = objective.starting_point(W0, b0)  # a cold sigmoid fit: the intercept-only optimum
             report = self._report(tasks, lambda: objective.unpack(objective.last_x))
-            theta, result = lbfgs(
+            theta, result = solver_for(objective)(
                 objective, objective.pack(W0, b0), tol=self.tol, max_iter=self.max_iter,
                 report=report, make_progress=make,
             )  # fmt: skip

@@ -37,11 +37,12 @@ from typing import Any
 import numpy as np
 from sklearn.exceptions import DataConversionWarning
 
+from ._block_lbfgs import solver_for
 from ._dask_blocks import BlockSpec, DaskObjective, DaskProblem, gather_clean, make_block
 from ._dask_predict import is_frame as _is_frame
 from ._dask_predict import predict_dask
 from ._heads import check_discrete_labels, choice_for_indicator
-from ._solvers import lbfgs, progress_factory
+from ._solvers import progress_factory
 
 __all__ = ["fit_auto_dask", "fit_dask", "get_client", "is_dask", "predict_dask"]
 
@@ -362,7 +363,7 @@ def fit_dask(est: Any, X: Any, y: Any, sample_weight: Any = None) -> Any:
         make = progress_factory(name, "lbfgs", start)
         objective = DaskObjective(client, blocks, problem, summary, C=est.C, fit_intercept=est.fit_intercept)
         W0, b0 = objective.starting_point(W0, b0)  # as in memory
-        theta, result = lbfgs(
+        theta, result = solver_for(objective)(
             objective, objective.pack(W0, b0), tol=est.tol, max_iter=est.max_iter,
             report=est._report(), make_progress=make,
         )  # fmt: skip

@@ -134,6 +134,31 @@ def objective_rtol(tol: float, dtype: np.dtype) -> float:
     return max(rtol, _GAP_FLOOR32) if np.dtype(dtype) == np.float32 else rtol
 
 
+class StopRule:
+    """The L-BFGS stopping rule of the module docstring, for one run (it remembers the first pass).
+
+    ``passes(grad_max, predicted, f)``: scikit-learn's gradient test
+    ``grad_max <= tol`` and the objective test on ``predicted``, the
+    decrease the quasi-Newton model predicts (1/2 g^T H g).
+    """
+
+    def __init__(self, tol: float, dtype: np.dtype) -> None:
+        self.tol = tol
+        self.rtol = objective_rtol(tol, dtype)
+        self.first_pass: float | None = None
+
+    def passes(self, grad_max: float, predicted: float, f: float) -> bool:
+        if grad_max > self.tol:
+            return False
+        if self.first_pass is None:
+            self.first_pass = predicted
+        return predicted <= max(self.rtol * abs(f), _GAP_PER_FIRST_PASS * self.first_pass)
+
+    def warm_start_passes(self, grad_max: float, predicted: float, f: float) -> bool:
+        """The test at a warm start, before any step: the objective test at ``rtol`` alone."""
+        return grad_max <= self.tol and predicted <= self.rtol * abs(f)
+
+
 class _CurvatureMemory:
     r"""The last ``m`` curvature pairs :math:`(s_k, y_k)` of the accepted iterates.
 
@@ -205,28 +230,21 @@ def lbfgs(
         grad_max = objective.last_grad_max
         memory.update(x, objective.last_grad)
         stop = report(make_progress(len(curve), max_iter, f, grad_max, None))
-        if grad_max <= tol and _gap_passes(memory.predicted_decrease(objective.last_grad), f):
+        if rule.passes(grad_max, memory.predicted_decrease(objective.last_grad), f):
             outcome["status"] = "converged"
             raise StopIteration
         if stop:
             outcome["status"] = "stopped"
             raise StopIteration
 
-    gap_rtol = objective_rtol(tol, objective.problem.dtype)
-    first_pass: list[float] = []
-
-    def _gap_passes(predicted: float, f: float) -> bool:
-        if not first_pass:
-            first_pass.append(predicted)
-        return predicted <= max(gap_rtol * abs(f), _GAP_PER_FIRST_PASS * first_pass[0])
-
+    rule = StopRule(tol, objective.problem.dtype)
     f0, _ = objective(theta0)
     # Before the first step there are no curvature pairs: the model's Hessian is a I, the
     # preconditioner's target (see _objective), a guess that only decides whether a warm start
     # is already converged.
     memory = _CurvatureMemory(_MEMORY, 1.0 / objective.curvature)
     memory.update(theta0, objective.last_grad)
-    if objective.last_grad_max <= tol and memory.predicted_decrease(objective.last_grad) <= gap_rtol * abs(f0):
+    if rule.warm_start_passes(objective.last_grad_max, memory.predicted_decrease(objective.last_grad), f0):
         return theta0, SolverResult("converged", 0, curve)  # a warm start at the optimum: nothing to do
     result = scipy.optimize.minimize(
         objective,
