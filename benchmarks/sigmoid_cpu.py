@@ -20,7 +20,7 @@ with every run's figure. "x torch" is the faster torch variant's median
 over softxent's, per run. The host's other load is shown as the cores that
 other processes kept busy while the row was timed (from ``/proc/stat``).
 
-    python benchmarks/sigmoid_cpu.py [--runs 3] [--quick] [--wait-idle 60 --retries 2]
+    python benchmarks/sigmoid_cpu.py [--runs 3] [--threads 1,2] [--quick] [--wait-idle 60 --retries 2]
 
 On a shared host, ``--wait-idle`` and ``--retries`` wait for and retry
 quiet moments (with 2 threads on 2 cores, torch's OpenMP threads are slowed
@@ -45,7 +45,7 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SEED = 20261203
-THREADS = 2
+THREADS = 2  # default; --threads 1,2 runs every row at each count
 IMPLS = ("softxent", "torch", "torch + THP")
 # (name, N, K, dtype, options): options are "plain", "pos_weight" (one per
 # label) or "sample_weight" (one per row; torch gets it as weight=(N, 1)).
@@ -85,7 +85,7 @@ def oracle(z, y, pos_weight, sample_weight, denominator):
     return float((elem * sw).sum() / denominator), grad
 
 
-def setup(impl: str, z, y, pos_weight, sample_weight):
+def setup(impl: str, z, y, pos_weight, sample_weight, threads: int):
     """A zero-argument callable returning (loss, grad as NumPy) and its mean's denominator."""
     n, k = z.shape
     if impl == "softxent":
@@ -100,7 +100,7 @@ def setup(impl: str, z, y, pos_weight, sample_weight):
     import torch
     import torch.nn.functional as F
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads)
     zt, yt = torch.from_numpy(z), torch.from_numpy(y)
     pw = None if pos_weight is None else torch.from_numpy(pos_weight.astype(z.dtype))
     w = None if sample_weight is None else torch.from_numpy(sample_weight.astype(z.dtype)[:, None])
@@ -122,10 +122,10 @@ def cpu_busy() -> tuple[float, float]:
     return sum(fields) - idle, time.process_time()
 
 
-def worker(case: str, impl: str, calls: int) -> dict:
+def worker(case: str, impl: str, calls: int, threads: int) -> dict:
     _, n, k, dtype, options = next(c for c in CASES if c[0] == case)
     z, y, pos_weight, sample_weight = make_data(n, k, dtype, options)
-    run, den = setup(impl, z, y, pos_weight, sample_weight)
+    run, den = setup(impl, z, y, pos_weight, sample_weight, threads)
     loss, grad = run()
     ref_loss, ref_grad = oracle(z, y, pos_weight, sample_weight, den)
     loss_err = abs(float(loss) - ref_loss) / abs(ref_loss) / EPS[dtype]
@@ -145,7 +145,7 @@ def worker(case: str, impl: str, calls: int) -> dict:
     busy1, own1 = cpu_busy()
     others = max(0.0, ((busy1 - busy0) / hz - (own1 - own0)) / wall)
     return dict(
-        case=case, impl=impl, ms=1e3 * statistics.median(times), ms_min=1e3 * min(times), calls=calls,
+        case=case, impl=impl, threads=threads, ms=1e3 * statistics.median(times), ms_min=1e3 * min(times), calls=calls,
         loss_err_eps=loss_err, grad_err_eps=grad_err, others_busy_cores=others,
     )  # fmt: skip
 
@@ -185,24 +185,25 @@ def wait_idle(limit_s: float) -> None:
         pass
 
 
-def run_one(case: str, impl: str, calls: int) -> dict:
-    env = dict(os.environ, NUMBA_NUM_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS="1")
+def run_one(case: str, impl: str, calls: int, threads: int) -> dict:
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS="1")
     env.pop("THP_MEM_ALLOC_ENABLE", None)
     env.pop("SOFTXENT_REFERENCE", None)
     if impl == "torch + THP":
         env["THP_MEM_ALLOC_ENABLE"] = "1"
-    cmd = [sys.executable, __file__, "--worker", case, impl, str(calls)]
+    cmd = [sys.executable, __file__, "--worker", case, impl, str(calls), str(threads)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{case} / {impl} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def table(results: list[dict], runs: int, info: dict) -> str:
+def table(results: list[dict], runs: int, info: dict, thread_counts: list[int]) -> str:
     lines = [
         "# Sigmoid cross-entropy on the CPU: loss + gradient (`benchmarks/sigmoid_cpu.py`)",
         "",
-        f"Host: {info['cpu']} ({info['isa']}), {info['cores']} cores; {THREADS} threads per implementation; "
+        f"Host: {info['cpu']} ({info['isa']}), {info['cores']} cores; threads per implementation: "
+        f"{', '.join(map(str, thread_counts))} (numba's and torch's); "
         f"numba {info['numba']}, torch {info['torch']}, NumPy {info['numpy']}; {info['date']}.",
         f"Median ms of {results[0]['calls'] if results else 0}+ single calls per worker, median of {runs} runs "
         '(every run\'s median in brackets); `reduction="mean"`; 0/1 labels; logits N(0, 9). '
@@ -210,14 +211,16 @@ def table(results: list[dict], runs: int, info: dict) -> str:
         'in eps of the dtype. "x torch": the faster torch variant over softxent, per run (median run). '
         '"others busy": cores other processes kept busy while the row was timed (max over runs).',
         "",
-        "| case | implementation | median ms | runs | x torch | loss err (eps) | grad err (eps) | others busy |",
-        "|---|---|---|---|---|---|---|---|",
+        "| case | threads | implementation | median ms | runs | x torch | min ms | x torch (min) "
+        "| loss err (eps) | grad err (eps) | others busy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for case, *_ in CASES:
-        rows = [r for r in results if r["case"] == case]
+    for (case, *_), threads in ((c, t) for c in CASES for t in thread_counts):
+        rows = [r for r in results if r["case"] == case and r["threads"] == threads]
         if not rows:
             continue
         per_run = {impl: [r["ms"] for r in rows if r["impl"] == impl] for impl in IMPLS}
+        best = {impl: min(r["ms_min"] for r in rows if r["impl"] == impl) for impl in IMPLS}
         ratios = [
             min(per_run["torch"][i], per_run["torch + THP"][i]) / per_run["softxent"][i]
             for i in range(min(len(v) for v in per_run.values()))
@@ -225,11 +228,13 @@ def table(results: list[dict], runs: int, info: dict) -> str:
         for impl in IMPLS:
             mine = [r for r in rows if r["impl"] == impl]
             ms = per_run[impl]
-            ratio = ""
+            ratio = ratio_min = ""
             if impl == "softxent" and ratios:
                 ratio = f"{statistics.median(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)})"
+                ratio_min = f"{min(best['torch'], best['torch + THP']) / best['softxent']:.2f}"
             lines.append(
-                f"| {case} | {impl} | {statistics.median(ms):.3f} | {', '.join(f'{x:.3f}' for x in ms)} | {ratio} "
+                f"| {case} | {threads} | {impl} | {statistics.median(ms):.3f} | {', '.join(f'{x:.3f}' for x in ms)} | {ratio} "
+                f"| {best[impl]:.3f} | {ratio_min} "
                 f"| {max(r['loss_err_eps'] for r in mine):.2f} | {max(r['grad_err_eps'] for r in mine):.2f} "
                 f"| {max(r['others_busy_cores'] for r in mine):.2f} |"
             )
@@ -247,31 +252,33 @@ def main() -> None:
     parser.add_argument(
         "--retries", type=int, default=0, help="rerun a row this often while others kept > 0.3 cores busy"
     )
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", default="2", help="comma-separated thread counts (default 2)")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        case, impl, calls = args.worker
-        print(json.dumps(worker(case, impl, int(calls))))
+        case, impl, calls, threads = args.worker
+        print(json.dumps(worker(case, impl, int(calls), int(threads))))
         return
     cases = [c for c in CASES if not args.quick or (c[3] == "float32" and c[4] == "plain")]
+    thread_counts = [int(t) for t in args.threads.split(",")]
     info = host()
     info["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results = []
     for r in range(args.runs):
         order = IMPLS[r % len(IMPLS) :] + IMPLS[: r % len(IMPLS)]  # rotate who goes first
-        for case, n, k, *_ in cases:
-            calls = args.calls or (100 if n * k > 100_000 else 1000)
+        for (case, n, k, *_), threads in ((c, t) for c in cases for t in thread_counts):
+            calls = args.calls or (60 if n * k > 100_000 else 500)
             for impl in order:
                 for _attempt in range(args.retries + 1):
                     wait_idle(args.wait_idle)
-                    res = run_one(case, impl, calls)
+                    res = run_one(case, impl, calls, threads)
                     if res["others_busy_cores"] <= 0.3:
                         break
                 res["run"] = r
                 results.append(res)
-                print(f"run {r}: {case:32s} {impl:12s} {res['ms']:8.3f} ms", file=sys.stderr)
+                print(f"run {r}: {case:32s} {threads} {impl:12s} {res['ms']:8.3f} ms", file=sys.stderr)
     RESULTS.mkdir(exist_ok=True)
-    text = table(results, args.runs, info)
+    text = table(results, args.runs, info, thread_counts)
     (RESULTS / "sigmoid_cpu.md").write_text(text)
     (RESULTS / "sigmoid_cpu.json").write_text(json.dumps({"host": info, "results": results}, indent=1) + "\n")
     print(text)
