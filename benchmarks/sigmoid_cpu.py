@@ -241,6 +241,14 @@ def table(results: list[dict], runs: int, info: dict, thread_counts: list[int]) 
     return "\n".join(lines) + "\n"
 
 
+def write(results: list[dict], runs: int, info: dict, thread_counts: list[int]) -> str:
+    RESULTS.mkdir(exist_ok=True)
+    text = table(results, runs, info, thread_counts)
+    (RESULTS / "sigmoid_cpu.md").write_text(text)
+    (RESULTS / "sigmoid_cpu.json").write_text(json.dumps({"host": info, "results": results}, indent=1) + "\n")
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="full sweeps (default 3)")
@@ -277,11 +285,8 @@ def main() -> None:
                 res["run"] = r
                 results.append(res)
                 print(f"run {r}: {case:32s} {threads} {impl:12s} {res['ms']:8.3f} ms", file=sys.stderr)
-    RESULTS.mkdir(exist_ok=True)
-    text = table(results, args.runs, info, thread_counts)
-    (RESULTS / "sigmoid_cpu.md").write_text(text)
-    (RESULTS / "sigmoid_cpu.json").write_text(json.dumps({"host": info, "results": results}, indent=1) + "\n")
-    print(text)
+        write(results, r + 1, info, thread_counts)  # after every run: a cut-short sweep keeps its runs
+    print(write(results, r + 1, info, thread_counts))
 
 
 if __name__ == "__main__":
