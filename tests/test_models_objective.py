@@ -300,6 +300,31 @@ def test_sigmoid_blocks_call_the_kernel_directly_with_the_public_result(rng, mon
     assert direct[0] + 0.5 * np.sum(W * W) == pytest.approx(F, rel=rtol)
 
 
+@pytest.mark.parametrize("class_weight", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softmax_blocks_call_the_kernel_directly_with_the_public_result(rng, monkeypatch, class_weight, dtype):
+    """The softmax head's blocks call the fused kernel directly too (no options, reductions or checks
+    per block); the result must be the contract entry point's (SOFTXENT_REFERENCE=1 sends the blocks
+    through it) and the definition's."""
+    problem = _softmax_problem(rng, class_weight=class_weight)
+    problem.X = problem.X.astype(dtype)
+    W = rng.standard_normal((problem.n_outputs, problem.n_features)) * 0.3
+    b = rng.standard_normal(problem.n_outputs)
+    monkeypatch.setattr(_objective, "rows_per_block", lambda *args: 8)  # several blocks, a short last one
+    assert _data_term._SoftmaxBlocks(problem, 8).kernel is not None, "the direct path must be the one tested"
+    direct = data_loss_grad(problem, W, b)
+    monkeypatch.setenv("SOFTXENT_REFERENCE", "1")
+    assert _data_term._SoftmaxBlocks(problem, 8).kernel is None
+    public = data_loss_grad(problem, W, b)
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    assert direct[0] == pytest.approx(public[0], rel=rtol)
+    np.testing.assert_allclose(direct[1], public[1], rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(direct[2], public[2], rtol=rtol, atol=rtol)
+    F = _numpy_softmax_F(W, b, problem.X.astype(np.float64), problem.targets, 1.0, problem.sample_weight,
+                         problem.class_weight)  # fmt: skip
+    assert direct[0] + 0.5 * np.sum(W * W) == pytest.approx(F, rel=rtol)
+
+
 def test_sparse_X_gives_the_dense_result(rng):
     X, y = _softmax_data(rng)
     X[rng.uniform(size=X.shape) < 0.6] = 0.0

@@ -129,8 +129,7 @@ def _block_loss_grad(
     g_wt = np.zeros((X.shape[1], k))
     g_b = np.zeros(k)
     loss = 0.0
-    sw_all = problem.sample_weight
-    sigmoid = _SigmoidBlocks(problem, z_buf.shape[0]) if problem.head == "sigmoid" else None
+    blocks = (_SigmoidBlocks if problem.head == "sigmoid" else _SoftmaxBlocks)(problem, z_buf.shape[0])
     for start in range(lo, hi, step):
         stop = min(start + step, hi)
         xb = X[start:stop]
@@ -141,24 +140,52 @@ def _block_loss_grad(
             np.matmul(xb, Wt, out=z)  # BLAS, into the reused block buffer
         if b is not None:
             z += b
-        sw = None if sw_all is None else sw_all[start:stop]
-        if sigmoid is not None:
-            # G = s_i w_j ((1 - y) sigma(z) - p_j y sigma(-z)), sigma(z) - y unweighted.
-            block_loss, g = sigmoid(z, start, stop)
-        else:
-            # G = s_i (softmax(z_i) - e_{y_i}) w_{y_i} (eq. 16), written over z: no allocation.
-            # The targets were checked when the problem was built: the private entry point, no re-check.
-            idx = problem.targets[start:stop]
-            w = problem.class_weight
-            lab = Labels(idx, None, None if w is None else w[idx])
-            block_loss, g, _ = softmax_xent_rows(
-                z, 1, lab, _SUM_OPTIONS, weight=w, sample_weight=sw, target=z, inplace=True
-            )
+        # Sigmoid: G = s_i w_j ((1 - y) sigma(z) - p_j y sigma(-z)); softmax: G = s_i (softmax(z_i) -
+        # e_{y_i}) w_{y_i} (eq. 16), written over z.
+        block_loss, g = blocks(z, start, stop)
         loss += float(block_loss)
         # X_blk is still in cache from the product above: dL/dW^T += X_blk^T G.
         g_wt += xb.T @ g
         g_b += g.sum(axis=0, dtype=np.float64)
     return loss, g_wt, g_b
+
+
+class _SoftmaxBlocks:
+    """Loss and gradient of the softmax head on blocks of one fit's logits, the gradient over them.
+
+    The targets and weights were validated once, when the problem was built,
+    so the fused kernel is called directly, with reused per-row buffers: on
+    digits (1347 x 64, one block) the contract's general entry point
+    (:func:`softxent._fused.softmax_xent_rows`, its options, reductions and
+    checks) cost as much per evaluation as the kernel. Without the kernels
+    (``SOFTXENT_REFERENCE=1`` or no numba) it is that entry point, with the
+    same results.
+    """
+
+    def __init__(self, problem: Problem, rows: int) -> None:
+        self.problem = problem
+        self.kernel = kernels.cpu(problem.dtype)
+        empty = np.empty(0)
+        self.weight = empty if problem.class_weight is None else np.ascontiguousarray(problem.class_weight)
+        self.sample_weight = empty if problem.sample_weight is None else problem.sample_weight
+        self.row_loss, self.lse = np.empty(rows), np.empty(rows)
+
+    def __call__(self, z: np.ndarray, start: int, stop: int) -> tuple[float, np.ndarray]:
+        p = self.problem
+        idx = p.targets[start:stop]
+        sw = self.sample_weight[start:stop] if self.sample_weight.size else self.sample_weight
+        if self.kernel is None:
+            w = p.class_weight
+            lab = Labels(idx, None, None if w is None else w[idx])
+            loss, g, _ = softmax_xent_rows(
+                z, 1, lab, _SUM_OPTIONS, weight=w, sample_weight=sw if sw.size else None, target=z, inplace=True
+            )
+            return float(loss), g
+        n = stop - start
+        rows = self.row_loss[:n]
+        # loss rows, lse, and G written over z; no temperature, no smoothing, no scaling (a sum).
+        self.kernel.softmax_xent_index(z, idx, self.weight, 0.0, sw, 1.0, 1.0, z, True, rows, self.lse[:n])
+        return float(rows.sum()), z
 
 
 class _SigmoidBlocks:

@@ -230,7 +230,7 @@ def lbfgs(
         grad_max = objective.last_grad_max
         memory.update(x, objective.last_grad)
         stop = report(make_progress(len(curve), max_iter, f, grad_max, None))
-        if rule.passes(grad_max, memory.predicted_decrease(objective.last_grad), f):
+        if grad_max <= tol and rule.passes(grad_max, memory.predicted_decrease(objective.last_grad), f):
             outcome["status"] = "converged"
             raise StopIteration
         if stop:
