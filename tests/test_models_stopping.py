@@ -213,3 +213,14 @@ def test_curvature_memory_predicts_the_exact_gap_of_a_quadratic():
         memory.update(x, H @ x)
     g = rng.standard_normal(n)
     assert memory.predicted_decrease(g) == pytest.approx(0.5 * g @ np.linalg.solve(H, g), rel=1e-10)
+
+
+def test_the_warning_says_which_half_of_the_rule_was_not_passed():
+    X, y = softmax_data("nearly-separable")
+    with pytest.warns(ConvergenceWarning, match=r"\|gradient\| .* > tol=1e-08"):
+        SoftmaxRegression(tol=1e-8, max_iter=3).fit(X, y)
+    seen = []
+    with pytest.warns(ConvergenceWarning, match=r"<= tol=0.1, but the objective was still decreasing"):
+        # tol=0.1: the gradient test passes at once, the objective test (1e-4 relative) does not in 3 steps
+        SoftmaxRegression(tol=0.1, max_iter=3, callback=seen.append).fit(X, y)
+    assert seen[-1].grad_max <= 0.1

@@ -35,7 +35,7 @@ from ._dask import fit_dask, is_dask
 from ._heads import check_discrete_labels, exact_labels
 from ._inputs import COMMON_CONSTRAINTS, check_common_params, validated_X
 from ._objective import Objective, Problem, effective_n_threads
-from ._solvers import Adam, Progress, progress_factory, run_adam
+from ._solvers import Adam, Progress, lbfgs_detail, progress_factory, run_adam
 
 __all__ = ["LinearClassifierBase", "Targets"]
 
@@ -247,6 +247,7 @@ class LinearClassifierBase(CallbackSupportMixin, ClassifierMixin, BaseEstimator)
         return report
 
     def _warn_not_converged(self, status: str, detail: str) -> None:
+        """A ConvergenceWarning for a fit that ended on ``max_iter`` or a failed line search."""
         if status == "max_iter":
             what = "adam epochs" if self.solver == "adam" else "L-BFGS iterations"
             warnings.warn(
@@ -333,7 +334,7 @@ class LinearClassifierBase(CallbackSupportMixin, ClassifierMixin, BaseEstimator)
         self.validation_loss_curve_ = None
         if hasattr(self, "_optimizer"):
             del self._optimizer  # adam's state belongs to the old coefficients
-        self._warn_not_converged(result.status, f"largest |gradient| {grad_max:.3g} > tol={self.tol:g}")
+        self._warn_not_converged(result.status, lbfgs_detail(grad_max, self.tol))
 
     def _batch_size(self, n_rows: int) -> int:
         return min(200 if isinstance(self.batch_size, str) else int(self.batch_size), max(n_rows, 1))

@@ -42,7 +42,7 @@ from ._dask_blocks import BlockSpec, DaskObjective, DaskProblem, gather_clean, m
 from ._dask_predict import is_frame as _is_frame
 from ._dask_predict import predict_dask
 from ._heads import check_discrete_labels, choice_for_indicator
-from ._solvers import progress_factory
+from ._solvers import lbfgs_detail, progress_factory
 
 __all__ = ["fit_auto_dask", "fit_dask", "get_client", "is_dask", "predict_dask"]
 
@@ -376,7 +376,7 @@ def fit_dask(est: Any, X: Any, y: Any, sample_weight: Any = None) -> Any:
     est.validation_loss_curve_ = None
     if hasattr(est, "_optimizer"):
         del est._optimizer
-    est._warn_not_converged(result.status, f"largest |gradient| {objective.last_grad_max:.3g} > tol={est.tol:g}")
+    est._warn_not_converged(result.status, lbfgs_detail(objective.last_grad_max, est.tol))
     return est
 
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from .._validation import check_sample_weight, format_index
 from ._inputs import _first_non_finite
-from ._objective import Objective, data_loss_grad, label_rates, rows_per_block, whitening_rows
+from ._objective import Objective, centred_gram, data_loss_grad, label_rates, rows_per_block, whitening_rows
 
 __all__ = ["Block", "BlockSpec", "DaskObjective", "DaskProblem", "gather_clean", "make_block", "tree_sum"]
 
@@ -179,14 +179,8 @@ def block_covariance(block: Block, n_total: int, mean: np.ndarray) -> tuple[floa
     lo, hi = block.offset, block.offset + X.shape[0]
     local = np.arange(X.shape[0]) if rows is None else rows[(rows >= lo) & (rows < hi)] - lo
     w = block.problem.row_weights()[local]
-    cov_w, cov_1 = np.zeros((d, d)), np.zeros((d, d))
-    step = rows_per_block(d, 1, 8, False)
-    for start in range(0, len(local), step):
-        idx = local[start : start + step]
-        xb = X[idx].astype(np.float64)
-        xb -= mean
-        cov_w += (xb * w[start : start + step, None]).T @ xb
-        cov_1 += xb.T @ xb
+    cov_w = centred_gram(X, local, mean, w)
+    cov_1 = centred_gram(X, local, mean, np.ones(len(local))) if not w.sum() > 0 else np.zeros((d, d))
     return float(w.sum()), len(local), cov_w, cov_1
 
 

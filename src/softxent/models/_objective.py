@@ -134,6 +134,26 @@ _MIN_RATE = 1e-4
 _PER_LABEL_SCALING = True  # False: one common scaling (benchmarks compare the two)
 
 
+def centred_gram(X: Any, rows: np.ndarray | None, mean: np.ndarray, w: np.ndarray) -> np.ndarray:
+    r""":math:`\sum_r w_r (x_r - \mu)(x_r - \mu)^\top` over ``rows`` of dense ``X`` (None: all), float64.
+
+    ``w`` holds one weight per row taken; the rows go through in blocks, in
+    float64. (A float32 product would halve the time, 0.6 -> 0.45 s on
+    Fashion-MNIST's 20000 sampled rows, but it moved L-BFGS's path: 80 -> 118
+    iterations on a nearly separable set. Not worth it.)
+    """
+    d = X.shape[1]
+    n = X.shape[0] if rows is None else len(rows)
+    out = np.zeros((d, d))
+    step = rows_per_block(d, 1, 8, False)
+    for start in range(0, n, step):
+        part = slice(start, start + step)
+        xb = (X[part] if rows is None else X[rows[part]]).astype(np.float64)
+        xb -= mean
+        out += (xb * w[part, None]).T @ xb
+    return out
+
+
 def label_rates(weight_sum: float, positives: np.ndarray, weighted_positives: np.ndarray) -> np.ndarray:
     """pi_j = p_j P_j / (p_j P_j + N_j): the weighted positive rate of each label, pos_weight p_j
     counted (``positives`` P_j, ``weight_sum`` the rows' total weight, N_j = weight_sum - P_j); 1/2
@@ -336,18 +356,10 @@ class Objective:
         """The weighted covariance about ``self.mean`` of at most _WHITEN_ROWS evenly spaced rows
         (the Dask objective takes the same rows by a distributed pass)."""
         X = self.problem.X
-        n, d = X.shape
-        rows = whitening_rows(n)
+        rows = whitening_rows(X.shape[0])
         w = weights if rows is None else weights[rows]
         w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
-        cov = np.zeros((d, d))
-        step = rows_per_block(d, 1, 8, False)
-        for start in range(0, len(w), step):
-            idx = slice(start, start + step)
-            xb = (X[idx] if rows is None else X[rows[idx]]).astype(np.float64)
-            xb -= self.mean  # zero without intercept: the second moment
-            cov += (xb * w[idx, None]).T @ xb
-        return cov
+        return centred_gram(X, rows, self.mean, w)  # mean zero without intercept: the second moment
 
     def _to_theta(self, W: np.ndarray) -> np.ndarray:
         Wp = W * self.P_inv if self.P_inv.ndim == 1 else W @ self.P_inv

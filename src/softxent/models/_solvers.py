@@ -134,6 +134,16 @@ def objective_rtol(tol: float, dtype: np.dtype) -> float:
     return max(rtol, _GAP_FLOOR32) if np.dtype(dtype) == np.float32 else rtol
 
 
+def lbfgs_detail(grad_max: float, tol: float) -> str:
+    """Which half of the L-BFGS stopping rule an unconverged fit had not passed, for its warning."""
+    if grad_max > tol:
+        return f"largest |gradient| {grad_max:.3g} > tol={tol:g}"
+    return (
+        f"largest |gradient| {grad_max:.3g} <= tol={tol:g}, but the objective was still decreasing "
+        "more than the stopping rule allows (see tol)"
+    )
+
+
 class StopRule:
     """The L-BFGS stopping rule of the module docstring, for one run (it remembers the first pass).
 
