@@ -248,6 +248,30 @@ def test_whitening_estimates_the_covariance_on_a_row_sample(rng, monkeypatch):
     _check_theta_coordinates(objective, rng.standard_normal(3 * 9) * 0.3, 1e-10)
 
 
+def test_a_small_sample_rules_out_whitening_before_the_full_one(rng, monkeypatch):
+    """Beyond 2 x _WHITEN_PRECHECK_ROWS rows a small sample's covariance decides first: independent
+    features stop there (one covariance of the small sample only); correlated ones get the same P as
+    without the look."""
+    monkeypatch.setattr(_objective, "_WHITEN_PRECHECK_ROWS", 40)
+    counts = []
+    original = Objective._covariance
+
+    def spy(self, weights, count=_objective._WHITEN_ROWS):
+        counts.append(count)
+        return original(self, weights, count)
+
+    monkeypatch.setattr(Objective, "_covariance", spy)
+    X, y = _softmax_data(rng, n=300, d=6)
+    assert Objective(Problem(X, y, "softmax", 4), C=1.0, fit_intercept=True).P.ndim == 1
+    assert counts == [40]
+    counts.clear()
+    corr = _correlated_problem(rng, "softmax")
+    looked = Objective(corr, C=1.0, fit_intercept=True)
+    assert counts == [40, _objective._WHITEN_ROWS]
+    monkeypatch.setattr(Objective, "_precheck", False)
+    np.testing.assert_array_equal(looked.P, Objective(corr, C=1.0, fit_intercept=True).P)
+
+
 def test_stopping_gradient_is_measured_in_the_original_coordinates(rng):
     problem = _softmax_problem(rng)
     objective = Objective(problem, C=1.0, fit_intercept=True)

@@ -266,7 +266,9 @@ class DaskObjective(Objective):
         S = self.total_weight
         return self._summary["first"] / S, self._summary["second"] / S
 
-    def _covariance(self, weights: Any) -> np.ndarray:
+    _precheck = False
+
+    def _covariance(self, weights: Any, count: int = 0) -> np.ndarray:
         parts = [
             self.client.submit(block_covariance, blk, self.problem.n_rows, self.mean, pure=False) for blk in self.blocks
         ]

@@ -123,9 +123,16 @@ _WHITEN_MIN_CONDITION = 1e3
 _WHITEN_FLOOR32 = 1e-2
 
 
-def whitening_rows(n_rows: int) -> np.ndarray | None:
-    """The evenly spaced rows whose covariance the dense preconditioner uses (None: all of them)."""
-    return np.linspace(0, n_rows - 1, _WHITEN_ROWS).astype(np.int64) if n_rows > _WHITEN_ROWS else None
+def whitening_rows(n_rows: int, count: int = _WHITEN_ROWS) -> np.ndarray | None:
+    """The ``count`` evenly spaced rows whose covariance the dense preconditioner uses (None: all of them)."""
+    return np.linspace(0, n_rows - 1, count).astype(np.int64) if n_rows > count else None
+
+
+# Before the covariance of _WHITEN_ROWS rows, a look at this many: a sample covariance spreads
+# the eigenvalues (Marchenko-Pastur), so a subsample's condition number is larger than the full
+# sample's (the synthetic Fashion-MNIST-shaped set: 834 from 2000 rows, 207 from 20000), and one
+# below the threshold says the diagonal will do without the full product (0.6 s there).
+_WHITEN_PRECHECK_ROWS = 2_000
 
 
 # Label rates are clipped to [_MIN_RATE, 1 - _MIN_RATE] for the scaling and the starting intercept:
@@ -327,22 +334,17 @@ class Objective:
         Sigma the weighted covariance (about the means; the second moment without intercept)
         of at most _WHITEN_ROWS rows; None where the diagonal D^-1 does as well."""
         d = self.problem.n_features
-        cov = self._covariance(weights)
-        cov[np.diag_indices(d)] += self.l2 / self._curvature()
-        # Whitening pays only for correlated features. Measured on scikit-learn's sets and
-        # Yeast, it cut L-BFGS's iterations 2-5x where the features' correlation matrix has a
-        # condition number of 4e4-1e6 (breast cancer, Yeast, Fashion-MNIST), and cost up to
-        # 3x more where it is 50-150 (digits, wine, iris), for which the diagonal is kept.
-        # (Constant features, of zero variance, are left out of that test.)
-        var = np.diag(cov) - self.l2 / self._curvature()
-        live = var > 1e-12 * max(float(var.max()), np.finfo(float).tiny)
-        if live.sum() < 2:
-            return None
-        sd = np.sqrt(var[live])
-        corr = cov[np.ix_(live, live)] / np.outer(sd, sd)
-        corr[np.diag_indices(len(sd))] = 1.0  # without the added lambda/a
-        corr_eig = np.linalg.eigvalsh(corr)
-        if corr_eig[-1] < _WHITEN_MIN_CONDITION * max(float(corr_eig[0]), 1e-300):
+
+        def covariance(count: int) -> np.ndarray:
+            cov = self._covariance(weights, count)
+            cov[np.diag_indices(d)] += self.l2 / self._curvature()
+            return cov
+
+        if self._precheck and self.problem.n_rows > 2 * _WHITEN_PRECHECK_ROWS:
+            if self._condition(covariance(_WHITEN_PRECHECK_ROWS)) < _WHITEN_MIN_CONDITION:
+                return None
+        cov = covariance(_WHITEN_ROWS)
+        if self._condition(cov) < _WHITEN_MIN_CONDITION:
             return None
         # The preconditioner itself, in standardised coordinates (unit diagonal, scale-free).
         eigval, eigvec = np.linalg.eigh(cov / np.outer(self.scale, self.scale))
@@ -352,11 +354,34 @@ class Objective:
         P_inv = self.scale[:, None] * ((eigvec * root) @ eigvec.T)  # W' = W P_inv
         return P, P_inv
 
-    def _covariance(self, weights: np.ndarray) -> np.ndarray:
-        """The weighted covariance about ``self.mean`` of at most _WHITEN_ROWS evenly spaced rows
+    def _condition(self, cov: np.ndarray) -> float:
+        """The condition number of the features' correlation matrix, from ``cov`` (lambda/a added).
+
+        Whitening pays only for correlated features. Measured on scikit-learn's sets and
+        Yeast, it cut L-BFGS's iterations 2-5x where this is 4e4-1e6 (breast cancer, Yeast,
+        Fashion-MNIST), and cost up to 3x more where it is 50-150 (digits, wine, iris), for
+        which the diagonal is kept. Constant features, of zero variance, are left out; fewer
+        than two others give 0 (nothing to whiten).
+        """
+        var = np.diag(cov) - self.l2 / self._curvature()
+        live = var > 1e-12 * max(float(var.max()), np.finfo(float).tiny)
+        if live.sum() < 2:
+            return 0.0
+        sd = np.sqrt(var[live])
+        corr = cov[np.ix_(live, live)] / np.outer(sd, sd)
+        corr[np.diag_indices(len(sd))] = 1.0  # without the added lambda/a
+        corr_eig = np.linalg.eigvalsh(corr)
+        return float(corr_eig[-1] / max(float(corr_eig[0]), 1e-300))
+
+    # The in-memory objective looks at a small sample first; the Dask one goes straight to the
+    # full sample (each look is a pass over the cluster).
+    _precheck = True
+
+    def _covariance(self, weights: np.ndarray, count: int = _WHITEN_ROWS) -> np.ndarray:
+        """The weighted covariance about ``self.mean`` of at most ``count`` evenly spaced rows
         (the Dask objective takes the same rows by a distributed pass)."""
         X = self.problem.X
-        rows = whitening_rows(X.shape[0])
+        rows = whitening_rows(X.shape[0], count)
         w = weights if rows is None else weights[rows]
         w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
         return centred_gram(X, rows, self.mean, w)  # mean zero without intercept: the second moment
