@@ -244,6 +244,15 @@ CHILD_ENV = {
 }
 
 
+def _source_state() -> str:
+    """The commit this run's softxent came from, and whether src/ had changes beside it (a shared
+    checkout moves while a long benchmark runs: each row says what it measured)."""
+    git = ["git", "-C", str(HERE.parent)]
+    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(git + ["status", "--porcelain", "src"], capture_output=True, text=True).stdout.strip()
+    return (head or "unknown") + (" + uncommitted src/ changes" if dirty else "")
+
+
 def _child(args: argparse.Namespace, config: str) -> dict:
     """One configuration in a fresh Python process; its JSON result."""
     cmd = [sys.executable, __file__, "--child", config] + [
@@ -252,7 +261,10 @@ def _child(args: argparse.Namespace, config: str) -> dict:
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, **CHILD_ENV})
     if out.returncode != 0:
         raise RuntimeError(f"{config} failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["source"] = _source_state()
+    result["load"] = os.getloadavg()
+    return result
 
 
 def _missing(config: str) -> str | None:
@@ -475,6 +487,13 @@ def _report(args, results, skipped, paths, size_gb, subset, loads) -> str:
         ]
     for name, reason in skipped.items():
         lines.append(f"Skipped {name}: {reason}.")
+    sources = [
+        f"{name} at {r['source']} (load {', '.join(f'{v:.1f}' for v in r['load'])} after it)"
+        for name, r in results.items()
+        if r.get("source")
+    ]
+    if sources:
+        lines += ["", "Rows measured on: " + "; ".join(sources) + "."]
     lines += [
         "",
         "## Targets (issue 17)",
@@ -488,9 +507,9 @@ def _report(args, results, skipped, paths, size_gb, subset, loads) -> str:
         f"- softxent on Dask ({top_binary}) against dask-ml ({top_dask_ml}) to the same objective (target >= 3x): "
         + _ratio(results, top_dask_ml, top_binary, "to_target_s")
         + f" (whole fits: {_ratio(results, top_dask_ml, top_binary, 'fit_s')}).",
-        "- 1 worker against 2: "
+        "- 1 worker against 2 (time on 1 / time on 2; above 1: two workers are faster): "
         + (
-            f"fit {_ratio(results, 'dask-1', 'dask-2', 'fit_s')} faster on 2, per evaluation "
+            f"fit {_ratio(results, 'dask-1', 'dask-2', 'fit_s')}, per evaluation "
             f"{_ratio(results, 'dask-1', 'dask-2', 'per_eval_s')}"
             if {"dask-1", "dask-2"} <= set(results)
             else "n/a"
@@ -509,6 +528,12 @@ def _report(args, results, skipped, paths, size_gb, subset, loads) -> str:
         + (
             f", {results[top]['per_eval_s']:.2f} s per evaluation over all chunks on {top.split('-')[1]} workers"
             if top
+            else ""
+        )
+        + (
+            f"; a fixed 5-20 ms per evaluation is {5e-3 / results[ref]['per_eval_s']:.1%}-"
+            f"{20e-3 / results[ref]['per_eval_s']:.1%} of this run's evaluation on {ref.split('-')[1]} worker(s)"
+            if ref
             else ""
         )
         + ". With W workers an evaluation costs about (chunks / W) x the chunk time plus a fixed 5-20 ms of "
