@@ -540,8 +540,8 @@ def _report(args, results, skipped, paths, size_gb, subset, loads) -> str:
         "network and scheduling, so the network stays a few percent of an iteration while chunks hold tens of "
         "megabytes and each worker holds several; with many tiny chunks the per-task scheduling cost (about "
         "1 ms a task at the scheduler) dominates, so chunks of 10^5 rows or more are the rule. Spark's "
-        "treeAggregate pays the same broadcast and reduction; dask-ml's L-BFGS sends one coefficient vector "
-        "(d + 1 floats) per evaluation, but makes two graph passes (loss and gradient) that share X.dot(beta).",
+        "treeAggregate pays the same broadcast and reduction; dask-ml's L-BFGS scatters one coefficient vector "
+        "(d + 1 floats) per evaluation and computes the loss and the gradient as two graphs in one compute call.",
         "",
     ]
     return "\n".join(lines)
