@@ -45,6 +45,32 @@ def n_items(labels: torch.Tensor) -> int:
     return int((labels[:, 1:] != -100).sum())
 
 
+def train_on_share(forward, model, rank: int, world: int) -> list[float]:
+    """STEPS SGD steps of one rank on its share of each global batch; the global losses.
+
+    ``forward`` is the wrapped model (DDP) or the model itself (FSDP2); the
+    wrappers average the gradients over the ranks, so each rank's loss (its
+    token sum over the whole batch's tokens) is scaled by the world size.
+    """
+    import torch.distributed as dist
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    losses = []
+    share = ROWS // world
+    for step in range(STEPS):
+        ids, labels = global_batch(step)
+        mine = slice(rank * share, (rank + 1) * share)
+        out = forward(input_ids=ids[mine], labels=labels[mine], num_items_in_batch=torch.tensor(n_items(labels)))
+        assert out.logits is None
+        (out.loss * world).backward()
+        total = out.loss.detach().clone()
+        dist.all_reduce(total)  # the global loss: the ranks' shares add up
+        losses.append(total.item())
+        opt.step()
+        opt.zero_grad()
+    return losses
+
+
 def run_ranks(module: str, tmp_path: Path, timeout_s: float) -> dict:
     """Run ``module._worker(rank, world, store, out)`` on WORLD gloo ranks; rank 0's saved results."""
     src = str(Path(softxent.__file__).resolve().parents[1])

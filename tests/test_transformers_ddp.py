@@ -18,7 +18,7 @@ dist = pytest.importorskip("torch.distributed")
 if not dist.is_available():  # pragma: no cover
     pytest.skip("torch.distributed is not available in this build", allow_module_level=True)
 
-from _hf_ranks import ROWS, STEPS, assert_equals_one_process, global_batch, n_items, run_ranks, tiny_llama  # noqa: E402
+from _hf_ranks import assert_equals_one_process, run_ranks, tiny_llama, train_on_share  # noqa: E402
 
 TIMEOUT_S = 180
 
@@ -32,20 +32,7 @@ def _worker(rank: str, world: str, store: str, out: str) -> None:
     dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
     model = sxh.patch(tiny_llama())
     ddp = torch.nn.parallel.DistributedDataParallel(model)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    losses = []
-    share = ROWS // world
-    for step in range(STEPS):
-        ids, labels = global_batch(step)
-        mine = slice(rank * share, (rank + 1) * share)
-        out_ = ddp(input_ids=ids[mine], labels=labels[mine], num_items_in_batch=torch.tensor(n_items(labels)))
-        assert out_.logits is None
-        (out_.loss * world).backward()  # DDP averages the gradients over the ranks
-        total = out_.loss.detach().clone()
-        dist.all_reduce(total)  # the global loss: the ranks' shares add up
-        losses.append(total.item())
-        opt.step()
-        opt.zero_grad()
+    losses = train_on_share(ddp, model, rank, world)
     if rank == 0:
         torch.save({"losses": losses, "params": {n: p.detach() for n, p in model.named_parameters()}}, out)
     dist.destroy_process_group()

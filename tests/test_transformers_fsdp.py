@@ -24,7 +24,7 @@ if not dist.is_available():  # pragma: no cover
     pytest.skip("torch.distributed is not available in this build", allow_module_level=True)
 fsdp = pytest.importorskip("torch.distributed.fsdp", reason="FSDP2 (fully_shard) is not in this torch build")
 
-from _hf_ranks import ROWS, STEPS, assert_equals_one_process, global_batch, n_items, run_ranks, tiny_llama  # noqa: E402
+from _hf_ranks import assert_equals_one_process, run_ranks, tiny_llama, train_on_share  # noqa: E402
 
 TIMEOUT_S = 240
 
@@ -45,20 +45,7 @@ def _worker(rank: str, world: str, store: str, out: str) -> None:
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
     assert type(model.lm_head.weight).__name__ == "DTensor"  # sharded: each rank holds half of the rows
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    losses = []
-    share = ROWS // world
-    for step in range(STEPS):
-        ids, labels = global_batch(step)
-        mine = slice(rank * share, (rank + 1) * share)
-        out_ = model(input_ids=ids[mine], labels=labels[mine], num_items_in_batch=torch.tensor(n_items(labels)))
-        assert out_.logits is None
-        (out_.loss * world).backward()  # FSDP averages the gradients over the ranks
-        total = out_.loss.detach().clone()
-        dist.all_reduce(total)  # the global loss: the ranks' shares add up
-        losses.append(total.item())
-        opt.step()
-        opt.zero_grad()
+    losses = train_on_share(model, model, rank, world)
     params = {n: p.full_tensor().detach() for n, p in model.named_parameters()}  # every rank takes part
     if rank == 0:
         torch.save({"losses": losses, "params": params}, out)
