@@ -104,6 +104,15 @@ def test_block_solver_takes_sample_weights_no_intercept_and_float32():
     assert not np.allclose(weighted.coef_, fitted.coef_)  # the weights did something
 
 
+def test_float32_flat_to_its_precision_stops_and_says_so():
+    """float32 at a tol it cannot reach: the steps gain only rounding noise, which an Armijo search
+    alone would accept for ever; the solver stops within a few steps of that, with the warning."""
+    X, Y = _labels(1500, 10, 4, seed=3)
+    with pytest.warns(ConvergenceWarning, match="flat to the working precision"):
+        model = SigmoidRegression(dtype=np.float32, tol=1e-9, max_iter=10000).fit(X, Y)
+    assert model.n_iter_ < 100
+
+
 def test_warm_start_at_the_optimum_takes_no_step_and_max_iter_warns():
     X, Y = _labels(1000, 8, 3, seed=2)
     model = SigmoidRegression(warm_start=True).fit(X, Y)

@@ -25,7 +25,9 @@ the softmax head's L-BFGS-B uses: scikit-learn's gradient test on
 :math:`\max|\nabla f|` in the original coordinates, and the objective test
 on the predicted decrease :math:`\tfrac12 g^\top H g = \sum_j \tfrac12
 g_j^\top H_j g_j = -\tfrac12 g^\top d`. As scipy's L-BFGS-B, float64 also
-stops when :math:`f` no longer changes (64 eps relative).
+stops when :math:`f` no longer changes (64 eps relative); float32 stops
+when a step gains less than float32's eps relative (rounding noise, which
+an Armijo search alone would accept for ever).
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ def block_lbfgs(
         return np.concatenate([B[:, :d].ravel(), B[:, d]]) if objective.fit_intercept else B.ravel()
 
     rule = StopRule(tol, objective.problem.dtype)
+    flat_rtol = 64 * np.finfo(np.float64).eps if objective.problem.dtype == np.float64 else np.finfo(np.float32).eps
     memory = BlockMemory(_MEMORY, k, p, 1.0 / objective.curvature)
     x = np.asarray(theta0, dtype=np.float64).copy()
     f, g = objective(x)
@@ -167,10 +170,13 @@ def block_lbfgs(
         if stop:
             status = "stopped"
             break
-        if objective.problem.dtype == np.float64 and f_old - f <= 64 * np.finfo(float).eps * max(
-            abs(f_old), abs(f), 1.0
-        ):
-            status = "converged"  # f no longer changes: scipy's ftol, as scikit-learn counts it
+        if f_old - f <= flat_rtol * max(abs(f_old), abs(f), 1.0):
+            # f no longer changes: in float64 scipy's ftol (64 eps), as scikit-learn counts it, converged;
+            # in float32 a step that gains less than one rounding unit of f is noise, and Armijo alone
+            # would accept such steps for ever: flat to the working precision (converged if the
+            # gradient test passes, as the L-BFGS-B path says it).
+            converged = objective.problem.dtype == np.float64 or objective.last_grad_max <= tol
+            status = "converged" if converged else "line_search"
             message = "the objective stopped changing"
             break
     return x, SolverResult(status, len(curve), curve, message)
