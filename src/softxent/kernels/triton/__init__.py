@@ -3,8 +3,10 @@ r"""softxent's GPU backend: Triton kernels for cross-entropy and the linear + cr
 Importing this package imports nothing heavy (neither torch nor triton);
 its modules do, on first use:
 
-* :mod:`._kernels`: the ``@triton.jit`` kernels, with the derivations beside them;
-* :mod:`._host`: the guarded ``triton`` import, the kernel module on first
+* :mod:`._kernels_ce`, :mod:`._kernels_linear`: the ``@triton.jit`` kernels of each
+  family, with the derivations beside them, over :mod:`._kernels_common` (the
+  device helpers both use: the online max / sum, expm1, log1p, the soft cap);
+* :mod:`._host`: the guarded ``triton`` import, the kernels on first
   use (:func:`._host.kernels`), the interpreter or the compiler;
 * :mod:`._cross_entropy`: :func:`~._cross_entropy.cross_entropy_rows`, the
   loss, gradient and log-sum-exp of (M, C) logits in one launch;
@@ -24,7 +26,7 @@ Design
 1. **Cross-entropy on logits** (:func:`cross_entropy_rows`): one program per
    row (or per block of rows when the class count is small), two sweeps over
    the row: an online max / sum in float32 (the arg-max term kept out of the
-   sum, see the kernel module), then the loss terms that need the
+   sum, see :mod:`._kernels_common`), then the loss terms that need the
    log-sum-exp and the gradient, written into a fresh buffer or over the
    logits (``inplace=True``). The mean's denominator (the summed class weights
    of the rows not ignored) is computed on the device by torch and read by

@@ -33,7 +33,7 @@ class Variant:
     """One compiled form of a kernel: its name in reports, the function, argument types and constants."""
 
     name: str
-    kernel: str  # attribute of ._kernels
+    kernel: str  # its name in _host.kernels()
     types: dict  # pointer and float argument types; every other runtime argument is i32
     consts: dict  # constexpr arguments
     num_warps: int
@@ -129,9 +129,9 @@ def compile_variant(v: Variant, capability: int = 90) -> dict:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from . import _kernels
+    from ._host import kernels
 
-    fn = getattr(_kernels, v.kernel)
+    fn = getattr(kernels(), v.kernel)
     sig = {n: ("constexpr" if n in v.consts else v.types.get(n, "i32")) for n in fn.arg_names}
     consts = {(fn.arg_names.index(k),): val for k, val in v.consts.items()}
     src = ASTSource(fn=fn, signature=sig, constexprs=consts)

@@ -1,7 +1,7 @@
 r"""Launch of the cross-entropy kernel on (M, C) logits: :func:`cross_entropy_rows`.
 
 One program per row (or per block of rows when the class count is small),
-two sweeps over the row (see :func:`._kernels.ce_kernel`); the mean's
+two sweeps over the row (see :func:`._kernels_ce.ce_kernel`); the mean's
 denominator is computed on the device and read by the kernel, so the call
 never synchronises with the host.
 """

@@ -1,4 +1,4 @@
-"""Host-side helpers of the Triton backend: the guarded ``triton`` import, the kernel module on first use,
+"""Host-side helpers of the Triton backend: the guarded ``triton`` import, the kernels on first use,
 the interpreter or the compiler, and small checks shared by the launches."""
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ def _need_triton() -> None:
         raise ImportError("softxent's GPU kernels need Triton, which is not installed: pip install softxent[triton]")
 
 
-def kernels() -> types.ModuleType:
-    """The kernel module, :mod:`._kernels`, imported on first use.
+def kernels() -> types.SimpleNamespace:
+    """The kernels, imported on first use: ``ce_kernel`` (:mod:`._kernels_ce`), ``lce_forward_kernel`` and
+    ``lce_backward_kernel`` (:mod:`._kernels_linear`).
 
     Triton chooses between its compiler and its interpreter once per process:
     its own ``triton.language`` helpers are decorated when ``triton`` is first
@@ -40,9 +41,13 @@ def kernels() -> types.ModuleType:
     interpreter on CPU tensors (the tests); otherwise they compile for CUDA.
     """
     _need_triton()
-    from . import _kernels
+    from . import _kernels_ce, _kernels_linear  # both families decorated at once, in the same mode
 
-    return _kernels
+    return types.SimpleNamespace(
+        ce_kernel=_kernels_ce.ce_kernel,
+        lce_forward_kernel=_kernels_linear.lce_forward_kernel,
+        lce_backward_kernel=_kernels_linear.lce_backward_kernel,
+    )
 
 
 def interpreted() -> bool:
