@@ -55,15 +55,17 @@ with time limits. Writes ``benchmarks/results/cross_entropy_gpu.md`` and ``.json
 Without a GPU it exits with status 2. ``--dry-run`` runs every part on the CPU on tiny shapes,
 softxent's kernels in Triton's interpreter, the peers that import; the rest (``torch.compile``)
 is listed as skipped with the reason; timings are meaningless; tables go to a temporary folder.
+
+Beside it: ``_gpu_inputs.py`` (the input sets and the float64 references), ``_gpu_peers.py`` (the
+implementations: softxent and its peers), ``_gpu_tables.py`` (the tables and the targets); this file
+holds the timing, the parts and the command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import functools
 import gc
-import json
 import math
 import os
 import platform
@@ -80,16 +82,23 @@ if "--dry-run" in sys.argv[1:]:
     # Triton fixes interpreter or compiler when it is first imported: before torch/softxent import it.
     os.environ["TRITON_INTERPRET"] = "1"
 
+# The parts of this benchmark beside it (they import neither torch nor triton); found when the script is
+# loaded by path too (tests/test_gpu_bench.py).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _gpu_inputs import (  # noqa: E402
+    INPUT_SETS,
+    ce_reference,
+    linear_reference,
+    loss_err,
+    make_ce_inputs,
+    make_linear_inputs,
+    rel_err,
+)
+from _gpu_peers import NotInstalled, Skipped, _status, _triton_functions, ce_impls, linear_impls  # noqa: E402
+from _gpu_tables import PARTS, Reporter, peak_bandwidth, targets  # noqa: E402, F401 - targets: for the tests
+
 LINEAR_SHAPES = [(8192, 2304, 256000), (8192, 4096, 128256)]
 DRY_LINEAR_SHAPES = [(8, 16, 72)]
-INPUT_SETS = ("normal", "zipf")
-PARTS = ("linear", "ce", "ce-sweep", "linear-sweep")
-SEED = 20240601
-FILTER_EPS = 2.0**-12
-NORMAL_STD = 2.0
-ZIPF_S = 1.2
-ZIPF_NOISE = 1.0
-IGNORE = -100
 
 #: ce-sweep: (classes per tile, warps, stages, programs as a multiple of the SM count or None: one per row,
 #: the L2 schedule ``l2_hints``). The default (4096, 16, 2, one per row, no hints) is its first row.
@@ -118,277 +127,7 @@ LINEAR_SWEEP = [
 ]
 DRY_LINEAR_SWEEP = [(None, "waves"), ((16, 64, 16, 4, 1), "4 per SM")]
 
-#: Nominal peak memory bandwidth (bytes/s) by a substring of the device name.
-PEAK_BANDWIDTH = {
-    "H200": 4.8e12,
-    "H100 NVL": 3.9e12,
-    "H100 PCIe": 2.0e12,
-    "H100": 3.35e12,  # SXM
-    "A100-SXM4-80GB": 2.039e12,
-    "A100-SXM4-40GB": 1.555e12,
-    "A100": 1.935e12,  # PCIe 80GB
-    "B200": 8.0e12,
-}
-
 EXIT_NO_GPU = 2
-
-
-class NotInstalled(Exception):
-    """The peer does not import; its import error is the cause."""
-
-
-class Skipped(Exception):
-    """Not run, for the reason given (a torch without the function, --dry-run, --no-compile)."""
-
-
-# --------------------------------------------------------------------------- inputs and references
-
-
-def _zipf(torch: Any, g: Any, n: int, v: int) -> tuple[Any, Any]:
-    """(the log-prior -s ln(rank), n labels drawn from the Zipf law), classes in frequency order."""
-    prior = -ZIPF_S * torch.log(torch.arange(1, v + 1, dtype=torch.float64))
-    labels = torch.multinomial(torch.softmax(prior, 0), n, replacement=True, generator=g)
-    return prior, labels
-
-
-def make_linear_inputs(torch: Any, n: int, d: int, v: int, device: str, kind: str = "normal") -> tuple[Any, Any, Any]:
-    """bf16 (x, W) and labels (1/16 ignored) of the input set ``kind`` (see the module docstring)."""
-    g = torch.Generator(device="cpu").manual_seed(SEED)
-    x = torch.randn(n, d, generator=g)
-    if kind == "zipf":
-        prior, y = _zipf(torch, g, n, v)
-        w = torch.randn(v, d, generator=g) * (ZIPF_NOISE / math.sqrt(max(d - 1, 1)))
-        x[:, 0], w[:, 0] = 1.0, prior.float()  # z_ic = prior_c + noise (the first feature is the bias)
-    else:
-        w = torch.randn(v, d, generator=g) * (NORMAL_STD / math.sqrt(d))
-        y = torch.randint(0, v, (n,), generator=g)
-    y[::16] = IGNORE
-    return x.to(device, torch.bfloat16), w.to(device, torch.bfloat16), y.to(device)
-
-
-def make_ce_inputs(torch: Any, n: int, v: int, device: str, kind: str = "normal") -> tuple[Any, Any]:
-    """bf16 logits (N, V) and labels of the input set ``kind``."""
-    g = torch.Generator(device="cpu").manual_seed(SEED)
-    if kind == "zipf":
-        prior, y = _zipf(torch, g, n, v)
-        z = prior.float()[None, :] + ZIPF_NOISE * torch.randn(n, v, generator=g)
-    else:
-        z = NORMAL_STD * torch.randn(n, v, generator=g)
-        y = torch.randint(0, v, (n,), generator=g)
-    y[::16] = IGNORE
-    return z.to(device, torch.bfloat16), y.to(device)
-
-
-def _row_step(n: int, v: int) -> int:
-    return max(1, (1 << 27) // (8 * v))  # float64 rows of logits per chunk: 128 MiB
-
-
-def linear_reference(torch: Any, x: Any, w: Any, y: Any, rows: int, classes: int) -> dict[str, Any]:
-    """float64 mean loss, dL/dx[:rows] and dL/dW[:classes] of the bf16 inputs, the logits in row chunks."""
-    n, v = x.shape[0], w.shape[0]
-    kept = y != IGNORE
-    n_kept = max(int(kept.sum()), 1)
-    wd = w.double()
-    lse = torch.empty(n, dtype=torch.float64, device=x.device)
-    step = _row_step(n, v)
-    for r0 in range(0, n, step):
-        lse[r0 : r0 + step] = torch.logsumexp(x[r0 : r0 + step].double() @ wd.T, dim=1)
-    z_y = (x.double() * wd[y.clamp(0, v - 1)]).sum(1)
-    loss = torch.where(kept, lse - z_y, 0.0).sum() / n_kept
-
-    def g_rows(r0: int, r1: int, c0: int, c1: int) -> Any:
-        g = torch.exp(x[r0:r1].double() @ wd[c0:c1].T - lse[r0:r1, None])
-        yy, kk = y[r0:r1], kept[r0:r1]
-        idx = (kk & (yy >= c0) & (yy < c1)).nonzero()[:, 0]
-        g[idx, yy[idx] - c0] -= 1.0
-        g[~kk] = 0.0
-        return g / n_kept
-
-    dx = g_rows(0, rows, 0, v) @ wd
-    dw = torch.zeros(classes, x.shape[1], dtype=torch.float64, device=x.device)
-    for r0 in range(0, n, step):
-        r1 = min(n, r0 + step)
-        dw += g_rows(r0, r1, 0, classes).T @ x[r0:r1].double()
-    return dict(loss=float(loss), dx=dx, dw=dw)
-
-
-def ce_reference(torch: Any, z: Any, y: Any, rows: int) -> dict[str, Any]:
-    """float64 mean loss and dL/dz[:rows] of the bf16 logits."""
-    n, v = z.shape
-    kept = y != IGNORE
-    n_kept = max(int(kept.sum()), 1)
-    total = 0.0
-    for r0 in range(0, n, _row_step(n, v)):
-        zz = z[r0 : r0 + _row_step(n, v)].double()
-        yy = y[r0 : r0 + zz.shape[0]]
-        nll = torch.logsumexp(zz, 1) - zz.gather(1, yy.clamp(0, v - 1)[:, None])[:, 0]
-        total += float(torch.where(yy != IGNORE, nll, 0.0).sum())
-    g = torch.softmax(z[:rows].double(), dim=1)
-    idx = kept[:rows].nonzero()[:, 0]
-    g[idx, y[:rows][idx]] -= 1.0
-    g[~kept[:rows]] = 0.0
-    return dict(loss=total / n_kept, dz=g / n_kept)
-
-
-def rel_err(torch: Any, got: Any, ref: Any) -> tuple[float, float]:
-    if got is None:
-        return math.nan, math.nan
-    diff = got.double() - ref
-    return float(diff.norm() / ref.norm()), float(diff.abs().max())
-
-
-def loss_err(loss: Any, ref: float) -> float:
-    return abs(float(loss.detach().double()) - ref) / max(abs(ref), 1e-300)
-
-
-# --------------------------------------------------------------------------- implementations
-
-
-@functools.cache
-def _triton_functions(torch: Any) -> tuple[Any, Any]:
-    """autograd Functions over softxent's Triton core, for the dry run (CPU tensors) and the filtered variant."""
-    from softxent.kernels.triton._cross_entropy import cross_entropy_rows
-    from softxent.kernels.triton._linear_head import linear_cross_entropy_triton
-
-    class TritonCE(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, z, y):
-            loss, grad, _ = cross_entropy_rows(z, y, reduction="mean", need_grad=True)
-            ctx.save_for_backward(grad)
-            return loss.to(z.dtype)
-
-        @staticmethod
-        def backward(ctx, g):
-            (grad,) = ctx.saved_tensors
-            return grad * g.to(grad.dtype), None
-
-    class TritonLinear(torch.autograd.Function):
-        skipped: list[int] = [0]  # tiles the gradient filter dropped in the last call
-
-        @staticmethod
-        def forward(ctx, x, w, y, grad_filter):
-            loss, dx, dw, _, skipped = linear_cross_entropy_triton(x, w, y, grad_filter=grad_filter)
-            TritonLinear.skipped[0] = skipped
-            ctx.save_for_backward(dx, dw)
-            return loss.to(x.dtype)
-
-        @staticmethod
-        def backward(ctx, g):
-            dx, dw = ctx.saved_tensors
-            return dx * g.to(dx.dtype), dw * g.to(dw.dtype), None, None
-
-    return TritonCE, TritonLinear
-
-
-def _no_compile(args: argparse.Namespace) -> None:
-    if args.dry_run:
-        raise Skipped("skipped: --dry-run (torch.compile takes minutes on a CPU)")
-    if args.no_compile:
-        raise Skipped("skipped: --no-compile")
-
-
-def _liger(name: str) -> Any:
-    try:
-        import liger_kernel.transformers as lt
-    except Exception as exc:  # the real reason: a missing module, or one that fails to import
-        raise NotInstalled from exc
-    return getattr(lt, name)
-
-
-def _torch_chunked(torch: Any) -> Any:
-    """torch's own chunked ``F.linear_cross_entropy`` (torch >= 2.13), or Skipped naming this torch."""
-    F = torch.nn.functional
-    opts = getattr(torch.nn, "LinearCrossEntropyOptions", None)
-    if opts is None:
-        try:
-            from torch.nn.modules.linear_cross_entropy_options import LinearCrossEntropyOptions as opts
-        except ImportError:
-            opts = None
-    if not hasattr(F, "linear_cross_entropy") or opts is None:
-        raise Skipped(f"not in this torch ({torch.__version__}: no F.linear_cross_entropy with options)")
-    options = opts()
-    return lambda x, w, y: F.linear_cross_entropy(x, w, y, ignore_index=IGNORE, options=options)
-
-
-def linear_impls(torch: Any, args: argparse.Namespace) -> dict[str, Callable[[], Callable[..., Any]]]:
-    """name -> factory returning f(x, W, y) -> loss (raises NotInstalled / Skipped)."""
-    F = torch.nn.functional
-    dry = args.dry_run
-
-    def softxent():
-        if dry:  # the front end takes its numba kernels for CPU tensors: the Triton core under autograd
-            return lambda x, w, y: _triton_functions(torch)[1].apply(x, w, y, None)
-        import softxent.torch as sxt
-
-        return sxt.linear_cross_entropy
-
-    def naive_compile():
-        _no_compile(args)
-        return torch.compile(lambda x, w, y: F.cross_entropy(x @ w.T, y), dynamic=False)
-
-    def liger(**kw: Any):
-        def make():
-            cls = _liger("LigerFusedLinearCrossEntropyLoss")
-            try:
-                loss = cls(**kw)
-            except TypeError as exc:  # an older Liger without accum_dtype
-                raise Skipped(f"not in this Liger: {exc}") from exc
-            return lambda x, w, y: loss(w, x, y)  # Liger's order: (lin_weight, _input, target)
-
-        return make
-
-    def cce(filter_eps: Any = "default"):
-        def make():
-            try:
-                from cut_cross_entropy import linear_cross_entropy
-            except Exception as exc:
-                raise NotInstalled from exc
-            kw = {} if filter_eps == "default" else dict(filter_eps=filter_eps)
-            return lambda x, w, y: linear_cross_entropy(x, w, y, **kw)
-
-        return make
-
-    return {
-        "softxent linear_cross_entropy": softxent,
-        f"softxent core, gradient filter {FILTER_EPS:g}": lambda: (
-            lambda x, w, y: _triton_functions(torch)[1].apply(x, w, y, FILTER_EPS)
-        ),
-        "naive torch eager (x @ W.T, F.cross_entropy)": lambda: lambda x, w, y: F.cross_entropy(x @ w.T, y),
-        "naive float32 (inputs upcast): the float32 reference": lambda: (
-            lambda x, w, y: F.cross_entropy(x.float() @ w.float().T, y)
-        ),
-        "naive torch.compile": naive_compile,
-        "torch chunked F.linear_cross_entropy": lambda: _torch_chunked(torch),
-        "Liger LigerFusedLinearCrossEntropyLoss": liger(),
-        "Liger LigerFusedLinearCrossEntropyLoss (accum_dtype=float32)": liger(accum_dtype=torch.float32),
-        "CCE linear_cross_entropy (default, filter on)": cce(),
-        "CCE linear_cross_entropy (filter_eps=None)": cce(None),
-    }
-
-
-def ce_impls(torch: Any, args: argparse.Namespace) -> dict[str, Callable[[], Callable[..., Any]]]:
-    F = torch.nn.functional
-
-    def softxent():
-        if args.dry_run:
-            return _triton_functions(torch)[0].apply
-        import softxent.torch as sxt
-
-        return sxt.cross_entropy
-
-    def compiled():
-        _no_compile(args)
-        return torch.compile(F.cross_entropy, dynamic=False)
-
-    return {
-        "softxent cross_entropy": softxent,
-        "torch eager F.cross_entropy": lambda: F.cross_entropy,
-        "torch eager float32 (logits upcast): the float32 reference": lambda: (
-            lambda z, y: F.cross_entropy(z.float(), y)
-        ),
-        "torch.compile F.cross_entropy": compiled,
-        "Liger LigerCrossEntropyLoss": lambda: _liger("LigerCrossEntropyLoss")(),
-    }
 
 
 # --------------------------------------------------------------------------- timing
@@ -431,15 +170,6 @@ class Clock:
         if self.cuda:
             self.torch.cuda.synchronize()
             self.torch.cuda.empty_cache()
-
-
-def _status(exc: BaseException) -> str:
-    if isinstance(exc, Skipped):
-        return str(exc)
-    if isinstance(exc, NotInstalled):  # the import's own error: a missing module, or one that fails to import
-        cause = exc.__cause__
-        return "not installed" + (f" ({type(cause).__name__}: {str(cause)[:200]})" if cause else "")
-    return f"error: {type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _wanted(args: argparse.Namespace, name: str) -> bool:
@@ -633,172 +363,6 @@ def sweep_linear(torch: Any, args: argparse.Namespace, clock: Clock, device: str
         out.add("linear-sweep", row)
         del last
         clock.free()
-
-
-# --------------------------------------------------------------------------- reports
-
-
-def _fmt(v: Any, spec: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return format(v, spec)
-
-
-def _gib(v: Any) -> Any:
-    return None if v is None else v / 2**30
-
-
-#: part -> (heading, [(column, key, format)]); "bandwidth" in TB/s, "copy_fraction" in %.
-COLUMNS = {
-    "linear": ("Linear + cross-entropy, bf16, gradients for x and W", [
-        ("N×D×V", "shape", ""), ("inputs", "inputs", ""), ("implementation", "impl", ""),
-        ("median ms", "median_ms", ".2f"), ("min ms", "min_ms", ".2f"), ("peak GiB", "peak_bytes", "gib"),
-        ("loss rel. err", "loss_rel_err", ".1e"), ("dx rel. err", "dx_rel_err", ".2e"),
-        ("dW rel. err", "dw_rel_err", ".2e"), ("status", "status", ""), ("note", "note", "")]),
-    "ce": ("Cross-entropy on bf16 logits, gradient for the logits", [
-        ("N×V", "shape", ""), ("inputs", "inputs", ""), ("implementation", "impl", ""),
-        ("median ms", "median_ms", ".2f"), ("min ms", "min_ms", ".2f"), ("peak GiB", "peak_bytes", "gib"),
-        ("TB/s", "bandwidth", "tb"), ("% of copy", "copy_fraction", "pct"), ("% of nominal", "bandwidth", "nom"),
-        ("loss rel. err", "loss_rel_err", ".1e"), ("grad rel. err", "grad_rel_err", ".2e"), ("status", "status", "")]),
-    "ce-sweep": ("Sweep: softxent's cross-entropy kernel (loss + gradient, one launch), normal inputs", [
-        ("N×V", "shape", ""), ("configuration", "config", ""), ("median ms", "median_ms", ".3f"),
-        ("min ms", "min_ms", ".3f"), ("TB/s", "bandwidth", "tb"), ("% of copy", "copy_fraction", "pct"),
-        ("loss rel. err", "loss_rel_err", ".1e"), ("grad rel. err", "grad_rel_err", ".2e"), ("status", "status", "")]),
-    "linear-sweep": ("Sweep: softxent's linear head (forward + backward, no autograd), normal inputs", [
-        ("N×D×V", "shape", ""), ("configuration", "config", ""), ("median ms", "median_ms", ".2f"),
-        ("min ms", "min_ms", ".2f"), ("peak GiB", "peak_bytes", "gib"), ("loss rel. err", "loss_rel_err", ".1e"),
-        ("dx rel. err", "dx_rel_err", ".2e"), ("dW rel. err", "dw_rel_err", ".2e"), ("status", "status", "")]),
-}  # fmt: skip
-
-
-def _cell(row: dict[str, Any], key: str, spec: str, peak: float | None) -> str:
-    v = row.get(key)
-    if spec == "":
-        return "" if v is None else str(v)
-    if spec == "gib":
-        return _fmt(_gib(v), ".3f")
-    if spec == "tb":
-        return _fmt(None if v is None else v / 1e12, ".2f")
-    if spec == "pct":
-        return _fmt(None if v is None else 100 * v, ".0f")
-    if spec == "nom":
-        return _fmt(None if (v is None or not peak) else 100 * v / peak, ".0f")
-    return _fmt(v, spec)
-
-
-class Reporter:
-    """The run's tables: every added row is printed, and the ``.md`` and ``.json`` are rewritten at once."""
-
-    def __init__(self, out_dir: Path, stem: str, meta: dict[str, Any]) -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.md, self.js = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
-        self.report: dict[str, Any] = dict(meta, **{p: [] for p in PARTS}, targets=[])
-        self.write()
-
-    def add(self, part: str, row: dict[str, Any]) -> None:
-        self.report[part].append(row)
-        print(_line(row), flush=True)
-        self.write()
-
-    def write(self) -> None:
-        r = self.report
-        r["targets"] = targets(r)
-        self.js.write_text(json.dumps(r, indent=2, default=float) + "\n")
-        a = r["args"]
-        lines = [
-            "# Cross-entropy on a GPU: softxent vs torch, Liger-Kernel, Cut Cross-Entropy",
-            "",
-            f"Device: **{r['device']}**"
-            + (" (dry run: CPU, Triton interpreter; timings meaningless)" if r["dry_run"] else "")
-            + f". {r['date']}. Versions: "
-            + ", ".join(f"{k} {v}" for k, v in r["versions"].items())
-            + ".",
-            "",
-            f"bf16 inputs; forward + backward; median of {a['reps']} timings after {a['warmup']} warm-up calls; "
-            "peak = `torch.cuda.max_memory_allocated` during one call minus what was allocated before it. "
-            f"Errors against float64 of the same bf16 inputs: the loss, the first {a['check_rows']} rows of dx "
-            f"(dz) and the first {a['check_classes']} rows of dW (relative Frobenius norm). Input sets: normal "
-            f"(logits of std {NORMAL_STD:g}, uniform labels), zipf (prior -{ZIPF_S:g} ln(rank) plus N(0, "
-            f"{ZIPF_NOISE:g}), Zipf labels).",
-        ]
-        for part in PARTS:
-            if not r[part]:
-                continue
-            title, cols = COLUMNS[part]
-            lines += ["", f"## {title}", "", "| " + " | ".join(c[0] for c in cols) + " |",
-                      "|" + "|".join("---:" if c[2] not in ("",) else "---" for c in cols) + "|"]  # fmt: skip
-            lines += ["| " + " | ".join(_cell(row, k, s, r["peak_bandwidth"]) for _, k, s in cols) + " |"
-                      for row in r[part]]  # fmt: skip
-        lines += ["", "## Targets (issue 20)", ""] + (r["targets"] or ["- none evaluated yet"]) + [""]
-        self.md.write_text("\n".join(lines))
-
-
-def _line(row: dict[str, Any]) -> str:
-    what = f"{row.get('shape', ''):>18} {row.get('inputs', ''):>6}  {row.get('impl') or row.get('config', '')}"
-    if row.get("status") != "ok":
-        return f"  {what}: {row.get('status')}"
-    errs = ", ".join(f"{k} {row[k]:.1e}" for k in ("loss_rel_err", "dx_rel_err", "dw_rel_err", "grad_rel_err")
-                     if k in row)  # fmt: skip
-    return (
-        f"  {what}: {_fmt(row.get('median_ms'), '.3f')} ms, peak {_fmt(_gib(row.get('peak_bytes')), '.3f')} GiB; {errs}"
-    )
-
-
-def peak_bandwidth(name: str) -> float | None:
-    for key, bw in PEAK_BANDWIDTH.items():
-        if key in name:
-            return bw
-    return None
-
-
-LINEAR_PEERS = ("Liger", "CCE", "torch chunked")
-
-
-def targets(report: dict[str, Any]) -> list[str]:
-    """The issue's targets, met or not, from the rows of this run (per shape and input set)."""
-    out = []
-    ok = [r for r in report.get("linear", []) + report.get("ce", []) if r.get("status") == "ok"]
-    by = {(r["shape"], r.get("inputs", "normal"), r["impl"]): r for r in ok}
-    keys = sorted({(r["shape"], r.get("inputs", "normal")) for r in report.get("linear", [])})
-    for shape, kind in keys:
-        sx = by.get((shape, kind, "softxent linear_cross_entropy"))
-        rows = [r for (s, k, _), r in by.items() if (s, k) == (shape, kind)]
-        peers = [r for r in rows if r["impl"].startswith(LINEAR_PEERS)]
-        if not sx or not peers:
-            out.append(f"- linear {shape} {kind}: n/a (softxent or every peer missing)")
-            continue
-        fastest = min(peers, key=lambda p: p["median_ms"])
-        speedup = fastest["median_ms"] / sx["median_ms"]
-        cce = by.get((shape, kind, "CCE linear_cross_entropy (default, filter on)"))
-        mem = None if cce is None else sx["peak_bytes"] / cce["peak_bytes"]
-        f32 = by.get((shape, kind, "naive float32 (inputs upcast): the float32 reference"))
-        parts = [f"{speedup:.2f}x the fastest peer ({fastest['impl']}) [{'met' if speedup >= 1.2 else 'NOT met'}: "
-                 f">= 1.2x]", "peak memory vs CCE " + ("n/a" if mem is None else
-                 f"{mem:.2f}x [{'met' if mem <= 1.1 else 'NOT met'}: <= 1.1x]")]  # fmt: skip
-        for g in ("dx", "dw"):
-            best = min(p[f"{g}_rel_err"] for p in peers)
-            bound = max(best, f32[f"{g}_rel_err"]) if f32 else best
-            parts.append(f"{g} error {sx[f'{g}_rel_err']:.2e} vs best peer {best:.2e}"
-                         + (f", float32 {f32[f'{g}_rel_err']:.2e}" if f32 else "")
-                         + f" [{'met' if sx[f'{g}_rel_err'] <= bound else 'NOT met'}]")  # fmt: skip
-        out.append(f"- linear {shape} {kind}: " + "; ".join(parts))
-    peak = report.get("peak_bandwidth")
-    for shape, kind in sorted({(r["shape"], r.get("inputs", "normal")) for r in report.get("ce", [])}):
-        sx = by.get((shape, kind, "softxent cross_entropy"))
-        lg = by.get((shape, kind, "Liger LigerCrossEntropyLoss"))
-        parts = []
-        if sx and lg:
-            s = lg["median_ms"] / sx["median_ms"]
-            parts.append(f"{s:.2f}x Liger [{'met' if s >= 1.2 else 'NOT met'}: >= 1.2x]")
-        else:
-            parts.append("vs Liger n/a")
-        if sx and sx.get("copy_fraction"):
-            frac = sx["copy_fraction"]
-            parts.append(f"{100 * frac:.0f}% of the copy's bandwidth [{'met' if frac >= 0.7 else 'NOT met'}: >= 70%]")
-        if sx and peak:
-            parts.append(f"{100 * sx['bandwidth'] / peak:.0f}% of nominal")
-        out.append(f"- cross-entropy {shape} {kind}: " + "; ".join(parts))
-    return out
 
 
 def versions(torch: Any) -> dict[str, str]:
