@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import softxent as sx
+from softxent._validation import check_probability_labels
 
 from conftest import TOL, finite_difference_grad, random_logits
 
@@ -561,3 +562,163 @@ def test_float32_confident_elements_keep_relative_precision():
         tiny = np.exp(-z.astype(np.float64))
         np.testing.assert_allclose(loss, np.log1p(tiny), rtol=2 * F32_EPS, atol=0)
         np.testing.assert_allclose(np.abs(grad), tiny / (1.0 + tiny), rtol=2 * F32_EPS, atol=0)
+
+
+# --------------------------------------------------------------------------- the label check inside the kernel's sweep
+#
+# float32/float64 labels are checked by the kernel while it reads them (no
+# separate pass); a bad one raises the error of the general NumPy check, word
+# for word: the same value and index, on every kernel path.
+
+LABEL_PATHS = {  # name: (shape, options), each reaching another loop of the kernel
+    "unweighted": ((300, 14), {}),
+    "unweighted-blocks": ((20000, 14), {}),  # several parallel blocks: the bad label is in a later one
+    "weighted-tiles": ((300, 14), dict(pos_weight=2.0)),
+    "weighted-rows": ((30, 200), dict(weight=0.5)),
+    "sample-weight-blocks": ((20000, 14), dict(sample_weight=np.linspace(0.0, 2.0, 20000))),
+    "1d": ((777,), {}),
+}
+
+
+def numpy_label_error(labels):
+    """The message of the general check (what the front end said before the check moved into the kernel)."""
+    with pytest.raises(ValueError) as info:
+        check_probability_labels(labels, upper=1.0)
+    return str(info.value)
+
+
+def bad_label_values(label_dtype):
+    """Ordinary and extreme bad labels, exact in ``label_dtype``."""
+    one, zero = label_dtype(1.0), label_dtype(0.0)
+    return [np.nan, -0.5, 1.5, np.inf, -np.inf, np.nextafter(one, label_dtype(2.0)),
+            -np.nextafter(zero, one), label_dtype(-0.0) - np.finfo(label_dtype).tiny, 7e37]  # fmt: skip
+
+
+@pytest.mark.parametrize("label_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("path", list(LABEL_PATHS))
+def test_bad_labels_raise_the_numpy_checks_error(dtype, label_dtype, path, rng):
+    shape, options = LABEL_PATHS[path]
+    z = random_logits(rng, shape, dtype=dtype)
+    for bad in bad_label_values(label_dtype):
+        y = make_labels(rng, shape, "soft").astype(label_dtype)
+        first = (y.size * 2) // 3  # past the first tile and block
+        y.flat[first] = bad
+        y.flat[-1] = 3.0  # a later bad label is not the one reported
+        expected = numpy_label_error(y)
+        where = tuple(int(i) for i in np.unravel_index(first, shape))
+        assert expected.endswith(f"at index {where}"), expected
+        for fn in (sx.sigmoid_cross_entropy, sx.sigmoid_cross_entropy_grad, sx.sigmoid_cross_entropy_with_grad):
+            for reduction in ("mean", "none"):
+                with pytest.raises(ValueError) as info:
+                    fn(z, y, reduction=reduction, **options)
+                assert str(info.value) == expected, (fn.__name__, reduction, bad)
+
+
+def test_float64_labels_just_above_one_are_caught_before_rounding(backend):
+    """With float32 logits, 1 + 2**-40 in float64 labels would round to 1.0 in float32: still an error."""
+    z = np.zeros((50, 14), dtype=np.float32)
+    y = np.full((50, 14), 0.5)
+    y[7, 3] = 1.0 + 2.0**-40
+    with pytest.raises(ValueError, match=r"in \[0, 1\], got 1\.0000000000009095 at index \(7, 3\)$"):
+        sx.sigmoid_cross_entropy_with_grad(z, y)
+
+
+def test_bad_labels_are_reported_before_other_bad_arguments(dtype):
+    """The check moved into the kernel, after the other arguments' checks: a bad label is still the error
+    reported first, as when it was checked first."""
+    z = np.zeros((4, 3), dtype=dtype)
+    y = np.full((4, 3), 0.5, dtype=dtype)
+    y[2, 1] = np.nan
+    for options in (dict(reduction="average"), dict(pos_weight=[1.0, 2.0]), dict(sample_weight=np.ones(3))):
+        with pytest.raises(
+            ValueError, match=r"labels must be finite probabilities in \[0, 1\], got nan at index \(2, 1\)"
+        ):
+            sx.sigmoid_cross_entropy(z, y, **options)
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        sx.sigmoid_cross_entropy(z, np.full((4, 3), 0.5, dtype=dtype), reduction="average")
+
+
+# --------------------------------------------------------------------------- the unweighted pass
+
+
+def test_unit_weights_give_the_bits_of_no_weights(dtype, rng):
+    """Weights that are all 1 run the unweighted pass (same bits, on either backend)."""
+    z = random_logits(rng, (500, 14), dtype=dtype)
+    z[0, :4] = [np.nan, np.inf, -np.inf, 1e30]
+    y = make_labels(rng, (500, 14), "soft").astype(dtype)
+    for reduction in REDUCTIONS:
+        expected = sx.sigmoid_cross_entropy_with_grad(z, y, reduction=reduction)
+        for options in (dict(pos_weight=1.0), dict(weight=np.ones(14)), dict(pos_weight=np.ones(14), weight=1)):
+            for got, want in zip(sx.sigmoid_cross_entropy_with_grad(z, y, reduction=reduction, **options), expected):
+                np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(20000, 14), (1500, 200)], ids=["flat", "wide"])
+def test_unweighted_results_do_not_depend_on_threads_or_batch(rng, dtype, shape):
+    """Without weights the kernel runs flat tiles that ignore rows: the same bits on 1 and 2 threads, and
+    each element's loss and gradient the same bits whether its rows come alone or in the whole batch."""
+    numba = pytest.importorskip("numba")
+    logits = random_logits(rng, shape, dtype=dtype)
+    labels = make_labels(rng, shape, "soft").astype(dtype)
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            results.append(sx.sigmoid_cross_entropy_with_grad(logits, labels, reduction="none"))
+            results.append(sx.sigmoid_cross_entropy_with_grad(logits, labels, reduction="mean"))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(results[:2], results[2:]):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    for part in (slice(1234, 1241), slice(3, 4), slice(-5, None)):
+        loss, grad = sx.sigmoid_cross_entropy_with_grad(logits[part], labels[part], reduction="none")
+        np.testing.assert_array_equal(loss, results[0][0][part])
+        np.testing.assert_array_equal(grad, results[0][1][part])
+
+
+# --------------------------------------------------------------------------- the entry point for callers that validated
+
+
+@pytest.mark.parametrize(
+    "options", [{}, dict(pos_weight=True, weight=True, sample_weight=True)], ids=["plain", "weighted"]
+)
+@pytest.mark.parametrize("shape", [(1500, 14), (20000, 14), (300, 200)], ids=["one-block", "blocks", "wide"])
+def test_sigmoid_xent_total_is_the_public_sum(backend, dtype, shape, options, rng):
+    """``sigmoid_xent_total`` (the estimators' entry) gives the public function's ``"sum"`` loss and its
+    gradient, the same bits; ``sigmoid_xent_rows`` (per-row losses) agrees to rounding."""
+    if backend == "reference":
+        pytest.skip("sigmoid_xent_total is the compiled kernel's entry point")
+    from softxent import kernels
+    from softxent._sigmoid_xent import sigmoid_xent_rows, sigmoid_xent_total
+
+    n, k = shape
+    z = random_logits(rng, shape, dtype=dtype)
+    y = make_labels(rng, shape, "soft").astype(dtype)
+    kw = {}
+    if options:
+        kw = dict(
+            pos_weight=rng.uniform(0.5, 2.0, k), weight=rng.uniform(0.5, 2.0, k), sample_weight=rng.uniform(0, 2, n)
+        )
+    loss, grad = sx.sigmoid_cross_entropy_with_grad(z, y, reduction="sum", **kw)
+    g = np.empty_like(z)
+    total = sigmoid_xent_total(z, y, grad_scale=1.0, grad_out=g, **kw)
+    assert isinstance(total, float)
+    assert np.asarray(total, dtype=dtype) == loss
+    np.testing.assert_array_equal(g, grad)
+    elem = np.empty_like(z)
+    assert sigmoid_xent_total(z, y, loss_out=elem, **kw) == total  # no gradient, the same total
+    np.testing.assert_array_equal(elem, sx.sigmoid_cross_entropy(z, y, reduction="none", **kw))
+    rows, g_rows = np.empty(n), np.empty_like(z)
+    ones = np.ones(k)
+    sigmoid_xent_rows(
+        kernels.cpu(np.dtype(dtype)), z, y, pos_weight=kw.get("pos_weight", ones), weight=kw.get("weight", ones),
+        sample_weight=kw.get("sample_weight"), grad_scale=1.0, grad_out=g_rows, row_loss_out=rows,
+    )  # fmt: skip
+    np.testing.assert_allclose(rows.sum(), total, rtol=4 * np.finfo(dtype).eps)  # per-element formulas differ
+    np.testing.assert_allclose(g_rows, g, rtol=4 * np.finfo(dtype).eps, atol=np.finfo(dtype).tiny)
+    y[n // 2, 1] = -0.25
+    with pytest.raises(ValueError, match=rf"got -0\.25 at index \({n // 2}, 1\)"):
+        sigmoid_xent_total(z, y, grad_out=g, **kw)

@@ -22,7 +22,6 @@ from ._validation import (
     check_sample_weight,
     compute_dtype,
 )
-from ._xent_common import kernel_probability_labels as _kernel_probability_labels
 from ._xent_common import scalar_or_array as _scalar_or_array
 
 __all__ = ["sigmoid_cross_entropy", "sigmoid_cross_entropy_grad", "sigmoid_cross_entropy_with_grad"]
@@ -69,24 +68,31 @@ def _sigmoid_xent(
             f"target per logit), got shape {lab.shape}"
         )
     kern = kernels.cpu(arr.dtype)
-    y, _ = _kernel_probability_labels(lab, kern, 1.0)
-    if y is None:
-        y = check_probability_labels(lab, upper=1.0)
-    reduction = _contract.check_reduction(reduction)
-    # Rows and labels: (N, K) or (..., K); a 1-D array is N rows of one label.
-    rows = arr.shape[:-1] if arr.ndim >= 2 else arr.shape
-    n_labels = arr.shape[-1] if arr.ndim >= 2 else 1
-    pos_weight = _label_weights(pos_weight, "pos_weight", n_labels)
-    weight = _label_weights(weight, "weight", n_labels)
-    if arr.ndim < 2:  # (1,)-shaped label weights broadcast as scalars
-        pos_weight = None if pos_weight is None else pos_weight.reshape(())
-        weight = None if weight is None else weight.reshape(())
-    sample_weight = check_sample_weight(sample_weight, rows)
+    # float32/float64 labels on the kernel path are checked by the kernel, in
+    # the sweep that reads them anyway (see _kernel_sigmoid_xent); any other
+    # labels here, converted to float64.
+    deferred = kern is not None and lab.dtype in kernels.KERNEL_DTYPES
+    y = lab if deferred else check_probability_labels(lab, upper=1.0)
+    try:
+        reduction = _contract.check_reduction(reduction)
+        # Rows and labels: (N, K) or (..., K); a 1-D array is N rows of one label.
+        rows = arr.shape[:-1] if arr.ndim >= 2 else arr.shape
+        n_labels = arr.shape[-1] if arr.ndim >= 2 else 1
+        pos_weight = _label_weights(pos_weight, "pos_weight", n_labels)
+        weight = _label_weights(weight, "weight", n_labels)
+        if arr.ndim < 2:  # (1,)-shaped label weights broadcast as scalars
+            pos_weight = None if pos_weight is None else pos_weight.reshape(())
+            weight = None if weight is None else weight.reshape(())
+        sample_weight = check_sample_weight(sample_weight, rows)
+    except (TypeError, ValueError):
+        if deferred:  # the order of the errors stays: a bad label is reported first
+            check_probability_labels(lab, upper=1.0)
+        raise
 
     n_rows_weight = float(math.prod(rows)) if sample_weight is None else float(sample_weight.sum())
     denominator = n_rows_weight * n_labels
     if kern is not None:
-        return _kernel_sigmoid_xent(kern, arr, y, pos_weight, weight, sample_weight, reduction, denominator, need_grad)
+        return _kernel_sigmoid_xent(lab, arr, y, pos_weight, weight, sample_weight, reduction, denominator, need_grad)
     z = arr.astype(compute_dtype(arr.dtype))
     coef_pos = y if pos_weight is None else pos_weight * y  # multiplies -log sigma(z)
     coef_neg = 1.0 - y  # multiplies -log(1 - sigma(z)) = -log sigma(-z)
@@ -114,33 +120,103 @@ def _sigmoid_xent(
 
 
 def _kernel_sigmoid_xent(
-    kern: Any, arr: np.ndarray, y: np.ndarray, pos_weight: np.ndarray | None,
+    lab: np.ndarray, arr: np.ndarray, y: np.ndarray, pos_weight: np.ndarray | None,
     weight: np.ndarray | None, sample_weight: np.ndarray | None, reduction: Reduction,
     denominator: float, need_grad: bool,
 ) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
-    """The fused sigmoid kernel on the (rows, labels) view of ``arr``."""
+    """The fused sigmoid kernel on the (rows, labels) view of ``arr``; ``y`` (``lab`` or its
+    float64 copy) is checked in the kernel's sweep, and a bad label raises as the NumPy check words it."""
     n_labels = arr.shape[-1] if arr.ndim >= 2 else 1
-    n_rows = math.prod(arr.shape[:-1]) if arr.ndim >= 2 else arr.size
+    n_rows = arr.size // n_labels if n_labels else math.prod(arr.shape[:-1])
     z2 = np.ascontiguousarray(arr).reshape(n_rows, n_labels)
     y2 = np.ascontiguousarray(y).reshape(n_rows, n_labels)
-    # (math.prod and np.ones where no weights: at 1500 x 14 float32 the kernel
-    # takes about 20 us, and np.prod / broadcast_to cost several us a call.)
-    pos_w = np.ones(n_labels) if pos_weight is None else np.broadcast_to(pos_weight, (n_labels,)).astype(np.float64)
-    w = np.ones(n_labels) if weight is None else np.broadcast_to(weight, (n_labels,)).astype(np.float64)
-    sw = None if sample_weight is None else sample_weight.reshape(-1).astype(np.float64)
     grad2 = np.empty(z2.shape, dtype=arr.dtype) if need_grad else None
-    loss_elem = np.empty(z2.shape) if _contract.keeps_rows(reduction) else None
-    (row_loss,) = kernels.scratch(n_rows)  # only summed here
-    sigmoid_xent_rows(
-        kern, z2, y2, pos_weight=pos_w, weight=w, sample_weight=sw,
-        grad_scale=_contract.grad_scale(reduction, denominator), grad_out=grad2, loss_out=loss_elem,
-        row_loss_out=row_loss,
+    loss_elem = np.empty(z2.shape, dtype=arr.dtype) if reduction == "none" else None
+    total, bad = _run_total(
+        z2, y2, _weight_arg(pos_weight, n_labels), _weight_arg(weight, n_labels),
+        None if sample_weight is None else sample_weight.reshape(-1).astype(np.float64, copy=False),
+        _contract.grad_scale(reduction, denominator), grad2, loss_elem,
     )  # fmt: skip
-    loss = _contract.reduce_rows(
-        None if loss_elem is None else loss_elem.reshape(arr.shape), row_loss.sum(), denominator, reduction
-    )
+    if bad:
+        check_probability_labels(lab, upper=1.0)  # raises, naming the first bad label
+        raise AssertionError("the kernel's label check and check_probability_labels disagree")  # pragma: no cover
     grad = None if grad2 is None else grad2.reshape(arr.shape)
-    return _scalar_or_array(loss, arr.dtype), grad
+    if loss_elem is not None:
+        return loss_elem.reshape(arr.shape), grad
+    return _scalar_or_array(_contract.reduce_total(total, denominator, reduction), arr.dtype), grad
+
+
+_NO_WEIGHT = np.empty(0)
+_NO_ELEM = {np.dtype(np.float32): np.empty((0, 0), np.float32), np.dtype(np.float64): np.empty((0, 0))}
+_total_kernels: Any = None
+
+
+def _weight_arg(value: np.ndarray | None, n_labels: int) -> np.ndarray:
+    """A per-label weight for the kernel: (K,) float64, or size 0 where absent or all ones
+    (the kernel's unweighted pass, which then gives the same bits as no weight at all)."""
+    if value is None or (value.ndim == 0 and value == 1.0):
+        return _NO_WEIGHT
+    out = np.broadcast_to(value, (n_labels,)).astype(np.float64)
+    return _NO_WEIGHT if (out == 1.0).all() else out
+
+
+def _run_total(
+    z: np.ndarray, y: np.ndarray, pos_w: np.ndarray, w: np.ndarray, sw: np.ndarray | None,
+    grad_scale: float, grad: np.ndarray | None, loss_elem: np.ndarray | None,
+) -> tuple[float, bool]:  # fmt: skip
+    """:func:`softxent.kernels._sigmoid.sigmoid_xent_total` (one block of rows) or its parallel
+    driver (more than one): which one depends on the shape only."""
+    global _total_kernels
+    if _total_kernels is None:  # numba is imported by the first call that needs it
+        from .kernels import _sigmoid
+
+        _total_kernels = _sigmoid
+    ks = _total_kernels
+    args = (
+        z, y, pos_w, w, _NO_WEIGHT if sw is None else sw, grad_scale, z if grad is None else grad, grad is not None,
+        _NO_ELEM[z.dtype] if loss_elem is None else loss_elem,
+    )  # fmt: skip
+    step = ks.total_block_rows(z.shape[1])
+    if z.shape[0] <= step:  # one block: no thread pool (a parallel function costs ~10 us a call)
+        return ks.sigmoid_xent_total(*args)
+    return ks.sigmoid_xent_total_blocks(*args, step)
+
+
+def sigmoid_xent_total(
+    z: np.ndarray,
+    y: np.ndarray,
+    *,
+    pos_weight: np.ndarray | None = None,
+    weight: np.ndarray | None = None,
+    sample_weight: np.ndarray | None = None,
+    grad_scale: float = 1.0,
+    grad_out: np.ndarray | None = None,
+    loss_out: np.ndarray | None = None,
+) -> float:
+    """The fused sigmoid loss's total and gradient, for callers that validated their arrays.
+
+    ``z``: C-contiguous (N, K) float32 or float64 (the kernels must be on:
+    :func:`softxent.kernels.cpu` of its dtype is not None); ``y``: (N, K)
+    C-contiguous float32 or float64 labels in [0, 1] (checked in the
+    kernel's sweep: ``ValueError`` otherwise); ``pos_weight``, ``weight``:
+    (K,) or None; ``sample_weight``: (N,) or None. Returns the float64
+    sum of the (weighted) losses; writes the gradient of that sum times
+    ``grad_scale`` into ``grad_out`` (N, K) of ``z``'s dtype (None: no
+    gradient) and each element's loss into ``loss_out`` ((N, K) of ``z``'s
+    dtype) when given. The same sweep as :func:`sigmoid_cross_entropy_with_grad`,
+    without its validation, allocations and reductions; faster than
+    :func:`sigmoid_xent_rows` (no row sums).
+    """
+    k = z.shape[1]
+    total, bad = _run_total(
+        z, y, _weight_arg(pos_weight, k), _weight_arg(weight, k),
+        None if sample_weight is None else np.ascontiguousarray(sample_weight, dtype=np.float64),
+        grad_scale, grad_out, loss_out,
+    )  # fmt: skip
+    if bad:
+        check_probability_labels(y, upper=1.0)
+        raise AssertionError("the kernel's label check and check_probability_labels disagree")  # pragma: no cover
+    return float(total)
 
 
 def sigmoid_xent_rows(

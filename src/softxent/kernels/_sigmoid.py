@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from numba import types
+from numba import prange, types
 from numba.extending import overload
 
 from ._jit import JIT, JIT_ELEMENT, JIT_SUM
@@ -308,3 +308,240 @@ def _sigmoid_xent_flat(z, y, pos_w, w, sample_weight, grad_scale, grad, need_gra
         _tile_row_sums(e, k, nr, row_loss, base)
         if want_elem:
             ef[a:b] = e
+
+
+# --------------------------------------------------------------------------- totals, labels checked in the sweep
+#
+# The public functions need the loss's total (or its elements, for
+# reduction="none") and the gradient, never the row sums; the row sums of
+# _tile_row_sums cost 10% of the kernel (four rows side by side, scalar).
+# So each tile's losses are summed by one vector loop (float64 lanes) that
+# also counts the tile's labels outside [0, 1] (NaN included): the wrappers'
+# separate check read every label a second time from memory (0.16 ms of 2.7
+# at 65536 x 14 float32). Without weights (the common case) tiles ignore row
+# boundaries and pass 3 is shorter: no weight tiles to fill, load and
+# multiply (see _plain_finish). The total is summed tile by tile in a fixed
+# order within a block of rows and block by block in a fixed order, blocks
+# fixed by the shape: the same bits whatever the thread count.
+
+_TOTAL_TILE = 2048  # elements per tile: the scratch (4 tiles) and the tile's operands stay in L1/L2
+
+
+def _label_in(y, like):  # pragma: no cover - replaced by the overload below
+    """The label ``y`` in the arithmetic of ``like``'s dtype."""
+    raise NotImplementedError
+
+
+@overload(_label_in, inline="always")
+def _label_in_overload(y, like):
+    if like == types.float32:
+        return lambda y, like: np.float32(y)
+    if like == types.float64:
+        return lambda y, like: np.float64(y)
+    return None
+
+
+def _one_minus_in(y, like):  # pragma: no cover - replaced by the overload below
+    """``1 - y`` in the arithmetic of ``like``'s dtype (float64 labels subtracted before rounding)."""
+    raise NotImplementedError
+
+
+@overload(_one_minus_in, inline="always")
+def _one_minus_in_overload(y, like):
+    if like == types.float32:
+        return lambda y, like: _one_minus32(y)
+    if like == types.float64:
+        return lambda y, like: 1.0 - np.float64(y)
+    return None
+
+
+@nb.njit(**JIT_ELEMENT)
+def _plain_finish(x, yr, grad_scale, g, e, ta, tl, ti):
+    """Pass 3 without weights, in the arithmetic of ``x``'s dtype: losses into ``e``, gradients into ``g``.
+
+    With ``a = exp(-|z|)``: ``-log sigma(z) = log1p(a) + max(-z, 0)`` and
+    ``-log sigma(-z) = log1p(a) + max(z, 0)``, so the loss
+    ``y (-log sigma(z)) + (1 - y)(-log sigma(-z))`` is ``log1p(a) + c |z|``,
+    ``c`` the label weight of the side that ``z`` points away from (``1 - y``
+    for ``z >= 0``, ``y`` below): two non-negative terms, no cancellation.
+    ``c = 0`` adds 0 even at ``z = +-inf`` (0 * inf = 0); a NaN logit makes
+    ``a``, hence both results, NaN. The gradient is written as two products,
+    ``(1 - y) sigma(z) - y sigma(-z)``, as in the weighted pass.
+    """
+    zero = x.dtype.type(0.0)
+    gs = x.dtype.type(grad_scale)
+    for c in range(x.shape[0]):
+        zc = x[c]
+        yc = _label_in(yr[c], zc)
+        cn = _one_minus_in(yr[c], zc)
+        a, l1p, inv = ta[c], tl[c], ti[c]
+        pos = zc >= zero
+        ainv = a * inv
+        sig_p = inv if pos else ainv  # sigma(z)
+        sig_n = ainv if pos else inv  # sigma(-z)
+        away = cn if pos else yc
+        e[c] = l1p + (away * abs(zc) if away != zero else zero)
+        g[c] = (cn * sig_p - yc * sig_n) * gs
+
+
+@nb.njit(**JIT_SUM)
+def _sum_check(e, yr):
+    """``(float64 sum of e, count of yr's entries outside [0, 1] or NaN)``: one vector loop (reassoc)."""
+    lo, hi = yr.dtype.type(0.0), yr.dtype.type(1.0)
+    total = 0.0
+    n_bad = 0.0
+    for c in range(e.shape[0]):
+        total += np.float64(e[c])
+        v = yr[c]
+        n_bad += 0.0 if (v >= lo) & (v <= hi) else 1.0
+    return total, n_bad
+
+
+@nb.njit(**JIT)
+def _total_plain(zf, yf, grad_scale, gf, need_grad, ef, want_elem):
+    """Flat ``zf``, ``yf`` without weights: ``(total, bad)``, tile by tile (``bad``: some label is not in [0, 1])."""
+    n = zf.shape[0]
+    t = min(n, _TOTAL_TILE)
+    ta, tl, ti = np.empty(t, dtype=zf.dtype), np.empty(t, dtype=zf.dtype), np.empty(t, dtype=zf.dtype)
+    e_t = np.empty(t, dtype=zf.dtype)
+    g_t = np.empty(0 if need_grad else t, dtype=gf.dtype)
+    total = 0.0
+    for a in range(0, n, _TOTAL_TILE):
+        b = min(n, a + _TOTAL_TILE)
+        m = b - a
+        e = ef[a:b] if want_elem else e_t[:m]
+        g = gf[a:b] if need_grad else g_t[:m]
+        _exp_pass(zf[a:b], ta[:m])
+        _log1p_pass(ta[:m], tl[:m], ti[:m])
+        _plain_finish(zf[a:b], yf[a:b], grad_scale, g, e, ta[:m], tl[:m], ti[:m])
+        s, n_bad = _sum_check(e, yf[a:b])
+        if n_bad != 0.0:
+            return total, True
+        total += s
+    return total, False
+
+
+@nb.njit(**JIT)
+def _total_weighted_flat(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, lo, hi):
+    """Rows ``lo:hi`` with weights and few labels: :func:`_sigmoid_xent_flat`'s tiles of rows, summed by
+    :func:`_sum_check` instead of row by row; ``pos_w``, ``w`` (K,) (ones where absent)."""
+    k = z.shape[1]
+    rows = max(1, _FLAT_TILE // k)
+    has_sw = sample_weight.shape[0] > 0
+    want_elem = loss_elem.shape[0] > 0
+    zf, yf = z.reshape(-1), y.reshape(-1)
+    gf = grad.reshape(-1)
+    ef = loss_elem.reshape(-1)
+    pos_t = np.empty(rows * k, dtype=z.dtype)  # weights in the arithmetic's dtype
+    w_t = np.empty(rows * k, dtype=z.dtype)
+    for r in range(rows):
+        for c in range(k):
+            pos_t[r * k + c] = pos_w[c]
+            w_t[r * k + c] = w[c]
+    wsw = np.empty(rows * k if has_sw else 0, dtype=z.dtype)
+    e_t = np.empty(rows * k, dtype=z.dtype)
+    ta, tl, ti = np.empty(rows * k, dtype=z.dtype), np.empty(rows * k, dtype=z.dtype), np.empty(rows * k, dtype=z.dtype)
+    g_t = np.empty(0 if need_grad else rows * k, dtype=grad.dtype)
+    total = 0.0
+    for base in range(lo, hi, rows):
+        nr = min(rows, hi - base)
+        a, b = base * k, (base + nr) * k
+        scale = w_t[: b - a]
+        if has_sw:
+            for r in range(nr):
+                sw = sample_weight[base + r]
+                for c in range(k):
+                    wsw[r * k + c] = w_t[r * k + c] * sw
+            scale = wsw[: b - a]
+        e = ef[a:b] if want_elem else e_t[: b - a]
+        g = gf[a:b] if need_grad else g_t[: b - a]
+        _sigmoid_row(zf[a:b], yf[a:b], pos_t[: b - a], scale, 1.0, grad_scale, g, e, ta, tl, ti)
+        s, n_bad = _sum_check(e, yf[a:b])
+        if n_bad != 0.0:
+            return total, True
+        total += s
+    return total, False
+
+
+@nb.njit(**JIT)
+def _total_weighted_rows(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, lo, hi):
+    """Rows ``lo:hi`` with weights and many labels, one row at a time (as :func:`_sigmoid_xent_rows`)."""
+    k = z.shape[1]
+    has_sw = sample_weight.shape[0] > 0
+    want_elem = loss_elem.shape[0] > 0
+    pos_c = pos_w.astype(z.dtype)
+    w_c = w.astype(z.dtype)
+    e_t = np.empty(k, dtype=z.dtype)
+    ta, tl, ti = np.empty(k, dtype=z.dtype), np.empty(k, dtype=z.dtype), np.empty(k, dtype=z.dtype)
+    g_t = np.empty(0 if need_grad else k, dtype=grad.dtype)
+    total = 0.0
+    for i in range(lo, hi):
+        sw = sample_weight[i] if has_sw else 1.0
+        e = loss_elem[i] if want_elem else e_t
+        g = grad[i] if need_grad else g_t
+        _sigmoid_row(z[i], y[i], pos_c, w_c, sw, grad_scale, g, e, ta, tl, ti)
+        s, n_bad = _sum_check(e, y[i])
+        if n_bad != 0.0:
+            return total, True
+        total += s
+    return total, False
+
+
+@nb.njit(**JIT)
+def _total_rows(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, lo, hi):
+    """Rows ``lo:hi`` of :func:`sigmoid_xent_total`: ``(float64 total of their losses, bad labels?)``."""
+    k = z.shape[1]
+    if pos_w.shape[0] == 0 and w.shape[0] == 0 and sample_weight.shape[0] == 0:
+        want_elem = loss_elem.shape[0] > 0
+        a, b = lo * k, hi * k
+        return _total_plain(
+            z.reshape(-1)[a:b], y.reshape(-1)[a:b], grad_scale, grad.reshape(-1)[a:b] if need_grad else grad.reshape(-1)[:0],
+            need_grad, loss_elem.reshape(-1)[a:b] if want_elem else loss_elem.reshape(-1)[:0], want_elem,
+        )  # fmt: skip
+    pos_c = np.ones(k) if pos_w.shape[0] == 0 else pos_w
+    w_c = np.ones(k) if w.shape[0] == 0 else w
+    if k <= _SMALL_K:
+        return _total_weighted_flat(z, y, pos_c, w_c, sample_weight, grad_scale, grad, need_grad, loss_elem, lo, hi)
+    return _total_weighted_rows(z, y, pos_c, w_c, sample_weight, grad_scale, grad, need_grad, loss_elem, lo, hi)
+
+
+@nb.njit(**JIT)
+def sigmoid_xent_total(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem):
+    """Binary cross-entropy of independent sigmoid heads, all rows on this thread: ``(total, bad)``.
+
+    ``z``, ``y``: C-contiguous (N, K) (``y`` float32 or float64, unchecked:
+    ``bad`` says that some label is outside [0, 1] or NaN, and the results
+    are then incomplete); ``pos_w``, ``w``: float64 (K,) or size 0 (no
+    weight); ``sample_weight`` float64 (N,) or size 0. ``total`` is the
+    float64 sum of the (weighted) losses; the gradient times ``grad_scale``
+    goes into ``grad`` (of ``z``'s dtype) when ``need_grad``, each element's
+    loss into ``loss_elem`` ((N, K) of ``z``'s dtype; size 0: not asked for).
+    Inputs of more than one block of rows (:func:`total_block_rows`) go to
+    :func:`sigmoid_xent_total_blocks`, and only they.
+    """
+    return _total_rows(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, 0, z.shape[0])
+
+
+_TOTAL_BLOCK = 1 << 16  # elements per parallel block
+
+
+def total_block_rows(k: int) -> int:
+    """Rows per block of :func:`sigmoid_xent_total_blocks` for K labels (a function of the shape only)."""
+    return max(1, _TOTAL_BLOCK // max(k, 1))
+
+
+@nb.njit(parallel=True, **JIT)
+def sigmoid_xent_total_blocks(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, step):
+    """:func:`sigmoid_xent_total` in blocks of ``step`` rows, in parallel; the blocks' totals summed in order."""
+    n = z.shape[0]
+    n_blocks = (n + step - 1) // step
+    totals = np.empty(n_blocks)
+    bad = np.zeros(n_blocks, dtype=np.bool_)
+    for b in prange(n_blocks):
+        lo = b * step
+        hi = min(n, lo + step)
+        totals[b], bad[b] = _total_rows(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, lo, hi)
+    total = 0.0
+    for b in range(n_blocks):
+        total += totals[b]
+    return total, bad.any()
