@@ -17,6 +17,7 @@ from scipy import sparse  # noqa: E402
 from scipy.special import log_expit, logsumexp  # noqa: E402
 
 from softxent._gradcheck import finite_difference_grad  # noqa: E402
+from softxent.kernels import _dense_head  # noqa: E402
 from softxent.models import (
     _data_term,  # noqa: E402
     _objective,  # noqa: E402
@@ -78,12 +79,12 @@ def test_sigmoid_objective_value_matches_its_definition(rng):
     )
 
 
-def _softmax_problem(rng, *, class_weight=False, sample_weight=True):
-    X, y = _softmax_data(rng)
+def _softmax_problem(rng, *, class_weight=False, sample_weight=True, n=37, d=5, k=4):
+    X, y = _softmax_data(rng, n=n, d=d, k=k)
     return Problem(
-        X=X, targets=y, head="softmax", n_outputs=4,
+        X=X, targets=y, head="softmax", n_outputs=k,
         sample_weight=rng.uniform(0.1, 3, len(y)) if sample_weight else None,
-        class_weight=np.array([0.5, 2.0, 1.0, 3.0]) if class_weight else None,
+        class_weight=rng.uniform(0.25, 3.0, k) if class_weight else None,
     )  # fmt: skip
 
 
@@ -100,6 +101,8 @@ PROBLEMS = {
     "softmax, sample weights": lambda rng: _softmax_problem(rng),
     "softmax, sample and class weights": lambda rng: _softmax_problem(rng, class_weight=True),
     "softmax, no weights": lambda rng: _softmax_problem(rng, sample_weight=False),
+    # 40 features, 6 classes: the one-sweep dense kernel (kernels/_dense_head.py) computes the data term.
+    "softmax, dense kernel": lambda rng: _softmax_problem(rng, class_weight=True, n=45, d=40, k=6),
     "sigmoid, sample weights": lambda rng: _sigmoid_problem(rng),
     "sigmoid, label and positive weights": lambda rng: _sigmoid_problem(rng, label_weights=True),
 }
@@ -288,7 +291,7 @@ def test_row_blocks_and_threads_do_not_change_the_result(rng, monkeypatch, head)
     W = rng.standard_normal((problem.n_outputs, problem.n_features))
     b = rng.standard_normal(problem.n_outputs)
     whole = data_loss_grad(problem, W, b)
-    monkeypatch.setattr(_objective, "rows_per_block", lambda *args: 7)
+    monkeypatch.setattr(_data_term, "rows_per_block", lambda *args: 7)
     with Objective(problem, C=1.0, fit_intercept=True, n_threads=3) as objective:
         assert objective._executor is not None
         blocked = data_loss_grad(problem, W, b, executor=objective._executor, n_threads=3)
@@ -308,7 +311,7 @@ def test_sigmoid_blocks_call_the_kernel_directly_with_the_public_result(rng, mon
     problem.targets = problem.targets.astype(dtype)
     W = rng.standard_normal((problem.n_outputs, problem.n_features)) * 0.3
     b = rng.standard_normal(problem.n_outputs)
-    monkeypatch.setattr(_objective, "rows_per_block", lambda *args: 8)  # several blocks, a short last one
+    monkeypatch.setattr(_data_term, "rows_per_block", lambda *args: 8)  # several blocks, a short last one
     blocks = _data_term._SigmoidBlocks(problem, 8)
     assert blocks.kernel is not None, "the kernels are available here: the direct path must be the one tested"
     direct = data_loss_grad(problem, W, b)
@@ -334,7 +337,7 @@ def test_softmax_blocks_call_the_kernel_directly_with_the_public_result(rng, mon
     problem.X = problem.X.astype(dtype)
     W = rng.standard_normal((problem.n_outputs, problem.n_features)) * 0.3
     b = rng.standard_normal(problem.n_outputs)
-    monkeypatch.setattr(_objective, "rows_per_block", lambda *args: 8)  # several blocks, a short last one
+    monkeypatch.setattr(_data_term, "rows_per_block", lambda *args: 8)  # several blocks, a short last one
     assert _data_term._SoftmaxBlocks(problem, 8).kernel is not None, "the direct path must be the one tested"
     direct = data_loss_grad(problem, W, b)
     monkeypatch.setenv("SOFTXENT_REFERENCE", "1")
@@ -347,6 +350,96 @@ def test_softmax_blocks_call_the_kernel_directly_with_the_public_result(rng, mon
     F = _numpy_softmax_F(W, b, problem.X.astype(np.float64), problem.targets, 1.0, problem.sample_weight,
                          problem.class_weight)  # fmt: skip
     assert direct[0] + 0.5 * np.sum(W * W) == pytest.approx(F, rel=rtol)
+
+
+DENSE_SHAPES = [(1, 64, 3), (2, 64, 2), (7, 65, 5), (131, 97, 10), (250, 80, 12), (67, 300, 7), (45, 64, 32)]
+
+
+def _dense_case(rng, monkeypatch, n, d, k, dtype, weights, chunked):
+    """A softmax problem the one-sweep dense kernel takes, and that kernel's data term; ``chunked``
+    forces chunks of 4 rows and float64 flushes every 12 rows (odd tails everywhere)."""
+    problem = _softmax_problem(rng, class_weight=weights, sample_weight=weights, n=n, d=d, k=k)
+    problem.X = np.ascontiguousarray(problem.X, dtype)
+    assert _data_term._dense_softmax_kernel(problem) is not None, "the dense kernel must be the path tested"
+    if chunked:
+        monkeypatch.setattr(_dense_head, "chunk_rows", lambda *args: 4)
+        monkeypatch.setattr(_data_term, "rows_per_block", lambda *args: 12)
+    return problem
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("weights", [False, True])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", DENSE_SHAPES, ids=[f"{n}x{d}x{k}" for n, d, k in DENSE_SHAPES])
+def test_dense_softmax_kernel_matches_the_blas_path_and_the_definition(
+    rng, monkeypatch, shape, dtype, fit_intercept, weights, chunked
+):
+    """The softmax head's one-sweep kernel (z = X W^T + b, loss, G, G^T X over cached chunks) against
+    the BLAS products with the fused row kernel, and against the objective's definition in float64."""
+    n, d, k = shape
+    problem = _dense_case(rng, monkeypatch, n, d, k, dtype, weights, chunked)
+    W = rng.standard_normal((k, d)) * 0.3
+    b = rng.standard_normal(k) if fit_intercept else None
+    fast = data_loss_grad(problem, W, b)
+    monkeypatch.setattr(_data_term, "_dense_softmax_kernel", lambda problem: None)
+    blas = data_loss_grad(problem, W, b)
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    assert fast[0] == pytest.approx(blas[0], rel=rtol)
+    scale = max(np.abs(blas[1]).max(), 1.0)
+    np.testing.assert_allclose(fast[1], blas[1], rtol=rtol, atol=rtol * scale)
+    np.testing.assert_allclose(fast[2], blas[2], rtol=rtol, atol=rtol * scale)
+    sw = np.ones(n) if problem.sample_weight is None else problem.sample_weight
+    F = _numpy_softmax_F(W, b, problem.X.astype(np.float64), problem.targets, 1.0, sw, problem.class_weight)
+    assert fast[0] + 0.5 * np.sum(W * W) == pytest.approx(F, rel=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_dense_softmax_kernel_on_extreme_inputs(rng, monkeypatch, dtype):
+    """Confident rows (logits in the thousands, of either sign), rows of zeros (all logits tied at b)
+    and features of very different scales: finite, and equal to the definition and the BLAS path."""
+    n, d, k = 97, 70, 9
+    problem = _dense_case(rng, monkeypatch, n, d, k, dtype, True, True)
+    X = problem.X.astype(np.float64)
+    X[:, :5] *= 1e3
+    X[10:14] = 0.0
+    problem.X = np.ascontiguousarray(X, dtype)
+    W = rng.standard_normal((k, d)) * 20.0
+    b = rng.standard_normal(k) * 100.0
+    fast = data_loss_grad(problem, W, b)
+    assert np.isfinite(fast[0]) and np.isfinite(fast[1]).all() and np.isfinite(fast[2]).all()
+    monkeypatch.setattr(_data_term, "_dense_softmax_kernel", lambda problem: None)
+    blas = data_loss_grad(problem, W, b)
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    # Loss sums of confident rows: the float32 logits themselves carry eps32 * |z| ~ 1e-3 of rounding.
+    F = _numpy_softmax_F(W, b, problem.X.astype(np.float64), problem.targets, 1.0, problem.sample_weight,
+                         problem.class_weight)  # fmt: skip
+    assert fast[0] + 0.5 * np.sum(W * W) == pytest.approx(F, rel=rtol)
+    assert fast[0] == pytest.approx(blas[0], rel=rtol)
+    for a, c in zip(fast[1:], blas[1:]):
+        np.testing.assert_allclose(a, c, rtol=rtol, atol=rtol * np.abs(c).max())
+
+
+def test_dense_softmax_kernel_threads_give_the_one_thread_result(rng, monkeypatch):
+    problem = _dense_case(rng, monkeypatch, 301, 64, 10, np.float64, True, True)
+    W = rng.standard_normal((10, 64))
+    b = rng.standard_normal(10)
+    whole = data_loss_grad(problem, W, b)
+    with Objective(problem, C=1.0, fit_intercept=True, n_threads=3) as objective:
+        threaded = data_loss_grad(problem, W, b, executor=objective._executor, n_threads=3)
+    assert threaded[0] == pytest.approx(whole[0], rel=1e-13)
+    for a, c in zip(threaded[1:], whole[1:]):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+
+
+def test_dense_softmax_kernel_only_where_it_beats_blas():
+    """The shapes the kernel takes (see kernels/_dense_head.py for the measurements behind them)."""
+    assert _dense_head.suits(784, 10, 8) and _dense_head.suits(64, 10, 8) and _dense_head.suits(784, 10, 4)
+    assert not _dense_head.suits(16, 50, 8)  # rows too short: BLAS
+    assert not _dense_head.suits(32, 10, 4)  # float32 rows of 32: BLAS
+    assert not _dense_head.suits(300, 64, 8)  # W beyond the cache budget
+    assert not _dense_head.suits(3000, 8, 4)  # rows longer than the kernel's budget
+    assert not _dense_head.suits(100, 1, 8)  # one output is the sigmoid head's
 
 
 def test_sparse_X_gives_the_dense_result(rng):

@@ -178,9 +178,9 @@ def test_float32_reaches_the_same_accuracy(digits):
 
 
 def test_thread_count_does_not_change_the_fit(digits, monkeypatch):
-    from softxent.models import _objective
+    from softxent.models import _data_term
 
-    monkeypatch.setattr(_objective, "rows_per_block", lambda *args: 100)  # 18 blocks
+    monkeypatch.setattr(_data_term, "rows_per_block", lambda *args: 100)  # 14 blocks
     X, y = digits
     one = SoftmaxRegression(C=0.05, n_jobs=1).fit(X, y)
     two = SoftmaxRegression(C=0.05, n_jobs=2).fit(X, y)

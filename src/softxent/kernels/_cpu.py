@@ -43,6 +43,8 @@ so that ``kernels.cpu(dtype)`` returns one module with every name):
 * :mod:`._tiles`: few classes across rows (:func:`_xent_index_tiles`);
 * :mod:`._softmax_rows`: softmax, log-softmax and log-sum-exp rows;
 * :mod:`._sigmoid`: the sigmoid heads' row and flat loops;
+* :mod:`._dense_head`: the softmax estimators' head on dense X (logits,
+  loss and gradient, and the weight gradient over cached row chunks);
 * :mod:`._checks`: the label checks :func:`class_rows`,
   :func:`class_check`, :func:`bounded_check`;
 * here: the parallel drivers :func:`softmax_xent_index`,
@@ -67,6 +69,7 @@ from numba import prange
 from ._checks import bounded_check as bounded_check
 from ._checks import class_check as class_check
 from ._checks import class_rows as class_rows
+from ._dense_head import softmax_head_rows as softmax_head_rows
 from ._jit import FAST as FAST
 from ._jit import JIT as JIT
 from ._jit import JIT_ELEMENT as JIT_ELEMENT

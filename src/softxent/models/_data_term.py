@@ -232,6 +232,45 @@ class _SigmoidBlocks:
         return float(rows.sum()), g
 
 
+def _dense_softmax_kernel(problem: Problem) -> Any:
+    """The compiled kernels when the softmax head's one-sweep loop suits this fit, else None."""
+    if problem.head != "softmax" or sparse.issparse(problem.X):
+        return None
+    kernel = kernels.cpu(problem.dtype)
+    if kernel is None:
+        return None
+    from softxent.kernels import _dense_head  # numba is importable: kernels.cpu gave the kernels
+
+    return kernel if _dense_head.suits(problem.n_features, problem.n_outputs, problem.dtype.itemsize) else None
+
+
+def _dense_block_loss_grad(
+    problem: Problem, kernel: Any, W: np.ndarray, b: np.ndarray | None, lo: int, hi: int, step: int
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """:func:`_block_loss_grad` for the softmax head on dense X, by the one-sweep kernel.
+
+    ``W`` is (K, d) C-contiguous in X's dtype. The gradient is accumulated in
+    X's dtype over about ``step`` rows, then in float64, as the BLAS path does
+    block by block.
+    """
+    k, d = W.shape
+    dtype = problem.dtype
+    from softxent.kernels import _dense_head
+
+    chunk = _dense_head.chunk_rows(d, dtype.itemsize)
+    flush = max(chunk, step - step % chunk)
+    empty = np.empty(0)
+    weight = empty if problem.class_weight is None else np.ascontiguousarray(problem.class_weight)
+    sw = empty if problem.sample_weight is None else np.ascontiguousarray(problem.sample_weight)
+    g_w, g_b = np.zeros((k, d)), np.zeros(k)
+    loss = kernel.softmax_head_rows(
+        problem.X, W, np.zeros(k, dtype) if b is None else b, b is not None, problem.targets, weight, sw,
+        lo, hi, chunk, flush, np.empty((chunk, k), dtype), np.zeros((k, d), dtype), g_w, g_b,
+        np.empty(chunk), np.empty(chunk),
+    )  # fmt: skip
+    return float(loss), g_w, g_b
+
+
 def data_loss_grad(
     problem: Problem,
     W: np.ndarray,
@@ -248,8 +287,19 @@ def data_loss_grad(
     in a fixed order, so the result does not depend on thread timing).
     """
     dtype = problem.dtype
-    Wt = np.ascontiguousarray(W.T, dtype=dtype)
     bt = None if b is None else np.asarray(b, dtype=dtype)
+    dense = _dense_softmax_kernel(problem)
+    if dense is not None:
+        Wd = np.ascontiguousarray(W, dtype=dtype)
+
+        def block(lo: int, hi: int, step: int) -> tuple[float, np.ndarray, np.ndarray]:
+            return _dense_block_loss_grad(problem, dense, Wd, bt, lo, hi, step)
+    else:
+        Wt = np.ascontiguousarray(W.T, dtype=dtype)
+
+        def block(lo: int, hi: int, step: int) -> tuple[float, np.ndarray, np.ndarray]:
+            return _block_loss_grad(problem, Wt, bt, lo, hi, step)
+
     step = rows_per_block(problem.n_features, problem.n_outputs, dtype.itemsize, sparse.issparse(problem.X))
     n = problem.n_rows
     n_blocks = -(-n // step)
@@ -262,15 +312,13 @@ def data_loss_grad(
             step = -(-n // parts)
             n_blocks = -(-n // step)
     if executor is None or n_threads <= 1 or n_blocks <= 1:
-        loss, g_w, g_b = _block_loss_grad(problem, Wt, bt, 0, n, step)
+        loss, g_w, g_b = block(0, n, step)
     else:
         parts = min(n_threads, n_blocks)
         cuts = [step * (n_blocks * i // parts) for i in range(parts)] + [n]
         # The calling thread takes the first range itself: one hand-over fewer.
-        futures = [
-            executor.submit(_block_loss_grad, problem, Wt, bt, cuts[i], cuts[i + 1], step) for i in range(1, parts)
-        ]
-        results = [_block_loss_grad(problem, Wt, bt, cuts[0], cuts[1], step)] + [f.result() for f in futures]
+        futures = [executor.submit(block, cuts[i], cuts[i + 1], step) for i in range(1, parts)]
+        results = [block(cuts[0], cuts[1], step)] + [f.result() for f in futures]
         loss = sum(r[0] for r in results)
         g_w = results[0][1]
         g_b = results[0][2]
