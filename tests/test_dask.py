@@ -249,6 +249,35 @@ def test_warm_start_continues_from_the_dask_fit(client):
     np.testing.assert_allclose(model.coef_, coef, atol=1e-6)
 
 
+_READS: list[int] = []
+
+
+def _read_part(i, X, y):
+    """A stand-in for reading one Parquet part: X and y of one chunk from one call (counted)."""
+    _READS.append(i)
+    return X, y
+
+
+def test_each_input_chunk_is_read_once(client):
+    # X and y of a chunk come from one read, as from a Parquet part: the pass over the labels and the
+    # blocks must share it (before, the labels' pass read every part and the blocks read them again).
+    import dask
+
+    X, y = _data(n=400, seed=19)
+    rows = (150, 50, 200)
+    bounds = np.cumsum((0,) + rows)
+    xs, ys = [], []
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        part = dask.delayed(_read_part, nout=2, pure=False)(i, X[lo:hi], y[lo:hi])
+        xs.append(da.from_delayed(part[0], shape=(hi - lo, X.shape[1]), dtype=X.dtype))
+        ys.append(da.from_delayed(part[1], shape=(hi - lo,), dtype=y.dtype))
+    _READS.clear()
+    model = SigmoidRegression(tol=TOL).fit(da.concatenate(xs), da.concatenate(ys) == 0)
+    assert sorted(_READS) == [0, 1, 2]  # the client's process runs these in-process workers' tasks
+    reference = SigmoidRegression(tol=TOL).fit(X, y == 0)
+    _same_fit(model, reference)
+
+
 # --------------------------------------------------------------------------- errors
 
 

@@ -10,12 +10,15 @@ in-memory fit with the data left on the workers:
 2. the inputs: X as a 2-D dask array with one column chunk and known row
    chunks, y and ``sample_weight`` rechunked to X's rows (:func:`_matrix`,
    :func:`_rows`); nothing is computed on the client;
-3. a pass over y for the classes (and their counts, for
-   ``class_weight="balanced"``), or over an indicator matrix for its label
-   counts and the head choice (:func:`_label_pass`, :func:`_indicator_pass`);
-4. the blocks: each row chunk made into an in-memory problem on its worker
-   and held there (:func:`~._dask_blocks.make_block`), then one pass for the
-   total weight, the classes with a positive weight and the moments;
+3. one read of every row chunk on its worker (:func:`_load`,
+   :func:`~._dask_blocks.load_chunk`: X in the working dtype, checked), held
+   there; then a pass over the chunks' labels for the classes (and their
+   counts, for ``class_weight="balanced"``), or over an indicator matrix for
+   its label counts (:func:`_label_pass`, :func:`_indicator_pass`);
+4. the blocks: each chunk made into an in-memory problem on the worker that
+   read it (:func:`~._dask_blocks.make_block`, sharing its X), then one pass
+   for the total weight, the classes with a positive weight, the moments and
+   the sigmoid head's label sums;
 5. the estimator's own L-BFGS and stopping rule on a
    :class:`~._dask_blocks.DaskObjective` (one distributed pass per evaluation).
 
@@ -38,7 +41,7 @@ import numpy as np
 from sklearn.exceptions import DataConversionWarning
 
 from ._block_lbfgs import solver_for
-from ._dask_blocks import BlockSpec, DaskObjective, DaskProblem, gather_clean, make_block
+from ._dask_blocks import BlockSpec, DaskObjective, DaskProblem, gather_clean, load_chunk, make_block
 from ._dask_predict import is_frame as _is_frame
 from ._dask_predict import predict_dask
 from ._heads import check_discrete_labels, choice_for_indicator
@@ -170,11 +173,23 @@ def _chunk_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.unique(labels, return_counts=True)
 
 
+def _raw_labels(raw: Any) -> tuple[np.ndarray, np.ndarray]:
+    return _chunk_labels(raw.y)
+
+
+def _raw_indicator(raw: Any) -> tuple[int, np.ndarray, int, int, tuple[int, int]]:
+    return _chunk_indicator(raw.y, raw.offset)
+
+
 def _label_pass(client: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The sorted classes of 1-D labels and the count of each, from a pass over y's chunks."""
+    """The sorted classes of 1-D labels and the count of each, from a pass over y's chunks (a dask
+    array) or over the chunks :func:`_load` read (a list of futures)."""
     import dask
 
-    parts = gather_clean(client, client.compute([dask.delayed(_chunk_labels)(c) for c in y.to_delayed().ravel()]))
+    if isinstance(y, list):
+        parts = gather_clean(client, [client.submit(_raw_labels, r, pure=False) for r in y])
+    else:
+        parts = gather_clean(client, client.compute([dask.delayed(_chunk_labels)(c) for c in y.to_delayed().ravel()]))
     try:
         classes = np.unique(np.concatenate([p[0] for p in parts]))
     except TypeError:
@@ -201,12 +216,16 @@ def _chunk_indicator(Y: np.ndarray, offset: int) -> tuple[int, np.ndarray, int, 
 
 
 def _indicator_pass(client: Any, Y: Any) -> dict[str, Any]:
-    """Rows, positives per label, rows with two or more labels, rows with none, the fullest row."""
+    """Rows, positives per label, rows with two or more labels, rows with none, the fullest row (over
+    Y's chunks, a dask array, or the chunks :func:`_load` read, a list of futures)."""
     import dask
 
-    offsets = np.cumsum((0,) + Y.chunks[0][:-1])
-    tasks = [dask.delayed(_chunk_indicator)(c, int(o)) for c, o in zip(Y.to_delayed().ravel(), offsets)]
-    parts = gather_clean(client, client.compute(tasks))
+    if isinstance(Y, list):
+        parts = gather_clean(client, [client.submit(_raw_indicator, r, pure=False) for r in Y])
+    else:
+        offsets = np.cumsum((0,) + Y.chunks[0][:-1])
+        tasks = [dask.delayed(_chunk_indicator)(c, int(o)) for c, o in zip(Y.to_delayed().ravel(), offsets)]
+        parts = gather_clean(client, client.compute(tasks))
     fullest = max((p[4] for p in parts), key=lambda rc: (rc[1], -rc[0]))  # the first row with the most labels
     return {
         "n": sum(p[0] for p in parts),
@@ -220,9 +239,9 @@ def _indicator_pass(client: Any, Y: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- targets
 
 
-def _class_spec(est: Any, client: Any, y: Any, *, one_vs_rest: bool) -> tuple[BlockSpec, bool]:
+def _class_spec(est: Any, client: Any, raw: list[Any], *, one_vs_rest: bool) -> tuple[BlockSpec, bool]:
     """1-D labels: set ``classes_``; the encoding of a block's targets."""
-    classes, counts = _label_pass(client, y)
+    classes, counts = _label_pass(client, raw)
     name = type(est).__name__
     if len(classes) < 2:
         raise ValueError(
@@ -253,7 +272,8 @@ def _class_spec(est: Any, client: Any, y: Any, *, one_vs_rest: bool) -> tuple[Bl
     return spec, True
 
 
-def _targets_spec(est: Any, client: Any, y: Any) -> tuple[BlockSpec, bool]:
+def _targets_spec(est: Any, client: Any, y: Any, raw: list[Any]) -> tuple[BlockSpec, bool]:
+    """The encoding of the targets, from y's shape and a pass over the labels of the chunks read (``raw``)."""
     from ._sigmoid_regression import SigmoidRegression
 
     sigmoid = isinstance(est, SigmoidRegression)
@@ -264,15 +284,15 @@ def _targets_spec(est: Any, client: Any, y: Any) -> tuple[BlockSpec, bool]:
             DataConversionWarning,
             stacklevel=4,
         )
-        y = y[:, 0]
+        y = y[:, 0]  # the chunks' labels are raveled where they are read
     if y.ndim == 1:
-        return _class_spec(est, client, y, one_vs_rest=sigmoid)
+        return _class_spec(est, client, raw, one_vs_rest=sigmoid)
     if not sigmoid:
         raise ValueError(
             f"y must be 1-D class labels for {type(est).__name__}, got a dask array of shape {y.shape}; "
             "for multi-label targets use SigmoidRegression or AutoClassifier"
         )
-    stats = _indicator_pass(client, y)
+    stats = _indicator_pass(client, raw)
     est.classes_ = np.arange(y.shape[1])
     est.target_type_ = "multilabel-indicator"
     est._indicator_dtype = y.dtype
@@ -284,17 +304,20 @@ def _targets_spec(est: Any, client: Any, y: Any) -> tuple[BlockSpec, bool]:
 # --------------------------------------------------------------------------- fit
 
 
-def _blocks(client: Any, X: Any, y: Any, sw: Any, spec: BlockSpec) -> list[Any]:
-    """Futures of the blocks, each built on a worker from its row chunk (nothing passes the client)."""
+def _load(client: Any, X: Any, y: Any, sw: Any, dtype: np.dtype, head: str | None) -> list[Any]:
+    """Futures of the row chunks, each read once on a worker (:func:`~._dask_blocks.load_chunk`)."""
     import dask
 
-    xs = X.to_delayed().ravel()
-    ys = y.to_delayed().ravel()
-    sws = [None] * len(xs) if sw is None else list(sw.to_delayed().ravel())
+    # Unoptimised graphs: optimising X's and y's graphs separately fuses a task they share (one read
+    # of a file that yields both) into each of them, and every chunk was then read twice.
+    xs = X.to_delayed(optimize_graph=False).ravel()
+    ys = y.to_delayed(optimize_graph=False).ravel()
+    sws = [None] * len(xs) if sw is None else list(sw.to_delayed(optimize_graph=False).ravel())
     offsets = np.cumsum((0,) + X.chunks[0][:-1])
     n = X.shape[0]
     tasks = [
-        dask.delayed(make_block, pure=True)(x, yy, s, int(o), n, spec) for x, yy, s, o in zip(xs, ys, sws, offsets)
+        dask.delayed(load_chunk, pure=True)(x, yy, s, int(o), n, dtype, head)
+        for x, yy, s, o in zip(xs, ys, sws, offsets)
     ]
     return client.compute(tasks)
 
@@ -304,6 +327,7 @@ def _summary(client: Any, blocks: list[Any], name: str, est: Any, stratified: bo
 
     parts = gather_clean(client, [client.submit(block_summary, b, pure=False) for b in blocks])
     total = float(sum(p[0] for p in parts))
+    sigmoid = parts[0][5] is not None
     if not total > 0:
         raise ValueError(
             "the sample weights (times the class weights) are zero for every row; at least one row needs a "
@@ -320,6 +344,8 @@ def _summary(client: Any, blocks: list[Any], name: str, est: Any, stratified: bo
         "total_weight": total,
         "first": np.sum([p[3] for p in parts], axis=0),
         "second": np.sum([p[4] for p in parts], axis=0),
+        "positives": np.sum([p[5] for p in parts], axis=0) if sigmoid else None,
+        "weighted_positives": np.sum([p[6] for p in parts], axis=0) if sigmoid else None,
     }
 
 
@@ -346,16 +372,25 @@ def fit_dask(est: Any, X: Any, y: Any, sample_weight: Any = None) -> Any:
     swd = _rows(sample_weight, chunks, "sample_weight")
     if swd is not None and swd.ndim != 1:
         raise ValueError(f"sample_weight must have shape ({Xd.shape[0]},) (one per row), got shape {swd.shape}")
-    spec, stratified = _targets_spec(est, client, yd)
-    if set_names is not None and spec.target == "indicator":
-        est.classes_, est._indicator_dtype = set_names, np.dtype(np.int64)  # as in memory for label sets
-    est.n_features_in_ = Xd.shape[1]
-    if names is not None:
-        est.feature_names_in_ = names
-    elif hasattr(est, "feature_names_in_"):
-        del est.feature_names_in_
-    blocks = _blocks(client, Xd, yd, swd, spec)
+    from ._sigmoid_regression import SigmoidRegression
+
+    hint = "sigmoid" if isinstance(est, SigmoidRegression) else "softmax"  # the kernel to load while reading
+    raw = _load(client, Xd, yd, swd, np.dtype(est._work_dtype), hint)
+    blocks: list[Any] = []
     try:
+        spec, stratified = _targets_spec(est, client, yd, raw)
+        if set_names is not None and spec.target == "indicator":
+            est.classes_, est._indicator_dtype = set_names, np.dtype(np.int64)  # as in memory for label sets
+        est.n_features_in_ = Xd.shape[1]
+        if names is not None:
+            est.feature_names_in_ = names
+        elif hasattr(est, "feature_names_in_"):
+            del est.feature_names_in_
+        # Each block is made where its chunk was read and shares its X. The raw chunks' futures are
+        # released, not cancelled (a cancel would cancel the blocks that depend on them): Dask keeps
+        # a raw chunk until its block exists, and knows how to rebuild a block lost with its worker.
+        blocks = [client.submit(make_block, r, spec, pure=False) for r in raw]
+        raw = []
         summary = _summary(client, blocks, name, est, stratified)
         problem = DaskProblem(Xd.shape[0], Xd.shape[1], spec.n_outputs, spec.head, np.dtype(spec.dtype))
         W0, b0 = est._initial_params(spec.n_outputs, Xd.shape[1])
@@ -369,7 +404,7 @@ def fit_dask(est: Any, X: Any, y: Any, sample_weight: Any = None) -> Any:
         )  # fmt: skip
         W, b = objective.unpack(theta)
     finally:
-        client.cancel(blocks)  # the data leaves the workers' memory with the fit
+        client.cancel(raw + blocks)  # the data leaves the workers' memory with the fit
     est._set_params_from(W, b)
     est.n_iter_ = result.n_iter
     est.loss_curve_ = result.loss_curve
