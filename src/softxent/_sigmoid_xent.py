@@ -143,7 +143,19 @@ def _kernel_sigmoid_xent(
     grad = None if grad2 is None else grad2.reshape(arr.shape)
     if loss_elem is not None:
         return loss_elem.reshape(arr.shape), grad
-    return _scalar_or_array(_contract.reduce_total(total, denominator, reduction), arr.dtype), grad
+    return _loss_scalar(_contract.reduce_total(total, denominator, reduction), arr.dtype), grad
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _loss_scalar(value: float, dtype: np.dtype) -> np.ndarray:
+    """The loss as a scalar of ``dtype``: :func:`_scalar_or_array`'s result without its
+    ``errstate`` and array round trip (3.5 of a 1500 x 14 call's 45 us), which only values
+    beyond float32's range (or NaN) need."""
+    if dtype == np.float64 or abs(value) <= _FLOAT32_MAX:
+        return dtype.type(value)
+    return _scalar_or_array(value, dtype)
 
 
 _NO_WEIGHT = np.empty(0)
