@@ -132,7 +132,8 @@ class LinearClassifierBase(CallbackSupportMixin, ClassifierMixin, BaseEstimator)
                         f"{self.classes_.tolist()!r}"
                     )
             else:
-                self.classes_ = np.unique(y)
+                # Every label is a class: the codes come with the classes (no isin/searchsorted pass).
+                self.classes_, codes = np.unique(y, return_inverse=True)
             if len(self.classes_) < 2:
                 raise ValueError(
                     f"{type(self).__name__} needs samples of at least 2 classes, but the data contains "
@@ -140,6 +141,8 @@ class LinearClassifierBase(CallbackSupportMixin, ClassifierMixin, BaseEstimator)
                     if len(self.classes_)
                     else f"{type(self).__name__} needs samples of at least 2 classes, got none"
                 )
+            if not partial:
+                return codes.reshape(-1)
         unseen = ~np.isin(y, self.classes_)
         if unseen.any():
             raise ValueError(

@@ -45,7 +45,6 @@ class FitTasks:
         # LogisticRegression's bridge does (every begin has its end).
         self.root = estimator._init_callback_context(max_subtasks=max_iter + 1)
         self.root.call_on_fit_task_begin(estimator=estimator, X=X, y=y, metadata=self.metadata)
-        self.active = bool(getattr(estimator, "_skl_callbacks", None)) or hasattr(estimator, "_parent_callback_ctx")
         self._task = None
 
     def begin(self, params: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
