@@ -6,21 +6,24 @@ of shape N x K --
 
 * ``softxent``: ``softxent.sigmoid_cross_entropy_with_grad`` on NumPy arrays
   (validation, the fused kernel, the reduction: the whole public call);
+* ``softxent kernel``: the same sweep alone (``softxent._sigmoid_xent.sigmoid_xent_total``
+  into a gradient buffer allocated once, the estimators' entry): the
+  difference to ``softxent`` is the public call's Python side;
 * ``torch``: ``F.binary_cross_entropy_with_logits`` forward and
   ``backward()`` (eager), on a fresh leaf each call, as a training step does;
 * ``torch + THP``: the same with ``THP_MEM_ALLOC_ENABLE=1`` (transparent
   huge pages for torch's allocations; fresh large buffers page-fault without).
 
-Each (shape, option set, implementation) runs in its own subprocess with 2
-threads (numba's and torch's), checks its result against a float64 NumPy
-oracle, warms up, then times ``--calls`` calls one by one and reports their
-median; ``--runs`` sweeps everything that many times, rotating the order of
-the implementations, and the table shows each implementation's median run
-with every run's figure. "x torch" is the faster torch variant's median
+Each (implementation, thread count) runs in its own subprocess (numba's and
+torch's threads), which takes the cases one after another: checks the
+result against a float64 NumPy oracle, warms up, then times ``--calls``
+calls one by one and reports their median; ``--runs`` sweeps everything
+that many times, rotating the order of the implementations, and the table
+shows each implementation's median run with every run's figure. "x torch" is the faster torch variant's median
 over softxent's, per run. The host's other load is shown as the cores that
 other processes kept busy while the row was timed (from ``/proc/stat``).
 
-    python benchmarks/sigmoid_cpu.py [--runs 3] [--threads 1,2] [--quick] [--wait-idle 60 --retries 2]
+    python benchmarks/sigmoid_cpu.py [--runs 3] [--threads 1,2] [--quick | --plain] [--wait-idle 60 --retries 2]
 
 On a shared host, ``--wait-idle`` and ``--retries`` wait for and retry
 quiet moments (with 2 threads on 2 cores, torch's OpenMP threads are slowed
@@ -46,7 +49,7 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 SEED = 20261203
 THREADS = 2  # default; --threads 1,2 runs every row at each count
-IMPLS = ("softxent", "torch", "torch + THP")
+IMPLS = ("softxent", "softxent kernel", "torch", "torch + THP")
 # (name, N, K, dtype, options): options are "plain", "pos_weight" (one per
 # label) or "sample_weight" (one per row; torch gets it as weight=(N, 1)).
 CASES = [
@@ -88,14 +91,26 @@ def oracle(z, y, pos_weight, sample_weight, denominator):
 def setup(impl: str, z, y, pos_weight, sample_weight, threads: int):
     """A zero-argument callable returning (loss, grad as NumPy) and its mean's denominator."""
     n, k = z.shape
-    if impl == "softxent":
+    if impl.startswith("softxent"):
         import softxent as sx
+        from softxent._sigmoid_xent import sigmoid_xent_total
+
+        # softxent's mean divides by K * sum(sample_weight)
+        den = n * k if sample_weight is None else k * float(sample_weight.sum())
+        if impl == "softxent kernel":
+            grad = np.empty_like(z)
+
+            def kernel():
+                total = sigmoid_xent_total(
+                    z, y, pos_weight=pos_weight, sample_weight=sample_weight, grad_scale=1.0 / den, grad_out=grad
+                )
+                return total / den, grad
+
+            return kernel, den
 
         def run():
             return sx.sigmoid_cross_entropy_with_grad(z, y, pos_weight=pos_weight, sample_weight=sample_weight)
 
-        # softxent's mean divides by K * sum(sample_weight)
-        den = n * k if sample_weight is None else k * float(sample_weight.sum())
         return run, den
     import torch
     import torch.nn.functional as F
@@ -131,6 +146,7 @@ def worker(case: str, impl: str, calls: int, threads: int) -> dict:
     loss_err = abs(float(loss) - ref_loss) / abs(ref_loss) / EPS[dtype]
     # gradient entries are O(1/den): absolute error in units of eps/den
     grad_err = float(np.abs(np.asarray(grad, dtype=np.float64) - ref_grad).max()) * den / EPS[dtype]
+    calls = calls or (60 if n * k > 100_000 else 500)
     for _ in range(max(3, calls // 10)):
         run()
     hz = os.sysconf("SC_CLK_TCK")
@@ -148,6 +164,11 @@ def worker(case: str, impl: str, calls: int, threads: int) -> dict:
         case=case, impl=impl, threads=threads, ms=1e3 * statistics.median(times), ms_min=1e3 * min(times), calls=calls,
         loss_err_eps=loss_err, grad_err_eps=grad_err, others_busy_cores=others,
     )  # fmt: skip
+
+
+def worker_cases(cases: list[str], impl: str, calls: int, threads: int) -> list[dict]:
+    """Every case in one process (imports and compilation once: a process per row took ~10 s on a busy host)."""
+    return [worker(case, impl, calls, threads) for case in cases]
 
 
 # --------------------------------------------------------------------------- parent
@@ -185,16 +206,16 @@ def wait_idle(limit_s: float) -> None:
         pass
 
 
-def run_one(case: str, impl: str, calls: int, threads: int) -> dict:
+def run_worker(cases: list[str], impl: str, calls: int, threads: int) -> list[dict]:
     env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS="1")
     env.pop("THP_MEM_ALLOC_ENABLE", None)
     env.pop("SOFTXENT_REFERENCE", None)
     if impl == "torch + THP":
         env["THP_MEM_ALLOC_ENABLE"] = "1"
-    cmd = [sys.executable, __file__, "--worker", case, impl, str(calls), str(threads)]
+    cmd = [sys.executable, __file__, "--worker", json.dumps(cases), impl, str(calls), str(threads)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
-        raise RuntimeError(f"{case} / {impl} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{impl} ({threads} threads) failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -209,6 +230,8 @@ def table(results: list[dict], runs: int, info: dict, thread_counts: list[int]) 
         '(every run\'s median in brackets); `reduction="mean"`; 0/1 labels; logits N(0, 9). '
         "Errors against the float64 oracle: loss relative, gradient absolute times the mean's denominator, "
         'in eps of the dtype. "x torch": the faster torch variant over softxent, per run (median run). '
+        '"softxent kernel": the compiled sweep alone (`sigmoid_xent_total` into a gradient allocated once); '
+        "its difference to softxent is the public call's Python side (checks, allocation, reduction). "
         '"others busy": cores other processes kept busy while the row was timed (max over runs).',
         "",
         "| case | threads | implementation | median ms | runs | x torch | min ms | x torch (min) "
@@ -221,17 +244,17 @@ def table(results: list[dict], runs: int, info: dict, thread_counts: list[int]) 
             continue
         per_run = {impl: [r["ms"] for r in rows if r["impl"] == impl] for impl in IMPLS}
         best = {impl: min(r["ms_min"] for r in rows if r["impl"] == impl) for impl in IMPLS}
-        ratios = [
-            min(per_run["torch"][i], per_run["torch + THP"][i]) / per_run["softxent"][i]
-            for i in range(min(len(v) for v in per_run.values()))
-        ]
         for impl in IMPLS:
             mine = [r for r in rows if r["impl"] == impl]
             ms = per_run[impl]
             ratio = ratio_min = ""
-            if impl == "softxent" and ratios:
+            ratios = [
+                min(per_run["torch"][i], per_run["torch + THP"][i]) / per_run[impl][i]
+                for i in range(min(len(v) for v in per_run.values()))
+            ]
+            if impl.startswith("softxent") and ratios:
                 ratio = f"{statistics.median(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)})"
-                ratio_min = f"{min(best['torch'], best['torch + THP']) / best['softxent']:.2f}"
+                ratio_min = f"{min(best['torch'], best['torch + THP']) / best[impl]:.2f}"
             lines.append(
                 f"| {case} | {threads} | {impl} | {statistics.median(ms):.3f} | {', '.join(f'{x:.3f}' for x in ms)} | {ratio} "
                 f"| {best[impl]:.3f} | {ratio_min} "
@@ -253,38 +276,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="full sweeps (default 3)")
     parser.add_argument("--quick", action="store_true", help="the two float32 plain cases only")
-    parser.add_argument("--calls", type=int, default=0, help="timed calls per worker (default: by size)")
+    parser.add_argument("--plain", action="store_true", help="the four plain cases only (both shapes and dtypes)")
+    parser.add_argument("--calls", type=int, default=0, help="timed calls per case (default: by size)")
     parser.add_argument(
-        "--wait-idle", type=float, default=0.0, help="before each row, wait up to this many s for a quiet host"
+        "--wait-idle", type=float, default=0.0, help="before each worker, wait up to this many s for a quiet host"
     )
     parser.add_argument(
-        "--retries", type=int, default=0, help="rerun a row this often while others kept > 0.3 cores busy"
+        "--retries", type=int, default=0, help="rerun a worker this often while others kept > 0.3 cores busy"
     )
     parser.add_argument("--threads", default="2", help="comma-separated thread counts (default 2)")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        case, impl, calls, threads = args.worker
-        print(json.dumps(worker(case, impl, int(calls), int(threads))))
+        cases_json, impl, calls, threads = args.worker
+        print(json.dumps(worker_cases(json.loads(cases_json), impl, int(calls), int(threads))))
         return
-    cases = [c for c in CASES if not args.quick or (c[3] == "float32" and c[4] == "plain")]
+    cases = [
+        c[0] for c in CASES
+        if (not args.quick or (c[3] == "float32" and c[4] == "plain")) and (not args.plain or c[4] == "plain")
+    ]  # fmt: skip
     thread_counts = [int(t) for t in args.threads.split(",")]
     info = host()
     info["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    results = []
+    results: list[dict] = []
     for r in range(args.runs):
         order = IMPLS[r % len(IMPLS) :] + IMPLS[: r % len(IMPLS)]  # rotate who goes first
-        for (case, n, k, *_), threads in ((c, t) for c in cases for t in thread_counts):
-            calls = args.calls or (60 if n * k > 100_000 else 500)
+        for threads in thread_counts:
             for impl in order:
                 for _attempt in range(args.retries + 1):
                     wait_idle(args.wait_idle)
-                    res = run_one(case, impl, calls, threads)
-                    if res["others_busy_cores"] <= 0.3:
+                    rows = run_worker(cases, impl, args.calls, threads)
+                    if max(res["others_busy_cores"] for res in rows) <= 0.3:
                         break
-                res["run"] = r
-                results.append(res)
-                print(f"run {r}: {case:32s} {threads} {impl:12s} {res['ms']:8.3f} ms", file=sys.stderr)
+                for res in rows:
+                    res["run"] = r
+                    results.append(res)
+                    print(f"run {r}: {res['case']:32s} {threads} {impl:16s} {res['ms']:8.3f} ms", file=sys.stderr)
         write(results, r + 1, info, thread_counts)  # after every run: a cut-short sweep keeps its runs
     print(write(results, r + 1, info, thread_counts))
 

@@ -188,8 +188,8 @@ def _run_total(
         z, y, pos_w, w, _NO_WEIGHT if sw is None else sw, grad_scale, z if grad is None else grad, grad is not None,
         _NO_ELEM[z.dtype] if loss_elem is None else loss_elem,
     )  # fmt: skip
-    step = ks.total_block_rows(z.shape[1])
-    if z.shape[0] <= step:  # one block: no thread pool (a parallel function costs ~10 us a call)
+    step = ks.total_block_rows(z.shape[0], z.shape[1])
+    if z.shape[0] <= step:  # one block: no thread pool
         return ks.sigmoid_xent_total(*args)
     return ks.sigmoid_xent_total_blocks(*args, step)
 
