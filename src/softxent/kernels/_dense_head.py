@@ -20,9 +20,10 @@ the second time, and need no Python between the three steps. The caller
 classes, W small enough to stay in the core's L2 (:func:`suits`).
 
 Sums: each dot product is a reassociated (vectorised) sum in X's dtype, as
-BLAS's are; the gradient is accumulated in X's dtype over ``flush`` rows and
-then added into float64 accumulators, as the BLAS path accumulates a block's
-product into float64.
+BLAS's are; the weight gradient is accumulated in X's dtype over ``flush``
+rows (a block of the BLAS path) and then added into float64 accumulators, as
+the BLAS path adds each block's product; the loss and the intercept's
+gradient are summed in float64.
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ def softmax_head_rows(
     """
     K = W.shape[0]
     has_sw = sample_weight.shape[0] > 0
-    g_sum = np.zeros(K, dtype=X.dtype)
+    g_sum = np.zeros(K)  # the intercept's gradient in float64, as the BLAS path sums it
     total = 0.0
     since = 0
     for start in range(lo, hi, chunk):
