@@ -542,11 +542,13 @@ def _report(args, results, skipped, paths, size_gb, subset, loads) -> str:
         "",
         "## What changes on a real cluster",
         "",
-        f"Per evaluation the driver sends the coefficients once to each worker ({k} x {d + 1} float64 = "
-        f"{coef_kb:.0f} kB) and receives one reduced gradient of the same size; inside the cluster {chunks} "
-        f"partial gradients ({chunks * coef_kb / 1e3:.2f} MB) move up the reduction tree (fan-in 8). On 10 Gb/s "
-        f"links the broadcast and the reduced gradient take about {net_ms:.2f} ms of transfer, plus a few task "
-        "round trips (about 1-5 ms each, two tree levels), per evaluation. The compute it pays for is one read "
+        f"Per evaluation the driver sends one task to each worker, the coefficients inside it ({k} x {d + 1} "
+        f"float64 = {coef_kb:.0f} kB), and receives one partial gradient of the same size from each worker, summed "
+        "over the chunks that worker holds (with more than 8 workers the partials are first summed in a tree of "
+        f"fan-in 8 on the workers). On 10 Gb/s links, per worker, the coefficients and the partial take about "
+        f"{net_ms:.2f} ms of transfer, plus one task round trip (about 1-5 ms), per evaluation; the driver's "
+        "share grows with the workers (W tasks sent, W partials summed), about 1 ms a worker at the scheduler. "
+        "The compute it pays for is one read "
         f"of each chunk: here {args.rows // chunks:,} rows x {d} float32 = {mb_chunk:.0f} MB per chunk, "
         + (f"{chunk_s:.3f} s on one core in this run" if chunk_s else "(no Dask row ran)")
         + (
@@ -561,9 +563,8 @@ def _report(args, results, skipped, paths, size_gb, subset, loads) -> str:
             else ""
         )
         + ". With W workers an evaluation costs about (chunks / W) x the chunk time plus a fixed 5-20 ms of "
-        "network and scheduling, so the network stays a few percent of an iteration while chunks hold tens of "
-        "megabytes and each worker holds several; with many tiny chunks the per-task scheduling cost (about "
-        "1 ms a task at the scheduler) dominates, so chunks of 10^5 rows or more are the rule. Spark's "
+        "network and scheduling (one task per worker, however many chunks each holds), so the network stays a "
+        "few percent of an iteration while each worker holds tens of megabytes or more. Spark's "
         "treeAggregate pays the same broadcast and reduction; dask-ml's L-BFGS scatters one coefficient vector "
         "(d + 1 floats) per evaluation and computes the loss and the gradient as two graphs in one compute call.",
         "",

@@ -278,6 +278,20 @@ def test_each_input_chunk_is_read_once(client):
     _same_fit(model, reference)
 
 
+def test_large_coefficients_travel_in_a_task_of_their_own(client, monkeypatch):
+    # Above _INLINE_COEF_BYTES the coefficients go to one task whose result each worker fetches,
+    # instead of riding in every worker's evaluation task: the same fit either way.
+    from softxent.models import _dask_blocks
+
+    X, y = _data(seed=20)
+    Xd, yd = da.from_array(X, chunks=(CHUNKINGS["uneven"], -1)), da.from_array(y, chunks=CHUNKINGS["uneven"])
+    inline = SoftmaxRegression(tol=TOL).fit(Xd, yd)
+    monkeypatch.setattr(_dask_blocks, "_INLINE_COEF_BYTES", 0)
+    separate = SoftmaxRegression(tol=TOL).fit(Xd, yd)
+    _same_fit(separate, inline, rtol=1e-12)
+    _same_fit(separate, SoftmaxRegression(tol=TOL).fit(X, y))
+
+
 # --------------------------------------------------------------------------- errors
 
 

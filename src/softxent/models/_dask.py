@@ -41,7 +41,7 @@ import numpy as np
 from sklearn.exceptions import DataConversionWarning
 
 from ._block_lbfgs import solver_for
-from ._dask_blocks import BlockSpec, DaskObjective, DaskProblem, gather_clean, load_chunk, make_block
+from ._dask_blocks import BlockSpec, DaskObjective, DaskProblem, gather_clean, load_chunk, load_rows, make_block
 from ._dask_predict import is_frame as _is_frame
 from ._dask_predict import predict_dask
 from ._heads import check_discrete_labels, choice_for_indicator
@@ -100,8 +100,9 @@ def _describe(client: Any) -> str:
 # --------------------------------------------------------------------------- inputs
 
 
-def _matrix(X: Any) -> tuple[Any, np.ndarray | None]:
-    """X as a 2-D numeric dask array, one column chunk, known row chunks; and its string column names."""
+def _matrix(X: Any, known_rows: bool = True) -> tuple[Any, np.ndarray | None]:
+    """X as a 2-D numeric dask array, one column chunk, known row chunks (``known_rows=False``: a
+    frame's row chunks may be left unknown, for :func:`_load_rows` to learn); and its string column names."""
     import dask.array as da
 
     names = None
@@ -124,10 +125,36 @@ def _matrix(X: Any) -> tuple[Any, np.ndarray | None]:
     if X.dtype.kind not in "biuf":
         raise ValueError(f"X must hold numbers, got dtype {X.dtype}")
     if any(np.isnan(c) for c in X.chunks[0]):
-        X = X.compute_chunk_sizes()
+        if known_rows:
+            X = X.compute_chunk_sizes()
+        else:
+            return X.rechunk({1: -1}), names
+    _check_size(X)
+    return X.rechunk({1: -1}), names
+
+
+def _check_size(X: Any) -> None:
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"X must have at least one row and one feature, got shape {X.shape}")
-    return X.rechunk({1: -1}), names
+
+
+def _load_rows(client: Any, X: Any, dtype: np.dtype) -> list[Any]:
+    """X's chunks of unknown length (a dask.dataframe's partitions) read into the workers' memory, once,
+    in the working dtype; X's row chunks set from their lengths.
+
+    ``compute_chunk_sizes`` would read every partition (all its columns) only to count its rows, and
+    the partitions' index alone is no guide: dask.dataframe merges the partitions of a selection
+    that small (16 partitions of X had 4 of its index). So the read that the fit needs anyway
+    tells the lengths.
+    """
+    import dask
+
+    xs = X.to_delayed(optimize_graph=False).ravel()
+    loaded = client.compute([dask.delayed(load_rows, pure=True)(x, dtype) for x in xs])
+    lengths = gather_clean(client, [client.submit(len, f, pure=False) for f in loaded])
+    X._chunks = (tuple(int(n) for n in lengths), X.chunks[1])  # as compute_chunk_sizes sets them
+    _check_size(X)
+    return loaded
 
 
 def _rows(value: Any, chunks: tuple[int, ...], name: str) -> Any:
@@ -304,20 +331,20 @@ def _targets_spec(est: Any, client: Any, y: Any, raw: list[Any]) -> tuple[BlockS
 # --------------------------------------------------------------------------- fit
 
 
-def _load(client: Any, X: Any, y: Any, sw: Any, dtype: np.dtype, head: str | None) -> list[Any]:
-    """Futures of the row chunks, each read once on a worker (:func:`~._dask_blocks.load_chunk`)."""
+def _load(client: Any, X: Any, y: Any, sw: Any, dtype: np.dtype, loaded: list[Any] | None = None) -> list[Any]:
+    """Futures of the row chunks, each read once on a worker (:func:`~._dask_blocks.load_chunk`);
+    ``loaded``: X's chunks already in the workers' memory (:func:`_load_rows`)."""
     import dask
 
     # Unoptimised graphs: optimising X's and y's graphs separately fuses a task they share (one read
     # of a file that yields both) into each of them, and every chunk was then read twice.
-    xs = X.to_delayed(optimize_graph=False).ravel()
+    xs = X.to_delayed(optimize_graph=False).ravel() if loaded is None else loaded
     ys = y.to_delayed(optimize_graph=False).ravel()
     sws = [None] * len(xs) if sw is None else list(sw.to_delayed(optimize_graph=False).ravel())
     offsets = np.cumsum((0,) + X.chunks[0][:-1])
     n = X.shape[0]
     tasks = [
-        dask.delayed(load_chunk, pure=True)(x, yy, s, int(o), n, dtype, head)
-        for x, yy, s, o in zip(xs, ys, sws, offsets)
+        dask.delayed(load_chunk, pure=True)(x, yy, s, int(o), n, dtype) for x, yy, s, o in zip(xs, ys, sws, offsets)
     ]
     return client.compute(tasks)
 
@@ -365,19 +392,21 @@ def fit_dask(est: Any, X: Any, y: Any, sample_weight: Any = None) -> Any:
     client, where = get_client()
     if est.verbose:
         print(f"[{name}] fitting on Dask {where}", flush=True)
-    Xd, names = _matrix(X)
-    chunks = Xd.chunks[0]
-    y, set_names = _label_sets(y)
-    yd = _rows(y, chunks, "y")
-    swd = _rows(sample_weight, chunks, "sample_weight")
-    if swd is not None and swd.ndim != 1:
-        raise ValueError(f"sample_weight must have shape ({Xd.shape[0]},) (one per row), got shape {swd.shape}")
-    from ._sigmoid_regression import SigmoidRegression
-
-    hint = "sigmoid" if isinstance(est, SigmoidRegression) else "softmax"  # the kernel to load while reading
-    raw = _load(client, Xd, yd, swd, np.dtype(est._work_dtype), hint)
+    dtype = np.dtype(est._work_dtype)
+    Xd, names = _matrix(X, known_rows=False)
+    raw: list[Any] = []
     blocks: list[Any] = []
     try:
+        loaded = _load_rows(client, Xd, dtype) if any(np.isnan(c) for c in Xd.chunks[0]) else None
+        raw = loaded or []
+        chunks = Xd.chunks[0]
+        y, set_names = _label_sets(y)
+        yd = _rows(y, chunks, "y")
+        swd = _rows(sample_weight, chunks, "sample_weight")
+        if swd is not None and swd.ndim != 1:
+            raise ValueError(f"sample_weight must have shape ({Xd.shape[0]},) (one per row), got shape {swd.shape}")
+        raw = _load(client, Xd, yd, swd, dtype, loaded)
+        loaded = None
         spec, stratified = _targets_spec(est, client, yd, raw)
         if set_names is not None and spec.target == "indicator":
             est.classes_, est._indicator_dtype = set_names, np.dtype(np.int64)  # as in memory for label sets

@@ -40,7 +40,6 @@ the remote traceback, with the in-memory fit's message (row indices global).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,8 +50,8 @@ from ._inputs import _first_non_finite
 from ._objective import Objective, centred_gram, data_loss_grad, label_rates, rows_per_block, whitening_rows
 
 __all__ = [
-    "Block", "BlockSpec", "DaskObjective", "DaskProblem", "RawChunk", "gather_clean", "load_chunk", "make_block",
-    "tree_sum",
+    "Block", "BlockSpec", "DaskObjective", "DaskProblem", "RawChunk", "gather_clean", "load_chunk", "load_rows",
+    "make_block", "tree_sum",
 ]  # fmt: skip
 
 _FAN_IN = 8  # partial results summed per reduction task
@@ -135,41 +134,14 @@ class RawChunk:
         return object.__sizeof__(self) + sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
 
 
-_WARMING: dict[str, threading.Thread] = {}
+def load_rows(x: Any, dtype: np.dtype) -> np.ndarray:
+    """X's chunk as a C-ordered array of ``dtype`` (a partition of a frame, whose length is learnt
+    from it); checked later, by :func:`load_chunk`, once its offset is known."""
+    return _owned(x.to_numpy() if hasattr(x, "to_numpy") else x, dtype)
 
 
-def _warm_kernels(head: str, dtype: np.dtype) -> None:
-    """Load (or compile) the fused kernel of ``head`` in a background thread of this worker process.
-
-    A worker process loads the numba kernels on its first evaluation (1-2 s from numba's cache on
-    this host, tens of seconds when the cache is stale); started while the worker reads its chunks
-    (I/O and Arrow, which release the GIL), the loading overlaps them instead of stalling the first
-    evaluation. numba's compiler lock makes a concurrent first call wait, not compile twice.
-    """
-    key = f"{head}-{np.dtype(dtype).name}"
-    if key in _WARMING:
-        return
-
-    def run() -> None:
-        from ._data_term import Problem
-
-        X = np.zeros((4, 2), dtype=dtype)
-        targets = np.zeros((4, 1), dtype=dtype) if head == "sigmoid" else np.array([0, 1, 0, 1])
-        try:
-            data_loss_grad(Problem(X=X, targets=targets, head=head, n_outputs=1 if head == "sigmoid" else 2),
-                           np.zeros((1 if head == "sigmoid" else 2, 2)), None)  # fmt: skip
-        except Exception:  # noqa: BLE001 - a warm-up only: the evaluation reports any real error
-            pass
-
-    thread = threading.Thread(target=run, name="softxent-warm-up", daemon=True)
-    _WARMING[key] = thread
-    thread.start()
-
-
-def load_chunk(x: Any, y: Any, sw: Any, offset: int, n_total: int, dtype: np.dtype, head: str | None) -> RawChunk:
+def load_chunk(x: Any, y: Any, sw: Any, offset: int, n_total: int, dtype: np.dtype) -> RawChunk:
     """One chunk read on its worker, X checked as the in-memory fit checks it (row indices global)."""
-    if head is not None:
-        _warm_kernels(head, dtype)
     X = _owned(x, dtype)
     # A sum in X's own dtype first: NaN and inf carry through it, and it runs at memory speed, where
     # the float64 sum of the in-memory check casts every float32 value (0.05 s a chunk of 125000 x 101,
