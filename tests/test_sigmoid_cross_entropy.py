@@ -719,6 +719,10 @@ def test_sigmoid_xent_total_is_the_public_sum(backend, dtype, shape, options, rn
     )  # fmt: skip
     np.testing.assert_allclose(rows.sum(), total, rtol=4 * np.finfo(dtype).eps)  # per-element formulas differ
     np.testing.assert_allclose(g_rows, g, rtol=4 * np.finfo(dtype).eps, atol=np.finfo(dtype).tiny)
+    zf, yf = np.asfortranarray(z), np.asfortranarray(y)  # copied to C order
+    assert sigmoid_xent_total(zf, yf, grad_out=g, **kw) == total
+    with pytest.raises(ValueError, match="grad_out must be a C-contiguous"):
+        sigmoid_xent_total(z, y, grad_out=np.asfortranarray(g), **kw)
     y[n // 2, 1] = -0.25
     with pytest.raises(ValueError, match=rf"got -0\.25 at index \({n // 2}, 1\)"):
         sigmoid_xent_total(z, y, grad_out=g, **kw)

@@ -207,18 +207,24 @@ def sigmoid_xent_total(
 ) -> float:
     """The fused sigmoid loss's total and gradient, for callers that validated their arrays.
 
-    ``z``: C-contiguous (N, K) float32 or float64 (the kernels must be on:
+    ``z``: (N, K) float32 or float64 (the kernels must be on:
     :func:`softxent.kernels.cpu` of its dtype is not None); ``y``: (N, K)
-    C-contiguous float32 or float64 labels in [0, 1] (checked in the
+    float32 or float64 labels in [0, 1] (both copied where not C-contiguous; checked in the
     kernel's sweep: ``ValueError`` otherwise); ``pos_weight``, ``weight``:
     (K,) or None; ``sample_weight``: (N,) or None. Returns the float64
     sum of the (weighted) losses; writes the gradient of that sum times
-    ``grad_scale`` into ``grad_out`` (N, K) of ``z``'s dtype (None: no
-    gradient) and each element's loss into ``loss_out`` ((N, K) of ``z``'s
-    dtype) when given. The same sweep as :func:`sigmoid_cross_entropy_with_grad`,
+    ``grad_scale`` into ``grad_out`` (None: no gradient) and each element's
+    loss into ``loss_out`` when given, both C-contiguous (N, K) of ``z``'s
+    dtype (``ValueError`` otherwise). The same sweep as :func:`sigmoid_cross_entropy_with_grad`,
     without its validation, allocations and reductions; faster than
     :func:`sigmoid_xent_rows` (no row sums).
     """
+    z, y = np.ascontiguousarray(z), np.ascontiguousarray(y)
+    for name, out in (("grad_out", grad_out), ("loss_out", loss_out)):
+        if out is not None and (out.shape != z.shape or out.dtype != z.dtype or not out.flags.c_contiguous):
+            raise ValueError(
+                f"{name} must be a C-contiguous {z.dtype} array of shape {z.shape}, got {out.dtype} {out.shape}"
+            )
     k = z.shape[1]
     total, bad = _run_total(
         z, y, _weight_arg(pos_weight, k), _weight_arg(weight, k),

@@ -1,15 +1,25 @@
 """Binary cross-entropy of independent sigmoid heads: the elementwise row
 (:func:`_sigmoid_row`: float64 arithmetic for float64 logits, float32 for
-float32 ones), the row loop (:func:`_sigmoid_xent_rows`) and the flat loop
-for few labels (:func:`_sigmoid_xent_flat`); the parallel driver
-``sigmoid_xent`` lives in :mod:`softxent.kernels._cpu`.
+float32 ones) and two families of loops over it:
+
+* :func:`sigmoid_xent_total` and its parallel driver
+  :func:`sigmoid_xent_total_blocks` (what the public functions call): the
+  loss's float64 total, the gradient and, when asked, each element's loss,
+  with the labels checked in the same sweep; without weights, flat tiles
+  and a shorter pass 3 (:func:`_plain_element`);
+* the per-row losses of :func:`_sigmoid_xent_rows` and, for few labels,
+  :func:`_sigmoid_xent_flat`, driven by ``sigmoid_xent`` in
+  :mod:`softxent.kernels._cpu` (``softxent._sigmoid_xent.sigmoid_xent_rows``).
 
 Work per element, loss and gradient (the budget in ``benchmarks/README.md``):
 2 loads (logit, label) and 1 store (gradient) from memory; one exponential,
-one log1p and one division (shared by log1p and the sigmoid), in three
-vector passes over a tile (see ``_exp_pass``), whose intermediates (3
-stores, 4 loads) and the loss (1 store, 1 load for the row sums) stay in
-L1/L2, with 2 loads of the per-label weights. float64 runs 4 lanes to an
+one log1p and one division (shared by log1p and the sigmoid), in vector
+passes over a tile of 2048 elements (see ``_exp_pass``) whose intermediates
+stay in L1/L2: float32 three passes (exp; log1p and the reciprocal; loss
+and gradient), float64 two (the last two joined, see
+:func:`_plain_finish_log1p`), then one loop that sums the tile's losses in
+float64 and counts its bad labels. Weights add 2 loads per element (the
+per-label weights, repeated along the tile). float64 runs 4 lanes to an
 AVX2 vector, with polynomials long enough for float64 (a degree-13
 exponential, a degree-23 atanh series); float32 input runs 8 lanes and
 polynomials of degree 7 and 9, which is why it has its own arithmetic
@@ -20,10 +30,11 @@ float32 arithmetic: each element's loss within 3.5 eps (float32's) of the
 float64 result, relative, and its gradient within 3.1 eps of the larger of
 its two terms (w (1 - y) sigma(z) and w p y sigma(-z): where they cancel,
 float32 itself can do no better), measured on 1.6e6 elements over
-[-90, 90] with hard and soft labels and weights; tiny results (a confident
-element's exp(-|z|)) keep the same relative precision, and results below
-float32's smallest normal number (exp(-87.3) times the weights) are
-flushed to 0. The row sums of the loss are taken in float64 in both cases.
+[-90, 90] with hard and soft labels and weights (the unweighted pass: 3.2
+and 2.2 eps); tiny results (a confident element's exp(-|z|)) keep the same
+relative precision, and results below float32's smallest normal number
+(exp(-87.3) times the weights) are flushed to 0. Sums of the loss (rows,
+tiles) are taken in float64 in both cases.
 """
 
 from __future__ import annotations
