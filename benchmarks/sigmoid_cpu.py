@@ -23,13 +23,14 @@ shows each implementation's median run with every run's figure. "x torch" is the
 over softxent's, per run. The host's other load is shown as the cores that
 other processes kept busy while the row was timed (from ``/proc/stat``).
 
-    python benchmarks/sigmoid_cpu.py [--runs 3] [--threads 1,2] [--quick | --plain] [--wait-idle 60 --retries 2]
+    python benchmarks/sigmoid_cpu.py [--runs 3] [--threads 1,2] [--quick | --plain | --weighted]
+        [--wait-idle 60 --retries 2] [--out sigmoid_cpu]
 
 On a shared host, ``--wait-idle`` and ``--retries`` wait for and retry
 quiet moments (with 2 threads on 2 cores, torch's OpenMP threads are slowed
 far more than numba's by a busy core: a busy row says nothing).
 
-writes ``benchmarks/results/sigmoid_cpu.md`` and ``.json``.
+writes ``benchmarks/results/sigmoid_cpu.md`` and ``.json`` (``--out`` names another file).
 """
 
 from __future__ import annotations
@@ -264,11 +265,11 @@ def table(results: list[dict], runs: int, info: dict, thread_counts: list[int]) 
     return "\n".join(lines) + "\n"
 
 
-def write(results: list[dict], runs: int, info: dict, thread_counts: list[int]) -> str:
+def write(results: list[dict], runs: int, info: dict, thread_counts: list[int], out: str = "sigmoid_cpu") -> str:
     RESULTS.mkdir(exist_ok=True)
     text = table(results, runs, info, thread_counts)
-    (RESULTS / "sigmoid_cpu.md").write_text(text)
-    (RESULTS / "sigmoid_cpu.json").write_text(json.dumps({"host": info, "results": results}, indent=1) + "\n")
+    (RESULTS / f"{out}.md").write_text(text)
+    (RESULTS / f"{out}.json").write_text(json.dumps({"host": info, "results": results}, indent=1) + "\n")
     return text
 
 
@@ -277,6 +278,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="full sweeps (default 3)")
     parser.add_argument("--quick", action="store_true", help="the two float32 plain cases only")
     parser.add_argument("--plain", action="store_true", help="the four plain cases only (both shapes and dtypes)")
+    parser.add_argument(
+        "--weighted", action="store_true", help="the two weighted cases only (pos_weight, sample_weight)"
+    )
+    parser.add_argument(
+        "--out", default="sigmoid_cpu", help="results file name, without .md/.json (default sigmoid_cpu)"
+    )
     parser.add_argument("--calls", type=int, default=0, help="timed calls per case (default: by size)")
     parser.add_argument(
         "--wait-idle", type=float, default=0.0, help="before each worker, wait up to this many s for a quiet host"
@@ -293,7 +300,9 @@ def main() -> None:
         return
     cases = [
         c[0] for c in CASES
-        if (not args.quick or (c[3] == "float32" and c[4] == "plain")) and (not args.plain or c[4] == "plain")
+        if (not args.quick or (c[3] == "float32" and c[4] == "plain"))
+        and (not args.plain or c[4] == "plain")
+        and (not args.weighted or c[4] != "plain")
     ]  # fmt: skip
     thread_counts = [int(t) for t in args.threads.split(",")]
     info = host()
@@ -312,8 +321,8 @@ def main() -> None:
                     res["run"] = r
                     results.append(res)
                     print(f"run {r}: {res['case']:32s} {threads} {impl:16s} {res['ms']:8.3f} ms", file=sys.stderr)
-        write(results, r + 1, info, thread_counts)  # after every run: a cut-short sweep keeps its runs
-    print(write(results, r + 1, info, thread_counts))
+        write(results, r + 1, info, thread_counts, args.out)  # after every run: a cut-short sweep keeps its runs
+    print(write(results, r + 1, info, thread_counts, args.out))
 
 
 if __name__ == "__main__":

@@ -653,6 +653,19 @@ def test_unit_weights_give_the_bits_of_no_weights(dtype, rng):
                 np.testing.assert_array_equal(got, want)
 
 
+def test_labels_in_the_other_float_dtype_give_the_same_bits(dtype, rng):
+    """The unweighted pass reads float32 and float64 labels as they are: labels exact in both dtypes give
+    the same bits either way (1 - y is one correctly rounded subtraction in both)."""
+    other = np.float64 if dtype == np.float32 else np.float32
+    z = random_logits(rng, (700, 14), dtype=dtype)
+    y = make_labels(rng, (700, 14), "soft").astype(np.float32)
+    for reduction in REDUCTIONS:
+        expected = sx.sigmoid_cross_entropy_with_grad(z, y.astype(dtype), reduction=reduction)
+        got = sx.sigmoid_cross_entropy_with_grad(z, y.astype(other), reduction=reduction)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(20000, 14), (1500, 200)], ids=["flat", "wide"])
 def test_unweighted_results_do_not_depend_on_threads_or_batch(rng, dtype, shape):
