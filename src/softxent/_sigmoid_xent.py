@@ -131,7 +131,7 @@ def _kernel_sigmoid_xent(
     z2 = np.ascontiguousarray(arr).reshape(n_rows, n_labels)
     y2 = np.ascontiguousarray(y).reshape(n_rows, n_labels)
     grad2 = np.empty(z2.shape, dtype=arr.dtype) if need_grad else None
-    loss_elem = np.empty(z2.shape, dtype=arr.dtype) if reduction == "none" else None
+    loss_elem = np.empty(z2.shape, dtype=arr.dtype) if _contract.keeps_rows(reduction) else None
     total, bad = _run_total(
         z2, y2, _weight_arg(pos_weight, n_labels), _weight_arg(weight, n_labels),
         None if sample_weight is None else sample_weight.reshape(-1).astype(np.float64, copy=False),
@@ -141,9 +141,10 @@ def _kernel_sigmoid_xent(
         check_probability_labels(lab, upper=1.0)  # raises, naming the first bad label
         raise AssertionError("the kernel's label check and check_probability_labels disagree")  # pragma: no cover
     grad = None if grad2 is None else grad2.reshape(arr.shape)
-    if loss_elem is not None:
-        return loss_elem.reshape(arr.shape), grad
-    return _loss_scalar(_contract.reduce_total(total, denominator, reduction), arr.dtype), grad
+    loss = _contract.reduce_rows(
+        None if loss_elem is None else loss_elem.reshape(arr.shape), total, denominator, reduction
+    )  # the elements are of the logits' dtype already
+    return (loss if loss_elem is not None else _loss_scalar(loss, arr.dtype)), grad
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
