@@ -2,10 +2,13 @@
 
 Oracles: torch autograd of the naive formula in float64 (loss and the three
 gradients), ``torch.autograd.gradcheck`` (finite differences in float64).
-Every test runs on the three ways the head can be computed: row blocks on the
-fused CPU kernel (``rows``), row blocks with the vocabulary split in chunks and
-an online log-sum-exp (``vocab``, forced by a tiny memory budget), and plain
-torch blocks as on devices without a fused kernel (``plain``).
+Every test runs on the ways the head can be computed: transposed blocks on the
+CPU column kernel (``columns``, the default for class indices), row blocks on
+the fused CPU row kernel (``rows``; ``panels`` with its matmuls split), row
+blocks with the vocabulary split in chunks and an online log-sum-exp
+(``vocab``, forced by a tiny memory budget), and plain torch blocks as on
+devices without a fused kernel (``plain``). ``test_torch_linear_columns.py``
+holds the column kernel to exact float64 and to the row kernel on hard inputs.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ TOL = {
 }
 
 
-@pytest.fixture(params=["rows", "panels", "vocab", "plain"])
+@pytest.fixture(params=["columns", "rows", "panels", "vocab", "plain"])
 def path(request, monkeypatch):
+    if request.param in ("rows", "panels"):
+        # The row layout (what class weights, probabilities and softcap take) for class indices too.
+        monkeypatch.setattr(_linear_blocks, "_COLUMN_LAYOUT", False)
     if request.param == "panels":
         # The CPU matmuls in 128-class panels: V = 300 gives three, the last partial.
         monkeypatch.setattr(_linear_blocks, "_MM_PANEL", 128)

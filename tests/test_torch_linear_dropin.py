@@ -31,8 +31,10 @@ TOL = {
 }
 
 
-@pytest.fixture(params=["rows", "vocab", "plain"])
+@pytest.fixture(params=["columns", "rows", "vocab", "plain"])
 def path(request, monkeypatch):
+    if request.param == "rows":
+        monkeypatch.setattr(_linear_blocks, "_COLUMN_LAYOUT", False)
     if request.param == "vocab":
         monkeypatch.setattr(_linear_blocks, "BLOCK_BYTES", 2048)  # V = 300 split into 256-class chunks
     if request.param == "plain":

@@ -15,9 +15,10 @@ layer needs follows from blocks of it:
     \frac{\partial L}{\partial b} = \textstyle\sum_i G_{i\cdot}
 
 So the rows are processed in blocks of R rows: the block's logits
-(R, V) = one matmul (on the CPU in panels of the vocabulary, see
-``_MM_PANEL``), its loss and :math:`G` from one fused sweep (on the CPU
-the numba kernel writes :math:`G` over the logits: one buffer per block),
+(R, V) = one matmul (on the CPU transposed, (V, R) = :math:`W x_b^\top`, for
+class indices: MKL runs that shape as fast as the unblocked product; see
+:mod:`._linear_blocks`), its loss and :math:`G` from one fused sweep (on the
+CPU a numba kernel over the logits' own buffer: one buffer per block),
 then :math:`G W` into the block's rows of :math:`\partial L/\partial x` and
 :math:`G^\top x` accumulated into :math:`\partial L/\partial W` (float32 for
 float16/bfloat16/float32 weights, float64 for float64). Peak memory beyond

@@ -1,4 +1,4 @@
-"""The blocked computation of the linear + cross-entropy head on the CPU and other non-Triton devices.
+r"""The blocked computation of the linear + cross-entropy head on the CPU and other non-Triton devices.
 
 :func:`plan_blocks` sizes the blocks of rows (and, for huge vocabularies, of
 classes) within a memory budget; :func:`_linear_xent` runs them: each block's
@@ -6,14 +6,48 @@ logits from a matmul, its loss and gradient rows from the fused backend (or
 the plain-torch formulas), then dx, dW and db from that block of G, so the
 (N, V) logits never exist. The design and its measurements are in
 :mod:`softxent.torch._linear`, whose custom ops call :func:`_linear_xent`.
+
+Column layout (CPU, class-index targets)
+----------------------------------------
+On the CPU a block of R rows is computed transposed, as :math:`Z^\top = W
+X_b^\top` of shape (V, R): MKL runs that (V x d) @ (d x R) product as fast
+as the unblocked (N x d) @ (d x V) one, while the (R x d) @ (d x V) product
+of the row layout cost 35-40% more CPU time at R = 256 on 2 threads (and
+its 2048-class panels as much; measured in one process, N=4096, d=1024,
+V=32768 float32, per-thread CPU time with passive OpenMP waits so that a
+shared host's load does not count). The gradient products read the same
+buffer: :math:`dX_b = G^\top W` and :math:`dW \mathrel{+}= G X_b`, within a
+few percent of the unblocked ones.
+
+:func:`._linear_columns._xent_columns` (numba) computes each column's loss and log-sum-exp in
+two sweeps: the column maxima, then :math:`e = \exp(z - m)` stored over the
+logits with the sums, the top entries (:math:`z = m`) counted apart so that
+:math:`\log s = \operatorname{log1p}(n_{\max} - 1 + r)` keeps confident
+rows exact (tests/test_torch_linear_columns.py). It does not rewrite :math:`e` into
+:math:`G`: :math:`G_{vr} = k_r e_{vr} - \sigma_r` with :math:`k_r = (c +
+2 \lambda_z c_z \operatorname{lse}_r) s_r^{-1}` and the smoothing term
+:math:`\sigma_r = c\,\varepsilon / V`, so the column scale is applied to
+the (R, d) products instead (:math:`dX_b = \operatorname{diag}(k) E^\top
+W - \sigma \mathbf{1}^\top W`, :math:`dW \mathrel{+}= E
+(\operatorname{diag}(k) X_b) - \mathbf{1} \sigma^\top X_b`, the latter
+rank-one term summed over the blocks and subtracted once): one sweep of the
+(V, R) buffer fewer. The label's entry is stored as :math:`(g_y +
+\sigma)/k`, with :math:`g_y` from :math:`\operatorname{expm1}(z_y -
+\operatorname{lse})`, so that a confident row's tiny gradient does not
+come out of a cancellation. Anything else (a NaN or a fully masked row, an
+infinite loss) sends the block back to the row layout and its kernel, which
+define those cases. Class weights, probability targets and ``softcap`` take
+the row layout.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
+from .. import kernels
 from .._contract import grad_scale, keeps_rows
 from ._backends import fused_backend
 from ._linear_extras import check_sample_weight_values, lse_rows
@@ -40,13 +74,14 @@ _MIN_ROWS = 32  # fewer rows than this per block: split the vocabulary instead
 _FAST_ROWS = 256
 _GROW = 4
 _VOCAB_ALIGN = 256
-# On the CPU a block's logits and its dx are computed in vocabulary panels
-# of this many classes (W[c0:c1] is 8 MiB at d = 1024): the (R, V) = (256,
-# 32768) matmul against all of W ran about 12% slower than the same work
-# split into panels that stay in cache while they are used (float32, 2
-# cores, measured in one process; G W about 8% slower). dW is updated
-# unsplit: its panels measured no faster.
+# In the row layout (class weights, probabilities, softcap; see the module
+# docstring for the column layout) a block's logits and its dx are computed
+# in vocabulary panels of this many classes (W[c0:c1] is 8 MiB at d = 1024):
+# measured about 12% faster than one (R, V) matmul on an idle host. dW is
+# updated unsplit: its panels measured no faster.
 _MM_PANEL = 2048
+# The column layout for class-index targets on the CPU (False: row layout everywhere; tests compare both).
+_COLUMN_LAYOUT = True
 
 
 def plan_blocks(n_rows: int, n_classes: int, elem_bytes: int, n_buffers: int, chunk_size: int | None,
@@ -188,6 +223,73 @@ def _zeros_cpu(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return empty(shape, dtype).zero_()  # NumPy's allocator: huge pages, freed blocks reused (see _memory)
 
 
+class _ColumnBlocks:
+    """The column layout of one call (module docstring): its (V, R) buffer, the kernel, the smoothing's rank-one terms.
+
+    :meth:`block` computes one block of rows and adds its gradients, or
+    returns None for the row layout to redo the block (nothing added then).
+    """
+
+    def __init__(self, wc: torch.Tensor, bc: torch.Tensor | None, block_rows: int, *, label_smoothing: float,
+                 z_loss: float, ce_scale: float, zl_scale: float, need_dx: bool, need_dw: bool) -> None:  # fmt: skip
+        import numba
+
+        from ._linear_columns import _xent_columns
+
+        self.kernel = _xent_columns
+        self.wc, self.bc = wc, bc
+        self.opts = (float(label_smoothing), float(z_loss), float(ce_scale), float(zl_scale))
+        n_classes, d = wc.shape
+        self.flat = empty((n_classes * block_rows,), wc.dtype)  # each block's (V, r) view is contiguous
+        # Two parts per thread: the column sweeps split the vocabulary between the threads.
+        self.n_parts = max(1, min(2 * numba.get_num_threads(), n_classes // 64))
+        # sigma_r 1^T W for dX and sum_r sigma_r x_r for dW: the smoothing target's share of G.
+        self.col_sum = wc.sum(dim=0) if (label_smoothing and need_dx) else None
+        self.x_sum = torch.zeros(d, dtype=wc.dtype) if (label_smoothing and need_dw) else None
+
+    def block(self, xb: torch.Tensor, yb: torch.Tensor, row_scale: torch.Tensor | None, need_grad: bool,
+              dxb: torch.Tensor | None, dw: torch.Tensor | None, db: torch.Tensor | None):  # fmt: skip
+        """Loss and lse rows (float64) of the block, its dX rows into ``dxb``, its share of dW and db."""
+        wc, bc = self.wc, self.bc
+        r = xb.shape[0]
+        zt = self.flat[: wc.shape[0] * r].view(wc.shape[0], r)
+        if bc is None:
+            torch.mm(wc, xb.t(), out=zt)
+        else:
+            torch.addmm(bc[:, None], wc, xb.t(), out=zt)
+        loss, lse, k, sub = (np.empty(r) for _ in range(4))
+        scale = np.ones(r) if row_scale is None else row_scale.to(torch.float64).numpy()
+        labels = yb.to(torch.int64).contiguous().numpy()
+        if self.kernel(zt.numpy(), labels, *self.opts, scale, self.n_parts, loss, lse, k, sub):
+            return None
+        if need_grad:
+            k_t, sub_t = torch.from_numpy(k).to(wc.dtype), torch.from_numpy(sub).to(wc.dtype)
+            if dxb is not None:  # diag(k) E'^T W - sigma 1^T W
+                # As (W^T E')^T: 8% less CPU time than E'^T W straight into the rows (N=4096, V=32768).
+                torch.mul(torch.mm(wc.t(), zt).t(), k_t[:, None], out=dxb)
+                if self.col_sum is not None:
+                    dxb.addr_(sub_t, self.col_sum, alpha=-1.0)
+            if dw is not None:  # E' diag(k) X_b; the smoothing's - 1 sigma^T X_b once, in finish()
+                dw.addmm_(zt, xb * k_t[:, None])
+                if self.x_sum is not None:
+                    self.x_sum.addmv_(xb.t(), sub_t)
+            if db is not None:
+                db.addmv_(zt, k_t)
+                db -= sub_t.sum()
+        return torch.from_numpy(loss), torch.from_numpy(lse)
+
+    def finish(self, dw: torch.Tensor | None) -> None:
+        if dw is not None and self.x_sum is not None:
+            dw -= self.x_sum  # every class's row: - sum_r sigma_r x_r
+
+
+def _columns_for(x: torch.Tensor, wd: torch.dtype, prob: bool, cw, softcap) -> bool:
+    """Whether this call takes the column layout: CPU, class indices without class weights or cap, numba."""
+    if not (_COLUMN_LAYOUT and x.device.type == "cpu" and not prob and cw is None and softcap is None):
+        return False
+    return kernels.cpu(np.dtype("float64" if wd == torch.float64 else "float32")) is not None  # else the reference
+
+
 def _linear_xent(
     x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, bias: torch.Tensor | None, *,
     ignore_index: int, label_smoothing: float, z_loss: float, softcap: float | None, reduction: str,
@@ -258,10 +360,14 @@ def _linear_xent(
     use_kernel = rows_fn is not None
     panel = _MM_PANEL if x.device.type == "cpu" else n_classes
     panels = [(c0, min(n_classes, c0 + panel)) for c0 in range(0, n_classes, panel)]
-    buf = None
-    if use_kernel:
-        shape = (min(block_rows, max(n_kept, 1)), n_classes)
-        buf = empty(shape, wd) if x.device.type == "cpu" else torch.empty(shape, dtype=wd, device=x.device)
+    buf_shape = (min(block_rows, max(n_kept, 1)), n_classes)
+    columns = None
+    if use_kernel and _columns_for(x, wd, prob, cw, softcap):
+        columns = _ColumnBlocks(
+            wc, bc, buf_shape[0], label_smoothing=label_smoothing, z_loss=z_loss, ce_scale=ce_scale,
+            zl_scale=zl_scale, need_dx=need_dx, need_dw=need_dw,
+        )  # fmt: skip
+    buf = None  # the row layout's buffer: allocated when a block needs it
 
     for r0 in range(0, n_kept, block_rows):
         r1 = min(n_kept, r0 + block_rows)
@@ -272,7 +378,24 @@ def _linear_xent(
         gb_rows = None if row_grad is None else row_grad[rows].to(wd)
         if sw_b is not None:  # the row's loss is weighted: so is its gradient
             gb_rows = sw_b if gb_rows is None else gb_rows * sw_b
-        if use_kernel:
+        done = None
+        if columns is not None:
+            dxb = None if dx is None else (dx[rows] if idx is None else torch.empty_like(xb))
+            done = columns.block(xb, yb, gb_rows, need_grad, dxb, dw, db)
+            if done is not None:
+                loss_b, lse_b = done
+                lse_all[rows] = lse_b.to(wd)
+                if need_loss:
+                    loss_rows[rows] = loss_b if sw_b is None else loss_b * sw_b.to(loss_b.dtype)
+                if dxb is not None and idx is not None:
+                    dx[rows] = dxb
+        if done is None and use_kernel:
+            if buf is None:
+                buf = (
+                    empty(buf_shape, wd)
+                    if x.device.type == "cpu"
+                    else torch.empty(buf_shape, dtype=wd, device=x.device)
+                )
             zb = buf[: r1 - r0]
             for c0, c1 in panels:
                 if bc is None:
@@ -307,7 +430,7 @@ def _linear_xent(
                     dw.addmm_(gb.t(), xb)  # float32 (float64) accumulation over the blocks
                 if db is not None:
                     db += gb.sum(dim=0)
-        else:
+        elif done is None:
             dxb = torch.zeros_like(xb) if need_dx else None
 
             def on_grad_chunk(c0, c1, g, xb=xb, dxb=dxb, db=db):
@@ -332,6 +455,8 @@ def _linear_xent(
                 loss_rows[rows] = lb.to(torch.float64) if sw_b is None else lb.to(torch.float64) * sw_b
             if dx is not None:
                 dx[rows] = dxb
+    if columns is not None:
+        columns.finish(dw)
     if all_lse and idx is not None:
         # return_lse reports every row's log-sum-exp: the ignored rows' logits, once, for that alone.
         skipped = (~kept).nonzero()[:, 0]
