@@ -54,8 +54,9 @@ Noisy machine
     run. Each row records how many cores other processes kept busy while its
     worker ran (from /proc/stat, minus the worker's own CPU time);
     ``--wait-idle S`` waits before each worker for a quiet second. Compare rows
-    of the same run only. A full run takes about 30-40 minutes (the linear part alone, one shape, 20 minutes
-    on a loaded 2-core host: 6 rounds of 6 variants; ``--linear-shapes 0 --reps 1`` for a quick look).
+    of the same run only. A full run takes about 30-40 minutes (the linear part alone, one shape, about 10 minutes
+    on an idle 2-core host, 20 on a loaded one: 6 rounds of 6 variants and 3 floor runs;
+    ``--linear-shapes 0 --reps 1`` for a quick look).
 
 Run: ``python benchmarks/cross_entropy_torch.py`` (``--help`` for options). Writes
 ``benchmarks/results/cross_entropy_torch.md`` and ``.json``.
@@ -103,6 +104,7 @@ LINEAR_IMPLS = [
     "softxent, recompute in backward (reduction='none')",
 ]
 THP = {"THP_MEM_ALLOC_ENABLE": "1"}
+FLOOR_RUNS = 3  # floor runs in each timing round (their median is the round's floor)
 
 
 NOTES = [
@@ -122,6 +124,13 @@ NOTES = [
     "cross-entropy passes and the page faults of the (N, V) tensors. The recomputing variant does a "
     "fourth matmul (logits again in the backward), which is why softxent computes the gradients in the "
     "forward for 'mean' and 'sum'.",
+    "- softxent's CPU head computes each block of 256 rows transposed, (V, 256) = W x_bᵀ, and its loss and "
+    "gradient column by column (`softxent.torch._linear_blocks`, `_linear_columns`): MKL ran the (256 x d) @ "
+    "(d x V) product of the row layout with 35-40% more CPU time than the unblocked one, the transposed "
+    "(V x d) @ (d x 256) as fast. Its buffers start on 64-byte boundaries (NumPy's large arrays start 16 bytes "
+    "into a page, and MKL wrote to those about 25% slower). It reuses them between blocks and calls, so it "
+    "page-faults once per process, not once per call (`ru_minflt`: about 1100 on its first call, 0 after; "
+    "the floor 168000 a call without THP).",
 ]
 
 
@@ -351,18 +360,31 @@ def worker_linear_memory(impl: str, reps: int, shape: int) -> dict[str, Any]:
 
 def worker_linear_time(impl: str, reps: int, shape: int, first: int = 0) -> dict[str, Any]:
     """Every variant in this process, ``reps`` rounds; round r starts at variant ``first + r`` (rotating),
-    so that over the rounds each variant runs in each position."""
+    so that over the rounds each variant runs in each position. The floor runs ``FLOOR_RUNS`` times a
+    round, spread between the others (before the first, then after every third or so), and its time for
+    the round is the median of those runs: one slow or fast floor run no longer moves every ratio."""
     import gc
 
-    names = list(LINEAR_IMPLS)
-    calls, _ = _linear_setup(names, shape)
-    times: dict[str, list[float]] = {name: [] for name in names}
+    others = [name for name in LINEAR_IMPLS if name != FLOOR]
+    calls, _ = _linear_setup(list(LINEAR_IMPLS), shape)
+    times: dict[str, list[float]] = {name: [] for name in LINEAR_IMPLS}
+    floor_runs: list[list[float]] = []
     for r in range(reps):
-        k = (first + r) % len(names)
-        for name in names[k:] + names[:k]:
+        k = (first + r) % len(others)
+        order = others[k:] + others[:k]
+        gap = -(-len(order) // FLOOR_RUNS)  # the floor before the first variant and after every gap-th
+        runs = []
+        for i, name in enumerate(order):
+            if i % gap == 0:
+                runs.append(calls[FLOOR]()[0])
+                gc.collect()
             times[name].append(calls[name]()[0])
             gc.collect()
-    return dict(results=[dict(impl=name, times_s=times[name]) for name in names])
+        floor_runs.append(runs)
+        times[FLOOR].append(statistics.median(runs))
+    results = [dict(impl=name, times_s=times[name]) for name in LINEAR_IMPLS]
+    results[LINEAR_IMPLS.index(FLOOR)]["runs_s"] = floor_runs
+    return dict(results=results)
 
 
 # --------------------------------------------------------------------------- parent
@@ -459,6 +481,7 @@ def _linear_section(part: dict[str, Any]) -> list[str]:
     # times[thp][impl]: one entry per round (each round a process of its own)
     times: dict[bool, dict[str, list[float]]] = {False: {}, True: {}}
     busy: dict[bool, list[float]] = {False: [], True: []}
+    floor_runs: dict[bool, list[list[float]]] = {False: [], True: []}
     failed = [r for r in rounds if "error" in r]
     for r in rounds:
         if "error" in r:
@@ -466,6 +489,7 @@ def _linear_section(part: dict[str, Any]) -> list[str]:
         busy[r["thp"]].append(r["others_busy_cores"])
         for res in r["results"]:
             times[r["thp"]].setdefault(res["impl"], []).extend(res["times_s"])
+            floor_runs[r["thp"]].extend(res.get("runs_s", []))
     n, d, v, _kind = part["shape"]
     grads_mib = (n * d + v * d) * 4 / 2**20
     targets = next((r["results"][0].get("targets") for r in lin if "results" in r), "?")
@@ -478,9 +502,11 @@ def _linear_section(part: dict[str, Any]) -> list[str]:
         f"Time: {n_rounds} rounds without `THP_MEM_ALLOC_ENABLE` (the user's default) and {n_rounds} with it, "
         "alternating: each round is one process that runs every variant once (after a small warm-up call "
         "each), starting at a rotating variant, so that a round's variants share the machine's load. "
-        "'vs floor' and 'vs naive' are medians over rounds of the per-round ratio. The floor is the head's "
-        "three matrix products alone (logits, dx, dW with `torch.mm`, fresh outputs): what any head that "
-        "calls the same GEMMs spends at least.",
+        "The floor is the head's three matrix products alone (logits, dx, dW with `torch.mm`, fresh outputs): "
+        f"what any head that calls the same GEMMs spends at least. It runs {FLOOR_RUNS} times in every round, "
+        "spread between the other variants, and the round's floor is the median of those runs (the floor "
+        "rows show these medians; every run is listed below the table). "
+        "'vs floor' and 'vs naive' are medians over rounds of the per-round ratio.",
         "Peak extra memory: one forward + backward alone in a fresh process (+ THP): RSS sampled every 1 ms, "
         "minus the RSS just before the call (inputs allocated, imports and a small warm-up done); "
         "ru_maxrss − the same baseline beside it. It includes x.grad + W.grad "
@@ -516,6 +542,10 @@ def _linear_section(part: dict[str, Any]) -> list[str]:
             loss = "—" if m["loss"] != m["loss"] else f"{m['loss']:.6f}"
             memory = [f"{m['peak_extra_mib']:.0f}", mr, mv, mg, loss]
         lines.append("| " + " | ".join([name, *cells, rounds_s, *memory]) + " |")
+    for thp in (False, True):
+        if floor_runs[thp]:
+            runs = "; ".join(", ".join(f"{x:.2f}" for x in rnd) for rnd in floor_runs[thp])
+            lines.append(f"\nFloor runs {'+ THP' if thp else 'without THP'}, s (round by round): {runs}.")
     for r in failed:
         lines.append(f"\nTiming round {r.get('round')} ({'+ THP' if r.get('thp') else 'no THP'}) failed: {r['error']}")
     for thp in (False, True):
