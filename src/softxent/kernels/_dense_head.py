@@ -33,6 +33,7 @@ import numpy as np
 
 from ._jit import JIT, JIT_SUM
 from ._tiles import _xent_index_tiles
+from ._vmath import _prefetch
 
 __all__ = ["softmax_head_rows", "suits", "chunk_rows"]
 
@@ -45,6 +46,7 @@ _MAX_W_BYTES = 96 << 10
 _MAX_FEATURES = 2048
 _MAX_CLASSES = 32
 _MIN_ROW_BYTES = 256  # 32 float64 or 64 float32 features
+_LINE_BYTES = 64
 # A chunk of X stays in L2 (512 KiB on Zen 3) beside W between the forward and backward loops
 # (Fashion-MNIST rows, one core: 8 rows a chunk 39 ms per 20000 rows, 20 rows 34.5, 40 rows 33.4).
 _CHUNK_BYTES = 256 << 10
@@ -67,15 +69,24 @@ def chunk_rows(n_features: int, itemsize: int) -> int:
 
 
 @nb.njit(**JIT_SUM)
-def _logits(X, W, b, has_b, z):
-    """``z = X W^T (+ b)``: two rows by five classes per inner loop, the loop along the features."""
+def _logits(X, W, b, has_b, z, flat, ahead_lo, ahead_hi):
+    """``z = X W^T (+ b)``: two rows by five classes per inner loop, the loop along the features.
+
+    Prefetches ``flat[ahead_lo:ahead_hi]`` (the next chunk of X, flattened) two rows' worth per
+    pair of rows, so that memory streams it in while this chunk computes: without it the loads of
+    each chunk waited for memory, then the arithmetic ran, one after the other (Fashion-MNIST,
+    one core: 1.9 us a row, the sum of the two).
+    """
     n, d = X.shape
     K = W.shape[0]
     zero = X.dtype.type(0.0)
+    line = _LINE_BYTES // X.itemsize
     i = 0
     while i + 2 <= n:
         x0 = X[i]
         x1 = X[i + 1]
+        for p in range(ahead_lo + i * d, min(ahead_lo + (i + 2) * d, ahead_hi), line):
+            _prefetch(flat, p)
         k = 0
         while k + 5 <= K:
             w0 = W[k]
@@ -213,12 +224,14 @@ def softmax_head_rows(
     g_sum = np.zeros(K)  # the intercept's gradient in float64, as the BLAS path sums it
     total = 0.0
     since = 0
+    d = X.shape[1]
+    flat = X.reshape(-1)
     for start in range(lo, hi, chunk):
         stop = min(start + chunk, hi)
         r = stop - start
         zc = z[:r]
         xc = X[start:stop]
-        _logits(xc, W, b, has_b, zc)
+        _logits(xc, W, b, has_b, zc, flat, stop * d, min(stop + chunk, hi) * d)
         sw = sample_weight[start:stop] if has_sw else sample_weight
         loss_c = row_loss[:r]
         lse_c = lse[:r]
