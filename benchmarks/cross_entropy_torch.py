@@ -59,7 +59,8 @@ Noisy machine
     ``--linear-shapes 0 --reps 1`` for a quick look).
 
 Run: ``python benchmarks/cross_entropy_torch.py`` (``--help`` for options). Writes
-``benchmarks/results/cross_entropy_torch.md`` and ``.json``.
+``benchmarks/results/cross_entropy_torch.md`` and ``.json`` (``--only linear``:
+``cross_entropy_torch_linear.md`` and ``.json``; ``--only ce``: ``_ce``).
 """
 
 from __future__ import annotations
@@ -558,9 +559,10 @@ def _linear_section(part: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_reports(report: dict[str, Any], out_dir: Path) -> None:
+def write_reports(report: dict[str, Any], out_dir: Path, stem: str = "cross_entropy_torch") -> None:
+    """``stem``.json and ``stem``.md in ``out_dir`` (the cross-entropy section only when it was run)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "cross_entropy_torch.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# softxent.torch on the CPU: cross-entropy and linear + cross-entropy, forward + backward",
         "",
@@ -574,14 +576,17 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
         "- one subprocess per row; `THP_MEM_ALLOC_ENABLE=1` only in rows marked + THP; float32 throughout",
         f"- total run time: {report['total_s']:.0f} s",
         "",
-        "## Cross-entropy (drop-in), loss + gradient, reduction='mean'",
-        "",
-        "Leaf logits that require grad; timed: `loss = f(z, y); loss.backward()`. Checked against a float64 "
-        "oracle before timing: loss relative error, gradient max abs error × N.",
-        "",
     ]
     ce = [r for r in report["cross_entropy"]]
-    for shape in [f"{n}x{v}" for n, v in CE_SHAPES]:
+    if ce:
+        lines += [
+            "## Cross-entropy (drop-in), loss + gradient, reduction='mean'",
+            "",
+            "Leaf logits that require grad; timed: `loss = f(z, y); loss.backward()`. Checked against a float64 "
+            "oracle before timing: loss relative error, gradient max abs error × N.",
+            "",
+        ]
+    for shape in [f"{n}x{v}" for n, v in CE_SHAPES] if ce else []:
         rows = []
         best_torch = None
         sx_best = None
@@ -614,7 +619,7 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
     for part in report["linear"]:
         lines += _linear_section(part)
     lines += ["", *report.get("notes", [])]
-    (out_dir / "cross_entropy_torch.md").write_text("\n".join(lines) + "\n")
+    (out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -644,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     report: dict[str, Any] = dict(
-        command="python benchmarks/cross_entropy_torch.py" + ("" if argv is None else " " + " ".join(argv)),
+        command=" ".join(["python benchmarks/cross_entropy_torch.py", *(sys.argv[1:] if argv is None else argv)]),
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         machine=f"{cpu_model()}, {os.cpu_count()} logical CPUs, {platform.platform()}",
         versions=versions(), cross_entropy=[], linear=[],
@@ -672,8 +677,10 @@ def main(argv: list[str] | None = None) -> int:
             report["linear"].append(part)
     report["total_s"] = time.perf_counter() - t0
     report["notes"] = NOTES
-    write_reports(report, args.out)
-    print((args.out / "cross_entropy_torch.md").read_text())
+    # --only writes its own files (cross_entropy_torch_linear.md ...), leaving the full run's in place.
+    stem = "cross_entropy_torch" + (f"_{args.only}" if args.only else "")
+    write_reports(report, args.out, stem)
+    print((args.out / f"{stem}.md").read_text())
     return 0
 
 
