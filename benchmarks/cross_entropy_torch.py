@@ -658,28 +658,32 @@ def main(argv: list[str] | None = None) -> int:
         for impl, env in CE_IMPLS.items():
             print(f"[cross-entropy] {impl} ...", file=sys.stderr, flush=True)
             report["cross_entropy"].append(run_worker("ce", impl, env, args.reps or 5, args.timeout, args.wait_idle))
+    # --only writes its own files (cross_entropy_torch_linear.md ...), leaving the full run's in place.
+    stem = "cross_entropy_torch" + (f"_{args.only}" if args.only else "")
+
+    def save() -> None:
+        report["total_s"] = time.perf_counter() - t0
+        report["notes"] = NOTES
+        write_reports(report, args.out, stem)
+
     if args.only != "ce":
         for k, shape in enumerate(LINEAR_SHAPES):
             if args.linear_shapes is not None and k not in args.linear_shapes:
                 continue
-            part: dict[str, Any] = dict(shape=list(shape), memory=[])
+            part: dict[str, Any] = dict(shape=list(shape), memory=[], time=[])
+            report["linear"].append(part)
             tag = "x".join(map(str, shape[:3]))
             for impl in LINEAR_IMPLS:
                 print(f"[linear {tag}, memory] {impl} ...", file=sys.stderr, flush=True)
                 part["memory"].append(run_worker("linear-memory", impl, THP, 1, args.timeout, args.wait_idle, k))
-            part["time"] = []
             for r in range(args.reps or 3):
                 for thp in (False, True):
                     print(f"[linear {tag}, time] round {r + 1}, {'+ THP' if thp else 'no THP'} ...", file=sys.stderr,
                           flush=True)  # fmt: skip
                     res = run_worker("linear-time", "all", THP if thp else {}, 1, args.timeout, args.wait_idle, k, r)
                     part["time"].append(dict(res, thp=thp, round=r))
-            report["linear"].append(part)
-    report["total_s"] = time.perf_counter() - t0
-    report["notes"] = NOTES
-    # --only writes its own files (cross_entropy_torch_linear.md ...), leaving the full run's in place.
-    stem = "cross_entropy_torch" + (f"_{args.only}" if args.only else "")
-    write_reports(report, args.out, stem)
+                save()  # the tables so far after every round: a run cut short still leaves them
+    save()
     print((args.out / f"{stem}.md").read_text())
     return 0
 
