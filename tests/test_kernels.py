@@ -1247,7 +1247,9 @@ def test_sigmoid_kernel_matches_reference(shape, reduction, dtype, rng, oracle):
 @pytest.mark.parametrize("with_sample_weight", [False, True])
 @pytest.mark.parametrize("shape", [(300, 14), (7, 64), (1000, 3)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_sigmoid_flat_tiles_equal_the_row_path(shape, with_sample_weight, rng):
-    """Few labels run as flat tiles of rows; they must give what the row path gives."""
+    """Few weighted labels run as flat tiles of rows; they must give what the row path gives."""
+    from softxent.kernels import _sigmoid
+
     n, k = shape
     z = rng.normal(0, 6, shape)
     z[0, 0], z[1, 1] = np.nan, 800.0
@@ -1255,15 +1257,17 @@ def test_sigmoid_flat_tiles_equal_the_row_path(shape, with_sample_weight, rng):
     pos_w, w = rng.uniform(0.5, 2, k), rng.uniform(0, 1, k)
     sw = rng.uniform(0, 2, n) if with_sample_weight else np.empty(0)
     outs = []
-    for run in (_cpu._sigmoid_xent_flat, _cpu._sigmoid_xent_rows):
-        grad, elem, rows = np.empty(shape), np.empty(shape), np.empty(n)
-        run(z, y, pos_w, w, sw, 0.5, grad, True, elem, rows, 0, n)
-        outs.append((grad, elem, rows))
+    for run in (_sigmoid._total_weighted_flat, _sigmoid._total_weighted_rows):
+        grad, elem = np.empty(shape), np.empty(shape)
+        total, bad = run(z, y, pos_w, w, sw, 0.5, grad, True, elem, 0, n)
+        assert not bad
+        outs.append((grad, elem, total))
     # Two separately compiled loops over the same per-element function: equal
     # up to the float64 rounding of the loss sums, not necessarily in the last bit.
-    for flat, by_row in zip(*outs, strict=True):
+    for flat, by_row in zip(outs[0][:2], outs[1][:2], strict=True):
         np.testing.assert_allclose(flat, by_row, rtol=1e-14, atol=1e-300)
-    assert np.isnan(outs[0][2][0]) and np.isfinite(outs[0][2][2:]).all()
+    assert np.isnan(outs[0][2]) and np.isnan(outs[1][2])  # the NaN logit's loss reaches the total
+    assert np.isnan(outs[0][1][0, 0]) and np.isfinite(outs[0][1][2:]).all()
 
 
 # -- code generation: the hot loop stays vectorised

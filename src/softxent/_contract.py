@@ -11,7 +11,7 @@ How a call flows
     sx.softmax_cross_entropy  ─┐                               ┌ CPU: _fused.softmax_xent_rows  ─> numba (or the
     softxent.torch (CPU)       ├─> XentOptions.build(...)  ─>  │      (z-loss/cap: _xent_options)    exact NumPy path)
     estimators (sigmoid:       │   (checks, error texts)       ├ CUDA: kernels.triton (host code) ─> Triton
-      _sigmoid_xent.sigmoid_xent_rows)                         └ other devices: torch/_reference (plain torch)
+      _sigmoid_xent.sigmoid_xent_total)                        └ other devices: torch/_reference (plain torch)
     torch.distributed losses  ─┘   rows reduced by the rules here; row states merged by softxent._rowstats
 
 1. A front end takes its own argument names (PyTorch's for ``softxent.torch``,

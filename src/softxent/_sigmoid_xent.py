@@ -217,8 +217,8 @@ def sigmoid_xent_total(
     ``grad_scale`` into ``grad_out`` (None: no gradient) and each element's
     loss into ``loss_out`` when given, both C-contiguous (N, K) of ``z``'s
     dtype (``ValueError`` otherwise). The same sweep as :func:`sigmoid_cross_entropy_with_grad`,
-    without its validation, allocations and reductions; faster than
-    :func:`sigmoid_xent_rows` (no row sums).
+    without its validation, allocations and reductions (the estimators'
+    objective calls it with its own gradient buffers).
     """
     z, y = np.ascontiguousarray(z), np.ascontiguousarray(y)
     for name, out in (("grad_out", grad_out), ("loss_out", loss_out)):
@@ -236,40 +236,6 @@ def sigmoid_xent_total(
         check_probability_labels(y, upper=1.0)
         raise AssertionError("the kernel's label check and check_probability_labels disagree")  # pragma: no cover
     return float(total)
-
-
-def sigmoid_xent_rows(
-    kern: Any,
-    z: np.ndarray,
-    y: np.ndarray,
-    *,
-    pos_weight: np.ndarray,
-    weight: np.ndarray,
-    sample_weight: np.ndarray | None,
-    grad_scale: float,
-    grad_out: np.ndarray | None,
-    row_loss_out: np.ndarray,
-    loss_out: np.ndarray | None = None,
-) -> np.ndarray:
-    """The private fused entry point of the sigmoid loss: checked (N, K) C-contiguous arrays in, one sweep.
-
-    ``kern`` is :func:`softxent.kernels.cpu` of ``z``'s dtype; ``y`` has
-    ``z``'s dtype; ``pos_weight`` and ``weight`` are (K,) float64,
-    ``sample_weight`` (N,) float64 or None. Writes each row's (weighted) loss
-    into ``row_loss_out`` (N,) and returns it, the gradient of their sum
-    times ``grad_scale`` into ``grad_out`` (None: no gradient), and each
-    element's loss into ``loss_out`` (N, K) float64 when given. Used by
-    :func:`sigmoid_cross_entropy` and by the estimators' objective (which
-    keeps its buffers across iterations).
-    """
-    need_grad = grad_out is not None
-    sw = np.empty(0) if sample_weight is None else sample_weight
-    elem = np.empty((0, 0)) if loss_out is None else loss_out
-    # Without a gradient the kernel never writes to its grad argument.
-    kern.sigmoid_xent(
-        z, y, pos_weight, weight, sw, grad_scale, grad_out if need_grad else z, need_grad, elem, row_loss_out
-    )
-    return row_loss_out
 
 
 _SIGMOID_PARAMS = r"""

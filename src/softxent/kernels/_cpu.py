@@ -42,14 +42,14 @@ so that ``kernels.cpu(dtype)`` returns one module with every name):
   loops :func:`_xent_index_rows` and :func:`_xent_prob_rows`;
 * :mod:`._tiles`: few classes across rows (:func:`_xent_index_tiles`);
 * :mod:`._softmax_rows`: softmax, log-softmax and log-sum-exp rows;
-* :mod:`._sigmoid`: the sigmoid heads' row and flat loops;
+* :mod:`._sigmoid`: the sigmoid heads' loss total and gradient, with its
+  own parallel driver (called by :mod:`softxent._sigmoid_xent`);
 * :mod:`._dense_head`: the softmax estimators' head on dense X (logits,
   loss and gradient, and the weight gradient over cached row chunks);
 * :mod:`._checks`: the label checks :func:`class_rows`,
   :func:`class_check`, :func:`bounded_check`;
 * here: the parallel drivers :func:`softmax_xent_index`,
-  :func:`softmax_xent_prob`, :func:`softmax_rows`, :func:`logsumexp_rows`
-  and :func:`sigmoid_xent`.
+  :func:`softmax_xent_prob`, :func:`softmax_rows` and :func:`logsumexp_rows`.
 
 numba's on-disk cache (``cache=True``) checks only the source file of the
 function it loads: after editing a module that others call into (above
@@ -79,9 +79,6 @@ from ._rows import _exp_store as _exp_store
 from ._rows import _row_max as _row_max
 from ._rows import _xent_index_rows as _xent_index_rows
 from ._rows import _xent_prob_rows as _xent_prob_rows
-from ._sigmoid import _SMALL_K as _SMALL_K
-from ._sigmoid import _sigmoid_xent_flat as _sigmoid_xent_flat
-from ._sigmoid import _sigmoid_xent_rows as _sigmoid_xent_rows
 from ._softmax_rows import _logsumexp_rows as _logsumexp_rows
 from ._softmax_rows import _softmax_rows as _softmax_rows
 from ._tiles import _SMALL_V as _SMALL_V
@@ -192,30 +189,3 @@ def logsumexp_rows(z, out):
         return
     for b in prange((n + step - 1) // step):
         _logsumexp_rows(z, out, b * step, min(n, b * step + step))
-
-
-@nb.njit(parallel=True, **JIT)
-def sigmoid_xent(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, row_loss):
-    """Binary cross-entropy of independent sigmoid heads, loss and gradient in one sweep.
-
-    ``z``, ``y``: (N, K); ``pos_w``, ``w``: float64 (K,); ``sample_weight``:
-    float64 (N,) or size 0. Writes per-row sums of the loss into ``row_loss``
-    (float64), per-element losses into ``loss_elem`` when it is (N, K)
-    (size 0: skipped), and ``grad_scale`` times the gradient into ``grad``.
-    """
-    n = z.shape[0]
-    step = _rows_per_block(n, z.shape[1])
-    small = 0 < z.shape[1] <= _SMALL_K
-    if step >= n:
-        if small:
-            _sigmoid_xent_flat(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, row_loss, 0, n)
-        else:
-            _sigmoid_xent_rows(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, row_loss, 0, n)
-        return
-    for b in prange((n + step - 1) // step):
-        lo = b * step
-        hi = min(n, lo + step)
-        if small:
-            _sigmoid_xent_flat(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, row_loss, lo, hi)
-        else:
-            _sigmoid_xent_rows(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, row_loss, lo, hi)

@@ -3,13 +3,11 @@
 float32 ones) and two families of loops over it:
 
 * :func:`sigmoid_xent_total` and its parallel driver
-  :func:`sigmoid_xent_total_blocks` (what the public functions call): the
-  loss's float64 total, the gradient and, when asked, each element's loss,
-  with the labels checked in the same sweep; without weights, flat tiles
-  and a shorter pass 3 (:func:`_plain_element`);
-* the per-row losses of :func:`_sigmoid_xent_rows` and, for few labels,
-  :func:`_sigmoid_xent_flat`, driven by ``sigmoid_xent`` in
-  :mod:`softxent.kernels._cpu` (``softxent._sigmoid_xent.sigmoid_xent_rows``).
+  :func:`sigmoid_xent_total_blocks` (what the public functions and the
+  estimators call): the loss's float64 total, the gradient and, when asked,
+  each element's loss, with the labels checked in the same sweep; without
+  weights, flat tiles and a shorter pass 3 (:func:`_plain_element`); with
+  weights, flat tiles of rows for few labels, a row at a time for many.
 
 Work per element, loss and gradient (the budget in ``benchmarks/README.md``):
 2 loads (logit, label) and 1 store (gradient) from memory; one exponential,
@@ -203,129 +201,18 @@ def _sigmoid_row(x, yr, pos_w, w, sw, grad_scale, g, e, ta, tl, ti):
     _finish(x, yr, pos_w, w, sw, grad_scale, g, e, ta[:n], tl[:n], ti[:n])
 
 
-@nb.njit(**JIT_SUM)
-def _row_sum(e):
-    """The sum of ``e`` in float64 (vectorised: reassoc)."""
-    total = 0.0
-    for c in range(e.shape[0]):
-        total += e[c]
-    return total
-
-
-@nb.njit(**JIT_SUM)
-def _tile_row_sums(e, k, nr, row_loss, base):
-    """``row_loss[base + r]`` = the float64 sum of ``e[r k : (r + 1) k]`` for ``r < nr``.
-
-    Rows of few labels are too short for a vector reduction (LLVM leaves a
-    14-term row to its scalar remainder loop: one dependent add after
-    another), so four rows are summed side by side, four independent chains.
-    """
-    r = 0
-    while r + 4 <= nr:
-        s0 = s1 = s2 = s3 = 0.0
-        o = r * k
-        for c in range(k):
-            s0 += np.float64(e[o + c])
-            s1 += np.float64(e[o + k + c])
-            s2 += np.float64(e[o + 2 * k + c])
-            s3 += np.float64(e[o + 3 * k + c])
-        row_loss[base + r] = s0
-        row_loss[base + r + 1] = s1
-        row_loss[base + r + 2] = s2
-        row_loss[base + r + 3] = s3
-        r += 4
-    while r < nr:
-        s = 0.0
-        for c in range(k):
-            s += np.float64(e[r * k + c])
-        row_loss[base + r] = s
-        r += 1
-
-
-@nb.njit(**JIT)
-def _sigmoid_xent_rows(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, row_loss, lo, hi):
-    """Rows ``lo:hi`` of :func:`sigmoid_xent`: one elementwise pass per row, then its sum.
-
-    The losses go into a scratch row of ``z``'s dtype (copied into
-    ``loss_elem`` when it is asked for), so the loss is the same with or
-    without a gradient or per-element losses.
-    """
-    n_lab = z.shape[1]
-    has_sw = sample_weight.shape[0] > 0
-    want_elem = loss_elem.shape[0] > 0
-    pos_c = pos_w.astype(z.dtype)  # the weights in the arithmetic's dtype
-    w_c = w.astype(z.dtype)
-    e = np.empty(n_lab, dtype=z.dtype)
-    ta, tl, ti = np.empty(n_lab, dtype=z.dtype), np.empty(n_lab, dtype=z.dtype), np.empty(n_lab, dtype=z.dtype)
-    g_scratch = np.empty(n_lab, dtype=grad.dtype)
-    for i in range(lo, hi):
-        sw = sample_weight[i] if has_sw else 1.0
-        g = grad[i] if need_grad else g_scratch
-        _sigmoid_row(z[i], y[i], pos_c, w_c, sw, grad_scale, g, e, ta, tl, ti)
-        row_loss[i] = _row_sum(e)
-        if want_elem:
-            loss_elem[i, :] = e
-
-
-# Few labels (K <= _SMALL_K): a row is too short for the vector loop of
-# _sigmoid_row (K = 14 ran at 20-27 ns an element, a 1000-wide row at 7), so
-# tiles of rows run as one flat elementwise loop, with the per-label weights
-# repeated along the tile; the row sums follow.
+# Few labels (K <= _SMALL_K): a row is too short for a vector loop along it (K = 14 ran at 20-27 ns
+# an element, a 1000-wide row at 7), so tiles of rows run as one flat elementwise loop, with the
+# per-label weights repeated along the tile.
 _SMALL_K = 64
 _FLAT_TILE = 2048  # elements per tile (about 8-16 KiB per operand)
-
-
-@nb.njit(**JIT)
-def _sigmoid_xent_flat(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, row_loss, lo, hi):
-    """Rows ``lo:hi`` of :func:`sigmoid_xent` for few labels, a tile of rows at a time.
-
-    The same elementwise code (:func:`_sigmoid_row`) as the row path, with
-    ``w_c * s_i`` formed per element, and the row sums of
-    :func:`_tile_row_sums`: the same results up to rounding (two compiled
-    loops, which LLVM may vectorise differently; which one runs depends on
-    the label count only, never on the batch or the thread count).
-    """
-    k = z.shape[1]
-    rows = max(1, _FLAT_TILE // k)
-    has_sw = sample_weight.shape[0] > 0
-    want_elem = loss_elem.shape[0] > 0
-    zf = z.reshape(-1)
-    yf = y.reshape(-1)
-    gf = grad.reshape(-1) if need_grad else np.empty(0, dtype=grad.dtype)
-    ef = loss_elem.reshape(-1) if want_elem else np.empty(0)
-    pos_t = np.empty(rows * k, dtype=z.dtype)  # weights in the arithmetic's dtype
-    w_t = np.empty(rows * k, dtype=z.dtype)
-    for r in range(rows):
-        for c in range(k):
-            pos_t[r * k + c] = pos_w[c]
-            w_t[r * k + c] = w[c]
-    wsw = np.empty(rows * k, dtype=z.dtype)
-    e_t = np.empty(rows * k, dtype=z.dtype)
-    ta, tl, ti = np.empty(rows * k, dtype=z.dtype), np.empty(rows * k, dtype=z.dtype), np.empty(rows * k, dtype=z.dtype)
-    g_scratch = np.empty(rows * k, dtype=grad.dtype)
-    for base in range(lo, hi, rows):
-        nr = min(rows, hi - base)
-        a, b = base * k, (base + nr) * k
-        scale = w_t[: b - a]
-        if has_sw:
-            for r in range(nr):
-                sw = sample_weight[base + r]
-                for c in range(k):
-                    wsw[r * k + c] = w_t[r * k + c] * sw
-            scale = wsw[: b - a]
-        e = e_t[: b - a]
-        g = gf[a:b] if need_grad else g_scratch[: b - a]
-        _sigmoid_row(zf[a:b], yf[a:b], pos_t[: b - a], scale, 1.0, grad_scale, g, e, ta, tl, ti)
-        _tile_row_sums(e, k, nr, row_loss, base)
-        if want_elem:
-            ef[a:b] = e
 
 
 # --------------------------------------------------------------------------- totals, labels checked in the sweep
 #
 # The public functions need the loss's total (or its elements, for
 # reduction="none") and the gradient, never the row sums; the row sums of
-# _tile_row_sums cost 10% of the kernel (four rows side by side, scalar).
+# the earlier row kernels' per-row sums cost 10% of it (four rows side by side, scalar).
 # So each tile's losses are summed by one vector loop (float64 lanes) that
 # also counts the tile's labels outside [0, 1] (NaN included): the wrappers'
 # separate check read every label a second time from memory (0.16 ms of 2.7
@@ -476,8 +363,9 @@ def _total_plain(zf, yf, grad_scale, gf, need_grad, ef, want_elem):
 
 @nb.njit(**JIT)
 def _total_weighted_flat(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, lo, hi):
-    """Rows ``lo:hi`` with weights and few labels: :func:`_sigmoid_xent_flat`'s tiles of rows, summed by
-    :func:`_sum_check` instead of row by row; ``pos_w``, ``w`` (K,) (ones where absent)."""
+    """Rows ``lo:hi`` with weights and few labels: tiles of rows as one flat elementwise loop
+    (:func:`_sigmoid_row`, ``w_c * s_i`` formed per element), summed by :func:`_sum_check`;
+    ``pos_w``, ``w`` (K,) (ones where absent)."""
     k = z.shape[1]
     rows = max(1, _FLAT_TILE // k)
     has_sw = sample_weight.shape[0] > 0
@@ -518,7 +406,7 @@ def _total_weighted_flat(z, y, pos_w, w, sample_weight, grad_scale, grad, need_g
 
 @nb.njit(**JIT)
 def _total_weighted_rows(z, y, pos_w, w, sample_weight, grad_scale, grad, need_grad, loss_elem, lo, hi):
-    """Rows ``lo:hi`` with weights and many labels, one row at a time (as :func:`_sigmoid_xent_rows`)."""
+    """Rows ``lo:hi`` with weights and many labels, one row at a time."""
     k = z.shape[1]
     has_sw = sample_weight.shape[0] > 0
     want_elem = loss_elem.shape[0] > 0

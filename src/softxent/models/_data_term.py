@@ -18,7 +18,7 @@ import softxent as sx
 from softxent import kernels
 from softxent._contract import XentOptions
 from softxent._fused import softmax_xent_rows
-from softxent._sigmoid_xent import sigmoid_xent_rows
+from softxent._sigmoid_xent import sigmoid_xent_total
 from softxent._xent_common import Labels
 
 __all__ = ["Head", "Problem", "data_loss_grad", "rows_per_block"]
@@ -207,12 +207,7 @@ class _SigmoidBlocks:
     def __init__(self, problem: Problem, rows: int) -> None:
         self.problem = problem
         self.kernel = kernels.cpu(problem.dtype)
-        k = problem.n_outputs
-        pos_w, w = problem.pos_weight, problem.class_weight
-        self.pos_weight = np.ones(k) if pos_w is None else np.ascontiguousarray(pos_w, dtype=np.float64)
-        self.weight = np.ones(k) if w is None else np.ascontiguousarray(w, dtype=np.float64)
-        self.grad = np.empty((rows, k), dtype=problem.dtype)
-        self.row_loss = np.empty(rows)
+        self.grad = np.empty((rows, problem.n_outputs), dtype=problem.dtype)
 
     def __call__(self, z: np.ndarray, start: int, stop: int) -> tuple[float, np.ndarray]:
         p = self.problem
@@ -222,14 +217,14 @@ class _SigmoidBlocks:
             return sx.sigmoid_cross_entropy_with_grad(
                 z, y, pos_weight=p.pos_weight, weight=p.class_weight, sample_weight=sw, reduction="sum"
             )  # fmt: skip
-        n = stop - start
-        g, rows = self.grad[:n], self.row_loss[:n]
-        sigmoid_xent_rows(
-            self.kernel, z, y, pos_weight=self.pos_weight, weight=self.weight,
+        g = self.grad[: stop - start]
+        # The total only (no row sums); no weights given: the kernel's unweighted sweep.
+        total = sigmoid_xent_total(
+            z, y, pos_weight=p.pos_weight, weight=p.class_weight,
             sample_weight=None if sw is None else np.ascontiguousarray(sw, dtype=np.float64),
-            grad_scale=1.0, grad_out=g, row_loss_out=rows,
+            grad_scale=1.0, grad_out=g,
         )  # fmt: skip
-        return float(rows.sum()), g
+        return total, g
 
 
 def _dense_softmax_kernel(problem: Problem) -> Any:
