@@ -106,3 +106,26 @@ def test_column_layout_hands_nan_and_masked_rows_to_the_row_kernel(monkeypatch):
     y[3] = 2  # a label on a masked class: infinite loss, the row kernel's answer
     cols, rows, _ = _both_layouts(monkeypatch, run)
     torch.testing.assert_close(cols[0], rows[0], equal_nan=True)
+
+
+def test_column_sweeps_on_threads_match_one_thread():
+    """The kernel's parts on 3 threads give the bits of 1 thread (each part swept once, combined in order)."""
+    import numpy as np
+
+    from softxent.torch._linear_columns import _run_parts, _xent_columns
+
+    rng = np.random.default_rng(5)
+    z = (rng.standard_normal((1000, 16)) * 4).astype(np.float32)
+    labels = rng.integers(0, 1000, 16)
+    outs = []
+    for threads in (1, 3):
+        zt = z.copy()
+        loss, lse, k, sub = (np.zeros(16) for _ in range(4))
+        bad = _xent_columns(zt, labels, 0.1, 1e-3, 0.5, 0.25, np.ones(16), 5, loss, lse, k, sub, threads)
+        outs.append((bad, zt, loss, lse, k, sub))
+    assert outs[0][0] == outs[1][0] == 0
+    for a, b in zip(outs[0][1:], outs[1][1:]):
+        np.testing.assert_array_equal(a, b)
+    seen = []
+    _run_parts(seen.append, 7, 3)
+    assert sorted(seen) == list(range(7))

@@ -242,7 +242,8 @@ class _ColumnBlocks:
         n_classes, d = wc.shape
         self.flat = empty((n_classes * block_rows,), wc.dtype)  # each block's (V, r) view is contiguous
         # Two parts per thread: the column sweeps split the vocabulary between the threads.
-        self.n_parts = max(1, min(2 * numba.get_num_threads(), n_classes // 64))
+        self.n_threads = numba.get_num_threads()
+        self.n_parts = max(1, min(2 * self.n_threads, n_classes // 64))
         # sigma_r 1^T W for dX and sum_r sigma_r x_r for dW: the smoothing target's share of G.
         self.col_sum = wc.sum(dim=0) if (label_smoothing and need_dx) else None
         self.x_sum = torch.zeros(d, dtype=wc.dtype) if (label_smoothing and need_dw) else None
@@ -260,7 +261,7 @@ class _ColumnBlocks:
         loss, lse, k, sub = (np.empty(r) for _ in range(4))
         scale = np.ones(r) if row_scale is None else row_scale.to(torch.float64).numpy()
         labels = yb.to(torch.int64).contiguous().numpy()
-        if self.kernel(zt.numpy(), labels, *self.opts, scale, self.n_parts, loss, lse, k, sub):
+        if self.kernel(zt.numpy(), labels, *self.opts, scale, self.n_parts, loss, lse, k, sub, self.n_threads):
             return None
         if need_grad:
             k_t, sub_t = torch.from_numpy(k).to(wc.dtype), torch.from_numpy(sub).to(wc.dtype)

@@ -8,7 +8,12 @@ outside.
 
 from __future__ import annotations
 
+import itertools
 import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -16,12 +21,16 @@ import numpy as np
 from ..kernels._jit import JIT, JIT_SUM
 from ..kernels._vmath import vexp
 
+# The shared option dicts, typed for mypy: their values mix types, which numba's stubs cannot match to njit's keywords.
+_JIT: dict[str, Any] = JIT
+_JIT_SUM: dict[str, Any] = JIT_SUM
+
 # Loops over the R columns of 4 rows at a time, with the accumulators in locals between loads and
 # one store: written as acc[j] = max(acc[j], z[v, j]) row by row, LLVM left the loop scalar
 # (0.52 against 0.07 ns an element in L2).
 
 
-@nb.njit(**JIT_SUM)
+@nb.njit(**_JIT_SUM)
 def _cols_max(zt, v0, v1, acc):
     """``acc[j] = max(acc[j], zt[v0:v1, j])`` (NaN entries skipped: pass 2 meets them)."""
     n = zt.shape[1]
@@ -48,7 +57,7 @@ def _cols_max(zt, v0, v1, acc):
             acc[j] = x if x > a else a
 
 
-@nb.njit(**JIT_SUM)
+@nb.njit(**_JIT_SUM)
 def _cols_exp(zt, v0, v1, sh, rb, nb_, db):
     """``e = exp(z - sh)`` over rows v0:v1, stored; per column ``rb`` += the terms with ``z != sh``,
     ``nb_`` += the count of ``z == sh`` (each exactly 1), ``db`` += ``z - sh`` (label smoothing)."""
@@ -86,7 +95,7 @@ def _cols_exp(zt, v0, v1, sh, rb, nb_, db):
 _SUM_ROWS = 16
 
 
-@nb.njit(**JIT)
+@nb.njit(**_JIT)
 def _part_sums(zt, v0, v1, sh, rest, ntop, dsum):
     n = zt.shape[1]
     rb, nb_, db = np.empty(n, zt.dtype), np.empty(n, zt.dtype), np.empty(n, zt.dtype)
@@ -101,22 +110,11 @@ def _part_sums(zt, v0, v1, sh, rest, ntop, dsum):
             dsum[j] += db[j]
 
 
-@nb.njit(parallel=True, **JIT)
-def _xent_columns(zt, labels, smoothing, z_loss, ce_scale, zl_scale, row_scale, n_parts, loss, lse, k_out, sub_out):
-    r"""Loss, lse and the gradient's column form of (V, R) transposed logits ``zt``, in place; returns
-    how many columns need the row kernel (NaN, fully masked, infinite loss).
-
-    ``zt`` becomes E' with :math:`G_{vr} = k_r E'_{vr} - \sigma_r` (``k_out``, ``sub_out``; see
-    the module docstring); ``row_scale`` multiplies each column's gradient, not its loss.
-    """
-    n_cls, n = zt.shape
+@nb.njit(**_JIT)
+def _shift_and_labels(part_max, zt, labels, m, sh, z_y):
+    """The column maxima ``m`` from the parts', the shift ``sh`` (0 for a fully masked column), the label logits."""
+    n_parts, n = part_max.shape
     dt = zt.dtype.type
-    step = (n_cls + n_parts - 1) // n_parts
-    part_max = np.full((n_parts, n), -np.inf, dtype=zt.dtype)
-    for p in nb.prange(n_parts):
-        _cols_max(zt, p * step, min(n_cls, (p + 1) * step), part_max[p])
-    m = np.empty(n)
-    sh = np.empty(n, dtype=zt.dtype)
     for j in range(n):
         a = part_max[0, j]
         for p in range(1, n_parts):
@@ -124,12 +122,15 @@ def _xent_columns(zt, labels, smoothing, z_loss, ce_scale, zl_scale, row_scale, 
             a = x if x > a else a
         m[j] = a
         sh[j] = a if a > -np.inf else dt(0.0)  # a fully masked column: no -inf - -inf
-    z_y = np.empty(n)
-    for j in range(n):
         z_y[j] = zt[labels[j], j]  # read before pass 2 overwrites it
-    rest, ntop, dsum = np.zeros((n_parts, n)), np.zeros((n_parts, n)), np.zeros((n_parts, n))
-    for p in nb.prange(n_parts):
-        _part_sums(zt, p * step, min(n_cls, (p + 1) * step), sh, rest[p], ntop[p], dsum[p])
+
+
+@nb.njit(**_JIT)
+def _finish_columns(zt, labels, smoothing, z_loss, ce_scale, zl_scale, row_scale, m, z_y, rest, ntop, dsum,
+                    loss, lse, k_out, sub_out):  # fmt: skip
+    """Each column's loss, lse, k and sigma from the parts' sums; the label entries of E'; the count of bad columns."""
+    n_cls, n = zt.shape
+    dt = zt.dtype.type
     k1 = smoothing / n_cls
     bad = 0
     for j in range(n):
@@ -157,3 +158,78 @@ def _xent_columns(zt, labels, smoothing, z_loss, ce_scale, zl_scale, row_scale, 
         sub_out[j] = sub
         zt[labels[j], j] = dt(e_y)
     return bad
+
+
+# --------------------------------------------------------------------------- the parts, on Python threads
+#
+# The two sweeps split the vocabulary into parts, run on Python threads (the kernels release the GIL)
+# rather than numba's parallel loops: numba's OpenMP layer is a second libgomp next to torch's, and
+# after each parallel region its worker spins for some milliseconds (about 10 ms of CPU time measured
+# here) while MKL's threads want both cores for the next matrix product; idle Python threads sleep.
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _helpers(n: int) -> ThreadPoolExecutor | None:
+    """A pool of ``n`` helper threads (the calling thread is the other one), made on first use."""
+    global _pool, _pool_size
+    if n <= 0:
+        return None
+    with _pool_lock:
+        if _pool is None or _pool_size != n:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="softxent-columns")
+            _pool_size = n
+        return _pool
+
+
+def _run_parts(fn: Callable[[int], None], n_parts: int, n_threads: int) -> None:
+    """``fn(p)`` for every part p, on ``n_threads`` threads (this one included) taking parts as they finish."""
+    todo = itertools.count()
+
+    def loop() -> None:
+        p = next(todo)  # itertools.count is advanced under the GIL: each part is taken once
+        while p < n_parts:
+            fn(p)
+            p = next(todo)
+
+    pool = _helpers(min(n_threads, n_parts) - 1)
+    futures = [] if pool is None else [pool.submit(loop) for _ in range(_pool_size)]
+    try:
+        loop()
+    finally:
+        for f in futures:
+            f.result()
+
+
+def _xent_columns(
+    zt: np.ndarray, labels: np.ndarray, smoothing: float, z_loss: float, ce_scale: float, zl_scale: float,
+    row_scale: np.ndarray, n_parts: int, loss: np.ndarray, lse: np.ndarray, k_out: np.ndarray, sub_out: np.ndarray,
+    n_threads: int = 1,
+) -> int:  # fmt: skip
+    r"""Loss, lse and the gradient's column form of (V, R) transposed logits ``zt``, in place; returns
+    how many columns need the row kernel (NaN, fully masked, infinite loss).
+
+    ``zt`` becomes E' with :math:`G_{vr} = k_r E'_{vr} - \sigma_r` (``k_out``, ``sub_out``; see
+    :mod:`._linear_blocks`); ``row_scale`` multiplies each column's gradient, not its loss. The
+    vocabulary's ``n_parts`` parts are swept on ``n_threads`` threads.
+    """
+    n_cls, n = zt.shape
+    step = (n_cls + n_parts - 1) // n_parts
+    part_max = np.full((n_parts, n), -np.inf, dtype=zt.dtype)
+    _run_parts(lambda p: _cols_max(zt, p * step, min(n_cls, (p + 1) * step), part_max[p]), n_parts, n_threads)
+    m, z_y, sh = np.empty(n), np.empty(n), np.empty(n, dtype=zt.dtype)
+    _shift_and_labels(part_max, zt, labels, m, sh, z_y)
+    rest, ntop, dsum = np.zeros((n_parts, n)), np.zeros((n_parts, n)), np.zeros((n_parts, n))
+
+    def sums(p: int) -> None:
+        _part_sums(zt, p * step, min(n_cls, (p + 1) * step), sh, rest[p], ntop[p], dsum[p])
+
+    _run_parts(sums, n_parts, n_threads)
+    return int(
+        _finish_columns(zt, labels, smoothing, z_loss, ce_scale, zl_scale, row_scale, m, z_y, rest, ntop, dsum,
+                        loss, lse, k_out, sub_out)
+    )  # fmt: skip
