@@ -366,9 +366,10 @@ def worker_linear_time(impl: str, reps: int, shape: int, first: int = 0) -> dict
     the round is the median of those runs: one slow or fast floor run no longer moves every ratio."""
     import gc
 
-    others = [name for name in LINEAR_IMPLS if name != FLOOR]
-    calls, _ = _linear_setup(list(LINEAR_IMPLS), shape)
-    times: dict[str, list[float]] = {name: [] for name in LINEAR_IMPLS}
+    impls = list(LINEAR_IMPLS) if impl == "all" else [FLOOR, *(n for n in impl.split("|") if n != FLOOR)]
+    others = [name for name in impls if name != FLOOR]
+    calls, _ = _linear_setup(impls, shape)
+    times: dict[str, list[float]] = {name: [] for name in impls}
     floor_runs: list[list[float]] = []
     for r in range(reps):
         k = (first + r) % len(others)
@@ -383,8 +384,8 @@ def worker_linear_time(impl: str, reps: int, shape: int, first: int = 0) -> dict
             gc.collect()
         floor_runs.append(runs)
         times[FLOOR].append(statistics.median(runs))
-    results = [dict(impl=name, times_s=times[name]) for name in LINEAR_IMPLS]
-    results[LINEAR_IMPLS.index(FLOOR)]["runs_s"] = floor_runs
+    results = [dict(impl=name, times_s=times[name]) for name in impls]
+    results[impls.index(FLOOR)]["runs_s"] = floor_runs
     return dict(results=results)
 
 
@@ -522,7 +523,7 @@ def _linear_section(part: dict[str, Any]) -> list[str]:
     naive_name = next((name for name in LINEAR_IMPLS if name.startswith("naive")), None)
     naive_mem = next((r["results"][0] for r in lin if r["impl"].startswith("naive") and "results" in r), None)
     mem = {r["impl"]: r for r in lin}
-    for name in LINEAR_IMPLS:
+    for name in [n for n in LINEAR_IMPLS if n in mem or times[False].get(n) or times[True].get(n)]:
         cells = []
         for thp in (False, True):
             t = times[thp].get(name, [])
@@ -543,6 +544,17 @@ def _linear_section(part: dict[str, Any]) -> list[str]:
             loss = "—" if m["loss"] != m["loss"] else f"{m['loss']:.6f}"
             memory = [f"{m['peak_extra_mib']:.0f}", mr, mv, mg, loss]
         lines.append("| " + " | ".join([name, *cells, rounds_s, *memory]) + " |")
+    sx_name = next((n for n in LINEAR_IMPLS if n.startswith("softxent linear")), None)
+    for peer in [n for n in LINEAR_IMPLS if n.startswith(("floor", "naive", "torch F."))]:
+        for thp in (False, True):
+            a, b = times[thp].get(sx_name or "", []), times[thp].get(peer, [])
+            if a and b and len(a) == len(b):
+                per_round = [p / q for p, q in zip(a, b, strict=True)]
+                lines.append(
+                    f"\nsoftxent / {peer}{' + THP' if thp else ''}: {statistics.median(per_round):.2f}× (median of "
+                    f"per-round ratios; rounds {', '.join(f'{v:.2f}' for v in per_round)}; softxent faster in "
+                    f"{sum(v < 1 for v in per_round)} of {len(per_round)} rounds)."
+                )
     for thp in (False, True):
         if floor_runs[thp]:
             runs = "; ".join(", ".join(f"{x:.2f}" for x in rnd) for rnd in floor_runs[thp])
@@ -632,6 +644,14 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"which linear shapes to run, by index into {LINEAR_SHAPES} (default: all)")  # fmt: skip
     parser.add_argument("--reps", type=int, default=None, help="timed calls per shape (default: 5 ce, 3 linear)")
     parser.add_argument("--only", choices=["ce", "linear"], help="run one of the two parts")
+    parser.add_argument(
+        "--skip",
+        nargs="+",
+        default=[],
+        metavar="WORD",
+        help="leave out the linear variants whose name contains any WORD (never the floor)",
+    )
+    parser.add_argument("--tag", default="", help="appended to the result files' names (..._linear_TAG.md)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per worker")
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
@@ -659,7 +679,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[cross-entropy] {impl} ...", file=sys.stderr, flush=True)
             report["cross_entropy"].append(run_worker("ce", impl, env, args.reps or 5, args.timeout, args.wait_idle))
     # --only writes its own files (cross_entropy_torch_linear.md ...), leaving the full run's in place.
-    stem = "cross_entropy_torch" + (f"_{args.only}" if args.only else "")
+    stem = "cross_entropy_torch" + (f"_{args.only}" if args.only else "") + (f"_{args.tag}" if args.tag else "")
+    impls = [n for n in LINEAR_IMPLS if n == FLOOR or not any(word in n for word in args.skip)]
+    impl_arg = "all" if impls == LINEAR_IMPLS else "|".join(impls)
 
     def save() -> None:
         report["total_s"] = time.perf_counter() - t0
@@ -673,14 +695,14 @@ def main(argv: list[str] | None = None) -> int:
             part: dict[str, Any] = dict(shape=list(shape), memory=[], time=[])
             report["linear"].append(part)
             tag = "x".join(map(str, shape[:3]))
-            for impl in LINEAR_IMPLS:
+            for impl in impls:
                 print(f"[linear {tag}, memory] {impl} ...", file=sys.stderr, flush=True)
                 part["memory"].append(run_worker("linear-memory", impl, THP, 1, args.timeout, args.wait_idle, k))
             for r in range(args.reps or 3):
                 for thp in (False, True):
                     print(f"[linear {tag}, time] round {r + 1}, {'+ THP' if thp else 'no THP'} ...", file=sys.stderr,
                           flush=True)  # fmt: skip
-                    res = run_worker("linear-time", "all", THP if thp else {}, 1, args.timeout, args.wait_idle, k, r)
+                    res = run_worker("linear-time", impl_arg, THP if thp else {}, 1, args.timeout, args.wait_idle, k, r)
                     part["time"].append(dict(res, thp=thp, round=r))
                 save()  # the tables so far after every round: a run cut short still leaves them
     save()
