@@ -132,6 +132,12 @@ NOTES = [
     "into a page, and MKL wrote to those about 25% slower). It reuses them between blocks and calls, so it "
     "page-faults once per process, not once per call (`ru_minflt`: about 1100 on its first call, 0 after; "
     "the floor 168000 a call without THP).",
+    "- Page faults, measured per call in one process (`ru_minflt`, N=4096, d=1024, V=32768, no THP): softxent 0 "
+    "after its first call (its block buffer, x.grad and W.grad come from `softxent.torch._memory`'s cache of "
+    "freed blocks, which `x.grad = None` refills), so `THP_MEM_ALLOC_ENABLE` changes nothing for it; the floor "
+    "about 167000 (its fresh 512 MiB logits and 144 MiB of outputs), 0.55-0.9 s of system CPU time a call. "
+    "The column kernel's two sweeps run on Python threads, not numba's OpenMP pool, whose idle workers spin "
+    "(about 10 ms of CPU after each parallel region) while MKL's threads want both cores.",
 ]
 
 

@@ -129,3 +129,31 @@ def test_column_sweeps_on_threads_match_one_thread():
     seen = []
     _run_parts(seen.append, 7, 3)
     assert sorted(seen) == list(range(7))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_column_sweeps_run_in_a_forked_child():
+    """A child forked after the pool started gets its own helper threads (the parent's do not exist there)."""
+    import os
+    import time
+
+    from softxent.torch._linear_columns import _run_parts
+
+    _run_parts(lambda p: None, 4, 2)  # the parent's pool exists
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if every part ran
+        seen = []
+        try:
+            _run_parts(seen.append, 4, 2)
+        finally:
+            os._exit(0 if sorted(seen) == [0, 1, 2, 3] else 1)
+    for _ in range(200):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung in _run_parts")
+    assert os.waitstatus_to_exitcode(status) == 0

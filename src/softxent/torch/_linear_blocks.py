@@ -19,7 +19,9 @@ shared host's load does not count). The gradient products read the same
 buffer: :math:`dX_b = G^\top W` and :math:`dW \mathrel{+}= G X_b`, within a
 few percent of the unblocked ones.
 
-:func:`._linear_columns._xent_columns` (numba) computes each column's loss and log-sum-exp in
+:func:`._linear_columns._xent_columns` (numba kernels on Python threads, one part of the
+vocabulary at a time: numba's own parallel loops would bring a second OpenMP pool whose
+spinning workers take cores from MKL's next product) computes each column's loss and log-sum-exp in
 two sweeps: the column maxima, then :math:`e = \exp(z - m)` stored over the
 logits with the sums, the top entries (:math:`z = m`) counted apart so that
 :math:`\log s = \operatorname{log1p}(n_{\max} - 1 + r)` keeps confident

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -169,20 +170,25 @@ def _finish_columns(zt, labels, smoothing, z_loss, ce_scale, zl_scale, row_scale
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+_pool_pid = 0
 _pool_lock = threading.Lock()
 
 
 def _helpers(n: int) -> ThreadPoolExecutor | None:
-    """A pool of ``n`` helper threads (the calling thread is the other one), made on first use."""
-    global _pool, _pool_size
+    """A pool of ``n`` helper threads (the calling thread is the other one), made on first use.
+
+    A new one in a forked child: the parent's threads do not exist there, and its pool would
+    queue the parts and never run them.
+    """
+    global _pool, _pool_size, _pool_pid
     if n <= 0:
         return None
     with _pool_lock:
-        if _pool is None or _pool_size != n:
-            if _pool is not None:
+        if _pool is None or _pool_size != n or _pool_pid != os.getpid():
+            if _pool is not None and _pool_pid == os.getpid():
                 _pool.shutdown(wait=False)
             _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="softxent-columns")
-            _pool_size = n
+            _pool_size, _pool_pid = n, os.getpid()
         return _pool
 
 
