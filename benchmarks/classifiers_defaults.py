@@ -23,8 +23,10 @@ often faster); the objective condition is that softxent's median objective
 is no worse than scikit-learn's median objective by more than 1e-6
 (relative). "BLAS products" rows are softxent with the data term's two BLAS
 products instead of the one-sweep kernel of ``kernels/_dense_head.py`` (the
-evaluation as it was before). "previous solver" rows are softxent as it was before issue 19's
-items 2-3 (the objective test at 1e-7 relative only, and one L-BFGS-B model
+evaluation as it was before). "minimize() driver" rows run L-BFGS-B through
+``scipy.optimize.minimize`` instead of ``models/_lbfgsb.py``'s direct loop
+(the same steps, with minimize's per-evaluation wrappers). "previous
+solver" rows are softxent as it was before issue 19's items 2-3 (the objective test at 1e-7 relative only, and one L-BFGS-B model
 for all labels), to show what the current stopping rule (see
 ``SoftmaxRegression``'s ``tol``) and the per-label models
 (``models/_block_lbfgs.py``) change.
@@ -105,18 +107,34 @@ def load(name: str) -> tuple | str:
 # --------------------------------------------------------------------------- configurations
 
 
+def _minimize_driver(fit: Callable) -> Callable:
+    """The same fit with L-BFGS-B run through ``scipy.optimize.minimize`` instead of
+    ``models/_lbfgsb.py``'s direct loop over the same compiled routine (the same steps)."""
+    import softxent.models._lbfgsb as driver
+
+    def run(X, y):
+        saved = driver.DIRECT
+        driver.DIRECT = False
+        try:
+            return fit(X, y)
+        finally:
+            driver.DIRECT = saved
+
+    return run
+
+
 def _blas_products(fit: Callable) -> Callable:
     """The same fit with the data term's two BLAS products instead of the one-sweep dense kernel
     (``kernels/_dense_head.py``), to show what that kernel changes."""
     import softxent.models._data_term as data_term
 
     def run(X, y):
-        saved = data_term._dense_softmax_kernel
-        data_term._dense_softmax_kernel = lambda problem: None
+        saved = data_term._dense_head_for
+        data_term._dense_head_for = lambda problem: None
         try:
             return fit(X, y)
         finally:
-            data_term._dense_softmax_kernel = saved
+            data_term._dense_head_for = saved
 
     return run
 
@@ -161,6 +179,7 @@ def softmax_configs(C: float) -> dict[str, Callable]:
         "softxent SoftmaxRegression(dtype=np.float32)": ours(dtype=np.float32),
         "softxent SoftmaxRegression(), previous solver": _before(ours()),
         "softxent SoftmaxRegression(), BLAS products": _blas_products(ours()),
+        "softxent SoftmaxRegression(), minimize() driver": _minimize_driver(ours()),
         "scikit-learn LogisticRegression()": sklearn(None),
         "scikit-learn LogisticRegression(), 1 thread": sklearn(1),
     }

@@ -8,6 +8,8 @@ library's own objective, and the invariances the row blocks must keep
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -355,12 +357,19 @@ def test_softmax_blocks_call_the_kernel_directly_with_the_public_result(rng, mon
 DENSE_SHAPES = [(1, 64, 3), (2, 64, 2), (7, 65, 5), (131, 97, 10), (250, 80, 12), (67, 300, 7), (45, 64, 32)]
 
 
+def _blas_loss_grad(monkeypatch, problem, W, b):
+    """:func:`data_loss_grad` by the two BLAS products, on a copy of ``problem`` (whose choice of
+    path is made once per problem)."""
+    monkeypatch.setattr(_data_term, "_dense_head_for", lambda problem: None)
+    return data_loss_grad(dataclasses.replace(problem), W, b)
+
+
 def _dense_case(rng, monkeypatch, n, d, k, dtype, weights, chunked):
     """A softmax problem the one-sweep dense kernel takes, and that kernel's data term; ``chunked``
     forces chunks of 4 rows and float64 flushes every 12 rows (odd tails everywhere)."""
     problem = _softmax_problem(rng, class_weight=weights, sample_weight=weights, n=n, d=d, k=k)
     problem.X = np.ascontiguousarray(problem.X, dtype)
-    assert _data_term._dense_softmax_kernel(problem) is not None, "the dense kernel must be the path tested"
+    assert _data_term._dense_head_for(problem) is not None, "the dense kernel must be the path tested"
     if chunked:
         monkeypatch.setattr(_dense_head, "chunk_rows", lambda *args: 4)
         monkeypatch.setattr(_data_term, "rows_per_block", lambda *args: 12)
@@ -382,8 +391,8 @@ def test_dense_softmax_kernel_matches_the_blas_path_and_the_definition(
     W = rng.standard_normal((k, d)) * 0.3
     b = rng.standard_normal(k) if fit_intercept else None
     fast = data_loss_grad(problem, W, b)
-    monkeypatch.setattr(_data_term, "_dense_softmax_kernel", lambda problem: None)
-    blas = data_loss_grad(problem, W, b)
+    assert problem.dense_head is not None
+    blas = _blas_loss_grad(monkeypatch, problem, W, b)
     rtol = 1e-12 if dtype == np.float64 else 2e-5
     assert fast[0] == pytest.approx(blas[0], rel=rtol)
     scale = max(np.abs(blas[1]).max(), 1.0)
@@ -408,8 +417,8 @@ def test_dense_softmax_kernel_on_extreme_inputs(rng, monkeypatch, dtype):
     b = rng.standard_normal(k) * 100.0
     fast = data_loss_grad(problem, W, b)
     assert np.isfinite(fast[0]) and np.isfinite(fast[1]).all() and np.isfinite(fast[2]).all()
-    monkeypatch.setattr(_data_term, "_dense_softmax_kernel", lambda problem: None)
-    blas = data_loss_grad(problem, W, b)
+    assert problem.dense_head is not None
+    blas = _blas_loss_grad(monkeypatch, problem, W, b)
     rtol = 1e-12 if dtype == np.float64 else 1e-5
     # Loss sums of confident rows: the float32 logits themselves carry eps32 * |z| ~ 1e-3 of rounding.
     F = _numpy_softmax_F(W, b, problem.X.astype(np.float64), problem.targets, 1.0, problem.sample_weight,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -100,6 +101,11 @@ class Problem:
         if self.head == "softmax" and self.class_weight is not None:
             s = s * self.class_weight[self.targets]
         return s
+
+    @cached_property
+    def dense_head(self) -> _DenseHead | None:
+        """The softmax head's one-sweep kernel when it suits this fit, else None (decided once)."""
+        return _dense_head_for(self)
 
     def subset(self, rows: np.ndarray) -> Problem:
         """The same problem on the given rows (a copy: used for minibatches)."""
@@ -227,8 +233,10 @@ class _SigmoidBlocks:
         return total, g
 
 
-def _dense_softmax_kernel(problem: Problem) -> Any:
-    """The compiled kernels when the softmax head's one-sweep loop suits this fit, else None."""
+def _dense_head_for(problem: Problem) -> _DenseHead | None:
+    """The one-sweep kernel for the softmax head on dense X where it beats the two BLAS products
+    (see :func:`softxent.kernels._dense_head.suits`), else None: the evaluation is then
+    :func:`_block_loss_grad`."""
     if problem.head != "softmax" or sparse.issparse(problem.X):
         return None
     kernel = kernels.cpu(problem.dtype)
@@ -236,34 +244,45 @@ def _dense_softmax_kernel(problem: Problem) -> Any:
         return None
     from softxent.kernels import _dense_head  # numba is importable: kernels.cpu gave the kernels
 
-    return kernel if _dense_head.suits(problem.n_features, problem.n_outputs, problem.dtype.itemsize) else None
+    if not _dense_head.suits(problem.n_features, problem.n_outputs, problem.dtype.itemsize):
+        return None
+    return _DenseHead(problem, kernel, _dense_head.chunk_rows(problem.n_features, problem.dtype.itemsize))
 
 
-def _dense_block_loss_grad(
-    problem: Problem, kernel: Any, W: np.ndarray, b: np.ndarray | None, lo: int, hi: int, step: int
-) -> tuple[float, np.ndarray, np.ndarray]:
-    """:func:`_block_loss_grad` for the softmax head on dense X, by the one-sweep kernel.
+class _DenseHead:
+    """The softmax head's one-sweep kernel (:mod:`softxent.kernels._dense_head`) with its fixed arguments.
 
-    ``W`` is (K, d) C-contiguous in X's dtype. The gradient is accumulated in
-    X's dtype over about ``step`` rows, then in float64, as the BLAS path does
-    block by block.
+    Built once per :class:`Problem` (:attr:`Problem.dense_head`), so that an
+    evaluation is one call: on digits (1347 x 64) choosing the kernel,
+    converting the weights and sizing the chunks on every evaluation took a
+    tenth of the kernel's time.
     """
-    k, d = W.shape
-    dtype = problem.dtype
-    from softxent.kernels import _dense_head
 
-    chunk = _dense_head.chunk_rows(d, dtype.itemsize)
-    flush = max(chunk, step - step % chunk)
-    empty = np.empty(0)
-    weight = empty if problem.class_weight is None else np.ascontiguousarray(problem.class_weight)
-    sw = empty if problem.sample_weight is None else np.ascontiguousarray(problem.sample_weight)
-    g_w, g_b = np.zeros((k, d)), np.zeros(k)
-    loss = kernel.softmax_head_rows(
-        problem.X, W, np.zeros(k, dtype) if b is None else b, b is not None, problem.targets, weight, sw,
-        lo, hi, chunk, flush, np.empty((chunk, k), dtype), np.zeros((k, d), dtype), g_w, g_b,
-        np.empty(chunk), np.empty(chunk),
-    )  # fmt: skip
-    return float(loss), g_w, g_b
+    def __init__(self, problem: Problem, kernel: Any, chunk: int) -> None:
+        self.problem, self.kernel, self.chunk = problem, kernel, chunk
+        empty = np.empty(0)
+        self.weight = empty if problem.class_weight is None else np.ascontiguousarray(problem.class_weight)
+        self.sample_weight = empty if problem.sample_weight is None else np.ascontiguousarray(problem.sample_weight)
+        self.no_intercept = np.zeros(problem.n_outputs, problem.dtype)
+
+    def __call__(
+        self, W: np.ndarray, b: np.ndarray | None, lo: int, hi: int, step: int
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """:func:`_block_loss_grad` by the one-sweep kernel; ``W`` (K, d) C-contiguous in X's dtype.
+
+        The gradient is accumulated in X's dtype over about ``step`` rows,
+        then in float64, as the BLAS path does block by block.
+        """
+        k, d = W.shape
+        p, chunk = self.problem, self.chunk
+        flush = max(chunk, step - step % chunk)
+        g_w, g_b = np.zeros((k, d)), np.zeros(k)
+        loss = self.kernel.softmax_head_rows(
+            p.X, W, self.no_intercept if b is None else b, b is not None, p.targets, self.weight,
+            self.sample_weight, lo, hi, chunk, flush, np.empty((chunk, k), p.dtype), np.zeros((k, d), p.dtype),
+            g_w, g_b, np.empty(chunk), np.empty(chunk),
+        )  # fmt: skip
+        return float(loss), g_w, g_b
 
 
 def data_loss_grad(
@@ -283,12 +302,12 @@ def data_loss_grad(
     """
     dtype = problem.dtype
     bt = None if b is None else np.asarray(b, dtype=dtype)
-    dense = _dense_softmax_kernel(problem)
+    dense = problem.dense_head
     if dense is not None:
         Wd = np.ascontiguousarray(W, dtype=dtype)
 
         def block(lo: int, hi: int, step: int) -> tuple[float, np.ndarray, np.ndarray]:
-            return _dense_block_loss_grad(problem, dense, Wd, bt, lo, hi, step)
+            return dense(Wd, bt, lo, hi, step)
     else:
         Wt = np.ascontiguousarray(W.T, dtype=dtype)
 

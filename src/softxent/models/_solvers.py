@@ -5,12 +5,12 @@ hook, :class:`Progress`, which the estimators turn into ``verbose`` output
 and pass to the user's ``callback``; a command line drives a progress bar
 from the same records, and a callback that returns ``True`` stops training.
 
-* :func:`lbfgs` runs ``scipy.optimize.minimize(method="L-BFGS-B", jac=True)``
-  with scikit-learn's settings (``maxls=50``, ``ftol=64 eps``) on the
-  preconditioned coordinates of :class:`~softxent.models._objective.Objective`,
-  and stops when :math:`\max|\nabla f| \le` ``tol`` in the *original*
-  coordinates (the test scikit-learn's ``LogisticRegression`` makes, never
-  looser) *and* L-BFGS's predicted remaining decrease
+* :func:`lbfgs` runs scipy's L-BFGS-B (``minimize(method="L-BFGS-B")``'s
+  compiled routine, driven by :mod:`._lbfgsb`) with scikit-learn's settings
+  (``maxls=50``, ``ftol=64 eps``) on the preconditioned coordinates of
+  :class:`~softxent.models._objective.Objective`, and stops when
+  :math:`\max|\nabla f| \le` ``tol`` in the *original* coordinates (the
+  test scikit-learn's ``LogisticRegression`` makes, never looser) *and* L-BFGS's predicted remaining decrease
   :math:`\tfrac12 g^\top H g` is at most :func:`objective_rtol` times
   :math:`|f|` *or* a tenth of what it predicted at the first iterate that
   passed the gradient test. The gradient test alone leaves the objective
@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-import scipy.optimize
 
+from ._lbfgsb import minimize_lbfgsb
 from ._objective import Objective, Problem, data_loss_grad
 
 __all__ = ["Adam", "Progress", "SolverResult", "lbfgs"]
@@ -106,6 +106,8 @@ class SolverResult:
 
 
 # --------------------------------------------------------------------------- L-BFGS
+
+_EPS = float(np.finfo(float).eps)
 
 # Curvature pairs kept by L-BFGS-B (scipy's and scikit-learn's default, maxcor=10); the
 # gap estimate below uses the same number.
@@ -197,7 +199,7 @@ class _CurvatureMemory:
             sy, yy = float(s @ y), float(y @ y)
             # The curvature condition, with L-BFGS-B's own threshold: pairs that do not satisfy it
             # (a flat or non-convex stretch, rounding) would make H indefinite; they are skipped.
-            if sy > np.finfo(float).eps * yy and yy > 0:
+            if sy > _EPS * yy and yy > 0:
                 self.pairs.append((s, y, 1.0 / sy))
                 if len(self.pairs) > self.m:
                     self.pairs.pop(0)
@@ -231,21 +233,20 @@ def lbfgs(
     curve: list[float] = []
     outcome: dict[str, Status] = {}
 
-    def callback(intermediate_result: scipy.optimize.OptimizeResult) -> None:
-        x = intermediate_result.x
+    def callback(x: np.ndarray, f: float) -> bool:
         if objective.last_x is None or not np.array_equal(objective.last_x, x):
             objective(x)  # L-BFGS-B accepts the last point it evaluated; this is a safety net
-        f = float(intermediate_result.fun)
         curve.append(f)
         grad_max = objective.last_grad_max
         memory.update(x, objective.last_grad)
         stop = report(make_progress(len(curve), max_iter, f, grad_max, None))
         if grad_max <= tol and rule.passes(grad_max, memory.predicted_decrease(objective.last_grad), f):
             outcome["status"] = "converged"
-            raise StopIteration
+            return True
         if stop:
             outcome["status"] = "stopped"
-            raise StopIteration
+            return True
+        return False
 
     rule = StopRule(tol, objective.problem.dtype)
     f0, _ = objective(theta0)
@@ -256,29 +257,20 @@ def lbfgs(
     memory.update(theta0, objective.last_grad)
     if rule.warm_start_passes(objective.last_grad_max, memory.predicted_decrease(objective.last_grad), f0):
         return theta0, SolverResult("converged", 0, curve)  # a warm start at the optimum: nothing to do
-    result = scipy.optimize.minimize(
-        objective,
-        theta0,
-        method="L-BFGS-B",
-        jac=True,
-        callback=callback,
-        options={
-            "maxiter": max_iter,
-            "maxcor": _MEMORY,
-            "maxfun": max(15000, 100 * max_iter),
-            "maxls": 50,  # scikit-learn's setting (scipy's default is 20)
-            "gtol": 0.0,  # the gradient test is ours, in the original coordinates
-            "ftol": 64 * np.finfo(float).eps,  # as scikit-learn: stop only on a flat objective
-        },
-    )
-    theta = result.x
+    # gtol = 0 in effect: the gradient test is ours, in the original coordinates.
+    theta, code, message = minimize_lbfgsb(
+        objective, theta0, callback,
+        max_iter=max_iter, memory=_MEMORY, max_evaluations=max(15000, 100 * max_iter),
+        max_line_search=50,  # scikit-learn's setting (scipy's default is 20)
+        ftol=64 * np.finfo(float).eps,  # as scikit-learn: stop only on a flat objective
+    )  # fmt: skip
     if objective.last_x is None or not np.array_equal(objective.last_x, theta):
         objective(theta)  # the tests below are about the point handed back
     if "status" in outcome:
         status = outcome["status"]
-    elif result.status == 1:
+    elif code == 1:
         status = "max_iter"
-    elif result.status == 0 and objective.problem.dtype == np.float64:
+    elif code == 0 and objective.problem.dtype == np.float64:
         # The objective stopped changing (relative change <= 64 eps): converged to float64
         # precision (scikit-learn counts this as converged).
         status = "converged"
@@ -288,7 +280,7 @@ def lbfgs(
         status = "converged"
     else:
         status = "line_search"
-    return theta, SolverResult(status, len(curve), curve, str(result.message))
+    return theta, SolverResult(status, len(curve), curve, message)
 
 
 # --------------------------------------------------------------------------- adam
