@@ -137,3 +137,33 @@ def test_a_fit_is_the_same_with_either_driver(rng, monkeypatch):
     assert fits[0].n_iter_ == fits[1].n_iter_
     np.testing.assert_allclose(fits[0].coef_, fits[1].coef_, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(fits[0].loss_curve_, fits[1].loss_curve_, rtol=1e-12)
+
+
+def test_the_direct_loop_runs_on_the_pinned_scipy(monkeypatch):
+    """The comparisons above test the direct loop only if it runs: on the scipy of constraints.txt it must."""
+    import scipy
+
+    if not (1, 15) <= tuple(int(p) for p in scipy.__version__.split(".")[:2]) <= (1, 17):
+        pytest.skip(f"scipy {scipy.__version__} is outside the releases the direct loop was written for")
+    assert _lbfgsb._compiled is not None
+    calls = []
+    real = _lbfgsb._compiled.setulb
+
+    class Spy:
+        @staticmethod
+        def setulb(*args):
+            calls.append(1)
+            return real(*args)
+
+    monkeypatch.setattr(_lbfgsb, "_compiled", Spy)
+    seen, x, status, _ = _run(_rosenbrock, np.full(6, -1.2), 500, None, True, monkeypatch)
+    assert status == 0 and len(calls) > len(seen) > 10
+
+
+@pytest.mark.parametrize(("version", "direct"), [("1.14.1", False), ("1.15.0", True), ("1.17.1", True),
+                                                  ("1.18.0", False), ("2.0.0rc1", False)])  # fmt: skip
+def test_only_checked_scipy_releases_take_the_direct_loop(monkeypatch, version, direct):
+    import scipy
+
+    monkeypatch.setattr(scipy, "__version__", version)
+    assert _lbfgsb._checked_release() is direct

@@ -12,9 +12,12 @@ same arguments, so it takes the same steps (tested against ``minimize``),
 without those wrappers.
 
 ``setulb`` is not public: its signature changed in scipy 1.15 (the
-routine was rewritten in C, with integer task codes). Where the call does
-not match (an older or a future scipy), :func:`minimize_lbfgsb` falls back
-to ``minimize`` itself, with identical results and the old speed.
+routine was rewritten in C, with integer task codes). The direct loop runs
+only on the scipy releases whose routine it was checked against (1.15 to
+1.17; the test suite compares it with ``minimize`` on the pinned one), and
+where the first call still does not match (a scipy 1.14 raises a
+TypeError) :func:`minimize_lbfgsb` falls back to ``minimize`` itself, with
+identical results and the old speed.
 """
 
 from __future__ import annotations
@@ -22,11 +25,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import scipy
 import scipy.optimize
+
+
+def _checked_release() -> bool:
+    """Whether the installed scipy is one whose setulb the direct loop was written for."""
+    try:
+        major, minor = (int(part) for part in scipy.__version__.split(".")[:2])
+    except ValueError:  # pragma: no cover - an unusual version string: take the safe path
+        return False
+    return (1, 15) <= (major, minor) <= (1, 17)
+
 
 try:  # the compiled routine, private to scipy (see the module docstring)
     from scipy.optimize import _lbfgsb as _compiled
 except ImportError:  # pragma: no cover - scipy reorganised: minimize() it is
+    _compiled = None
+if not _checked_release():
     _compiled = None
 
 __all__ = ["minimize_lbfgsb"]
