@@ -15,7 +15,8 @@ Contract (shared with every backend): 2-D C-contiguous float32/float64 logits
 
 A long row (over 64 KiB) runs passes 1 and 2 chunk by chunk, each chunk
 against its own max, and pass 3 rescales the chunks (see ``_CHUNK_BYTES``);
-few classes run across rows instead (see ``_xent_index_tiles``).
+few classes run across rows instead (see ``_xent_index_tiles``), and
+rows of 65-256 classes by groups of rows (see ``_xent_index_short``).
 
 The gradient buffer may be the logits themselves (``inplace``): pass 2 reads
 :math:`z_c` before it overwrites it, and the label's logit is read first;
@@ -41,6 +42,8 @@ so that ``kernels.cpu(dtype)`` returns one module with every name):
 * :mod:`._rows`: the row passes above, chunked long rows, and the row
   loops :func:`_xent_index_rows` and :func:`_xent_prob_rows`;
 * :mod:`._tiles`: few classes across rows (:func:`_xent_index_tiles`);
+* :mod:`._short_rows`: the tiles' 8x8 transposing copies, and rows of
+  65-256 classes by groups (:func:`_xent_index_short`, no smoothing);
 * :mod:`._softmax_rows`: softmax, log-softmax and log-sum-exp rows;
 * :mod:`._sigmoid`: the sigmoid heads' loss total and gradient, with its
   own parallel driver (called by :mod:`softxent._sigmoid_xent`);
@@ -79,6 +82,8 @@ from ._rows import _exp_store as _exp_store
 from ._rows import _row_max as _row_max
 from ._rows import _xent_index_rows as _xent_index_rows
 from ._rows import _xent_prob_rows as _xent_prob_rows
+from ._short_rows import _MID_V as _MID_V
+from ._short_rows import _xent_index_short as _xent_index_short
 from ._softmax_rows import _logsumexp_rows as _logsumexp_rows
 from ._softmax_rows import _softmax_rows as _softmax_rows
 from ._tiles import _SMALL_V as _SMALL_V
@@ -102,9 +107,36 @@ from ._vmath import vexp as vexp
 _BLOCK_ELEMENTS = 1 << 16
 
 
+# Few classes (V <= 64: the tile kernel) get blocks of half the size: a
+# call of 65536 x 10 is then 22 blocks instead of 11 (made even by
+# softmax_xent_index), split evenly between two threads (prange's static
+# schedule: 6 and 5 before); each block costs its scratch allocations, a
+# few microseconds.
+_SMALL_BLOCK_ELEMENTS = 1 << 15
+
+
 @nb.njit(**JIT)
 def _rows_per_block(n_rows, n_cls):
+    if n_cls <= _SMALL_V:
+        return max(1, _SMALL_BLOCK_ELEMENTS // max(n_cls, 1))
     return max(1, _BLOCK_ELEMENTS // max(n_cls, 1))
+
+
+@nb.njit(**JIT)
+def _xent_index_block(
+    z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi, small, short
+):
+    """Rows ``lo:hi`` of :func:`softmax_xent_index` through the kernel for their row length."""
+    if small:
+        _xent_index_tiles(
+            z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi
+        )
+    elif short:
+        _xent_index_short(z, labels, weight, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi)
+    else:
+        _xent_index_rows(
+            z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi
+        )
 
 
 @nb.njit(parallel=True, **JIT)
@@ -121,28 +153,26 @@ def softmax_xent_index(z, labels, weight, smoothing, sample_weight, inv_t, grad_
     n = z.shape[0]
     step = _rows_per_block(n, z.shape[1])
     n_blocks = (n + step - 1) // step
+    if n_blocks > 1 and n_blocks % 2 == 1:
+        # An even number of equal blocks: prange splits them statically, and
+        # two threads (these hosts) then get equal shares (8192 x 100 was 7
+        # blocks against 6). Rows are independent: the same bits either way.
+        step = (n + n_blocks) // (n_blocks + 1)
+        n_blocks = (n + step - 1) // step
     small = 0 < z.shape[1] <= _SMALL_V
+    short = _SMALL_V < z.shape[1] <= _MID_V and smoothing == 0.0
     if n_blocks <= 1:
-        if small:
-            _xent_index_tiles(
-                z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, 0, n
-            )
-        else:
-            _xent_index_rows(
-                z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, 0, n
-            )
+        _xent_index_block(
+            z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, 0, n,
+            small, short,
+        )  # fmt: skip
         return
     for b in prange(n_blocks):
         lo = b * step
-        hi = min(n, lo + step)
-        if small:
-            _xent_index_tiles(
-                z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi
-            )
-        else:
-            _xent_index_rows(
-                z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi
-            )
+        _xent_index_block(
+            z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse,
+            lo, min(n, lo + step), small, short,
+        )  # fmt: skip
 
 
 @nb.njit(parallel=True, **JIT)

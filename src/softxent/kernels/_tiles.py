@@ -3,7 +3,9 @@
 :func:`_xent_index_tiles` runs a tile of rows at a time, transposed so that
 every loop runs along rows (the vector lanes) instead of along a row too
 short for a vector register; rows that need care go to
-:func:`._rows._xent_index_rows`.
+:func:`._rows._xent_index_rows`. The copies into and out of the tile are
+:mod:`._short_rows`' (8x8 transposes in registers for float32, V >= 8),
+and the next tile's rows are prefetched while one computes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from numba.extending import overload
 
 from ._jit import JIT
 from ._rows import _xent_index_rows
+from ._short_rows import _copy_in, _copy_out, _prefetch_rows
 from ._vmath import _vlog1p, from_key, order_key, vexp
 
 # --------------------------------------------------------------------------- few classes
@@ -97,13 +100,15 @@ def _xent_index_tiles(
     g_y = np.empty(_TILE, dtype=z.dtype)  # the label's exponential, then its gradient entry
     for base in range(lo, hi, _TILE):
         nr = min(_TILE, hi - base)
-        # Rows along the vector lanes: contiguous loads of each row, strided
-        # stores into the L1-resident tile (twice as fast as strided loads).
-        # A last partial tile is padded with copies of its first row.
-        for r in range(_TILE):
-            i = base + r if r < nr else base
-            for c in range(n_cls):
-                buf[c, r] = z[i, c]
+        # Rows along the vector lanes (see _short_rows: 8x8 transposes in
+        # registers). A last partial tile is padded with copies of its first
+        # row.
+        _copy_in(z, buf, base, nr)
+        if base + _TILE < hi:
+            _prefetch_rows(z, grad if need_grad else z, base + _TILE, min(_TILE, hi - base - _TILE))
+        for c in range(n_cls):
+            for r in range(nr, _TILE):
+                buf[c, r] = buf[c, 0]
         # Per-row inputs, contiguous: the label (-1: ignored, matches no
         # class) and the sample weight.
         for r in range(nr):
@@ -117,18 +122,19 @@ def _xent_index_tiles(
         # Pass 1: max per row, on integer keys (a float compare-and-select
         # became a masked store, microcoded and slow on AMD); the label's
         # logit and weight picked by selects over the classes, not gathered
-        # row by row.
+        # row by row (measured again with the 8x8 copies: a load per row
+        # from the tile, and the label's gradient written after the copy
+        # back, were 5-15% slower at V = 3, 10, 20).
         for r in range(_TILE):
             mk[r] = order_key(dt(-np.inf))
             xy[r] = zero
         for c in range(n_cls):
-            row = buf[c]
             kc = cls[c]
             for r in range(_TILE):
-                mk[r] = max(mk[r], order_key(row[r]))
+                mk[r] = max(mk[r], order_key(buf[c, r]))
                 # A sum of one value and zeros: written as select-or-keep
                 # (xy if not the label), the whole tile ran twice as slow.
-                xy[r] += row[r] if yk[r] == kc else zero
+                xy[r] += buf[c, r] if yk[r] == kc else zero
         for r in range(_TILE):
             m[r] = from_key(mk[r], zero)
             wys[r] = 1.0 if yk[r] >= 0 else 0.0
@@ -148,9 +154,8 @@ def _xent_index_tiles(
             for c in range(n_cls):
                 wc = weight[c] if has_w else 1.0
                 if wc > 0.0:
-                    row = buf[c]
                     for r in range(_TILE):
-                        wd[r] += wc * np.float64((row[r] - m[r]) * it)
+                        wd[r] += wc * np.float64((buf[c, r] - m[r]) * it)
         # Pass 2: exponentials in place, then s = ties + rs as in _split_sum.
         # Separate loops, so that each runs at its own dtype's vector width:
         # a float64 sum in the exponential's loop would run all of it at
@@ -159,13 +164,12 @@ def _xent_index_tiles(
             ties[r] = zero
             rs[r] = 0.0
         for c in range(n_cls):
-            row = buf[c]
             for r in range(_TILE):
-                row[r] = vexp((row[r] - m[r]) * it)
+                buf[c, r] = vexp((buf[c, r] - m[r]) * it)
             for r in range(_TILE):
-                ties[r] += one if row[r] == one else zero
+                ties[r] += one if buf[c, r] == one else zero
             for r in range(_TILE):
-                e = row[r]
+                e = buf[c, r]
                 rs[r] += np.float64(zero if e == one else e)
         # Per-row scalars, across rows (padding lanes compute harmless
         # values): the label's e_y = exp(d_y) has the bits of its stored
@@ -221,33 +225,36 @@ def _xent_index_tiles(
             # in _grad_row); with it, it avoids the cancellation.
             if not has_w and k1 == 0.0:
                 for c in range(n_cls):
-                    row = buf[c]
                     kc = cls[c]
                     for r in range(_TILE):
-                        row[r] = g_y[r] if yk[r] == kc else row[r] * g_a[r]
+                        buf[c, r] = g_y[r] if yk[r] == kc else buf[c, r] * g_a[r]
             elif not has_w:  # uniform t_c: per-row constants, the data's dtype
                 for c in range(n_cls):
-                    row = buf[c]
                     kc = cls[c]
                     for r in range(_TILE):
-                        e = row[r]
+                        e = buf[c, r]
                         v = g_top[r] if e == one else e * g_a[r] - g_t[r]
-                        row[r] = g_y[r] if yk[r] == kc else v
+                        buf[c, r] = g_y[r] if yk[r] == kc else v
             else:
                 for c in range(n_cls):
                     t_c = k1 * weight[c]
-                    row = buf[c]
                     kc = cls[c]
                     for r in range(_TILE):
-                        e = np.float64(row[r])
+                        e = np.float64(buf[c, r])
                         val = (tops[r] + (tsum[r] - t_c)) if e == 1.0 else (acoef[r] * e - t_c)
-                        row[r] = g_lab[r] if yk[r] == kc else val * coef[r]
-            # Indexed 2-D, not through a row view: a view per row costs a
-            # reference-count update, which took a third of the copy's time.
+                        buf[c, r] = g_lab[r] if yk[r] == kc else val * coef[r]
+            # The copy back writes whole blocks of rows: a row left to the
+            # row kernel gets its logits back first, so that in place the
+            # row kernel still finds them.
+            n_special = 0
             for r in range(nr):
-                if not special[r]:
-                    for c in range(n_cls):
-                        grad[base + r, c] = buf[c, r]
+                n_special += special[r]
+            if n_special:
+                for r in range(nr):
+                    if special[r]:
+                        for c in range(n_cls):
+                            buf[c, r] = z[base + r, c]
+            _copy_out(buf, grad, base, nr)
         for r in range(nr):
             if special[r]:
                 _xent_index_rows(
