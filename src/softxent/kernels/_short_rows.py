@@ -147,6 +147,26 @@ def _prefetch_rows(z, g, i, nr):
             _prefetch2(g, i, j, True)
 
 
+@intrinsic
+def _fetch_add(typingctx, counter, index, value):
+    """Atomically add ``value`` to the int64 ``counter[index]`` and return its
+    previous value (``atomicrmw add``, sequentially consistent)."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64):
+        return None
+    if not (isinstance(index, types.Integer) and isinstance(value, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty, ity, vty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        at = context.cast(builder, args[1], ity, types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [at], wraparound=False)
+        val = context.cast(builder, args[2], vty, types.int64)
+        return builder.atomic_rmw("add", ptr, val, "seq_cst")
+
+    return types.int64(counter, index, value), codegen
+
+
 # --------------------------------------------------------------------------- tile copies
 
 
