@@ -34,7 +34,7 @@ TYPED := src/softxent/_contract.py src/softxent/_validation.py src/softxent/_sof
 	src/softxent/_rowstats.py src/softxent/_information.py src/softxent/kernels/__init__.py \
 	src/softxent/torch/_validation.py src/softxent/torch/_backends.py src/softxent/torch/_reference.py \
 	src/softxent/torch/_vocab_rows.py src/softxent/torch/_agreement.py src/softxent/torch/_linear_extras.py \
-	src/softxent/models/_block_lbfgs.py src/softxent/models/_lbfgsb.py
+	src/softxent/torch/_linear_columns.py src/softxent/models/_block_lbfgs.py src/softxent/models/_lbfgsb.py
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks
