@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 import softxent as sx
 from softxent import _contract
 from softxent._contract import XentOptions, format_index, mean_scale, reduce_total
+from softxent._xent_common import scalar_or_array
 
 BAD_OPTIONS = [
     (dict(reduction="avg"), ValueError, r"reduction must be one of \('mean', 'sum', 'none'\), got 'avg'"),
@@ -27,6 +29,34 @@ def test_defaults_are_pytorch_defaults():
     assert XentOptions.build() == XentOptions(
         ignore_index=-100, reduction="mean", label_smoothing=0.0, temperature=1.0, z_loss=0.0, softcap=None
     )
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(label_smoothing=0, temperature=1, z_loss=0),  # ints: what the checks turn into floats
+        dict(label_smoothing=-0.0),
+        dict(label_smoothing=np.float64(0.0), temperature=np.float32(1.0)),  # NumPy scalars: the checks
+        dict(ignore_index=np.int64(-100), reduction=np.str_("mean")),
+    ],
+)
+def test_default_values_in_any_spelling_build_the_defaults(kw):
+    """build() skips its checks for the plain default values; any spelling of them gives the same options."""
+    assert XentOptions.build(**kw) == XentOptions.build()
+
+
+@pytest.mark.parametrize(
+    ("kw", "error"),
+    [
+        (dict(label_smoothing=False), TypeError),
+        (dict(temperature=True), TypeError),
+        (dict(ignore_index=-100.0), TypeError),
+    ],
+)
+def test_defaults_in_the_wrong_type_are_still_refused(kw, error):
+    """A bool equals 0 or 1 and -100.0 equals -100, but they are mistakes, not the defaults."""
+    with pytest.raises(error):
+        XentOptions.build(**kw)
 
 
 @pytest.mark.parametrize(("kw", "error", "match"), BAD_OPTIONS)
@@ -100,3 +130,23 @@ def test_masked_row_text_is_shared():
     assert str(torch_error.value).startswith("row 1 of input (the batch flattened) is -inf for every class")
     tail = "so it has no softmax, but its"
     assert tail in str(numpy_error.value) and tail in str(torch_error.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "expected"),
+    [
+        (1.5, np.float32, 1.5),
+        (1e39, np.float32, math.inf),  # a loss beyond float32's range (tiny T): inf, as the kernel gives
+        (-1e39, np.float32, -math.inf),
+        (math.nan, np.float32, math.nan),
+        (1e39, np.float64, 1e39),
+        (7e4, np.float16, math.inf),
+        (np.float64(2.0), np.float32, 2.0),
+    ],
+)
+def test_scalar_results_take_the_logits_dtype_without_warnings(value, dtype, expected):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = scalar_or_array(value, np.dtype(dtype))
+    assert type(out) is dtype
+    assert out == expected or (math.isnan(out) and math.isnan(expected))

@@ -218,6 +218,21 @@ class XentOptions:
         allow_no_ignore: bool = True,
     ) -> XentOptions:
         """Check every option and return them; the errors name the argument and the value."""
+        if (  # the defaults, as most calls pass them: nothing to check (about 5 us of a 50 us call)
+            type(ignore_index) is int
+            and ignore_index == -100
+            and type(reduction) is str
+            and reduction == "mean"
+            and type(label_smoothing) in _PLAIN_REALS
+            and label_smoothing == 0
+            and type(temperature) in _PLAIN_REALS
+            and temperature == 1
+            and type(z_loss) in _PLAIN_REALS
+            and z_loss == 0
+            and softcap is None
+            and cls is XentOptions
+        ):
+            return _DEFAULT_OPTIONS
         return cls(
             ignore_index=check_ignore_index(ignore_index, allow_none=allow_no_ignore),
             reduction=check_reduction(reduction),
@@ -226,6 +241,11 @@ class XentOptions:
             z_loss=check_real(z_loss, "z_loss", low=0.0),
             softcap=None if softcap is None else check_real(softcap, "softcap", low=0.0, low_inclusive=False),
         )
+
+
+# Exactly these types (not bool, not a traced or symbolic number) take build()'s shortcut.
+_PLAIN_REALS = (int, float)
+_DEFAULT_OPTIONS = XentOptions()
 
 
 def mean_scale(denominator: float) -> float:

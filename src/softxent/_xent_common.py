@@ -21,7 +21,14 @@ class Labels(NamedTuple):
     at_most_one: bool = True  # every label is <= 1 (known for class indices and kernel-checked probabilities)
 
 
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
 def scalar_or_array(value: Any, dtype: np.dtype) -> np.ndarray:
+    """``value`` in ``dtype``: a NumPy scalar for a 0-d value, else an array."""
+    if type(value) is float and (dtype == _F64 or (dtype == _F32 and not abs(value) > _F32_MAX)):
+        return dtype.type(value)  # the common case: a total that fits, no overflow to silence
     with np.errstate(over="ignore"):  # a loss beyond float32's range (tiny T) is inf, as in the kernel
         out = np.asarray(value).astype(dtype, copy=False)
     return out if out.ndim else out[()]
