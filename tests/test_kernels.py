@@ -611,6 +611,61 @@ def test_long_rows_by_chunks_match_reference(kw, dtype, rng, oracle):
     assert np.isnan(loss[[4, 5]]).all() and loss[8] == 0.0 and loss[9] == np.inf
 
 
+def _buffer_at(offset, shape, dtype):
+    """An empty C-contiguous array whose data starts ``offset`` bytes past a 32-byte boundary."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + 64, dtype=np.uint8)
+    start = (32 - raw.ctypes.data % 32) % 32 + offset
+    out = raw[start : start + nbytes].view(dtype).reshape(shape)
+    out[...] = np.nan  # every entry must be written
+    return out
+
+
+# A gradient of 16 MiB or more in its own buffer (a new array or out=) is
+# written by streaming stores, 32 bytes at a time from each row's first
+# 32-byte boundary (kernels/_rows.py, _STREAM_MIN_BYTES).
+STREAM_BYTES = 16 << 20
+
+
+def _large_batch(kind, rng, dtype):
+    """(logits, labels) whose gradient is just over 16 MiB: long rows by chunks (the
+    situations of :func:`_long_rows`, repeated) or whole rows of a few thousand classes."""
+    itemsize = np.dtype(dtype).itemsize
+    if kind == "chunked":
+        x, labels = _long_rows(rng, dtype)
+        reps = -(-STREAM_BYTES // x.nbytes)
+        return np.tile(x, (reps, 1)), np.tile(labels, reps)
+    v = 16384 // itemsize + 1
+    n = -(-STREAM_BYTES // (v * itemsize))
+    x = random_logits(rng, (n, v), dtype=dtype)
+    x[1, 7] = np.nan
+    x[2] = -np.inf
+    x[3, :] = 0.0
+    x[3, 5] = 30.0  # confident
+    labels = rng.integers(0, v, n)
+    labels[2] = -100
+    labels[3] = 5
+    return x, labels
+
+
+@dtypes
+@pytest.mark.parametrize("kind", ["chunked", "whole"])
+@pytest.mark.parametrize("kw", [{}, {"label_smoothing": 0.1}], ids=["plain", "smoothing"])
+def test_large_gradient_in_its_own_buffer_at_every_alignment(kw, kind, dtype, rng, oracle):
+    """The streamed gradient against the oracle, and out= at every start of the buffer
+    (also one not aligned to its elements, which the front end copies) gives the same."""
+    x, labels = _large_batch(kind, rng, dtype)
+    assert x.nbytes >= STREAM_BYTES
+    loss, grad = compare_xent(oracle, "with_grad", x, labels, dtype, reduction="none", **kw)
+    itemsize = np.dtype(dtype).itemsize
+    for offset in [*range(0, 32, itemsize), 1]:
+        out = _buffer_at(offset, x.shape, dtype)
+        loss_out, grad_out = sx.softmax_cross_entropy_with_grad(x, labels, reduction="none", out=out, **kw)
+        assert grad_out is out
+        assert_identical(grad_out, grad, f"out= at offset {offset}")
+        assert_identical(loss_out, loss, f"loss with out= at offset {offset}")
+
+
 # --------------------------------------------------------------------------- non-finite rows
 
 

@@ -4,7 +4,9 @@ Pass 1 (:func:`_row_max`), pass 2 (:func:`_exp_store` through
 :func:`_exp_pass`: the exponentials stored and summed, the next row
 prefetched), the normaliser (:func:`_normaliser`, exact for confident
 rows) and pass 3 (:func:`_grad_row`); long rows by chunks
-(``_chunked_*``, see ``_CHUNK_BYTES``); and the row loops of the two
+(``_chunked_*``, see ``_CHUNK_BYTES``); a large gradient in its own buffer
+written by streaming stores from a scratch row (``*_stream``, see
+``_STREAM_MIN_BYTES``; integer labels); and the row loops of the two
 losses, :func:`_xent_index_rows` (integer labels) and
 :func:`_xent_prob_rows` (probability labels), which the parallel drivers of
 :mod:`softxent.kernels._cpu` run over blocks of rows. The softmax family
@@ -20,7 +22,7 @@ import numba as nb
 import numpy as np
 
 from ._jit import JIT, JIT_SUM
-from ._vmath import _prefetch, bits_float, float_bits, vexp
+from ._vmath import _STREAM_BYTES, _prefetch, _store_fence, _stream_scaled, bits_float, float_bits, vexp
 
 # --------------------------------------------------------------------------- row passes
 
@@ -349,6 +351,58 @@ def _chunked_grad(g, chunk, mb, big, inv_t, a_coef, coef):
             _scale_row(g[b * chunk : min(n, b * chunk + chunk)], a_coef * f * coef)
 
 
+# Streaming stores skip the cache: worth it only for a gradient too large to
+# stay there for whoever reads it next (a smaller one would come back from
+# memory); 16 MiB, half the L3 that a Zen 3 core shares with its neighbours.
+_STREAM_MIN_BYTES = 16 << 20
+
+
+@nb.njit(**JIT)
+def _stream_scale(g, e, f):
+    """``g = e * f`` through streaming stores (see :func:`._vmath._stream_scaled`):
+    ordinary stores up to the first 32-byte boundary of ``g`` and after the
+    last whole vector."""
+    n = g.shape[0]
+    ff = g.dtype.type(f)
+    lanes = _STREAM_BYTES // g.itemsize
+    addr = np.int64(g.ctypes.data)
+    head = min(n, ((_STREAM_BYTES - addr % _STREAM_BYTES) % _STREAM_BYTES) // g.itemsize)
+    for c in range(head):
+        g[c] = e[c] * ff
+    c = head
+    while c + lanes <= n:
+        _stream_scaled(g, c, e, c, ff)
+        c += lanes
+    for t in range(c, n):
+        g[t] = e[t] * ff
+
+
+@nb.njit(**JIT)
+def _grad_row_stream(g, e, top, t_sum, a_coef, coef, weight, k1):
+    """:func:`_grad_row` from the exponentials ``e`` (a scratch row, which it
+    overwrites with smoothing) into ``g`` by streaming stores."""
+    if k1 == 0.0:
+        _stream_scale(g, e, a_coef * coef)
+        return
+    _grad_row(e, top, t_sum, a_coef, coef, weight, k1)
+    _stream_scale(g, e, 1.0)
+
+
+@nb.njit(**JIT)
+def _chunked_grad_stream(g, e, chunk, mb, big, inv_t, a_coef, coef):
+    """:func:`_chunked_grad` from the exponentials ``e`` (a scratch row) into
+    ``g`` by streaming stores; an all-masked chunk gets its zeros."""
+    n = g.shape[0]
+    for b in range(mb.shape[0]):
+        lo = b * chunk
+        hi = min(n, lo + chunk)
+        if mb[b] > -np.inf:
+            f = 1.0 if mb[b] == big else math.exp((mb[b] - big) * inv_t)
+            _stream_scale(g[lo:hi], e[lo:hi], a_coef * f * coef)
+        else:
+            _fill(g[lo:hi], 0.0)
+
+
 @nb.njit(**JIT)
 def _xent_index_rows(
     z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi
@@ -360,8 +414,19 @@ def _xent_index_rows(
     has_w = weight.shape[0] > 0
     has_sw = sample_weight.shape[0] > 0
     k1 = smoothing / n_cls if n_cls > 0 else 0.0
-    scratch = np.empty(0 if need_grad else n_cls, dtype=z.dtype)
     chunk = _chunk_elements(z, k1)
+    # A large gradient in its own buffer (out=, or a new array): the
+    # exponentials go to a scratch row and pass 3 writes the gradient by
+    # streaming stores, so that no line of it is read first (only where the
+    # rows are aligned to their elements, so that stepping to a 32-byte
+    # boundary lands on one).
+    stream = (
+        need_grad
+        and grad.ctypes.data != z.ctypes.data
+        and grad.size * grad.itemsize >= _STREAM_MIN_BYTES
+        and np.int64(grad.ctypes.data) % grad.itemsize == 0
+    )
+    scratch = np.empty(n_cls if (stream or not need_grad) else 0, dtype=z.dtype)
     mb = np.empty((n_cls + chunk - 1) // chunk if chunk > 0 else 0)
     w_sum = 0.0
     if has_w:
@@ -372,7 +437,7 @@ def _xent_index_rows(
     for i in range(lo, hi):
         x = z[i]
         g = grad[i]
-        dest = g if need_grad else scratch
+        dest = g if (need_grad and not stream) else scratch
         y = labels[i]
         sw = sample_weight[i] if has_sw else 1.0
         kept = y >= 0
@@ -432,7 +497,11 @@ def _xent_index_rows(
         # skipped (8192x100: about a fifth of a row's time outside its passes).
         top = t_sum * math.expm1(-log_s) if (k1 > 0.0 or e_y == 1.0) else 0.0
         a_coef = t_sum / s
-        if chunk > 0:
+        if stream and chunk > 0:
+            _chunked_grad_stream(g, dest, chunk, mb, m, inv_t, a_coef, coef)
+        elif stream:
+            _grad_row_stream(g, dest, top, t_sum, a_coef, coef, weight, k1)
+        elif chunk > 0:
             _chunked_grad(g, chunk, mb, m, inv_t, a_coef, coef)
         else:
             _grad_row(g, top, t_sum, a_coef, coef, weight, k1)
@@ -440,6 +509,8 @@ def _xent_index_rows(
         rest = k1 * (w_sum - w_y)  # t_sum - t_y, exactly 0 without smoothing
         val = (top + rest) if e_y == 1.0 else (a_coef * e_y - t_y)
         g[y] = val * coef
+    if stream:
+        _store_fence()
 
 
 @nb.njit(**JIT_SUM)

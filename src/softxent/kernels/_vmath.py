@@ -1,6 +1,7 @@
 """Vector math for the CPU kernels: the pieces that let LLVM vectorise a loop.
 
-* scalar bit casts (``_bits_to_f32`` ...) and the prefetch intrinsic;
+* scalar bit casts (``_bits_to_f32`` ...), the prefetch intrinsic and
+  streaming stores (:func:`_stream_scaled`, :func:`_store_fence`);
 * :func:`vexp`, a polynomial exponential with Cody-Waite range reduction
   (numba's ``math.exp`` is a scalar libm call), and :func:`_estrin12`;
 * order keys (:func:`order_key`, :func:`from_key`) and raw bits
@@ -69,6 +70,63 @@ def _prefetch(typingctx, arr, index):
         return context.get_dummy_value()
 
     return types.none(arr, index), codegen
+
+
+# Streaming (non-temporal) stores: a gradient written into a separate
+# buffer (``out=``) otherwise reads each of its lines from memory before
+# writing it (a third stream of traffic: on the 2-core hosts the copy floor
+# is 1.75x the in-place one). LLVM keeps a non-temporal store only when it
+# is aligned to its width, so the vector is written here by hand, 32 bytes
+# at a time, at addresses the caller has aligned.
+_STREAM_BYTES = 32
+
+
+@intrinsic
+def _stream_scaled(typingctx, dst, i, src, j, f):
+    """``dst[i : i + L] = src[j : j + L] * f`` with one non-temporal 32-byte
+    store (L = 8 float32 or 4 float64); ``dst[i]`` must be 32-byte aligned
+    and both ranges inside their arrays (no checks)."""
+    if not (isinstance(dst, types.Array) and isinstance(src, types.Array) and dst.dtype == src.dtype):
+        return None
+    if dst.dtype not in (types.float32, types.float64) or not isinstance(f, types.Float):
+        return None
+    if not (isinstance(i, types.Integer) and isinstance(j, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        dty, ity, sty, jty, fty = signature.args
+        d = context.make_array(dty)(context, builder, args[0])
+        s = context.make_array(sty)(context, builder, args[2])
+        elem = context.get_value_type(dty.dtype)
+        lanes = _STREAM_BYTES // context.get_abi_sizeof(elem)
+        vec = ir.VectorType(elem, lanes)
+        sp = cgutils.get_item_pointer(context, builder, sty, s, [args[3]], wraparound=False)
+        dp = cgutils.get_item_pointer(context, builder, dty, d, [args[1]], wraparound=False)
+        v = builder.load(builder.bitcast(sp, vec.as_pointer()), align=context.get_abi_sizeof(elem))
+        fv = context.cast(builder, args[4], fty, dty.dtype)
+        splat = builder.insert_element(ir.Constant(vec, ir.Undefined), fv, ir.Constant(ir.IntType(32), 0))
+        splat = builder.shuffle_vector(
+            splat, ir.Constant(vec, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+        )
+        st = builder.store(builder.fmul(v, splat), builder.bitcast(dp, vec.as_pointer()), align=_STREAM_BYTES)
+        st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return types.none(dst, i, src, j, f), codegen
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """A full fence after streaming stores, which are weakly ordered: the
+    thread that hands the gradient back must not leave them in flight
+    (``mfence`` on x86, which orders them; a plain release fence compiles to
+    nothing there)."""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.none(), codegen
 
 
 def vexp(x):  # pragma: no cover - replaced by the overload below inside jitted code
