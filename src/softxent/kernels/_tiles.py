@@ -20,6 +20,7 @@ from numba.extending import overload
 from ._jit import JIT
 from ._rows import _xent_index_rows
 from ._short_rows import _copy_in, _copy_out, _prefetch_rows
+from ._tile_vec import plain_tile
 from ._vmath import _vlog1p, from_key, order_key, vexp
 
 # --------------------------------------------------------------------------- few classes
@@ -68,6 +69,7 @@ def _xent_index_tiles(
     one = dt(1.0)
     zero = dt(0.0)
     it = dt(inv_t)
+    plain = not has_w and k1 == 0.0
     buf = np.empty((n_cls, _TILE), dtype=z.dtype)
     mk = _key_array(_TILE, zero)
     # Labels as integers of the data's width (int32 for float32), compared
@@ -83,7 +85,7 @@ def _xent_index_tiles(
     xy = np.empty(_TILE, dtype=z.dtype)  # the label's logit
     rs = np.empty(_TILE)
     wd = np.empty(_TILE)
-    special = np.empty(_TILE, dtype=np.bool_)
+    special = np.empty(_TILE, dtype=np.int32)  # 1: a row for the row kernel
     coef = np.empty(_TILE)
     tsum = np.empty(_TILE)
     wys = np.empty(_TILE)
@@ -119,130 +121,136 @@ def _xent_index_tiles(
         for r in range(nr, _TILE):
             yk[r] = yk[0]
             sws[r] = sws[0]
-        # Pass 1: max per row, on integer keys (a float compare-and-select
-        # became a masked store, microcoded and slow on AMD); the label's
-        # logit and weight picked by selects over the classes, not gathered
-        # row by row (measured again with the 8x8 copies: a load per row
-        # from the tile, and the label's gradient written after the copy
-        # back, were 5-15% slower at V = 3, 10, 20).
-        for r in range(_TILE):
-            mk[r] = order_key(dt(-np.inf))
-            xy[r] = zero
-        for c in range(n_cls):
-            kc = cls[c]
+        # float32 without class weights or smoothing: the passes below in
+        # explicit vectors, eight rows per register (see _tile_vec).
+        if plain and plain_tile(buf, yk, sws, inv_t, grad_scale, need_grad, losses, lses, special):
+            pass
+        else:
+            # Pass 1: max per row, on integer keys (a float compare-and-select
+            # became a masked store, microcoded and slow on AMD); the label's
+            # logit and weight picked by selects over the classes, not gathered
+            # row by row (measured again with the 8x8 copies: a load per row
+            # from the tile, and the label's gradient written after the copy
+            # back, were 5-15% slower at V = 3, 10, 20).
             for r in range(_TILE):
-                mk[r] = max(mk[r], order_key(buf[c, r]))
-                # A sum of one value and zeros: written as select-or-keep
-                # (xy if not the label), the whole tile ran twice as slow.
-                xy[r] += buf[c, r] if yk[r] == kc else zero
-        for r in range(_TILE):
-            m[r] = from_key(mk[r], zero)
-            wys[r] = 1.0 if yk[r] >= 0 else 0.0
-        if has_w:
-            for r in range(_TILE):
-                wys[r] = 0.0
+                mk[r] = order_key(dt(-np.inf))
+                xy[r] = zero
             for c in range(n_cls):
                 kc = cls[c]
-                wc = weight[c]
                 for r in range(_TILE):
-                    wys[r] += wc if yk[r] == kc else 0.0
-        # sum_c w_c d_c, for label smoothing only, before the exponentials
-        # overwrite the logits.
-        if k1 > 0.0:
+                    mk[r] = max(mk[r], order_key(buf[c, r]))
+                    # A sum of one value and zeros: written as select-or-keep
+                    # (xy if not the label), the whole tile ran twice as slow.
+                    xy[r] += buf[c, r] if yk[r] == kc else zero
             for r in range(_TILE):
-                wd[r] = 0.0
-            for c in range(n_cls):
-                wc = weight[c] if has_w else 1.0
-                if wc > 0.0:
+                m[r] = from_key(mk[r], zero)
+                wys[r] = 1.0 if yk[r] >= 0 else 0.0
+            if has_w:
+                for r in range(_TILE):
+                    wys[r] = 0.0
+                for c in range(n_cls):
+                    kc = cls[c]
+                    wc = weight[c]
                     for r in range(_TILE):
-                        wd[r] += wc * np.float64((buf[c, r] - m[r]) * it)
-        # Pass 2: exponentials in place, then s = ties + rs as in _split_sum.
-        # Separate loops, so that each runs at its own dtype's vector width:
-        # a float64 sum in the exponential's loop would run all of it at
-        # float64's; the tie count stays in the data's dtype.
-        for r in range(_TILE):
-            ties[r] = zero
-            rs[r] = 0.0
-        for c in range(n_cls):
+                        wys[r] += wc if yk[r] == kc else 0.0
+            # sum_c w_c d_c, for label smoothing only, before the exponentials
+            # overwrite the logits.
+            if k1 > 0.0:
+                for r in range(_TILE):
+                    wd[r] = 0.0
+                for c in range(n_cls):
+                    wc = weight[c] if has_w else 1.0
+                    if wc > 0.0:
+                        for r in range(_TILE):
+                            wd[r] += wc * np.float64((buf[c, r] - m[r]) * it)
+            # Pass 2: exponentials in place, then s = ties + rs as in _split_sum.
+            # Separate loops, so that each runs at its own dtype's vector width:
+            # a float64 sum in the exponential's loop would run all of it at
+            # float64's; the tie count stays in the data's dtype.
             for r in range(_TILE):
-                buf[c, r] = vexp((buf[c, r] - m[r]) * it)
+                ties[r] = zero
+                rs[r] = 0.0
+            for c in range(n_cls):
+                for r in range(_TILE):
+                    buf[c, r] = vexp((buf[c, r] - m[r]) * it)
+                for r in range(_TILE):
+                    ties[r] += one if buf[c, r] == one else zero
+                for r in range(_TILE):
+                    e = buf[c, r]
+                    rs[r] += np.float64(zero if e == one else e)
+            # Per-row scalars, across rows (padding lanes compute harmless
+            # values): the label's e_y = exp(d_y) has the bits of its stored
+            # exponential (same operands, same function).
             for r in range(_TILE):
-                ties[r] += one if buf[c, r] == one else zero
+                g_y[r] = vexp((xy[r] - m[r]) * it)
+            # Two loops, so that each vectorises (one with every per-row array
+            # in it was left scalar: too many arrays for LLVM's alias checks).
             for r in range(_TILE):
-                e = buf[c, r]
-                rs[r] += np.float64(zero if e == one else e)
-        # Per-row scalars, across rows (padding lanes compute harmless
-        # values): the label's e_y = exp(d_y) has the bits of its stored
-        # exponential (same operands, same function).
-        for r in range(_TILE):
-            g_y[r] = vexp((xy[r] - m[r]) * it)
-        # Two loops, so that each vectorises (one with every per-row array
-        # in it was left scalar: too many arrays for LLVM's alias checks).
-        for r in range(_TILE):
-            mr = np.float64(m[r])
-            wy = wys[r]
-            t_sum = (keep * wy + k1 * w_sum) if yk[r] >= 0 else 0.0
-            tr = np.float64(ties[r])
-            u = (tr - 1.0) + rs[r]
-            s = tr + rs[r]
-            log_s = _vlog1p(u)
-            counts = sws[r] * t_sum > 0.0
-            d_y = (np.float64(xy[r]) - mr) * inv_t
-            # A label of weight 0 adds nothing, even on a masked class (0 * -inf).
-            row_loss = sws[r] * (
-                t_sum * log_s - (keep * wy * d_y if wy > 0.0 else 0.0) - (k1 * wd[r] if k1 > 0.0 else 0.0)
-            )
-            coef[r] = sws[r] * inv_t * grad_scale if counts else 0.0
-            tsum[r] = t_sum
-            tops[r] = -t_sum * (u / s)  # t_sum (a_max - 1), exact: a_max - 1 = -(s - 1)/s
-            acoef[r] = t_sum / s
-            lses[r] = mr * inv_t + log_s
-            losses[r] = row_loss if counts else 0.0
-        for r in range(_TILE):
-            cf = coef[r]
-            top = tops[r]
-            ac = acoef[r]
-            wy = wys[r]
-            # The label's entry also carries (1 - eps) w_y of the target: eq. (16).
-            e_y = np.float64(g_y[r])
-            lab = (top + k1 * (w_sum - wy)) if e_y == 1.0 else (ac * e_y - (k1 + keep) * wy)
-            g_lab[r] = lab * cf
-            g_y[r] = dt(lab * cf)
-            g_a[r] = dt(ac * cf)
-            g_top[r] = dt((top + (tsum[r] - k1)) * cf)
-            g_t[r] = dt(k1 * cf)
+                mr = np.float64(m[r])
+                wy = wys[r]
+                t_sum = (keep * wy + k1 * w_sum) if yk[r] >= 0 else 0.0
+                tr = np.float64(ties[r])
+                u = (tr - 1.0) + rs[r]
+                s = tr + rs[r]
+                log_s = _vlog1p(u)
+                counts = sws[r] * t_sum > 0.0
+                d_y = (np.float64(xy[r]) - mr) * inv_t
+                # A label of weight 0 adds nothing, even on a masked class (0 * -inf).
+                row_loss = sws[r] * (
+                    t_sum * log_s - (keep * wy * d_y if wy > 0.0 else 0.0) - (k1 * wd[r] if k1 > 0.0 else 0.0)
+                )
+                coef[r] = sws[r] * inv_t * grad_scale if counts else 0.0
+                tsum[r] = t_sum
+                tops[r] = -t_sum * (u / s)  # t_sum (a_max - 1), exact: a_max - 1 = -(s - 1)/s
+                acoef[r] = t_sum / s
+                lses[r] = mr * inv_t + log_s
+                losses[r] = row_loss if counts else 0.0
+            for r in range(_TILE):
+                cf = coef[r]
+                top = tops[r]
+                ac = acoef[r]
+                wy = wys[r]
+                # The label's entry also carries (1 - eps) w_y of the target: eq. (16).
+                e_y = np.float64(g_y[r])
+                lab = (top + k1 * (w_sum - wy)) if e_y == 1.0 else (ac * e_y - (k1 + keep) * wy)
+                g_lab[r] = lab * cf
+                g_y[r] = dt(lab * cf)
+                g_a[r] = dt(ac * cf)
+                g_top[r] = dt((top + (tsum[r] - k1)) * cf)
+                g_t[r] = dt(k1 * cf)
+            # Bitwise, not short-circuit: a branch per row kept the loop scalar.
+            for r in range(nr):
+                mr = np.float64(m[r])
+                special[r] = not (math.isfinite(mr) & (rs[r] == rs[r]) & ((k1 == 0.0) | math.isfinite(wd[r])))
+            if need_grad:
+                # eq. (15) across rows, the label's entry selected in the same
+                # loop (a scatter row by row cost more than the whole loop).
+                # Without smoothing the top class needs no case of its own (as
+                # in _grad_row); with it, it avoids the cancellation.
+                if not has_w and k1 == 0.0:
+                    for c in range(n_cls):
+                        kc = cls[c]
+                        for r in range(_TILE):
+                            buf[c, r] = g_y[r] if yk[r] == kc else buf[c, r] * g_a[r]
+                elif not has_w:  # uniform t_c: per-row constants, the data's dtype
+                    for c in range(n_cls):
+                        kc = cls[c]
+                        for r in range(_TILE):
+                            e = buf[c, r]
+                            v = g_top[r] if e == one else e * g_a[r] - g_t[r]
+                            buf[c, r] = g_y[r] if yk[r] == kc else v
+                else:
+                    for c in range(n_cls):
+                        t_c = k1 * weight[c]
+                        kc = cls[c]
+                        for r in range(_TILE):
+                            e = np.float64(buf[c, r])
+                            val = (tops[r] + (tsum[r] - t_c)) if e == 1.0 else (acoef[r] * e - t_c)
+                            buf[c, r] = g_lab[r] if yk[r] == kc else val * coef[r]
         for r in range(nr):
             loss[base + r] = losses[r]
             lse[base + r] = lses[r]
-        # Bitwise, not short-circuit: a branch per row kept the loop scalar.
-        for r in range(nr):
-            mr = np.float64(m[r])
-            special[r] = not (math.isfinite(mr) & (rs[r] == rs[r]) & ((k1 == 0.0) | math.isfinite(wd[r])))
         if need_grad:
-            # eq. (15) across rows, the label's entry selected in the same
-            # loop (a scatter row by row cost more than the whole loop).
-            # Without smoothing the top class needs no case of its own (as
-            # in _grad_row); with it, it avoids the cancellation.
-            if not has_w and k1 == 0.0:
-                for c in range(n_cls):
-                    kc = cls[c]
-                    for r in range(_TILE):
-                        buf[c, r] = g_y[r] if yk[r] == kc else buf[c, r] * g_a[r]
-            elif not has_w:  # uniform t_c: per-row constants, the data's dtype
-                for c in range(n_cls):
-                    kc = cls[c]
-                    for r in range(_TILE):
-                        e = buf[c, r]
-                        v = g_top[r] if e == one else e * g_a[r] - g_t[r]
-                        buf[c, r] = g_y[r] if yk[r] == kc else v
-            else:
-                for c in range(n_cls):
-                    t_c = k1 * weight[c]
-                    kc = cls[c]
-                    for r in range(_TILE):
-                        e = np.float64(buf[c, r])
-                        val = (tops[r] + (tsum[r] - t_c)) if e == 1.0 else (acoef[r] * e - t_c)
-                        buf[c, r] = g_lab[r] if yk[r] == kc else val * coef[r]
             # The copy back writes whole blocks of rows: a row left to the
             # row kernel gets its logits back first, so that in place the
             # row kernel still finds them.

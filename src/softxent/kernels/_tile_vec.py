@@ -1,0 +1,329 @@
+"""The few-class tile's passes for float32 in explicit vectors (no class weights, no smoothing).
+
+:func:`._tiles._xent_index_tiles` holds a tile of 64 rows transposed, one
+class per row of ``buf`` (V, 64), the rows along the vector lanes. Written
+as numba loops, its passes ran as about a dozen loops over the tile, each
+loading and storing per-row arrays (the max, the sums, the label's logit,
+the coefficients) between them: about 9.5 ns a row whatever V, most of
+the kernel's time at V <= 20 (see ``benchmarks/README.md``).
+
+:func:`_plain_tile_f32` emits the same math for eight rows at a time in
+LLVM vectors (``<8 x float>`` across the eight rows, ``<4 x double>`` for
+the per-row float64 work), so that every per-row quantity stays in a
+register from the first class to the last store:
+
+* pass 1, over the classes: the max (``fcmp ogt`` + select: ``vmaxps``)
+  and the label's logit (a select where the label equals the class);
+* pass 2, over the classes: :math:`e_c = \\exp((z_c - m)/T)` stored back,
+  the count of terms equal to 1 (ties of the max) and the float64 sum of
+  the others, and the label's :math:`e_y` picked from the stored values
+  (the same bits, without a second exponential);
+* the per-row float64 work, in two halves of four rows: :math:`\\log s` as
+  ``log1p(ties - 1 + r)`` (:func:`_vlog1p`'s method), the loss, the
+  log-sum-exp and the gradient's coefficients (eq. (16));
+* pass 3, over the classes: the gradient :math:`e_c \\cdot a` (the label's
+  entry selected), written over the tile.
+
+The exponential is :func:`._vmath._vexp32`'s polynomial and reduction with
+explicit FMAs; the log is :func:`._vmath._vlog1p`'s. Rows that need care
+(a non-finite max, a NaN sum) are flagged in ``special`` for the row
+kernel, as in the numba passes. Results match those passes to the
+docstrings' bounds (FMAs may be placed differently), not bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+from ._vmath import _ATANH, _C32, _L2E32, _LN2, _LN2_32, _LO32, _M32, _SQRT2
+
+_F32 = ir.FloatType()
+_F64 = ir.DoubleType()
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_VF = ir.VectorType(_F32, 8)  # eight rows of float32
+_VD = ir.VectorType(_F64, 4)  # four rows of float64
+_VI = ir.VectorType(_I32, 8)
+_VI4 = ir.VectorType(_I32, 4)
+_VL = ir.VectorType(_I64, 4)
+_VF4 = ir.VectorType(_F32, 4)
+_LANES = 8
+
+
+def _splat(ty: ir.VectorType, value) -> ir.Constant:
+    return ir.Constant(ty, [value] * ty.count)
+
+
+class _Vec:
+    """The few vector operations the passes need, on one IR builder."""
+
+    def __init__(self, builder: ir.IRBuilder):
+        self.b = builder
+        mod = builder.module
+        self._fma = {
+            ty: cgutils.get_or_insert_function(mod, ir.FunctionType(ty, [ty, ty, ty]), f"llvm.fma.{name}")
+            for ty, name in ((_VF, "v8f32"), (_VD, "v4f64"))
+        }
+
+    def fma(self, a, x, c):
+        """``a * x + c`` in one rounding."""
+        return self.b.call(self._fma[a.type], [a, x, c])
+
+    def exp32(self, x):
+        """:func:`._vmath._vexp32` on eight lanes: exp(x) for x <= 0, 0 below
+        the float32 range (and for -inf), NaN in -> NaN out."""
+        b = self.b
+        m = _splat(_VF, float(_M32))
+        t = self.fma(x, _splat(_VF, float(_L2E32)), m)  # n + M, rounded to an integer by the add
+        n = b.fsub(t, m)
+        r = self.fma(b.fsub(_splat(_VF, 0.0), n), _splat(_VF, float(_LN2_32)), x)  # x - n ln2
+        c0, c1, c2, c3 = (_splat(_VF, float(c)) for c in _C32)
+        r2 = b.fmul(r, r)
+        q = self.fma(self.fma(c0, r, c1), r2, self.fma(c2, r, c3))
+        w = self.fma(r2, q, r)  # exp(r) - 1
+        scale = b.bitcast(b.shl(b.bitcast(t, _VI), _splat(_VI, 23)), _VF)  # 2**n from t's low bits
+        e = self.fma(w, scale, scale)
+        low = b.fcmp_ordered("<", x, _splat(_VF, float(_LO32)))  # NaN: False, so NaN propagates
+        return b.select(low, _splat(_VF, 0.0), e)
+
+    def log1p64(self, u):
+        """:func:`._vmath._vlog1p` on four lanes: log(1 + u) for u >= 0."""
+        b = self.b
+        one = _splat(_VD, 1.0)
+        s = b.fadd(one, u)
+        bits = b.bitcast(s, _VL)
+        k = b.sub(b.trunc(b.lshr(bits, _splat(_VL, 52)), _VI4), _splat(_VI4, 1023))
+        mant = b.or_(b.and_(bits, _splat(_VL, 0x000FFFFFFFFFFFFF)), _splat(_VL, 0x3FF0000000000000))
+        f = b.bitcast(mant, _VD)
+        big = b.fcmp_ordered(">", f, _splat(_VD, _SQRT2))
+        f = b.select(big, b.fmul(f, _splat(_VD, 0.5)), f)
+        k = b.select(big, b.add(k, _splat(_VI4, 1)), k)
+        k0 = b.icmp_signed("==", k, _splat(_VI4, 0))
+        # k = 0: w = u / (2 + u) keeps a tiny u's digits; else (f - 1)/(f + 1).
+        num = b.select(k0, u, b.fsub(f, one))
+        den = b.select(k0, b.fadd(_splat(_VD, 2.0), u), b.fadd(f, one))
+        w = b.fdiv(num, den)
+        # 2 atanh(w) = w * sum_k c_k (w^2)^k, Estrin's scheme as _estrin12.
+        x = b.fmul(w, w)
+        x2 = b.fmul(x, x)
+        x4 = b.fmul(x2, x2)
+        x8 = b.fmul(x4, x4)
+        c = [_splat(_VD, v) for v in _ATANH]
+
+        def quad(i):
+            return self.fma(self.fma(c[i + 3], x, c[i + 2]), x2, self.fma(c[i + 1], x, c[i]))
+
+        series = self.fma(quad(8), x8, self.fma(quad(4), x4, quad(0)))
+        return self.fma(b.sitofp(k, _VD), _splat(_VD, _LN2), b.fmul(w, series))
+
+    def half(self, v, hi: bool):
+        """Lanes 0-3 (or 4-7) of an eight-lane vector."""
+        idx = [4, 5, 6, 7] if hi else [0, 1, 2, 3]
+        return self.b.shuffle_vector(v, v, ir.Constant(_VI4, idx))
+
+    def join(self, lo, hi):
+        return self.b.shuffle_vector(lo, hi, ir.Constant(_VI, list(range(8))))
+
+
+def _loop(builder: ir.IRBuilder, count, state: list, body):
+    """``for c in range(count)``: ``state = body(c, state)``, the state in phi
+    nodes (registers). Returns the final state."""
+    pre = builder.block
+    head = builder.append_basic_block("tv.head")
+    loop = builder.append_basic_block("tv.body")
+    done = builder.append_basic_block("tv.done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    c = builder.phi(count.type)
+    c.add_incoming(ir.Constant(count.type, 0), pre)
+    phis = []
+    for s in state:
+        p = builder.phi(s.type)
+        p.add_incoming(s, pre)
+        phis.append(p)
+    builder.cbranch(builder.icmp_signed("<", c, count), loop, done)
+    builder.position_at_end(loop)
+    new = body(c, phis)
+    nxt = builder.add(c, ir.Constant(count.type, 1))
+    end = builder.block
+    c.add_incoming(nxt, end)
+    for p, s in zip(phis, new):
+        p.add_incoming(s, end)
+    builder.branch(head)
+    builder.position_at_end(done)
+    return phis
+
+
+@intrinsic
+def _plain_tile_f32(typingctx, buf, yk, sws, inv_t, grad_scale, need_grad, losses, lses, special):
+    """The passes of :func:`._tiles._xent_index_tiles` without class weights
+    or smoothing, on a float32 tile ``buf`` (V, 64), C order. ``yk`` (int32,
+    64): the labels, -1 for an ignored row; ``sws`` (float64, 64): the sample
+    weights (1 without); writes ``losses``, ``lses`` (float64, 64),
+    ``special`` (int32, 64: 1 for a row the row kernel must take) and, when
+    ``need_grad``, the gradient over ``buf``."""
+    arrays = (buf, yk, sws, losses, lses, special)
+    if not all(isinstance(a, types.Array) for a in arrays):
+        return None
+    dtypes = (types.float32, types.int32, types.float64, types.float64, types.float64, types.int32)
+    if any(a.dtype != d for a, d in zip(arrays, dtypes)) or buf.ndim != 2 or buf.layout != "C":
+        return None
+    if any(a.ndim != 1 or a.layout != "C" for a in arrays[1:]):
+        return None
+
+    def codegen(context, builder, signature, args):
+        sig = signature.args
+        v = _Vec(builder)
+        b = builder
+        ary = {}
+        for k, at in ((0, "buf"), (1, "yk"), (2, "sws"), (6, "losses"), (7, "lses"), (8, "special")):
+            ary[at] = (sig[k], context.make_array(sig[k])(context, builder, args[k]))
+        inv_t_v = context.cast(builder, args[3], sig[3], types.float64)
+        scale_v = context.cast(builder, args[4], sig[4], types.float64)
+        need = context.cast(builder, args[5], sig[5], types.boolean)
+        bty, barr = ary["buf"]
+        n_cls = builder.extract_value(barr.shape, 0)
+        width = builder.extract_value(barr.shape, 1)
+        it32 = b.fptrunc(inv_t_v, _F32)
+        it_f = b.insert_element(ir.Constant(_VF, ir.Undefined), it32, _I32(0))
+        it_f = b.shuffle_vector(it_f, it_f, ir.Constant(_VI, [0] * 8))
+
+        def splat_d(x):
+            w = b.insert_element(ir.Constant(_VD, ir.Undefined), x, _I32(0))
+            return b.shuffle_vector(w, w, ir.Constant(_VI4, [0] * 4))
+
+        it_d = splat_d(inv_t_v)
+        gs_d = splat_d(b.fmul(inv_t_v, scale_v))
+
+        def vptr(name, idx, ty):
+            aty, arr = ary[name]
+            p = cgutils.get_item_pointer(context, builder, aty, arr, idx, wraparound=False)
+            return b.bitcast(p, ty.as_pointer())
+
+        def tile_ptr(c, g):
+            return vptr("buf", [c, g], _VF)
+
+        def class_vec(c):
+            w = b.insert_element(ir.Constant(_VI, ir.Undefined), b.trunc(c, _I32), _I32(0))
+            return b.shuffle_vector(w, w, ir.Constant(_VI, [0] * 8))
+
+        zero_f = _splat(_VF, 0.0)
+        one_f = _splat(_VF, 1.0)
+        zero_d = _splat(_VD, 0.0)
+        one_d = _splat(_VD, 1.0)
+        n_groups = b.udiv(width, ir.Constant(width.type, _LANES))
+
+        def group(gi, state):
+            g = b.mul(gi, ir.Constant(gi.type, _LANES))
+            y = b.load(vptr("yk", [g], _VI), align=4)
+
+            # Pass 1: the max and the label's logit.
+            def p1(c, st):
+                m, xy = st
+                x = b.load(tile_ptr(c, g), align=4)
+                m = b.select(b.fcmp_ordered(">", x, m), x, m)
+                xy = b.select(b.icmp_signed("==", y, class_vec(c)), x, xy)
+                return [m, xy]
+
+            m, xy = _loop(b, n_cls, [_splat(_VF, -math.inf), zero_f], p1)
+
+            # Pass 2: exponentials stored back; ties (terms equal to 1) in
+            # float32 (counts <= 64 are exact), the other terms summed in float64.
+            def p2(c, st):
+                ties, rs_lo, rs_hi, ey = st
+                p = tile_ptr(c, g)
+                e = v.exp32(b.fmul(b.fsub(b.load(p, align=4), m), it_f))
+                b.store(e, p, align=4)
+                is1 = b.fcmp_ordered("==", e, one_f)
+                ties = b.fadd(ties, b.select(is1, one_f, zero_f))
+                rest = b.select(is1, zero_f, e)
+                rs_lo = b.fadd(rs_lo, b.fpext(v.half(rest, False), _VD))
+                rs_hi = b.fadd(rs_hi, b.fpext(v.half(rest, True), _VD))
+                ey = b.select(b.icmp_signed("==", y, class_vec(c)), e, ey)
+                return [ties, rs_lo, rs_hi, ey]
+
+            ties, rs_lo, rs_hi, ey = _loop(b, n_cls, [zero_f, zero_d, zero_d, zero_f], p2)
+
+            # Per row, float64, four rows at a time (eq. (7) and (16)).
+            g_y, g_a = [], []
+            for hi, rs in ((False, rs_lo), (True, rs_hi)):
+                gh = b.add(g, ir.Constant(g.type, 4 if hi else 0))
+                mr = b.fpext(v.half(m, hi), _VD)
+                tr = b.fpext(v.half(ties, hi), _VD)
+                u = b.fadd(b.fsub(tr, one_d), rs)  # s - 1, without rounding away r
+                s = b.fadd(tr, rs)
+                log_s = v.log1p64(u)
+                yh = v.half(y, hi)
+                wy = b.select(b.icmp_signed(">=", yh, _splat(_VI4, 0)), one_d, zero_d)  # t_sum
+                sw = b.load(vptr("sws", [gh], _VD), align=8)
+                d_y = b.fmul(b.fsub(b.fpext(v.half(xy, hi), _VD), mr), it_d)
+                labelled = b.fcmp_ordered(">", wy, zero_d)
+                row_loss = b.fmul(sw, b.fsub(b.fmul(wy, log_s), b.select(labelled, b.fmul(wy, d_y), zero_d)))
+                counts = b.fcmp_ordered(">", b.fmul(sw, wy), zero_d)
+                coef = b.select(counts, b.fmul(sw, gs_d), zero_d)
+                # One division per row for both: the divider, not the FMAs,
+                # bounds this part (two more divisions per four rows cost
+                # about a quarter of the tile's time at V = 3).
+                rcp = b.fdiv(one_d, s)
+                ac = b.fmul(wy, rcp)
+                top = b.fmul(b.fsub(zero_d, ac), u)  # t_sum (a_max - 1) = -t_sum (s - 1)/s
+                b.store(b.fadd(b.fmul(mr, it_d), log_s), vptr("lses", [gh], _VD), align=8)
+                b.store(b.select(counts, row_loss, zero_d), vptr("losses", [gh], _VD), align=8)
+                e_y = b.fpext(v.half(ey, hi), _VD)
+                # The label's entry: a_y - 1 without cancellation when e_y = 1.
+                lab = b.select(b.fcmp_ordered("==", e_y, one_d), top, b.fsub(b.fmul(ac, e_y), wy))
+                g_y.append(b.fptrunc(b.fmul(lab, coef), _VF4))
+                g_a.append(b.fptrunc(b.fmul(ac, coef), _VF4))
+                # A row for the row kernel: non-finite max, or a NaN sum.
+                finite = b.fcmp_ordered("<", _fabs(b, mr), _splat(_VD, math.inf))
+                sane = b.fcmp_ordered("==", rs, rs)
+                ok = b.and_(finite, sane)
+                b.store(b.zext(b.not_(ok), _VI4), vptr("special", [gh], _VI4), align=4)
+            gy = v.join(*g_y)
+            ga = v.join(*g_a)
+
+            # Pass 3: the gradient over the tile.
+            with b.if_then(need):
+
+                def p3(c, st):
+                    p = tile_ptr(c, g)
+                    e = b.load(p, align=4)
+                    b.store(b.select(b.icmp_signed("==", y, class_vec(c)), gy, b.fmul(e, ga)), p, align=4)
+                    return []
+
+                _loop(b, n_cls, [], p3)
+            return []
+
+        _loop(b, n_groups, [], group)
+        return context.get_dummy_value()
+
+    return types.none(buf, yk, sws, inv_t, grad_scale, need_grad, losses, lses, special), codegen
+
+
+def _fabs(builder: ir.IRBuilder, x):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(x.type, [x.type]), "llvm.fabs.v4f64")
+    return builder.call(fn, [x])
+
+
+def plain_tile(buf, yk, sws, inv_t, grad_scale, need_grad, losses, lses, special):  # pragma: no cover
+    """Run :func:`_plain_tile_f32` and return True for a float32 tile; False
+    (nothing done) for any other dtype. Replaced by the overload in jitted code."""
+    raise NotImplementedError
+
+
+@overload(plain_tile, inline="always")
+def _plain_tile_overload(buf, yk, sws, inv_t, grad_scale, need_grad, losses, lses, special):
+    if isinstance(buf, types.Array) and buf.dtype == types.float32:
+
+        def run(buf, yk, sws, inv_t, grad_scale, need_grad, losses, lses, special):
+            _plain_tile_f32(buf, yk, sws, inv_t, grad_scale, need_grad, losses, lses, special)
+            return True
+
+        return run
+    return lambda buf, yk, sws, inv_t, grad_scale, need_grad, losses, lses, special: False
+
