@@ -326,4 +326,3 @@ def _plain_tile_overload(buf, yk, sws, inv_t, grad_scale, need_grad, losses, lse
 
         return run
     return lambda buf, yk, sws, inv_t, grad_scale, need_grad, losses, lses, special: False
-
