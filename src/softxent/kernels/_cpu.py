@@ -41,7 +41,8 @@ so that ``kernels.cpu(dtype)`` returns one module with every name):
   :func:`_log1p_recip`;
 * :mod:`._rows`: the row passes above, chunked long rows, and the row
   loops :func:`_xent_index_rows` and :func:`_xent_prob_rows`;
-* :mod:`._tiles`: few classes across rows (:func:`_xent_index_tiles`);
+* :mod:`._tiles`: few classes across rows (:func:`_xent_index_tiles`),
+  with :mod:`._tile_vec`, its passes for float32 in explicit LLVM vectors;
 * :mod:`._short_rows`: the tiles' 8x8 transposing copies, and rows of
   65-256 classes by groups (:func:`_xent_index_short`, no smoothing);
 * :mod:`._softmax_rows`: softmax, log-softmax and log-sum-exp rows;

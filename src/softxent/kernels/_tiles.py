@@ -5,7 +5,10 @@ every loop runs along rows (the vector lanes) instead of along a row too
 short for a vector register; rows that need care go to
 :func:`._rows._xent_index_rows`. The copies into and out of the tile are
 :mod:`._short_rows`' (8x8 transposes in registers for float32, V >= 8),
-and the next tile's rows are prefetched while one computes.
+and the next tile's rows are prefetched while one computes. For float32
+without class weights or label smoothing (the common call), the passes
+over the tile are :mod:`._tile_vec`'s, in explicit vectors of eight rows;
+the numba loops below run every other case.
 """
 
 from __future__ import annotations
