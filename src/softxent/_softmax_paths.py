@@ -109,10 +109,9 @@ def _kernel_softmax_xent(
         assert lab.probs is not None
         y = np.ascontiguousarray(lab.probs.reshape(n_rows, n_classes))  # strided labels: one layout to compile
     # Without a gradient the kernel never writes to its grad argument.
-    run(z2, y, w, smoothing, sw, inv_t, grad_scale, grad2 if need_grad else z2, need_grad, loss, lse)
+    total = run(z2, y, w, smoothing, sw, inv_t, grad_scale, grad2 if need_grad else z2, need_grad, loss, lse)
     # A row that counts but has every class masked: NaN loss, lse -inf. The
     # sum is NaN whenever one is, so most calls skip the elementwise test.
-    total = float(loss.sum())
     if math.isnan(total) and (bad := np.isnan(loss) & (lse == -np.inf)).any():
         raise _all_masked_error(int(np.flatnonzero(bad)[0]), batch, ignore_index)
     return loss.reshape(batch), lse.reshape(batch), total

@@ -128,6 +128,29 @@ def _rows_per_block(n_rows, n_cls):
 
 
 @nb.njit(**JIT)
+def _sum_rows(loss, lo, hi):
+    """``loss[lo:hi]`` summed in a fixed order (four running sums, then their
+    sum): the same bits whatever the number of threads. The caller then needs
+    no NumPy reduction of its own, whose fixed cost (a cold ufunc call, tens
+    of microseconds after a pause) exceeded the kernel's on small inputs."""
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    i = lo
+    while i + 4 <= hi:
+        s0 += loss[i]
+        s1 += loss[i + 1]
+        s2 += loss[i + 2]
+        s3 += loss[i + 3]
+        i += 4
+    while i < hi:
+        s0 += loss[i]
+        i += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@nb.njit(**JIT)
 def _xent_index_block(
     z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi, small, short
 ):
@@ -153,7 +176,8 @@ def softmax_xent_index(z, labels, weight, smoothing, sample_weight, inv_t, grad_
     ``sample_weight`` are float64, of size 0 when absent; ``grad_scale``
     multiplies every gradient (1/denominator for the mean). A row whose
     classes are all masked but which counts gets loss NaN and lse -inf: the
-    caller raises.
+    caller raises. Returns the sum of ``loss`` (by blocks in a fixed order,
+    see :func:`_sum_rows`).
     """
     n = z.shape[0]
     step = _rows_per_block(n, z.shape[1])
@@ -171,7 +195,7 @@ def softmax_xent_index(z, labels, weight, smoothing, sample_weight, inv_t, grad_
             z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, 0, n,
             small, short,
         )  # fmt: skip
-        return
+        return _sum_rows(loss, 0, n)
     # Blocks are taken from a shared counter, not split in advance: a thread
     # that starts late (woken from sleep after the caller was busy elsewhere,
     # or held back on a busy host) finds the blocks the others already took.
@@ -179,21 +203,26 @@ def softmax_xent_index(z, labels, weight, smoothing, sample_weight, inv_t, grad_
     # threads, called after a 2 ms pause: 1.10 -> 0.77 ms, minimum of 200).
     # Iterations beyond the threads' count find the counter spent.
     taken = np.zeros(1, dtype=np.int64)
+    sums = np.empty(n_blocks)
     for _ in prange(min(n_blocks, _MAX_WORKERS)):
         b = _fetch_add(taken, 0, 1)
         while b < n_blocks:
             lo = b * step
+            hi = min(n, lo + step)
             _xent_index_block(
                 z, labels, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse,
-                lo, min(n, lo + step), small, short,
+                lo, hi, small, short,
             )  # fmt: skip
+            sums[b] = _sum_rows(loss, lo, hi)
             b = _fetch_add(taken, 0, 1)
+    return _sum_rows(sums, 0, n_blocks)
 
 
 @nb.njit(parallel=True, **JIT)
 def softmax_xent_prob(z, target, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse):
     """Softmax cross-entropy with probability labels ``target`` (N, V);
-    otherwise as :func:`softmax_xent_index`. The effective target is
+    otherwise as :func:`softmax_xent_index` (the sum of ``loss`` returned
+    likewise). The effective target is
     ``t_c = w_c ((1 - eps) target_c + eps / V)``."""
     n = z.shape[0]
     step = _rows_per_block(n, z.shape[1])
@@ -201,13 +230,17 @@ def softmax_xent_prob(z, target, weight, smoothing, sample_weight, inv_t, grad_s
         _xent_prob_rows(
             z, target, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, 0, n
         )
-        return
-    for b in prange((n + step - 1) // step):
+        return _sum_rows(loss, 0, n)
+    n_blocks = (n + step - 1) // step
+    sums = np.empty(n_blocks)
+    for b in prange(n_blocks):
         lo = b * step
+        hi = min(n, lo + step)
         _xent_prob_rows(
-            z, target, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse,
-            lo, min(n, lo + step),
-        )  # fmt: skip
+            z, target, weight, smoothing, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi
+        )
+        sums[b] = _sum_rows(loss, lo, hi)
+    return _sum_rows(sums, 0, n_blocks)
 
 
 @nb.njit(parallel=True, **JIT)
