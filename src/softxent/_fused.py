@@ -23,6 +23,7 @@ raises :class:`softxent._contract.MaskedRowError`, which carries the row).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,11 @@ from ._xent_common import Labels, effective_target, scalar_or_array
 from ._xent_options import softmax_xent_options
 
 __all__ = ["softmax_xent_rows"]
+
+# softmax_xent_rows looks the kernels up unless its caller passes them: the
+# look-up reads the environment, which after a pause costs more than the
+# kernel on a small input.
+_LOOK_UP: Any = object()
 
 
 def softmax_xent_rows(
@@ -50,6 +56,7 @@ def softmax_xent_rows(
     target: np.ndarray | None = None,
     inplace: bool = False,
     need_lse: bool = False,
+    kern: Any = _LOOK_UP,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Loss, gradient and (``need_lse``) log-sum-exp of validated arguments, in one sweep.
 
@@ -74,6 +81,9 @@ def softmax_xent_rows(
     inplace : bool
         ``target is arr``: the logits may be overwritten by the gradient.
     need_lse : bool
+    kern : module or None, optional
+        ``kernels.cpu(arr.dtype)`` when the caller has it already (None: the
+        exact path); looked up here otherwise.
 
     Returns
     -------
@@ -87,7 +97,8 @@ def softmax_xent_rows(
     n_classes = arr.shape[ax]
     batch = arr.shape[:ax] + arr.shape[ax + 1 :]
     reduction, smoothing, temperature = opts.reduction, opts.label_smoothing, opts.temperature
-    kern = kernels.cpu(arr.dtype)
+    if kern is _LOOK_UP:
+        kern = kernels.cpu(arr.dtype)
 
     if lab.row_weight is None:  # every row weighs 1: no sum of N ones
         denominator = float(math.prod(batch)) if sample_weight is None else float(sample_weight.sum())

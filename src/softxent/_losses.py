@@ -178,7 +178,7 @@ def _softmax_xent(
     lab = _parse_labels(labels, arr.shape, kern, ax, weight, opts.ignore_index)
     return softmax_xent_rows(
         arr, ax, lab, opts, weight=weight, sample_weight=sample_weight, need_grad=need_grad,
-        target=target, inplace=inplace, need_lse=need_lse,
+        target=target, inplace=inplace, need_lse=need_lse, kern=kern,
     )  # fmt: skip
 
 
