@@ -74,6 +74,15 @@ class _Vec:
         """``a * x + c`` in one rounding."""
         return self.b.call(self._fma[a.type], [a, x, c])
 
+    def fabs(self, x):
+        fn = cgutils.get_or_insert_function(self.b.module, ir.FunctionType(x.type, [x.type]), "llvm.fabs.v4f64")
+        return self.b.call(fn, [x])
+
+    def broadcast(self, x, ty: ir.VectorType):
+        """The scalar ``x`` (of ``ty``'s element type) in every lane of ``ty``."""
+        w = self.b.insert_element(ir.Constant(ty, ir.Undefined), x, _I32(0))
+        return self.b.shuffle_vector(w, w, ir.Constant(ir.VectorType(_I32, ty.count), [0] * ty.count))
+
     def exp32(self, x):
         """:func:`._vmath._vexp32` on eight lanes: exp(x) for x <= 0, 0 below
         the float32 range (and for -inf), NaN in -> NaN out."""
@@ -186,19 +195,12 @@ def _plain_tile_f32(typingctx, buf, yk, sws, inv_t, grad_scale, need_grad, losse
         inv_t_v = context.cast(builder, args[3], sig[3], types.float64)
         scale_v = context.cast(builder, args[4], sig[4], types.float64)
         need = context.cast(builder, args[5], sig[5], types.boolean)
-        bty, barr = ary["buf"]
+        barr = ary["buf"][1]
         n_cls = builder.extract_value(barr.shape, 0)
         width = builder.extract_value(barr.shape, 1)
-        it32 = b.fptrunc(inv_t_v, _F32)
-        it_f = b.insert_element(ir.Constant(_VF, ir.Undefined), it32, _I32(0))
-        it_f = b.shuffle_vector(it_f, it_f, ir.Constant(_VI, [0] * 8))
-
-        def splat_d(x):
-            w = b.insert_element(ir.Constant(_VD, ir.Undefined), x, _I32(0))
-            return b.shuffle_vector(w, w, ir.Constant(_VI4, [0] * 4))
-
-        it_d = splat_d(inv_t_v)
-        gs_d = splat_d(b.fmul(inv_t_v, scale_v))
+        it_f = v.broadcast(b.fptrunc(inv_t_v, _F32), _VF)
+        it_d = v.broadcast(inv_t_v, _VD)
+        gs_d = v.broadcast(b.fmul(inv_t_v, scale_v), _VD)
 
         def vptr(name, idx, ty):
             aty, arr = ary[name]
@@ -209,8 +211,7 @@ def _plain_tile_f32(typingctx, buf, yk, sws, inv_t, grad_scale, need_grad, losse
             return vptr("buf", [c, g], _VF)
 
         def class_vec(c):
-            w = b.insert_element(ir.Constant(_VI, ir.Undefined), b.trunc(c, _I32), _I32(0))
-            return b.shuffle_vector(w, w, ir.Constant(_VI, [0] * 8))
+            return v.broadcast(b.trunc(c, _I32), _VI)
 
         zero_f = _splat(_VF, 0.0)
         one_f = _splat(_VF, 1.0)
@@ -280,7 +281,7 @@ def _plain_tile_f32(typingctx, buf, yk, sws, inv_t, grad_scale, need_grad, losse
                 g_y.append(b.fptrunc(b.fmul(lab, coef), _VF4))
                 g_a.append(b.fptrunc(b.fmul(ac, coef), _VF4))
                 # A row for the row kernel: non-finite max, or a NaN sum.
-                finite = b.fcmp_ordered("<", _fabs(b, mr), _splat(_VD, math.inf))
+                finite = b.fcmp_ordered("<", v.fabs(mr), _splat(_VD, math.inf))
                 sane = b.fcmp_ordered("==", rs, rs)
                 ok = b.and_(finite, sane)
                 b.store(b.zext(b.not_(ok), _VI4), vptr("special", [gh], _VI4), align=4)
@@ -303,11 +304,6 @@ def _plain_tile_f32(typingctx, buf, yk, sws, inv_t, grad_scale, need_grad, losse
         return context.get_dummy_value()
 
     return types.none(buf, yk, sws, inv_t, grad_scale, need_grad, losses, lses, special), codegen
-
-
-def _fabs(builder: ir.IRBuilder, x):
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(x.type, [x.type]), "llvm.fabs.v4f64")
-    return builder.call(fn, [x])
 
 
 def plain_tile(buf, yk, sws, inv_t, grad_scale, need_grad, losses, lses, special):  # pragma: no cover
