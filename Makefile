@@ -24,7 +24,7 @@ demo: cli
 # feature list is needed: NUMBA_CPU_NAME alone keeps the host's features
 # (AVX-512 code on an AVX-512 host).
 AVX2_ENV := NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=+avx2,+fma NUMBA_CACHE_DIR=.numba-cache-avx2
-AVX2_TESTS := tests/test_kernels.py tests/test_determinism.py \
+AVX2_TESTS := tests/test_kernels.py tests/test_kernels_few_classes.py tests/test_kernels_tile_vec.py tests/test_determinism.py \
 	tests/test_models_objective.py::test_dense_softmax_kernel_matches_the_blas_path_and_the_definition \
 	tests/test_models_objective.py::test_dense_softmax_kernel_on_extreme_inputs
 # Modules held to mypy: the loss contract and what feeds the kernels.
