@@ -46,7 +46,7 @@ import numpy as np
 
 from . import _contract, kernels
 from ._contract import Reduction
-from ._fused import softmax_xent_rows
+from ._fused import plain_index_call, softmax_xent_rows
 from ._sigmoid_xent import sigmoid_cross_entropy, sigmoid_cross_entropy_grad, sigmoid_cross_entropy_with_grad
 from ._validation import (
     as_array,
@@ -114,6 +114,11 @@ def _parse_labels(
     )
 
 
+def _is_number(x: Any, value: float) -> bool:
+    """``x`` is a plain Python int or float equal to ``value`` (not a bool, not a NumPy scalar)."""
+    return (type(x) is float or type(x) is int) and x == value
+
+
 def _grad_buffer(arr: np.ndarray, logits: Any, out: Any, inplace: bool) -> np.ndarray | None:
     """Check ``out`` / ``inplace``; return the array the gradient must end up in (or None)."""
     if inplace:
@@ -160,6 +165,14 @@ def _softmax_xent(
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Validate, pick the backend, compute loss, gradient and (``need_lse``)
     log-sum-exp in one pass."""
+    if (
+        weight is None and sample_weight is None and out is None and softcap is None and inplace is False
+        and not need_lse and _is_number(label_smoothing, 0.0) and _is_number(z_loss, 0.0)
+        and _is_number(temperature, 1.0)
+    ):  # fmt: skip
+        plain = plain_index_call(logits, labels, axis, ignore_index, reduction, need_grad)
+        if plain is not None:
+            return plain[0], plain[1], None
     arr = as_float_array(logits, "logits", allow_int=False)
     if arr.ndim == 0:
         raise ValueError("logits must have a class axis, got a 0-d array")
