@@ -23,8 +23,17 @@ TILE = 64
 
 
 @numba.njit(cache=False)
-def _run_tile(buf, yk, sws, inv_t, grad_scale, need_grad, losses, lses, special):
-    return _tile_vec.plain_tile(buf, yk, sws, inv_t, grad_scale, need_grad, losses, lses, special)
+def _run_tile(buf, labels, sws, has_sw, base, inv_t, grad_scale, need_grad, losses, lses, special):
+    """The vector passes on one tile; whether they ran (float32 only)."""
+    _tile_vec.plain_tile(buf, labels, sws, has_sw, base, inv_t, grad_scale, need_grad, losses, lses, special)
+    return _tile_vec.vec_tile(buf[0, 0])
+
+
+def _in_batch(tile_values, base, size, fill):
+    """``tile_values`` at rows ``base:base + 64`` of an array of ``size`` filled with ``fill``."""
+    out = np.full(size, fill, dtype=np.asarray(tile_values).dtype)
+    out[base : base + TILE] = tile_values
+    return out
 
 
 @pytest.fixture
@@ -59,20 +68,31 @@ def _check(got, want, scale_of, k=8):
 
 @pytest.mark.parametrize("v", [1, 2, 3, 5, 8, 10, 17, 33, 64])
 @pytest.mark.parametrize("inv_t", [1.0, 1 / 0.3, 0.25])
-def test_vector_passes_match_numpy(v, inv_t, rng):
+@pytest.mark.parametrize("base", [0, 128])
+@pytest.mark.parametrize("has_sw", [True, False])
+def test_vector_passes_match_numpy(v, inv_t, base, has_sw, rng):
+    """Rows ``base:base + 64`` of the batch's arrays: labels and sample weights
+    read there, losses and log-sum-exps written there and nowhere else."""
     buf = (rng.standard_normal((v, TILE)) * 3).astype(np.float32)
-    yk = rng.integers(0, v, TILE).astype(np.int32)
-    yk[::9] = -1  # ignored rows
-    sws = rng.uniform(0.0, 2.0, TILE)
-    sws[5] = 0.0  # weight 0: counts for nothing
+    labels = rng.integers(0, v, TILE)
+    labels[::9] = -100  # ignored rows, whatever their negative value:
+    labels[4] = -(2**40)  # its low 32 bits are 0, a class if truncated
+    labels[13] = -1
+    sws = rng.uniform(0.0, 2.0, TILE) if has_sw else np.ones(TILE)
+    sws[5] = 0.0 if has_sw else 1.0  # weight 0: counts for nothing
     grad_scale = 1 / 203
-    losses, lses = np.full(TILE, np.nan), np.full(TILE, np.nan)
+    size = base + TILE + 64
+    losses, lses = np.full(size, np.nan), np.full(size, np.nan)
     special = np.full(TILE, 7, dtype=np.int32)
-    want_loss, want_lse, want_grad = _tile_oracle(buf, yk, sws, inv_t, grad_scale)
-    assert _run_tile(buf, yk, sws, inv_t, grad_scale, True, losses, lses, special)
+    want_loss, want_lse, want_grad = _tile_oracle(buf, labels, sws, inv_t, grad_scale)
+    sw_arg = _in_batch(sws, base, size, 5.0) if has_sw else np.empty(0)
+    args = (_in_batch(labels, base, size, 3), sw_arg, has_sw, base, inv_t, grad_scale, True, losses, lses, special)
+    assert _run_tile(buf, *args)
     assert (special == 0).all()
-    _check(losses, want_loss, want_loss)
-    _check(lses, want_lse, want_lse)
+    _check(losses[base : base + TILE], want_loss, want_loss)
+    _check(lses[base : base + TILE], want_lse, want_lse)
+    outside = np.r_[0:base, base + TILE : size]
+    assert np.isnan(losses[outside]).all() and np.isnan(lses[outside]).all()
     _check(buf, want_grad, 0.0)
 
 
@@ -86,25 +106,27 @@ def test_vector_passes_flag_rows_that_need_care(rng):
     buf[:, 7] = -np.inf
     buf[0, 9] = -np.inf  # one masked class: an ordinary row
     buf[:, 10] = np.float32(3e38)  # ties at the top of float32's range
-    yk = np.arange(TILE, dtype=np.int32) % v
-    yk[9] = 1
-    sws = np.ones(TILE)
+    labels = np.arange(TILE) % v
+    labels[9] = 1
     losses, lses, special = np.empty(TILE), np.empty(TILE), np.empty(TILE, dtype=np.int32)
-    assert _run_tile(buf, yk, sws, 1.0, 1.0, True, losses, lses, special)
+    assert _run_tile(buf, labels, np.empty(0), False, 0, 1.0, 1.0, True, losses, lses, special)
     assert set(np.flatnonzero(special)) == {3, 4, 7}
     assert np.isclose(losses[10], np.log(v), rtol=8 * EPS32)
 
 
 def test_float64_tiles_are_left_to_the_numba_passes():
     buf = np.zeros((3, TILE))
-    arrays = (np.zeros(TILE, dtype=np.int64), np.ones(TILE), np.empty(TILE), np.empty(TILE))
+    losses, lses = np.full(TILE, np.nan), np.full(TILE, np.nan)
     special = np.zeros(TILE, dtype=np.int32)
-    assert not _run_tile(buf, arrays[0], arrays[1], 1.0, 1.0, True, arrays[2], arrays[3], special)
+    labels = np.zeros(TILE, dtype=np.int64)
+    assert not _run_tile(buf, labels, np.ones(TILE), True, 0, 1.0, 1.0, True, losses, lses, special)
+    assert np.isnan(losses).all() and np.isnan(lses).all() and (buf == 0).all()
 
 
 @pytest.mark.parametrize("v", [2, 3, 7, 8, 10, 20, 64])
 @pytest.mark.parametrize("n", [1, 63, 64, 65, 203])
-def test_vector_passes_agree_with_the_numba_passes(v, n, rng):
+@pytest.mark.parametrize("with_sw", [True, False])
+def test_vector_passes_agree_with_the_numba_passes(v, n, with_sw, rng):
     """Float32 without weights (vector passes) against all-ones class weights
     (the numba passes): the same loss, log-sum-exp and gradient within the
     bounds, extreme rows included (they go to the row kernel either way)."""
@@ -120,8 +142,8 @@ def test_vector_passes_agree_with_the_numba_passes(v, n, rng):
         x[4, labels[4]] = 40.0  # confident
         x[5, 1 % v :] = -np.inf
         labels[5] = 0
-    sw = rng.uniform(0.5, 1.5, n)
     empty = np.empty(0)
+    sw = rng.uniform(0.5, 1.5, n) if with_sw else empty
     out = []
     for weight in (empty, np.ones(v)):
         loss, lse, grad = np.empty(n), np.empty(n), np.empty_like(x)

@@ -23,7 +23,7 @@ from numba.extending import overload
 from ._jit import JIT
 from ._rows import _xent_index_rows
 from ._short_rows import _copy_in, _copy_out, _prefetch_rows
-from ._tile_vec import plain_tile
+from ._tile_vec import plain_tile, vec_tile
 from ._vmath import _vlog1p, from_key, order_key, vexp
 
 # --------------------------------------------------------------------------- few classes
@@ -73,6 +73,10 @@ def _xent_index_tiles(
     zero = dt(0.0)
     it = dt(inv_t)
     plain = not has_w and k1 == 0.0
+    # float32 without class weights or smoothing: the passes in explicit
+    # vectors, eight rows per register (see _tile_vec), reading the labels
+    # and sample weights and writing the losses in the batch's own arrays.
+    vec = plain and vec_tile(zero)
     buf = np.empty((n_cls, _TILE), dtype=z.dtype)
     mk = _key_array(_TILE, zero)
     # Labels as integers of the data's width (int32 for float32), compared
@@ -83,6 +87,7 @@ def _xent_index_tiles(
     cls = _key_array(n_cls, zero)
     for c in range(n_cls):
         cls[c] = c
+    yt = np.empty(_TILE, dtype=np.int64)  # a partial tile's labels for the vector passes
     m = np.empty(_TILE, dtype=z.dtype)
     ties = np.empty(_TILE, dtype=z.dtype)  # counts <= 64: exact in any float
     xy = np.empty(_TILE, dtype=z.dtype)  # the label's logit
@@ -114,20 +119,24 @@ def _xent_index_tiles(
         for c in range(n_cls):
             for r in range(nr, _TILE):
                 buf[c, r] = buf[c, 0]
-        # Per-row inputs, contiguous: the label (-1: ignored, matches no
-        # class) and the sample weight.
-        for r in range(nr):
-            y = labels[base + r]
-            yk[r] = y if y >= 0 else -1
-        for r in range(nr):
-            sws[r] = sample_weight[base + r] if has_sw else 1.0
-        for r in range(nr, _TILE):
-            yk[r] = yk[0]
-            sws[r] = sws[0]
-        # float32 without class weights or smoothing: the passes below in
-        # explicit vectors, eight rows per register (see _tile_vec).
-        if plain and plain_tile(buf, yk, sws, inv_t, grad_scale, need_grad, losses, lses, special):
-            pass
+        direct = vec and nr == _TILE  # the vector passes on the batch's arrays
+        if not direct:
+            # Per-row inputs, contiguous: the label (-1: ignored, matches no
+            # class) and the sample weight.
+            for r in range(nr):
+                y = labels[base + r]
+                yk[r] = y if y >= 0 else -1
+            for r in range(nr):
+                sws[r] = sample_weight[base + r] if has_sw else 1.0
+            for r in range(nr, _TILE):
+                yk[r] = yk[0]
+                sws[r] = sws[0]
+        if direct:
+            plain_tile(buf, labels, sample_weight, has_sw, base, inv_t, grad_scale, need_grad, loss, lse, special)
+        elif vec:
+            for r in range(_TILE):
+                yt[r] = yk[r]
+            plain_tile(buf, yt, sws, True, 0, inv_t, grad_scale, need_grad, losses, lses, special)
         else:
             # Pass 1: max per row, on integer keys (a float compare-and-select
             # became a masked store, microcoded and slow on AMD); the label's
@@ -250,9 +259,10 @@ def _xent_index_tiles(
                             e = np.float64(buf[c, r])
                             val = (tops[r] + (tsum[r] - t_c)) if e == 1.0 else (acoef[r] * e - t_c)
                             buf[c, r] = g_lab[r] if yk[r] == kc else val * coef[r]
-        for r in range(nr):
-            loss[base + r] = losses[r]
-            lse[base + r] = lses[r]
+        if not direct:
+            for r in range(nr):
+                loss[base + r] = losses[r]
+                lse[base + r] = lses[r]
         if need_grad:
             # The copy back writes whole blocks of rows: a row left to the
             # row kernel gets its logits back first, so that in place the
