@@ -223,12 +223,9 @@ class XentOptions:
             and ignore_index == -100
             and type(reduction) is str
             and reduction == "mean"
-            and type(label_smoothing) in _PLAIN_REALS
-            and label_smoothing == 0
-            and type(temperature) in _PLAIN_REALS
-            and temperature == 1
-            and type(z_loss) in _PLAIN_REALS
-            and z_loss == 0
+            and plain_number(label_smoothing, 0.0)
+            and plain_number(temperature, 1.0)
+            and plain_number(z_loss, 0.0)
             and softcap is None
             and cls is XentOptions
         ):
@@ -245,6 +242,15 @@ class XentOptions:
 
 # Exactly these types (not bool, not a traced or symbolic number) take build()'s shortcut.
 _PLAIN_REALS = (int, float)
+
+
+def plain_number(x: Any, value: float) -> bool:
+    """``x`` is exactly an int or a float (not a bool, a NumPy or a traced
+    scalar) equal to ``value``: an option at its default as most calls spell
+    it, which needs no check."""
+    return type(x) in _PLAIN_REALS and x == value
+
+
 _DEFAULT_OPTIONS = XentOptions()
 
 

@@ -114,11 +114,6 @@ def _parse_labels(
     )
 
 
-def _is_number(x: Any, value: float) -> bool:
-    """``x`` is a plain Python int or float equal to ``value`` (not a bool, not a NumPy scalar)."""
-    return (type(x) is float or type(x) is int) and x == value
-
-
 def _grad_buffer(arr: np.ndarray, logits: Any, out: Any, inplace: bool) -> np.ndarray | None:
     """Check ``out`` / ``inplace``; return the array the gradient must end up in (or None)."""
     if inplace:
@@ -167,8 +162,8 @@ def _softmax_xent(
     log-sum-exp in one pass."""
     if (
         weight is None and sample_weight is None and out is None and softcap is None and inplace is False
-        and not need_lse and _is_number(label_smoothing, 0.0) and _is_number(z_loss, 0.0)
-        and _is_number(temperature, 1.0)
+        and not need_lse and _contract.plain_number(label_smoothing, 0.0)
+        and _contract.plain_number(z_loss, 0.0) and _contract.plain_number(temperature, 1.0)
     ):  # fmt: skip
         plain = plain_index_call(logits, labels, axis, ignore_index, reduction, need_grad)
         if plain is not None:
