@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The device check of softxent's GPU path in one call, under 8 minutes on an H200 (every step has its own
-# time limit; they add up to 460 s, the set-up takes about 20 s more):
+# The device check of softxent's GPU path in one call, under 9 minutes on an H200 (every step has its own
+# time limit; they add up to 525 s, the set-up takes about 20 s more):
 #   set-up: the peers from wheels in .whl/ (see benchmarks/README.md), the GPU and the versions;
-#   tests (70 s): the CUDA tests and the custom-op tests, compiled;
+#   tests (100 s): tests/test_triton.py's CUDA tests and its kernel tests on the GPU;
+#   ops (60 s): tests/test_triton_ops.py (the custom ops' CUDA kernels), compiled;
 #   compile (30 s): registers / spills / shared memory of every default kernel variant (the device's triton);
-#   linear (160 s), ce (55 s): benchmarks/cross_entropy_gpu.py without the torch.compile rows;
-#   ce-sweep (50 s): the cross-entropy kernel's tile / warps / stages / programs, at the first shape;
+#   linear (160 s), ce (100 s): benchmarks/cross_entropy_gpu.py without the torch.compile rows;
+#   ce-sweep (80 s): the cross-entropy kernel's tile / warps / stages / programs / lanes, at both shapes;
 #   linear-sweep (75 s): the linear head's tiles and vocabulary splits, at the first shape.
+# GPU_CHECK_STEPS="ce-sweep ce ..." runs only those steps, in that order (default: all, as listed).
 # The benchmark rewrites its tables after every row, so a step stopped by its limit keeps what it measured.
 # Results: $GPU_CHECK_OUT (default benchmarks/results/gpu_check/), and with GPU_CHECK_PACK=FILE.tgz all of it
 # packed into FILE.tgz after every step. GPU_CHECK_DRY=1: the same steps on the CPU (Triton's interpreter,
@@ -61,20 +63,29 @@ pack
 
 B=benchmarks/cross_entropy_gpu.py
 FIRST=8192,2304,256000
+STEPS=${GPU_CHECK_STEPS:-tests ops compile linear ce ce-sweep linear-sweep}
 if [ "$DRY" = 1 ]; then
-  step 120 tests "$PY" -m pytest -v -p no:cacheprovider tests/test_triton_ops.py -k "fp32 and mean"
-  step 120 compile "$PY" benchmarks/triton_compile.py --out "$RES" --label "dry run" \
-    --only "ce_kernel bf16, class indices, plain"
   RUN=(--dry-run)
   FIRST=8,16,72
 else
-  step 70 tests "$PY" -m pytest -v -p no:cacheprovider tests/test_triton_ops.py tests/test_triton.py \
-    -k "cuda or confident or tied or knobs or test_triton_ops"
-  step 30 compile "$PY" benchmarks/triton_compile.py --out "$RES" --jobs 8 --label "the device machine's triton"
   RUN=(--no-compile --reps 5 --warmup 2)
 fi
-step 160 linear "$PY" $B --only linear "${RUN[@]}" --out "$RES/linear"
-step 55 ce "$PY" $B --only ce "${RUN[@]}" --out "$RES/ce"
-step 50 ce-sweep "$PY" $B --only ce-sweep --shape "$FIRST" "${RUN[@]}" --out "$RES/ce-sweep"
-step 75 linear-sweep "$PY" $B --only linear-sweep --shape "$FIRST" "${RUN[@]}" --out "$RES/linear-sweep"
+for s in $STEPS; do
+  case "$s:$DRY" in
+    tests:1) step 120 tests "$PY" -m pytest -v -p no:cacheprovider tests/test_triton.py -k "lane or float64" ;;
+    tests:*) step 100 tests "$PY" -m pytest -v -p no:cacheprovider -rfE --tb=short tests/test_triton.py ;;
+    ops:1) step 120 ops "$PY" -m pytest -v -p no:cacheprovider tests/test_triton_ops.py -k "fp32 and mean" ;;
+    ops:*) step 60 ops "$PY" -m pytest -v -p no:cacheprovider -rfE --tb=short tests/test_triton_ops.py ;;
+    compile:1) step 120 compile "$PY" benchmarks/triton_compile.py --out "$RES" --label "dry run" \
+      --only "ce_kernel bf16, class indices, plain" ;;
+    compile:*) step 30 compile "$PY" benchmarks/triton_compile.py --out "$RES" --jobs 8 \
+      --label "the device machine's triton" ;;
+    linear:*) step 160 linear "$PY" $B --only linear "${RUN[@]}" --out "$RES/linear" ;;
+    ce:*) step 100 ce "$PY" $B --only ce "${RUN[@]}" --out "$RES/ce" ;;
+    ce-sweep:*) step 80 ce-sweep "$PY" $B --only ce-sweep "${RUN[@]}" --out "$RES/ce-sweep" ;;
+    linear-sweep:*) step 75 linear-sweep "$PY" $B --only linear-sweep --shape "$FIRST" "${RUN[@]}" \
+      --out "$RES/linear-sweep" ;;
+    *) echo "gpu_check: unknown step '$s' (steps: tests ops compile linear ce ce-sweep linear-sweep)" ;;
+  esac
+done
 echo "gpu_check: done in $(( $(date +%s) - T0 )) s; tables under $RES"

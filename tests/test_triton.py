@@ -263,6 +263,76 @@ def test_ce_l2_schedule_and_pipelining_knobs_agree(target_kind):
         torch.testing.assert_close(lse, base[2], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("target_kind", ["index", "prob"])
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_ce_lane_and_tile_reductions_agree(target_kind, options):
+    """Per-lane state reduced once per row (``lanes=True``, the default for rows of several tiles) and
+    per-tile reductions (``lanes=False``) give the oracle's results on ordinary and extreme rows: ties
+    of the max inside a lane, across lanes and across tiles, a later tile's larger max, masked classes,
+    a fully masked ignored row, a NaN row, logits of +-1e4, a confident row; rows of one tile too."""
+    prob = target_kind == "prob"
+    c = 150  # tiles of 32: 5 per row, the last partial
+    z = torch.randn(10, c, generator=gen(31), dtype=torch.float64) * 3
+    z[0, [3, 35, 67, 130]] = 9.0  # the same lane (3 mod 32) holds the max in four tiles, and a tie
+    z[1, [5, 6, 140]] = 9.0  # ties in two lanes of the first tile and in the last tile
+    z[2, :] = 0.0  # every class ties
+    z[3, 2] = 4.0
+    z[3, 120] = 8.0  # a larger max in a later tile rescales the earlier lanes
+    z[4, ::4] = -torch.inf  # masked classes, whole lanes masked
+    z[5, :] = -torch.inf  # a fully masked row (ignored)
+    z[6, 77] = torch.nan  # NaN in, NaN out (ignored: exact zeros)
+    z[7] *= 3e3  # logits of about +-1e4
+    z[8, :] = 0.0
+    z[8, 99] = 25.0  # a confident row: a_y - 1 = -149 e^-25
+    target = torch.tensor([35, 140, 17, 120, 1, -100, -100, 4, 99, 11])
+    if options.get("ignore_index") == 2:
+        target[target == -100] = 2
+    if prob:
+        t = torch.rand(10, c, generator=gen(32), dtype=torch.float64)
+        t[4, ::4] = 0.0  # no mass on the masked classes
+        target = (t / t.sum(1, keepdim=True)).float()
+        z[5, :] = 0.0  # probability rows are never ignored: no fully masked or NaN rows
+        z[6, 77] = 1.0
+    o, weight = opts(options, c)
+    w64 = None if weight is None else weight.float().double()
+    l_t, g_t, lse_t = torch_oracle(z.float(), target, w64, **dict(o, reduction="none"))
+    per_tile = run_ce(z.float(), target, weight, dict(o, reduction="none"), block=32, lanes=False)
+    per_lane = run_ce(z.float(), target, weight, dict(o, reduction="none"), block=32, lanes=True)
+    rows = [i for i in range(10) if i != 6]  # the ignored NaN row: the oracle's sech^2 gives NaN * 0 there
+    for name, (loss, grad, lse) in (("per tile", per_tile), ("per lane", per_lane)):
+        close(loss[rows], l_t[rows], torch.float32, scale=1e4, what=f"{name} loss")
+        close(grad[rows], g_t[rows], torch.float32, what=f"{name} grad")
+        close(lse[rows], lse_t[rows], torch.float32, scale=1e4, what=f"{name} lse")
+    torch.testing.assert_close(per_lane[0], per_tile[0], rtol=1e-6, atol=1e-9, equal_nan=True)
+    if not prob:
+        assert float(per_lane[0][8]) > 0 and abs(float(per_lane[1][8, 99]) / float(g_t[8, 99]) - 1) < 1e-5
+        assert torch.all(per_lane[1][5:7].cpu() == 0)
+        assert options.get("softcap") or float(per_lane[2][5]) == -np.inf  # a cap maps -inf to -cap
+    # Rows of one tile (V = 37 in tiles of 64, 16 rows a program) with the per-lane state forced on.
+    z1, t1 = make_ce(9, 37, torch.float32, seed=33, prob=prob)
+    if options.get("ignore_index") == 2 and not prob:
+        t1[t1 == -100] = 2
+    o1, w1 = opts(options, 37)
+    ref1 = torch_oracle(z1, t1, None if w1 is None else w1.float().double(), **o1)
+    got1 = run_ce(z1, t1, w1, o1, block=64, lanes=True)
+    close(got1[0], ref1[0], torch.float32, what="one tile, per lane: loss")
+    close(got1[1], ref1[1], torch.float32, what="one tile, per lane: grad")
+
+
+@pytest.mark.parametrize("options", [dict(), dict(weight=True), dict(z_loss=1e-2)], ids=["plain", "weight", "z_loss"])
+def test_ce_float64_mean_is_float64_throughout(options):
+    """float64 logits: the mean's denominators (1/6 here, or 1/sum of weights) reach the kernel unrounded,
+    so loss and gradient agree with the float64 oracle to float64 precision (a float32 1/6 is 3e-8 off)."""
+    z, target = make_ce(7, 90, torch.float64, seed=41)  # row 1 ignored: 6 rows count
+    o, weight = opts(options, 90)
+    w = None if weight is None else weight.to(DEVICE)  # float64 weights, as the float64 front end passes
+    loss, grad, _ = cross_entropy_rows(z.to(DEVICE), target.to(DEVICE), w, **o, block=32)
+    l_np, g_np, _ = numpy_oracle(z, target, weight, **o)
+    assert loss.dtype == torch.float64 and grad.dtype == torch.float64
+    torch.testing.assert_close(loss.cpu(), torch.as_tensor(l_np), rtol=1e-13, atol=0)
+    torch.testing.assert_close(grad.cpu(), torch.as_tensor(g_np), rtol=1e-12, atol=1e-15)
+
+
 def test_ce_confident_row_keeps_its_tiny_gradient_in_bf16():
     # z_y = 30 above 299 zeros: a_y - 1 = -299 e^-30 / (1 + 299 e^-30) ~ -2.8e-11, and the loss the same.
     c = 300
@@ -643,6 +713,39 @@ def test_cuda_front_end_cross_entropy(dtype, options):
     ref.backward()
     close(loss, ref, dtype)
     close(z.grad, zz.grad, dtype, scale=float(zz.grad.abs().max()))
+
+
+@needs_cuda
+def test_cuda_backward_hands_on_the_stored_gradient():
+    """loss.backward() on a large CUDA gradient: grad_output (exactly 1) is read on the host and the stored
+    gradient handed on, with no gradient-sized allocation in the backward; any other factor scales it; a
+    small gradient or a CUDA graph being captured is never read (no host synchronisation)."""
+    import softxent.torch as sxt
+    from softxent.torch import _functional
+
+    n, c = 4096, 4096  # 2**24 elements, SYNC_WORTH
+    g = torch.Generator(device="cuda").manual_seed(7)
+    z0 = (torch.randn(n, c, device="cuda", generator=g) * 3).to(torch.bfloat16)
+    y = torch.randint(0, c, (n,), device="cuda", generator=g)
+    zz = z0.double().requires_grad_(True)
+    F.cross_entropy(zz, y).backward()
+    for factor in (1.0, 2.0):
+        z = z0.clone().requires_grad_(True)
+        loss = sxt.cross_entropy(z, y)
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        (loss if factor == 1.0 else loss * factor).backward()
+        torch.cuda.synchronize()
+        grown = torch.cuda.max_memory_allocated() - before
+        grad_bytes = z.numel() * z.element_size()
+        if factor == 1.0:
+            assert grown < grad_bytes // 2, f"the backward allocated {grown} bytes (a gradient is {grad_bytes})"
+        close(z.grad, factor * zz.grad, torch.bfloat16, scale=float(zz.grad.abs().max()) * factor)
+    one = torch.ones((), device="cuda")
+    assert _functional._is_one(one, _functional.SYNC_WORTH)
+    assert not _functional._is_one(one, _functional.SYNC_WORTH - 1)
+    assert not _functional._is_one(one * 2, _functional.SYNC_WORTH)
 
 
 @needs_cuda

@@ -21,7 +21,9 @@ Design (wrapper -> custom op -> backend; the backward rule beside the forward)
 
     (a scalar factor for ``"mean"``/``"sum"``, one per row for ``"none"``; a
     factor of exactly 1, the usual ``loss.backward()``, returns the stored
-    gradient without touching it).
+    gradient without touching it: on the CPU always, on CUDA for large
+    gradients, where checking the factor costs one host synchronisation,
+    :func:`_is_one`).
   - **plain torch** (any other device, probability targets or class weights
     that require grad, and inside ``torch.func`` transforms):
     :func:`._reference.cross_entropy_rows_reference`, the same formulas in
@@ -110,14 +112,28 @@ def _(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, re
 # softxent.torch._triton.register().
 
 
-def _is_one(g: torch.Tensor) -> bool:
-    """``g`` is exactly 1 and may be read: a plain CPU tensor in eager mode.
+#: Stored gradients of at least this many elements are worth one host read of a CUDA ``grad_output``
+#: (a synchronisation, tens of microseconds) to skip the scaling pass when it is exactly 1: below
+#: it that pass (read and write the gradient, 2**24 bf16 elements are 64 MiB) costs about as much.
+SYNC_WORTH = 1 << 24
 
-    Reading a CUDA tensor on the host would synchronise every backward (and
-    break CUDA-graph capture), so there the stored gradient is always scaled,
-    as it is when traced by ``torch.compile`` or ``make_fx``.
+
+def _is_one(g: torch.Tensor, numel: int) -> bool:
+    """``g`` is exactly 1, read on the host where that is cheap enough: then the stored gradient is the answer.
+
+    A plain CPU tensor in eager mode is read. A CUDA one only for a stored gradient of
+    :data:`SYNC_WORTH` elements or more, and never while a CUDA graph is being captured: the read
+    synchronises the host with the GPU (as Liger-Kernel's backward does for every call), and for
+    the usual ``loss.backward()`` it spares a pass over the whole gradient (at 8192 x 256000 in
+    bf16, 8 GB of memory traffic and one gradient-sized allocation). Traced by ``torch.compile``
+    or ``make_fx``, the stored gradient is always scaled.
     """
-    if torch.compiler.is_compiling() or type(g) is not torch.Tensor or g.dim() != 0 or g.device.type != "cpu":
+    if torch.compiler.is_compiling() or type(g) is not torch.Tensor or g.dim() != 0:
+        return False
+    if g.device.type == "cuda":
+        if numel < SYNC_WORTH or torch.cuda.is_current_stream_capturing():
+            return False
+    elif g.device.type != "cpu":
         return False
     return bool(g == 1)
 
@@ -147,7 +163,7 @@ def _scale_stored_grad(ctx, grad_loss, grad_lse):
     if grad_loss is not None:
         if keeps_rows(ctx.reduction):
             out = grad * grad_loss.to(grad.dtype)[:, None]
-        elif _is_one(grad_loss):
+        elif _is_one(grad_loss, grad.numel()):
             out = grad  # loss.backward(): the stored gradient is already the answer
         else:
             out = grad * grad_loss.to(grad.dtype)

@@ -398,7 +398,7 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
             dx, dw, db = _linear_grads(x, w, b, y_loc, ctx.blocks, plan, ctx.opts.softcap, ctx.needs)
         else:
             dx, dw, db = ctx.saved_tensors
-            if not _is_one(grad_loss):
+            if not _is_one(grad_loss, sum(t.numel() for t in (dx, dw, db) if t is not None)):
                 dx, dw, db = (None if t is None else t * grad_loss.to(t.dtype) for t in (dx, dw, db))
             elif dx is not None:
                 dx = dx.clone()  # the all-reduce below is in place; a second backward needs the stored share

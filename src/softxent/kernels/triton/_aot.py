@@ -73,12 +73,12 @@ def default_variants() -> list[Variant]:
     import triton.language as tl
 
     out = []
-    rows, block, warps, ce_stages = ce_launch_config(256000, torch.bfloat16)
     for label, opts in (("plain", {}), ("all options", dict(HAS_WEIGHT=True, SMOOTH=True, ZLOSS=True, SOFTCAP=True))):
         for prob in (False, True):
+            rows, block, warps, ce_stages = ce_launch_config(256000, torch.bfloat16, options=bool(opts))
             consts = dict(PROB=prob, HAS_WEIGHT=False, SMOOTH=False, ZLOSS=False, SOFTCAP=False, NEED_GRAD=True,
                           ROWS=rows, BLOCK=block, ACC=tl.float32, DOWNCAST=False, STAGES=ce_stages,
-                          HINTS=False)  # fmt: skip
+                          HINTS=False, LANES=256000 > block)  # fmt: skip
             consts.update(opts)
             kind = "probabilities" if prob else "class indices"
             out.append(Variant(f"ce_kernel bf16, {kind}, {label}", "ce_kernel", _ce_types("bf16", prob), consts,

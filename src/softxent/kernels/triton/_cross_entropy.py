@@ -17,20 +17,21 @@ __all__ = ["cross_entropy_rows"]
 
 
 def _ce_scales(target, weight, n_rows, n_classes, ignore_index, reduction, scale, device, prob):
-    """(ce_scale, zl_scale) as a float32 device tensor: computed by torch on the device, never read back.
+    """(ce_scale, zl_scale) as a float64 device tensor: computed by torch on the device, never read back.
 
-    Constants are written by fill kernels, not copied from the host (``torch.tensor(...,
+    float64, so that float64 logits get the mean's 1/n unrounded (the caller casts to the kernel's
+    precision). Constants are written by fill kernels, not copied from the host (``torch.tensor(...,
     device="cuda")`` would wait for the copy: a host synchronisation).
     """
     if scale is not None:
-        out = torch.empty(2, dtype=torch.float32, device=device)
+        out = torch.empty(2, dtype=torch.float64, device=device)
         out[0].fill_(float(scale[0]))
         out[1].fill_(float(scale[1]))
         return out
     if grad_scale(reduction, 0.0):  # the contract: "sum" and "none" scale by 1
-        return torch.ones(2, dtype=torch.float32, device=device)
+        return torch.ones(2, dtype=torch.float64, device=device)
     if prob:  # every row counts, with weight 1 (class weights are inside the target's mass)
-        return torch.full((2,), mean_scale(n_rows), dtype=torch.float32, device=device)
+        return torch.full((2,), mean_scale(n_rows), dtype=torch.float64, device=device)
     kept = target != ignore_index
     if weight is None:
         denom = kept.sum()
@@ -38,7 +39,7 @@ def _ce_scales(target, weight, n_rows, n_classes, ignore_index, reduction, scale
         w_y = weight.to(torch.float64)[target.clamp(0, n_classes - 1)]
         denom = torch.where(kept, w_y, 0.0).sum()
     # An all-ignored batch: loss 0 (the contract's mean_scale), not torch's 0/0 = NaN.
-    return torch.stack([device_mean_scale(denom), device_mean_scale(kept.sum())]).to(torch.float32)
+    return torch.stack([device_mean_scale(denom), device_mean_scale(kept.sum())])
 
 
 def cross_entropy_rows(
@@ -59,6 +60,7 @@ def cross_entropy_rows(
     num_warps: int | None = None,
     num_stages: int | None = None,
     l2_hints: bool = False,
+    lanes: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     r"""Loss, gradient and per-row log-sum-exp of (M, C) logits in one kernel launch.
 
@@ -106,6 +108,11 @@ def cross_entropy_rows(
         it pays): the first sweep's loads marked evict-last, the second's
         evict-first and going over the row backwards (its last tiles are the
         likeliest still cached), the gradient written with streaming stores.
+    lanes : bool, optional
+        Keep the online log-sum-exp and the sums per lane across a row's tiles and reduce them once
+        per row (:func:`._kernels_ce.ce_kernel`'s ``LANES``), or reduce every tile as it comes. The
+        default is per lane exactly when a row spans several tiles. A knob for the tests and the
+        benchmark's sweep.
 
     Returns
     -------
@@ -157,7 +164,9 @@ def cross_entropy_rows(
     if n_rows:
         scales = _ce_scales(target, weight, n_rows, n_classes, ignore_index, reduction, scale, z.device, prob)
         scales = scales.to(acc)
-        rows_per, block, warps, stages = ce_launch_config(n_classes, z.dtype, block)
+        heavy = weight is not None or bool(label_smoothing) or bool(z_loss) or softcap is not None
+        rows_per, block, warps, stages = ce_launch_config(n_classes, z.dtype, block, options=heavy)
+        lanes = n_classes > block if lanes is None else bool(lanes)
         warps = int(num_warps or warps)
         stages = int(num_stages or stages)
         n_blocks = cdiv(n_rows, rows_per)
@@ -175,6 +184,7 @@ def cross_entropy_rows(
                 ZLOSS=bool(z_loss), SOFTCAP=softcap is not None, NEED_GRAD=need_grad,
                 ROWS=rows_per, BLOCK=block, ACC=tl_acc,
                 DOWNCAST=interp and need_grad and grad.dtype == torch.bfloat16, STAGES=stages, HINTS=bool(l2_hints),
+                LANES=lanes,
                 **({} if interp else dict(num_warps=warps)),
             )  # fmt: skip
     else:
@@ -183,24 +193,26 @@ def cross_entropy_rows(
     return loss, grad, lse
 
 
-def ce_launch_config(n_classes: int, dtype: torch.dtype, block: int | None = None) -> tuple[int, int, int, int]:
+def ce_launch_config(
+    n_classes: int, dtype: torch.dtype, block: int | None = None, *, options: bool = False
+) -> tuple[int, int, int, int]:
     """(rows per program, classes per tile, warps, pipelining stages) of :func:`cross_entropy_rows`.
 
-    Also what :mod:`._aot` compiles. The first GPU run's sweep
-    (``benchmarks/cross_entropy_gpu.py --only ce-sweep``) compares these with
-    larger tiles and other depths; nothing here is tuned on a GPU yet.
+    ``options``: any of class weights, smoothing, z-loss or a soft cap. Also
+    what :mod:`._aot` compiles. Rows of several tiles keep per-lane state (``lanes``), so a tile is
+    only loads and arithmetic: 8192 classes per tile on 16 warps, 16 elements (32 bytes of bf16)
+    per thread and sweep step (64 registers at sm_90a); with options the per-lane sums and the
+    terms take more registers, and 4096 classes per tile keep them without spills (ptxas -v,
+    ``tests/test_triton_compile.py``). One stage: the first H200 run's sweep (2026-12-04,
+    per-tile reductions) found two stages slower at every tile size.
+    ``benchmarks/cross_entropy_gpu.py --only ce-sweep`` compares the alternatives.
     """
     if block is None:
-        # 4096 classes per tile and 16 warps: no register spills at sm_90 with every
-        # option on (ptxas -v), 8 elements (16 bytes of bf16) per thread and load.
-        block = min(_pow2(n_classes), 2048 if dtype == torch.float64 else 4096)
+        block = min(_pow2(n_classes), 2048 if dtype == torch.float64 else 4096 if options else 8192)
     rows_per = max(1, min(16, 2048 // block)) if block >= n_classes else 1
-    tile = rows_per * block  # elements per program and sweep step: about 8 per thread
+    tile = rows_per * block  # elements per program and sweep step
     warps = 16 if tile >= 4096 else 8 if tile >= 1024 else 4
-    # Two stages: the next tile's loads are issued before this tile's exps (tl.range's
-    # software pipelining), one tile of registers more; a row of one tile has nothing to prefetch.
-    stages = 2 if n_classes > block else 1
-    return rows_per, block, warps, stages
+    return rows_per, block, warps, 1
 
 
 def _tl_dtype(dtype: torch.dtype):

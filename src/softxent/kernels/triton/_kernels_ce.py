@@ -9,7 +9,17 @@ exponentials are libdevice's when compiled (``PRECISE=True`` there).
 
 from __future__ import annotations
 
-from ._kernels_common import _log1p, _online_update, _round_bf16, _sech2, _softcap, tl, triton
+from ._kernels_common import (
+    _lane_merge,
+    _lane_update,
+    _log1p,
+    _online_update,
+    _round_bf16,
+    _sech2,
+    _softcap,
+    tl,
+    triton,
+)
 
 
 @triton.jit
@@ -23,7 +33,7 @@ def ce_kernel(
     stride_g,  # (M, C) gradient out (NEED_GRAD); may be z_ptr itself
     loss_ptr,  # (M,) fp32: each row's loss, already scaled (ce_scale, zl_scale)
     lse_ptr,  # (M,) fp32: each row's log-sum-exp (ignored rows too)
-    scale_ptr,  # (2,) fp32 on the device: ce_scale, zl_scale (mean denominators)
+    scale_ptr,  # (2,) in ACC on the device: ce_scale, zl_scale (mean denominators)
     n_rows,
     n_classes,
     ignore_index,
@@ -42,6 +52,7 @@ def ce_kernel(
     DOWNCAST: tl.constexpr,  # DOWNCAST: bf16 gradient in the interpreter
     STAGES: tl.constexpr,  # software-pipelining depth of the sweeps over a row (1: none)
     HINTS: tl.constexpr = False,  # L2 schedule: evict-last / evict-first loads, pass 2 backwards, streaming stores
+    LANES: tl.constexpr = False,  # rows of several tiles: per-lane state and sums, reduced once per row
 ):
     r"""Loss, log-sum-exp and gradient of ROWS rows per program (ROWS = 1 for wide rows).
 
@@ -65,6 +76,12 @@ def ce_kernel(
     no part (ignored, or no target mass and no z-loss) get loss 0 and a
     gradient of exact zeros, whatever their logits hold (-inf, NaN). A class
     index out of range gives NaN (no host sync to raise an error).
+
+    LANES (rows of several tiles): every element of the (ROWS, BLOCK) tile keeps its own running
+    (max, s') and partial sums across the tiles of a row (:func:`._kernels_common._lane_update`), and
+    they are reduced across the tile once per row (:func:`._kernels_common._lane_merge`), not once per
+    tile: the loops over a row then hold no shuffle or barrier, only loads, exponentials and
+    arithmetic. Without LANES (a row of one tile) each tile is reduced as it comes.
     """
     # Grid-stride over row blocks: the host may launch fewer programs than blocks
     # (``programs=``) to bound the rows in flight, so that pass 2 re-reads from L2.
@@ -91,6 +108,11 @@ def ce_kernel(
         t_sum = tl.zeros((ROWS,), ACC)  # T (probability targets)
         w_sum = tl.zeros((ROWS,), ACC)  # W (class weights with smoothing)
         n_nan = tl.zeros((ROWS,), tl.int32)
+        if LANES:  # per-lane state and partial sums, reduced after the loop
+            m_v = tl.full((ROWS, BLOCK), ninf, ACC)
+            s_v = tl.zeros((ROWS, BLOCK), ACC)
+            t_v = tl.zeros((ROWS, BLOCK), ACC)
+            w_v = tl.zeros((ROWS, BLOCK), ACC)
         for c0 in tl.range(0, n_classes, BLOCK, num_stages=STAGES):  # prefetch the next tile
             cols = c0 + tl.arange(0, BLOCK)
             cmask = cols < n_classes
@@ -102,8 +124,11 @@ def ce_kernel(
             z = z.to(ACC)
             if SOFTCAP:
                 z = tl.where(mask, _softcap(z, cap), ninf)
-            m, sp = _online_update(z, m, sp, True)
-            n_nan += tl.sum(tl.where(z != z, 1, 0), axis=1)  # max may skip NaN: count it
+            if LANES:
+                m_v, s_v = _lane_update(z, m_v, s_v)  # NaN makes its lane's s_v NaN
+            else:
+                m, sp = _online_update(z, m, sp, True)
+                n_nan += tl.sum(tl.where(z != z, 1, 0), axis=1)  # max may skip NaN: count it
             if HAS_WEIGHT:
                 wc = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(ACC)
             if PROB:
@@ -111,9 +136,22 @@ def ce_kernel(
                 t = (1.0 - eps) * p + eps * inv_c if SMOOTH else p
                 if HAS_WEIGHT:
                     t = t * wc[None, :]
-                t_sum += tl.sum(tl.where(mask, t, 0.0), axis=1)
+                if LANES:
+                    t_v += tl.where(mask, t, 0.0)
+                else:
+                    t_sum += tl.sum(tl.where(mask, t, 0.0), axis=1)
             elif SMOOTH and HAS_WEIGHT:
-                w_sum += tl.sum(tl.where(mask, wc[None, :] + tl.zeros((ROWS, BLOCK), ACC), 0.0), axis=1)
+                if LANES:
+                    w_v += tl.where(mask, wc[None, :] + tl.zeros((ROWS, BLOCK), ACC), 0.0)
+                else:
+                    w_sum += tl.sum(tl.where(mask, wc[None, :] + tl.zeros((ROWS, BLOCK), ACC), 0.0), axis=1)
+        if LANES:
+            m, sp = _lane_merge(m_v, s_v)
+            n_nan = tl.where(sp != sp, 1, 0)
+            if PROB:
+                t_sum = tl.sum(t_v, axis=1)
+            elif SMOOTH and HAS_WEIGHT:
+                w_sum = tl.sum(w_v, axis=1)
 
         # NaN in, NaN out for the row (its loss, lse and gradient), as the reference.
         m = tl.where(n_nan > 0, float("nan"), m)
@@ -151,6 +189,9 @@ def ce_kernel(
         # ---- pass 2: terms that need lse, and the gradient
         if NEED_GRAD or SMOOTH or PROB:
             smooth = tl.zeros((ROWS,), ACC)
+            if LANES:
+                ce_v = tl.zeros((ROWS, BLOCK), ACC)
+                smooth_v = tl.zeros((ROWS, BLOCK), ACC)
             last_tile = (tl.cdiv(n_classes, BLOCK) - 1) * BLOCK
             for c_step in tl.range(0, n_classes, BLOCK, num_stages=STAGES):
                 if HINTS:  # backwards: pass 1's last tiles are the likeliest still in L2; read them once
@@ -181,14 +222,20 @@ def ce_kernel(
                     if HAS_WEIGHT:
                         t = t * wc[None, :]
                     t = tl.where(mask, t, 0.0)
-                    ce_row += tl.sum(tl.where(t > 0, t * d, 0.0), axis=1)  # 0 * inf = 0: no mass, no term
+                    if LANES:  # 0 * inf = 0: no mass, no term
+                        ce_v += tl.where(t > 0, t * d, 0.0)
+                    else:
+                        ce_row += tl.sum(tl.where(t > 0, t * d, 0.0), axis=1)
                 elif SMOOTH:
                     if HAS_WEIGHT:
                         wsm = wc[None, :] + tl.zeros((ROWS, BLOCK), ACC)
                     else:
                         wsm = tl.full((ROWS, BLOCK), 1.0, ACC)
                     wsm = tl.where(mask, wsm, 0.0)
-                    smooth += tl.sum(tl.where(wsm > 0, wsm * d, 0.0), axis=1)
+                    if LANES:
+                        smooth_v += tl.where(wsm > 0, wsm * d, 0.0)
+                    else:
+                        smooth += tl.sum(tl.where(wsm > 0, wsm * d, 0.0), axis=1)
                 if NEED_GRAD:
                     a = tl.exp(z - lse_safe[:, None])
                     if PROB:
@@ -226,6 +273,11 @@ def ce_kernel(
                         tl.store(g_out, g.to(g_ptr.dtype.element_ty), mask=mask, cache_modifier=".cs")
                     else:
                         tl.store(g_out, g.to(g_ptr.dtype.element_ty), mask=mask)
+            if LANES:
+                if PROB:
+                    ce_row += tl.sum(ce_v, axis=1)
+                elif SMOOTH:
+                    smooth += tl.sum(smooth_v, axis=1)
             if SMOOTH and not PROB:
                 ce_row += tl.where(kept, eps * inv_c * smooth, 0.0)
 

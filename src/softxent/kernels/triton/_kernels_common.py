@@ -1,6 +1,6 @@
 r"""Device code shared by softxent's Triton kernels: the guarded ``triton`` import, the interpreter flag,
 the scalar helpers (exp of the sums, expm1, log1p, soft cap, sech^2, bf16 rounding) and the online (max, s')
-update.
+updates: per tile (:func:`_online_update`) and per lane (:func:`_lane_update`, :func:`_lane_merge`).
 
 The kernels live by family, beside their host modules: :mod:`._kernels_ce` (cross-entropy on given
 logits, launched by :mod:`._cross_entropy`) and :mod:`._kernels_linear` (the linear + cross-entropy head,
@@ -155,3 +155,42 @@ def _online_update(z, m, sp, PRECISE: tl.constexpr):
     old = tl.where(m == -float("inf"), 0.0, old)  # nothing seen before: no old max to rescale
     sp = old + tl.sum(p, axis=1) + extra
     return m_new, sp
+
+
+@triton.jit
+def _lane_update(z, m_v, s_v):
+    """The online (max, s') recurrence per lane: each element of the (R, B) tile updates its own lane's state.
+
+    No reduction across the tile, so no shuffles or barriers in the loop over a row (the per-tile
+    update above does four). Lane state: its max m_v and s_v = the sum of e^{z - m_v} over the lane's
+    other elements (its lead left out, as above). One exponential per element, e^{-|z - m_v|}:
+    a new max rescales the old state, s_v <- (s_v + 1) e^{m_v - z} (the old lead joins the sum);
+    otherwise s_v <- s_v + e^{z - m_v}. A tie adds an exact 1 (also at +inf, where the difference
+    is NaN); -inf adds e^{-inf} = 0 to a lane with a finite max. A lane that has seen only -inf
+    counts those as ties, harmlessly: its first finite element rescales its state by e^{-inf} = 0,
+    and :func:`_lane_merge` weighs a lane still at -inf by 0. NaN makes s_v NaN (NaN in, NaN out).
+    :func:`_lane_merge` folds the lanes into the row's (m, s').
+    """
+    new = z > m_v
+    e = _exp_sum_term(tl.where(new, m_v - z, z - m_v), True)
+    e = tl.where(z == m_v, 1.0, e)
+    s_v = tl.where(new, (s_v + 1.0) * e, s_v + e)
+    m_v = tl.where(new, z, m_v)
+    return m_v, s_v
+
+
+@triton.jit
+def _lane_merge(m_v, s_v):
+    """The row's (m, s') from its lanes' states (:func:`_lane_update`): the rule that merges two states.
+
+    m = max of the lane maxima; the k lanes that hold it keep their s_v as it is (scale 1), the
+    others join with (s_v + 1) e^{m_v - m} (their lead is not the row's); of the k leads one is the
+    row's and the other k - 1 are exact 1s: s' = sum + (k - 1), an integer added, never a 1 subtracted.
+    """
+    m = tl.max(m_v, axis=1)
+    m_safe = tl.where(m == -float("inf"), 0.0, m)  # a row of -inf: every lane adds 0
+    lead = (m_v == m[:, None]) & (m_v > -float("inf"))
+    k = tl.sum(lead.to(tl.float32), axis=1).to(m.dtype)
+    part = tl.where(lead, s_v, (s_v + 1.0) * _exp_sum_term(m_v - m_safe[:, None], True))
+    sp = tl.sum(part, axis=1) + tl.maximum(k - 1.0, 0.0)
+    return m, sp
