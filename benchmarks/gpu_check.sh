@@ -2,7 +2,7 @@
 # The device check of softxent's GPU path in one call, under 9 minutes on an H200 (every step has its own
 # time limit; they add up to 525 s, the set-up takes about 20 s more):
 #   set-up: the peers from wheels in .whl/ (see benchmarks/README.md), the GPU and the versions;
-#   tests (100 s): tests/test_triton.py's CUDA tests and its kernel tests on the GPU;
+#   tests (100 s): tests/test_triton.py's CUDA tests and its kernel tests of extreme rows, on the GPU;
 #   ops (60 s): tests/test_triton_ops.py (the custom ops' CUDA kernels), compiled;
 #   compile (30 s): registers / spills / shared memory of every default kernel variant (the device's triton);
 #   linear (160 s), ce (100 s): benchmarks/cross_entropy_gpu.py without the torch.compile rows;
@@ -73,7 +73,8 @@ fi
 for s in $STEPS; do
   case "$s:$DRY" in
     tests:1) step 120 tests "$PY" -m pytest -v -p no:cacheprovider tests/test_triton.py -k "lane or float64" ;;
-    tests:*) step 100 tests "$PY" -m pytest -v -p no:cacheprovider -rfE --tb=short tests/test_triton.py ;;
+    tests:*) step 100 tests "$PY" -m pytest -v -p no:cacheprovider -rfE --tb=short tests/test_triton.py \
+      -k "cuda or lane or float64 or confident or tied or knobs or extreme or nan" ;;
     ops:1) step 120 ops "$PY" -m pytest -v -p no:cacheprovider tests/test_triton_ops.py -k "fp32 and mean" ;;
     ops:*) step 60 ops "$PY" -m pytest -v -p no:cacheprovider -rfE --tb=short tests/test_triton_ops.py ;;
     compile:1) step 120 compile "$PY" benchmarks/triton_compile.py --out "$RES" --label "dry run" \
