@@ -3,12 +3,12 @@
 # time limit; they add up to 525 s, the set-up takes about 20 s more):
 #   set-up: the peers from wheels in .whl/ (see benchmarks/README.md), the GPU and the versions;
 #   tests (100 s): tests/test_triton.py's CUDA tests and its kernel tests of extreme rows, on the GPU;
-#   ops (60 s): tests/test_triton_ops.py (the custom ops' CUDA kernels), compiled;
+#   ops (60 s, only when GPU_CHECK_STEPS names it): tests/test_triton_ops.py (the custom ops' CUDA kernels);
 #   compile (30 s): registers / spills / shared memory of every default kernel variant (the device's triton);
-#   linear (160 s), ce (100 s): benchmarks/cross_entropy_gpu.py without the torch.compile rows;
-#   ce-sweep (80 s): the cross-entropy kernel's tile / warps / stages / programs / lanes, at both shapes;
+#   linear (160 s), ce (90 s): benchmarks/cross_entropy_gpu.py without the torch.compile rows;
+#   ce-sweep (70 s): the cross-entropy kernel's tile / warps / stages / programs / lanes, at both shapes;
 #   linear-sweep (75 s): the linear head's tiles and vocabulary splits, at the first shape.
-# GPU_CHECK_STEPS="ce-sweep ce ..." runs only those steps, in that order (default: all, as listed).
+# GPU_CHECK_STEPS="ce-sweep ce ..." runs only those steps, in that order (default: all but ops, as listed).
 # The benchmark rewrites its tables after every row, so a step stopped by its limit keeps what it measured.
 # Results: $GPU_CHECK_OUT (default benchmarks/results/gpu_check/), and with GPU_CHECK_PACK=FILE.tgz all of it
 # packed into FILE.tgz after every step. GPU_CHECK_DRY=1: the same steps on the CPU (Triton's interpreter,
@@ -63,7 +63,7 @@ pack
 
 B=benchmarks/cross_entropy_gpu.py
 FIRST=8192,2304,256000
-STEPS=${GPU_CHECK_STEPS:-tests ops compile linear ce ce-sweep linear-sweep}
+STEPS=${GPU_CHECK_STEPS:-tests compile linear ce ce-sweep linear-sweep}
 if [ "$DRY" = 1 ]; then
   RUN=(--dry-run)
   FIRST=8,16,72
@@ -82,8 +82,8 @@ for s in $STEPS; do
     compile:*) step 30 compile "$PY" benchmarks/triton_compile.py --out "$RES" --jobs 8 \
       --label "the device machine's triton" ;;
     linear:*) step 160 linear "$PY" $B --only linear "${RUN[@]}" --out "$RES/linear" ;;
-    ce:*) step 100 ce "$PY" $B --only ce "${RUN[@]}" --out "$RES/ce" ;;
-    ce-sweep:*) step 80 ce-sweep "$PY" $B --only ce-sweep "${RUN[@]}" --out "$RES/ce-sweep" ;;
+    ce:*) step 90 ce "$PY" $B --only ce "${RUN[@]}" --out "$RES/ce" ;;
+    ce-sweep:*) step 70 ce-sweep "$PY" $B --only ce-sweep "${RUN[@]}" --out "$RES/ce-sweep" ;;
     linear-sweep:*) step 75 linear-sweep "$PY" $B --only linear-sweep --shape "$FIRST" "${RUN[@]}" \
       --out "$RES/linear-sweep" ;;
     *) echo "gpu_check: unknown step '$s' (steps: tests ops compile linear ce ce-sweep linear-sweep)" ;;

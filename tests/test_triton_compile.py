@@ -39,8 +39,8 @@ CHECKED = (
         for kind in ("class indices", "probabilities")
         for label in ("plain", "all options")
     ]
-    + [f"ce_kernel bf16, class indices, {label}, L2 hints" for label in ("plain", "all options")]
-)  # l2_hints=True
+    + [f"ce_kernel bf16, class indices, {label}, per lane" for label in ("plain", "all options")]
+)  # lanes=True
 
 
 SCRIPT = """
@@ -87,12 +87,7 @@ def test_no_register_spills_at_sm90a(compiled, name):
     r = compiled[name]
     print(f"\n{name}: {r['registers']} registers, shared memory {r['shared']} B, warps {r['num_warps']}")
     assert r["registers"] <= 255
-    if name.endswith("L2 hints"):
-        # Not a default launch (the sweep's alternative): at 8192 classes per tile ptxas of triton 3.7.1
-        # keeps it to 64 registers and spills one word (triton 3.6's does not); a few bytes, no more.
-        assert r["spill_stores"] <= 16 and r["spill_loads"] <= 16, r
-    else:
-        assert (r["spill_stores"], r["spill_loads"]) == (0, 0), r
+    assert (r["spill_stores"], r["spill_loads"]) == (0, 0), r
     # 227 KiB of shared memory per block on sm_90
     assert r["shared"] <= 227 * 1024, r
 

@@ -59,8 +59,8 @@ def cross_entropy_rows(
     programs: int | None = None,
     num_warps: int | None = None,
     num_stages: int | None = None,
-    l2_hints: bool = False,
-    lanes: bool | None = None,
+    l2_hints: bool | None = None,
+    lanes: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     r"""Loss, gradient and per-row log-sum-exp of (M, C) logits in one kernel launch.
 
@@ -103,16 +103,21 @@ def cross_entropy_rows(
         Warps per program and the software-pipelining depth of the sweeps over
         a row (``tl.range(..., num_stages=)``; 1: none); the defaults are
         :func:`ce_launch_config`'s. Knobs for the benchmark's sweep.
-    l2_hints : bool
-        Schedule the second sweep for L2 (off by default until a GPU run shows
-        it pays): the first sweep's loads marked evict-last, the second's
-        evict-first and going over the row backwards (its last tiles are the
-        likeliest still cached), the gradient written with streaming stores.
-    lanes : bool, optional
-        Keep the online log-sum-exp and the sums per lane across a row's tiles and reduce them once
-        per row (:func:`._kernels_ce.ce_kernel`'s ``LANES``), or reduce every tile as it comes. The
-        default is per lane exactly when a row spans several tiles. A knob for the tests and the
-        benchmark's sweep.
+    l2_hints : bool, optional
+        Schedule the second sweep for L2: the first sweep's loads marked
+        evict-last, the second's evict-first and going over the row backwards
+        (its last tiles are the likeliest still cached), the gradient written
+        with streaming stores. Default: on for rows of several tiles without
+        class weights, smoothing, z-loss or a cap (the first H200 run: 5.1 ms
+        against 5.6 without, at 8192 x 256000 bf16, no options; with options
+        the hints cost ptxas registers, and spills at sm_90a).
+    lanes : bool
+        Keep the online log-sum-exp and the sums per lane across a row's tiles
+        and reduce them once per row (:func:`._kernels_ce.ce_kernel`'s
+        ``LANES``: no reduction inside the loops over a row), instead of
+        reducing every tile as it comes. Off until a GPU run measures it (built
+        after the first run; tested in the interpreter, compiled for sm_90a
+        without spills). A knob for the tests and the benchmark's sweep.
 
     Returns
     -------
@@ -164,9 +169,9 @@ def cross_entropy_rows(
     if n_rows:
         scales = _ce_scales(target, weight, n_rows, n_classes, ignore_index, reduction, scale, z.device, prob)
         scales = scales.to(acc)
-        heavy = weight is not None or bool(label_smoothing) or bool(z_loss) or softcap is not None
-        rows_per, block, warps, stages = ce_launch_config(n_classes, z.dtype, block, options=heavy)
-        lanes = n_classes > block if lanes is None else bool(lanes)
+        rows_per, block, warps, stages = ce_launch_config(n_classes, z.dtype, block)
+        options = weight is not None or bool(label_smoothing) or bool(z_loss) or softcap is not None
+        hints = (n_classes > block and not options) if l2_hints is None else bool(l2_hints)
         warps = int(num_warps or warps)
         stages = int(num_stages or stages)
         n_blocks = cdiv(n_rows, rows_per)
@@ -183,8 +188,8 @@ def cross_entropy_rows(
                 PROB=prob, HAS_WEIGHT=weight is not None, SMOOTH=bool(label_smoothing),
                 ZLOSS=bool(z_loss), SOFTCAP=softcap is not None, NEED_GRAD=need_grad,
                 ROWS=rows_per, BLOCK=block, ACC=tl_acc,
-                DOWNCAST=interp and need_grad and grad.dtype == torch.bfloat16, STAGES=stages, HINTS=bool(l2_hints),
-                LANES=lanes,
+                DOWNCAST=interp and need_grad and grad.dtype == torch.bfloat16, STAGES=stages, HINTS=hints,
+                LANES=bool(lanes),
                 **({} if interp else dict(num_warps=warps)),
             )  # fmt: skip
     else:
@@ -193,22 +198,17 @@ def cross_entropy_rows(
     return loss, grad, lse
 
 
-def ce_launch_config(
-    n_classes: int, dtype: torch.dtype, block: int | None = None, *, options: bool = False
-) -> tuple[int, int, int, int]:
+def ce_launch_config(n_classes: int, dtype: torch.dtype, block: int | None = None) -> tuple[int, int, int, int]:
     """(rows per program, classes per tile, warps, pipelining stages) of :func:`cross_entropy_rows`.
 
-    ``options``: any of class weights, smoothing, z-loss or a soft cap. Also
-    what :mod:`._aot` compiles. Rows of several tiles keep per-lane state (``lanes``), so a tile is
-    only loads and arithmetic: 8192 classes per tile on 16 warps, 16 elements (32 bytes of bf16)
-    per thread and sweep step (64 registers at sm_90a); with options the per-lane sums and the
-    terms take more registers, and 4096 classes per tile keep them without spills (ptxas -v,
-    ``tests/test_triton_compile.py``). One stage: the first H200 run's sweep (2026-12-04,
-    per-tile reductions) found two stages slower at every tile size.
-    ``benchmarks/cross_entropy_gpu.py --only ce-sweep`` compares the alternatives.
+    Also what :mod:`._aot` compiles. 4096 classes per tile on 16 warps, one stage: the first H200
+    run's sweep (2026-12-04, 8192 x 256000 bf16, ``benchmarks/results/gpu_h200_first_run.md``)
+    found two stages slower at every tile size (8.1 ms with two, 5.6 with one, 5.1 with one and
+    the L2 schedule). ``benchmarks/cross_entropy_gpu.py --only ce-sweep`` compares the
+    alternatives, the per-lane state (``lanes=True``) among them.
     """
     if block is None:
-        block = min(_pow2(n_classes), 2048 if dtype == torch.float64 else 4096 if options else 8192)
+        block = min(_pow2(n_classes), 2048 if dtype == torch.float64 else 4096)
     rows_per = max(1, min(16, 2048 // block)) if block >= n_classes else 1
     tile = rows_per * block  # elements per program and sweep step
     warps = 16 if tile >= 4096 else 8 if tile >= 1024 else 4
