@@ -52,7 +52,7 @@ def ce_kernel(
     DOWNCAST: tl.constexpr,  # DOWNCAST: bf16 gradient in the interpreter
     STAGES: tl.constexpr,  # software-pipelining depth of the sweeps over a row (1: none)
     HINTS: tl.constexpr = False,  # L2 schedule: evict-last / evict-first loads, pass 2 backwards, streaming stores
-    LANES: tl.constexpr = False,  # rows of several tiles: per-lane state and sums, reduced once per row
+    LANES: tl.constexpr = False,  # per-lane state and sums, reduced once per row (see below)
 ):
     r"""Loss, log-sum-exp and gradient of ROWS rows per program (ROWS = 1 for wide rows).
 
@@ -77,11 +77,12 @@ def ce_kernel(
     gradient of exact zeros, whatever their logits hold (-inf, NaN). A class
     index out of range gives NaN (no host sync to raise an error).
 
-    LANES (rows of several tiles): every element of the (ROWS, BLOCK) tile keeps its own running
-    (max, s') and partial sums across the tiles of a row (:func:`._kernels_common._lane_update`), and
-    they are reduced across the tile once per row (:func:`._kernels_common._lane_merge`), not once per
-    tile: the loops over a row then hold no shuffle or barrier, only loads, exponentials and
-    arithmetic. Without LANES (a row of one tile) each tile is reduced as it comes.
+    LANES (meant for rows of several tiles; ``lanes=True``, off by default until a GPU run measures
+    it): every element of the (ROWS, BLOCK) tile keeps its own running (max, s') and partial sums
+    across the tiles of a row (:func:`._kernels_common._lane_update`), and they are reduced across
+    the tile once per row (:func:`._kernels_common._lane_merge`), not once per tile: the loops over
+    a row then hold no shuffle or barrier, only loads, exponentials and arithmetic. Without LANES
+    each tile is reduced as it comes.
     """
     # Grid-stride over row blocks: the host may launch fewer programs than blocks
     # (``programs=``) to bound the rows in flight, so that pass 2 re-reads from L2.
