@@ -140,6 +140,10 @@ def test_vectorised_log1p_from_tiny_to_huge():
     nz = want != 0
     assert _ulps(got[nz], want[nz], np.float64).max() <= 4.0
     assert (got[~nz] == 0.0).all()
+    special = np.array([np.inf, np.nan, 0.0])
+    out = np.empty_like(special)
+    _apply_vlog1p(special, out)
+    assert out[0] == np.inf and np.isnan(out[1]) and out[2] == 0.0
 
 
 # --------------------------------------------------------------------------- backend switching

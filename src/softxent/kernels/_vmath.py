@@ -331,7 +331,8 @@ def _vlog1p(u):
     (a confident row) keeps all its digits: log1p(4e-18) = 4e-18. The
     numerator and denominator are selected before the one division (a
     select of two quotients would compute both: divisions are the slowest
-    vector instruction here).
+    vector instruction here). +inf gives +inf and NaN gives NaN (a select at
+    the end: the bit arithmetic alone would give 709.78 and a finite number).
     """
     s = 1.0 + u
     b = _f64_to_bits(s)
@@ -342,7 +343,8 @@ def _vlog1p(u):
     k = k + np.int64(1) if big else k
     num = u if k == 0 else f - 1.0
     den = 2.0 + u if k == 0 else f + 1.0
-    return np.float64(k) * _LN2 + _atanh_series(num / den)
+    out = np.float64(k) * _LN2 + _atanh_series(num / den)
+    return out if s < np.inf else s
 
 
 @nb.njit(**JIT_ELEMENT)
