@@ -352,6 +352,31 @@ def test_backward_scales_the_stored_gradient():
     torch.testing.assert_close(g1, torch.autograd.grad(F.cross_entropy(z, y), z)[0])
 
 
+def test_loss_backward_hands_on_the_stored_gradient(monkeypatch):
+    """loss.backward() (grad_output exactly 1): the parameter's .grad is the very buffer the forward wrote
+    (autograd takes it over once the node's saved tensors are freed), so the backward neither scales nor
+    copies the (M, C) gradient. The CUDA path relies on the same hand-over (``_functional._is_one``)."""
+    from softxent.torch import _functional
+
+    seen = {}
+    scale = _functional._scale_stored_grad
+
+    def spy(ctx, grad_loss, grad_lse):
+        seen["stored"] = ctx.saved_tensors[0].data_ptr()
+        return scale(ctx, grad_loss, grad_lse)
+
+    monkeypatch.setattr(_functional, "_scale_stored_grad", spy)
+    z = logits_of((64, 300)).requires_grad_(True)
+    y = index_target((64,), 300)
+    sxt.cross_entropy(z, y).backward()
+    assert z.grad.data_ptr() == seen["stored"]
+    torch.testing.assert_close(z.grad, torch.autograd.grad(F.cross_entropy(z, y), z)[0])
+    z.grad = None
+    (2 * sxt.cross_entropy(z, y)).backward()  # any other factor: a new, scaled tensor
+    assert z.grad.data_ptr() != seen["stored"]
+    torch.testing.assert_close(z.grad, 2 * torch.autograd.grad(F.cross_entropy(z, y), z)[0])
+
+
 def test_no_grad_computes_the_loss_only():
     z = logits_of((6, 5))
     y = index_target((6,), 5)
