@@ -77,7 +77,14 @@ def run_ranks(module: str, tmp_path: Path, timeout_s: float) -> dict:
     tests = str(Path(__file__).resolve().parent)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join([src, tests] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    worker = f"import sys; sys.path.insert(0, sys.argv[1]); import {module} as t; t._worker(*sys.argv[2:])"
+    # Once the work is done (results saved, process group destroyed) a rank leaves with os._exit(0):
+    # gloo's worker threads can abort the interpreter's own teardown ("terminate called without an
+    # active exception", exit -6: seen once in a CI run on 2026-12-04; pytorch/pytorch#179291 describes it).
+    # A failure during the work still raises first and exits non-zero.
+    worker = (
+        f"import os, sys; sys.path.insert(0, sys.argv[1]); import {module} as t; t._worker(*sys.argv[2:]); "
+        "sys.stdout.flush(); sys.stderr.flush(); os._exit(0)"
+    )
     out = tmp_path / "rank0.pt"
     procs = []
     for rank in range(WORLD):
