@@ -201,11 +201,11 @@ def cross_entropy_rows(
 def ce_launch_config(n_classes: int, dtype: torch.dtype, block: int | None = None) -> tuple[int, int, int, int]:
     """(rows per program, classes per tile, warps, pipelining stages) of :func:`cross_entropy_rows`.
 
-    Also what :mod:`._aot` compiles. 4096 classes per tile on 16 warps, one stage: the first H200
-    run's sweep (2026-12-04, 8192 x 256000 bf16, ``benchmarks/results/gpu_h200_first_run.md``)
-    found two stages slower at every tile size (8.1 ms with two, 5.6 with one, 5.1 with one and
-    the L2 schedule). ``benchmarks/cross_entropy_gpu.py --only ce-sweep`` compares the
-    alternatives, the per-lane state (``lanes=True``) among them.
+    Also what :mod:`._aot` compiles. 4096 classes per tile on 16 warps, one stage: in the first H200
+    run's sweep (2026-12-04, 8192 x 256000 bf16, ``benchmarks/results/gpu_h200_first_run.md``) two
+    stages were slower at both tile sizes timed both ways (4096: 8.1 ms with two, 5.6 with one, 5.1
+    with one and the L2 schedule; 8192: 6.4 and 5.8). ``benchmarks/cross_entropy_gpu.py --only
+    ce-sweep`` compares the alternatives, the per-lane state (``lanes=True``) among them.
     """
     if block is None:
         block = min(_pow2(n_classes), 2048 if dtype == torch.float64 else 4096)
