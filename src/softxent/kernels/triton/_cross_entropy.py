@@ -170,8 +170,9 @@ def cross_entropy_rows(
         scales = _ce_scales(target, weight, n_rows, n_classes, ignore_index, reduction, scale, z.device, prob)
         scales = scales.to(acc)
         rows_per, block, warps, stages = ce_launch_config(n_classes, z.dtype, block)
-        options = weight is not None or bool(label_smoothing) or bool(z_loss) or softcap is not None
-        hints = (n_classes > block and not options) if l2_hints is None else bool(l2_hints)
+        options = dict(HAS_WEIGHT=weight is not None, SMOOTH=bool(label_smoothing), ZLOSS=bool(z_loss),
+                       SOFTCAP=softcap is not None)  # fmt: skip
+        hints = (n_classes > block and not any(options.values())) if l2_hints is None else bool(l2_hints)
         warps = int(num_warps or warps)
         stages = int(num_stages or stages)
         n_blocks = cdiv(n_rows, rows_per)
@@ -185,8 +186,7 @@ def cross_entropy_rows(
                 loss_rows, lse, scales,
                 n_rows, n_classes, int(ignore_index),
                 float(label_smoothing), float(z_loss), float(softcap or 1.0),
-                PROB=prob, HAS_WEIGHT=weight is not None, SMOOTH=bool(label_smoothing),
-                ZLOSS=bool(z_loss), SOFTCAP=softcap is not None, NEED_GRAD=need_grad,
+                PROB=prob, **options, NEED_GRAD=need_grad,
                 ROWS=rows_per, BLOCK=block, ACC=tl_acc,
                 DOWNCAST=interp and need_grad and grad.dtype == torch.bfloat16, STAGES=stages, HINTS=hints,
                 LANES=bool(lanes),
