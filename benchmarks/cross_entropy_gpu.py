@@ -101,24 +101,23 @@ LINEAR_SHAPES = [(8192, 2304, 256000), (8192, 4096, 128256)]
 DRY_LINEAR_SHAPES = [(8, 16, 72)]
 
 #: ce-sweep: (classes per tile, warps, stages, programs as a multiple of the SM count or None: one per row,
-#: the L2 schedule ``l2_hints``, per-lane state ``lanes``). The default launch is its first row (per-tile
-#: reductions, 4096 / 16 / 1 with the L2 schedule: the first H200 run's best); the per-lane rows were
-#: built after that run and await their first measurement; the last row is the first run's default.
-CE_SWEEP = [
-    (4096, 16, 1, None, False, False),
-    (8192, 16, 1, None, True, False),
-    (4096, 8, 1, None, True, False),
-    (2048, 4, 1, None, False, True),
-    (4096, 8, 1, None, False, True),
-    (8192, 8, 1, None, False, True),
-    (8192, 16, 1, None, False, True),
-    (16384, 16, 1, None, False, True),
-    (16384, 32, 1, None, False, True),
-    (8192, 16, 1, None, True, True),
-    (8192, 16, 1, 8, False, True),
-    (4096, 16, 2, None, False, False),
+#: the L2 schedule ``l2_hints``, per-lane state ``lanes``, pass 1's exponential ``exp_mode``), the second
+#: H200 run's rows. The default launch (2048 / 4 / 1, per lane, split ex2, no L2 schedule) was its fastest.
+CE_SWEEP = [  # (block, warps, stages, programs per SM or None, l2_hints, lanes, exp_mode)
+    (4096, 8, 1, None, True, False, 1),  # the first two runs' fastest per-tile row
+    (4096, 8, 1, None, True, False, 0),  # tl.exp in pass 1: how much the exponentials cost
+    (4096, 8, 1, None, True, False, 2),  # ex2.approx with the product's rounding put back
+    (4096, 8, 1, None, False, False, 2),
+    (4096, 16, 1, 8, True, False, 2),
+    (16384, 32, 1, None, True, False, 2),
+    (32768, 32, 1, None, True, False, 2),
+    (8192, 16, 1, None, True, True, 1),  # the second run's fastest (per lane)
+    (8192, 16, 1, None, True, True, 0),
+    (8192, 16, 1, None, True, True, 2),
+    (2048, 4, 1, None, False, True, 2),
+    (4096, 8, 1, None, True, True, 2),
 ]
-DRY_CE_SWEEP = [(32, 4, 1, None, False, False), (32, 4, 2, None, True, True), (32, 4, 2, 1, True, True)]
+DRY_CE_SWEEP = [(32, 4, 1, None, False, False, 1), (32, 4, 2, None, True, True, 2), (32, 4, 2, 1, True, True, 0)]
 #: linear-sweep: (BM, BN, BK, warps, stages) or None (the defaults), and the forward's splits rule.
 LINEAR_SWEEP = [
     (None, "waves"),  # the defaults (128 x 128 x 32 for these plain inputs), splits in whole waves of SMs
@@ -304,22 +303,24 @@ def sweep_ce(torch: Any, args: argparse.Namespace, clock: Clock, device: str, ou
         _, block0, warps0, stages0 = ce_launch_config(v, z.dtype)
         default = dict(
             shape=f"{n}x{v}",
-            config=f"default: BLOCK={block0} warps={warps0} stages={stages0} programs=rows, L2 schedule for rows of several tiles",
+            config=f"default: BLOCK={block0} warps={warps0} stages={stages0} programs=rows, per lane, exp=split ex2",
         )
-        configs = [(None, None, None, None, None, False, default)] + [
+        configs = [(None, None, None, None, None, None, None, default)] + [
             (*c, None) for c in (DRY_CE_SWEEP if args.dry_run else CE_SWEEP)
         ]
-        for block, warps, stages, k, hints, lanes, named in configs:
+        for block, warps, stages, k, hints, lanes, exp_mode, named in configs:
             programs = None if k is None else k * n_sm
             row = named or dict(shape=f"{n}x{v}", config=f"BLOCK={block} warps={warps} stages={stages} "
                                 f"programs={'rows' if k is None else f'{k} x {n_sm} SMs'}"
-                                + (" l2_hints" if hints else "") + (" per lane" if lanes else ""))  # fmt: skip
+                                + (" l2_hints" if hints else "") + (" per lane" if lanes else "")
+                                + {0: " exp=tl.exp", 1: "", 2: " exp=split ex2"}[exp_mode])  # fmt: skip
             last: list[Any] = []
 
             def step(block=block, warps=warps, stages=stages, programs=programs, hints=hints, lanes=lanes, last=last,
-                     z=z, y=y):  # fmt: skip
-                last[:] = cross_entropy_rows(z, y, block=block, num_warps=warps, num_stages=stages,
-                                             programs=programs, l2_hints=hints, lanes=lanes)  # fmt: skip
+                     z=z, y=y, exp_mode=exp_mode):  # fmt: skip
+                knobs = dict(block=block, num_warps=warps, num_stages=stages, programs=programs, l2_hints=hints,
+                             lanes=lanes, exp_mode=exp_mode)  # fmt: skip
+                last[:] = cross_entropy_rows(z, y, **{k: v for k, v in knobs.items() if v is not None})
 
             try:
                 row.update(_measure(clock, args, step, lambda: None))

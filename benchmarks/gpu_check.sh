@@ -8,7 +8,8 @@
 #   linear (160 s), ce (90 s): benchmarks/cross_entropy_gpu.py without the torch.compile rows;
 #   ce-sweep (70 s): the cross-entropy kernel's tile / warps / stages / programs / lanes, at both shapes;
 #   linear-sweep (75 s): the linear head's tiles and vocabulary splits, at the first shape.
-# GPU_CHECK_STEPS="ce-sweep ce ..." runs only those steps, in that order (default: all but ops, as listed).
+# GPU_CHECK_STEPS="ce-sweep ce ..." runs only those steps, in that order (default: all but ops, as listed);
+# GPU_CHECK_TESTS_K replaces the tests step's pytest -k expression.
 # The benchmark rewrites its tables after every row, so a step stopped by its limit keeps what it measured.
 # Results: $GPU_CHECK_OUT (default benchmarks/results/gpu_check/), and with GPU_CHECK_PACK=FILE.tgz all of it
 # packed into FILE.tgz after every step. GPU_CHECK_DRY=1: the same steps on the CPU (Triton's interpreter,
@@ -74,7 +75,7 @@ for s in $STEPS; do
   case "$s:$DRY" in
     tests:1) step 120 tests "$PY" -m pytest -v -p no:cacheprovider tests/test_triton.py -k "lane or float64" ;;
     tests:*) step 100 tests "$PY" -m pytest -v -p no:cacheprovider -rfE --tb=short tests/test_triton.py \
-      -k "cuda or lane or float64 or confident or tied or knobs or extreme or nan" ;;
+      -k "${GPU_CHECK_TESTS_K:-cuda or lane or float64_is or float64_mean or confident or exp_split or tied or knobs or extreme or nan}" ;;
     ops:1) step 120 ops "$PY" -m pytest -v -p no:cacheprovider tests/test_triton_ops.py -k "fp32 and mean" ;;
     ops:*) step 60 ops "$PY" -m pytest -v -p no:cacheprovider -rfE --tb=short tests/test_triton_ops.py ;;
     compile:1) step 120 compile "$PY" benchmarks/triton_compile.py --out "$RES" --label "dry run" \

@@ -39,8 +39,8 @@ CHECKED = (
         for kind in ("class indices", "probabilities")
         for label in ("plain", "all options")
     ]
-    + [f"ce_kernel bf16, class indices, {label}, per lane" for label in ("plain", "all options")]
-)  # lanes=True
+    + [f"ce_kernel bf16, class indices, {label}, per tile" for label in ("plain", "all options")]
+)  # lanes=False
 
 
 SCRIPT = """

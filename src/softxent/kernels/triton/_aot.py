@@ -44,7 +44,7 @@ _F32 = {n: "fp32" for n in ("eps", "z_loss", "cap", "filter_eps")}
 
 
 def _ce_types(dtype: str, prob: bool) -> dict:
-    return dict(_F32, z_ptr=f"*{dtype}", y_ptr="*fp32" if prob else "*i64", w_ptr="*fp32", g_ptr=f"*{dtype}",
+    return dict(_F32, eps="fp64", z_loss="fp64", cap="fp64", z_ptr=f"*{dtype}", y_ptr="*fp32" if prob else "*i64", w_ptr="*fp32", g_ptr=f"*{dtype}",
                 loss_ptr="*fp32", lse_ptr="*fp32", scale_ptr="*fp32")  # fmt: skip
 
 
@@ -69,25 +69,23 @@ def _lin_types(dtype: str) -> dict:
 def default_variants() -> list[Variant]:
     """The variants of a bf16 call at LLM sizes (and the float32 head's), options off and all on, each with the
     tiles its launch uses (:func:`._linear_head._lce_blocks`, per kernel and options); and the cross-entropy
-    kernel's per-lane state (``lanes=True``, the sweep's alternative)."""
+    kernel's per-tile reductions (``lanes=False``, the sweep's alternative)."""
     import triton.language as tl
 
     out = []
     for label, opts in (("plain", {}), ("all options", dict(HAS_WEIGHT=True, SMOOTH=True, ZLOSS=True, SOFTCAP=True))):
         for prob in (False, True):
-            rows, block, warps, ce_stages = ce_launch_config(256000, torch.bfloat16)
+            rows, block, warps, ce_stages = ce_launch_config(256000, torch.bfloat16, heavy=prob or bool(opts))
             consts = dict(PROB=prob, HAS_WEIGHT=False, SMOOTH=False, ZLOSS=False, SOFTCAP=False, NEED_GRAD=True,
                           ROWS=rows, BLOCK=block, ACC=tl.float32, DOWNCAST=False, STAGES=ce_stages,
-                          HINTS=256000 > block and not opts, LANES=False)  # fmt: skip
+                          HINTS=False, LANES=256000 > block, EXP=2)  # fmt: skip
             consts.update(opts)
             kind = "probabilities" if prob else "class indices"
             out.append(Variant(f"ce_kernel bf16, {kind}, {label}", "ce_kernel", _ce_types("bf16", prob), consts,
                                warps, ce_stages))  # fmt: skip
-            if not prob:  # the per-lane state (lanes=True), off by default until a GPU sweep decides, without
-                # the L2 hints; plain on 8192-class tiles (4096 spill 12 bytes at sm_90a), with options on 4096
-                lane_block = block if opts else 8192
-                out.append(Variant(f"ce_kernel bf16, {kind}, {label}, per lane", "ce_kernel", _ce_types("bf16", prob),
-                                   dict(consts, LANES=True, BLOCK=lane_block, HINTS=False), 16, ce_stages))  # fmt: skip
+            if not prob:  # the per-tile reductions (lanes=False), the sweep's alternative, with the L2 schedule
+                out.append(Variant(f"ce_kernel bf16, {kind}, {label}, per tile", "ce_kernel", _ce_types("bf16", prob),
+                                   dict(consts, LANES=False, BLOCK=4096, HINTS=True), 8, ce_stages))  # fmt: skip
     for dtype, torch_dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
         for label, on in (("plain", False), ("all options", True)):
             opts = dict(HAS_BIAS=on, SMOOTH=on, SOFTCAP=on)

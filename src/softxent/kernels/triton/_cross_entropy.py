@@ -59,8 +59,9 @@ def cross_entropy_rows(
     programs: int | None = None,
     num_warps: int | None = None,
     num_stages: int | None = None,
-    l2_hints: bool | None = None,
-    lanes: bool = False,
+    l2_hints: bool = False,
+    lanes: bool | None = None,
+    exp_mode: int = 2,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     r"""Loss, gradient and per-row log-sum-exp of (M, C) logits in one kernel launch.
 
@@ -103,21 +104,26 @@ def cross_entropy_rows(
         Warps per program and the software-pipelining depth of the sweeps over
         a row (``tl.range(..., num_stages=)``; 1: none); the defaults are
         :func:`ce_launch_config`'s. Knobs for the benchmark's sweep.
-    l2_hints : bool, optional
+    l2_hints : bool
         Schedule the second sweep for L2: the first sweep's loads marked
         evict-last, the second's evict-first and going over the row backwards
         (its last tiles are the likeliest still cached), the gradient written
-        with streaming stores. Default: on for rows of several tiles without
-        class weights, smoothing, z-loss or a cap (the first H200 run: 5.1 ms
-        against 5.6 without, at 8192 x 256000 bf16, no options; with options
-        the hints cost ptxas registers, and spills at sm_90a).
-    lanes : bool
+        with streaming stores. Off: with the per-lane state and 2048-class
+        tiles the second H200 sweep was as fast without (4.51 ms against 4.57
+        at 8192 x 256000 bf16). A knob for the tests and the benchmark's sweep.
+    lanes : bool, optional
         Keep the online log-sum-exp and the sums per lane across a row's tiles
         and reduce them once per row (:func:`._kernels_ce.ce_kernel`'s
         ``LANES``: no reduction inside the loops over a row), instead of
-        reducing every tile as it comes. Off until a GPU run measures it (built
-        after the first run; tested in the interpreter, compiled for sm_90a
-        without spills). A knob for the tests and the benchmark's sweep.
+        reducing every tile as it comes. Default: on for rows of several tiles
+        (the second H200 sweep, 8192 x 256000 bf16, 4096-class tiles on 8 warps with
+        the L2 schedule: 4.57 ms against 4.94 per tile).
+    exp_mode : int
+        The first sweep's exponentials (:func:`._kernels_common._exp_sum_term`): 2 (default)
+        ``ex2.approx`` with the rounding of ``x log2(e)`` put back (two fmas; float32 only),
+        1 libdevice's ``expf``, 0 ``tl.exp``, whose rounded product costs a confident row's
+        loss up to 1.8e-6 relative. float64 logits always take 1. In the second H200 sweep 2
+        ran 1-12% faster than 1 (four pairs), and 0 4-6% faster than 2 in three of them.
 
     Returns
     -------
@@ -169,10 +175,11 @@ def cross_entropy_rows(
     if n_rows:
         scales = _ce_scales(target, weight, n_rows, n_classes, ignore_index, reduction, scale, z.device, prob)
         scales = scales.to(acc)
-        rows_per, block, warps, stages = ce_launch_config(n_classes, z.dtype, block)
         options = dict(HAS_WEIGHT=weight is not None, SMOOTH=bool(label_smoothing), ZLOSS=bool(z_loss),
                        SOFTCAP=softcap is not None)  # fmt: skip
-        hints = (n_classes > block and not any(options.values())) if l2_hints is None else bool(l2_hints)
+        rows_per, block, warps, stages = ce_launch_config(n_classes, z.dtype, block, prob or any(options.values()))
+        if lanes is None:
+            lanes = n_classes > block  # rows of several tiles; one tile has nothing to carry across
         warps = int(num_warps or warps)
         stages = int(num_stages or stages)
         n_blocks = cdiv(n_rows, rows_per)
@@ -188,8 +195,8 @@ def cross_entropy_rows(
                 float(label_smoothing), float(z_loss), float(softcap or 1.0),
                 PROB=prob, **options, NEED_GRAD=need_grad,
                 ROWS=rows_per, BLOCK=block, ACC=tl_acc,
-                DOWNCAST=interp and need_grad and grad.dtype == torch.bfloat16, STAGES=stages, HINTS=hints,
-                LANES=bool(lanes),
+                DOWNCAST=interp and need_grad and grad.dtype == torch.bfloat16, STAGES=stages, HINTS=bool(l2_hints),
+                LANES=bool(lanes), EXP=1 if acc == torch.float64 else int(exp_mode),
                 **({} if interp else dict(num_warps=warps)),
             )  # fmt: skip
     else:
@@ -198,20 +205,29 @@ def cross_entropy_rows(
     return loss, grad, lse
 
 
-def ce_launch_config(n_classes: int, dtype: torch.dtype, block: int | None = None) -> tuple[int, int, int, int]:
+def ce_launch_config(
+    n_classes: int, dtype: torch.dtype, block: int | None = None, heavy: bool = False
+) -> tuple[int, int, int, int]:
     """(rows per program, classes per tile, warps, pipelining stages) of :func:`cross_entropy_rows`.
 
-    Also what :mod:`._aot` compiles. 4096 classes per tile on 16 warps, one stage: in the first H200
-    run's sweep (2026-12-04, 8192 x 256000 bf16, ``benchmarks/results/gpu_h200_first_run.md``) two
-    stages were slower at both tile sizes timed both ways (4096: 8.1 ms with two, 5.6 with one, 5.1
-    with one and the L2 schedule; 8192: 6.4 and 5.8). ``benchmarks/cross_entropy_gpu.py --only
-    ce-sweep`` compares the alternatives, the per-lane state (``lanes=True``) among them.
+    Also what :mod:`._aot` compiles. Rows of several tiles: 2048 classes per tile on 4 warps, one
+    stage, with the per-lane state (``lanes``) and the split ``ex2`` exponential (``exp_mode=2``):
+    the second H200 sweep's fastest at both shapes (2026-12-04, bf16, 8192 x 256000: 4.51 ms against
+    the earlier default's 5.22; 8192 x 128256: 2.42 against 3.05;
+    ``benchmarks/results/gpu_h200_second_run.md``). Two stages were slower in the first run at
+    every tile size timed both ways. ``benchmarks/cross_entropy_gpu.py --only ce-sweep`` compares
+    the alternatives. ``heavy`` (probability targets, or any option: weights, smoothing, z-loss,
+    a cap) doubles the warps of such rows: their per-lane sums at 16 elements a thread take 109-156
+    registers at sm_90a (3-4 programs an SM), at 8 elements 64-95 (not yet timed on a GPU).
     """
     if block is None:
-        block = min(_pow2(n_classes), 2048 if dtype == torch.float64 else 4096)
+        block = min(_pow2(n_classes), 2048)
     rows_per = max(1, min(16, 2048 // block)) if block >= n_classes else 1
     tile = rows_per * block  # elements per program and sweep step
-    warps = 16 if tile >= 4096 else 8 if tile >= 1024 else 4
+    if rows_per == 1 and n_classes > block:
+        warps = 8 if heavy else 4  # rows of several tiles: the sweep's 2048 x 4 warps (16 elements a thread)
+    else:
+        warps = 8 if tile >= 1024 else 4
     return rows_per, block, warps, 1
 
 

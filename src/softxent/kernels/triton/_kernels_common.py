@@ -70,15 +70,33 @@ if tl is not None:
 
 @triton.jit
 def _exp_sum_term(x, PRECISE: tl.constexpr):
-    # exp for the terms of s' (the loss of a confident row is s' itself): libdevice's expf
-    # (2 ulp) on the GPU; NumPy's exp (correctly rounded in practice) in the interpreter.
+    # exp for the terms of s' (the loss of a confident row is s' itself). PRECISE: 1 (True)
+    # libdevice's expf (2 ulp); 2 :func:`_exp_split` (float32 only); 0 (False) tl.exp. NumPy's exp
+    # (correctly rounded in practice) in the interpreter, whatever PRECISE.
     # The linear head passes PRECISE=False: its logits carry the float32 GEMM's own rounding
     # (about 1e-5 relative for |z| ~ 30 at d ~ 2000), ten times tl.exp's, and libdevice's
     # longer sequence makes its 128 x 128 forward spill at sm_90a (255 registers).
-    if INTERPRETED or not PRECISE:
+    if INTERPRETED or PRECISE == 0:
         return tl.exp(x)
+    elif PRECISE == 2:
+        return _exp_split(x)
     else:
         return libdevice.exp(x)
+
+
+@triton.jit
+def _exp_split(x):
+    # float32 exp(x) for x <= 0 (or NaN) as ex2.approx of x log2(e) with the product's rounding put back:
+    # t = fl(x L), r = x L - t exactly by an fma plus x times L's own remainder, then
+    # 2^t (1 + r ln 2). tl.exp drops r: |r| up to |x| log2(e) 2**-24, 1.8e-6 relative at x = -30;
+    # kept, the error is ex2.approx's own (2 ulp) plus r**2 (1e-12). Below -127 the result is 0
+    # either way, and the clamp keeps -inf from making r = -inf + inf = NaN (NaN stays NaN).
+    x = tl.where(x < -127.0, -127.0, x)
+    t = x * 1.4426950216293335  # log2(e) rounded to float32
+    r = tl.fma(x, 1.4426950216293335, -t)
+    r = tl.fma(x, 1.925963033500e-08, r)  # log2(e) - its float32 rounding
+    e = tl.math.exp2(t)
+    return tl.fma(e, r * 0.6931471805599453, e)
 
 
 @triton.jit
@@ -158,7 +176,7 @@ def _online_update(z, m, sp, PRECISE: tl.constexpr):
 
 
 @triton.jit
-def _lane_update(z, m_v, s_v):
+def _lane_update(z, m_v, s_v, PRECISE: tl.constexpr):
     """The online (max, s') recurrence per lane: each element of the (R, B) tile updates its own lane's state.
 
     No reduction across the tile, so no shuffles or barriers in the loop over a row (the per-tile
@@ -172,7 +190,7 @@ def _lane_update(z, m_v, s_v):
     :func:`_lane_merge` folds the lanes into the row's (m, s').
     """
     new = z > m_v
-    e = _exp_sum_term(tl.where(new, m_v - z, z - m_v), True)
+    e = _exp_sum_term(tl.where(new, m_v - z, z - m_v), PRECISE)
     e = tl.where(z == m_v, 1.0, e)
     s_v = tl.where(new, (s_v + 1.0) * e, s_v + e)
     m_v = tl.where(new, z, m_v)
