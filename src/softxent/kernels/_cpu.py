@@ -44,7 +44,8 @@ so that ``kernels.cpu(dtype)`` returns one module with every name):
 * :mod:`._tiles`: few classes across rows (:func:`_xent_index_tiles`),
   with :mod:`._tile_vec`, its passes for float32 in explicit LLVM vectors;
 * :mod:`._short_rows`: the tiles' 8x8 transposing copies, and rows of
-  65-256 classes by groups (:func:`_xent_index_short`, no smoothing);
+  65-256 classes by groups (:func:`_xent_index_short`, no smoothing),
+  with :mod:`._row_vec`, its passes for float32 in explicit vectors;
 * :mod:`._softmax_rows`: softmax, log-softmax and log-sum-exp rows;
 * :mod:`._sigmoid`: the sigmoid heads' loss total and gradient, with its
   own parallel driver (called by :mod:`softxent._sigmoid_xent`);

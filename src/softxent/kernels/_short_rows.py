@@ -32,6 +32,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ._jit import JIT, JIT_SUM
+from ._row_vec import group_exp, group_scale, vec_rows
 from ._rows import _xent_index_rows
 from ._vmath import _vlog1p, bits_float, float_bits, vexp
 
@@ -315,7 +316,11 @@ def _copy_out_overload(buf, g, base, nr):
 # the group is still in L1. Same sums as _rows.py (one float32 block of at
 # most 256 terms, the exact split for confident rows), so the same accuracy.
 # Label smoothing and rows that need care (NaN or +-inf max, every class
-# masked) go to the row kernel, which sees them untouched.
+# masked) go to the row kernel, which sees them untouched. For float32 the
+# passes are :mod:`._row_vec`'s explicit vectors (V = 65 and 100, one
+# thread in cache: 74-82 -> 67 and 95-103 -> 85 ns a row; 160 and 256, which
+# eight divides, unchanged); the label's e_y is read back from pass 2's
+# store rather than computed again.
 
 _GROUP = 16
 _MID_V = 256
@@ -428,8 +433,8 @@ def _xent_index_short(z, labels, weight, sample_weight, inv_t, grad_scale, grad,
     n_cls = z.shape[1]
     has_w = weight.shape[0] > 0
     has_sw = sample_weight.shape[0] > 0
-    dt = z.dtype.type
     in_place = need_grad and grad.ctypes.data == z.ctypes.data
+    vec = vec_rows(z) and n_cls >= 8  # float32: the passes in explicit vectors (._row_vec)
     # Without a gradient the exponentials go to scratch rows: the same
     # summation as with one, so the loss is identical bit for bit.
     scratch = np.empty((0 if need_grad else _GROUP, n_cls), dtype=z.dtype)
@@ -454,7 +459,11 @@ def _xent_index_short(z, labels, weight, sample_weight, inv_t, grad_scale, grad,
             wys[k] = (weight[y] if has_w else 1.0) if kept else 0.0
             sws[k] = sample_weight[i] if has_sw else 1.0
             xy[k] = np.float64(z[i, y]) if kept else 0.0  # read before an in-place pass 2
-        if not need_grad:
+        if vec and not need_grad:
+            group_exp(z, g0, ng, scratch, 0, inv_t, ms, ss)
+        elif vec:
+            group_exp(z, g0, ng, grad, g0, inv_t, ms, ss)  # grad may be z: the vector passes allow it
+        elif not need_grad:
             _group_exp(z, g0, ng, scratch, 0, inv_t, ms, ss)
         elif in_place:
             _group_exp_self(z, g0, ng, inv_t, ms, ss)
@@ -513,8 +522,11 @@ def _xent_index_short(z, labels, weight, sample_weight, inv_t, grad_scale, grad,
             fs[k] = a_coef * coef
             # The label's entry, eq. (16): w_y (a_y - 1), from expm1 when the
             # label is a top class (a_y -> 1 cancels).
-            e_y = np.float64(vexp(dt(d_y)))
+            # e_y as pass 2 stored it: the same bits its sum took, without a scalar exponential.
+            e_y = np.float64(grad[i, ys[k]]) if need_grad else np.float64(scratch[k, ys[k]])
             val = wy * math.expm1(-ls) if e_y == 1.0 else a_coef * e_y - wy
             vals[k] = val * coef
-        if need_grad:
+        if need_grad and vec:
+            group_scale(grad, g0, ng, fs, ys, vals, state)
+        elif need_grad:
             _group_scale(grad, g0, ng, fs, ys, vals, state)
