@@ -300,7 +300,7 @@ def sweep_ce(torch: Any, args: argparse.Namespace, clock: Clock, device: str, ou
         least = 2 * n * v * z.element_size()
         copy = _copy_row(torch, args, clock, z, least)
         out.add("ce-sweep", dict(shape=f"{n}x{v}", config="floor: copy into a fresh tensor", **copy))
-        _, block0, warps0, stages0 = ce_launch_config(v, z.dtype)
+        _, block0, warps0, stages0 = ce_launch_config(v)
         default = dict(
             shape=f"{n}x{v}",
             config=f"default: BLOCK={block0} warps={warps0} stages={stages0} programs=rows, per lane, exp=split ex2",

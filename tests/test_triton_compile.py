@@ -93,9 +93,11 @@ def test_no_register_spills_at_sm90a(compiled, name):
 
 
 def test_cross_entropy_sums_its_exponentials_with_libdevice(compiled):
-    """The cross-entropy kernel's loss-setting exps are libdevice's (exact range reduction, 2 ulp), not
-    ex2.approx(x log2 e), whose product rounding is 1.8e-6 relative at x = -30: the confident-row loss
-    test's 1e-6 bound holds compiled. The gradient's exps, and the linear head's, stay fast."""
+    """The cross-entropy kernel's loss-setting exps are never a bare ex2.approx(x log2 e), whose product
+    rounding is 1.8e-6 relative at x = -30: the lanes' merge takes libdevice's (counted here), pass 1 the
+    split ex2 with that rounding put back (exp_mode=2, checked on a GPU by
+    test_exp_split_puts_the_products_rounding_back), so the confident-row loss test's 1e-6 bound holds
+    compiled. The gradient's exps, and the linear head's, stay fast."""
     for name in ("ce_kernel bf16, class indices, plain", "ce_kernel bf16, class indices, all options"):
         assert compiled[name]["libdevice_exp"] > 0 and compiled[name]["fast_exp"] > 0, compiled[name]
     assert compiled["lce_forward_kernel bf16, plain"]["libdevice_exp"] == 0

@@ -75,7 +75,7 @@ def default_variants() -> list[Variant]:
     out = []
     for label, opts in (("plain", {}), ("all options", dict(HAS_WEIGHT=True, SMOOTH=True, ZLOSS=True, SOFTCAP=True))):
         for prob in (False, True):
-            rows, block, warps, ce_stages = ce_launch_config(256000, torch.bfloat16, heavy=prob or bool(opts))
+            rows, block, warps, ce_stages = ce_launch_config(256000, heavy=prob or bool(opts))
             consts = dict(PROB=prob, HAS_WEIGHT=False, SMOOTH=False, ZLOSS=False, SOFTCAP=False, NEED_GRAD=True,
                           ROWS=rows, BLOCK=block, ACC=tl.float32, DOWNCAST=False, STAGES=ce_stages,
                           HINTS=False, LANES=256000 > block, EXP=2)  # fmt: skip

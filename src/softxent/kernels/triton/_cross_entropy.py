@@ -177,7 +177,8 @@ def cross_entropy_rows(
         scales = scales.to(acc)
         options = dict(HAS_WEIGHT=weight is not None, SMOOTH=bool(label_smoothing), ZLOSS=bool(z_loss),
                        SOFTCAP=softcap is not None)  # fmt: skip
-        rows_per, block, warps, stages = ce_launch_config(n_classes, z.dtype, block, prob or any(options.values()))
+        heavy = prob or any(options.values()) or acc == torch.float64
+        rows_per, block, warps, stages = ce_launch_config(n_classes, block, heavy)
         if lanes is None:
             lanes = n_classes > block  # rows of several tiles; one tile has nothing to carry across
         warps = int(num_warps or warps)
@@ -205,9 +206,7 @@ def cross_entropy_rows(
     return loss, grad, lse
 
 
-def ce_launch_config(
-    n_classes: int, dtype: torch.dtype, block: int | None = None, heavy: bool = False
-) -> tuple[int, int, int, int]:
+def ce_launch_config(n_classes: int, block: int | None = None, heavy: bool = False) -> tuple[int, int, int, int]:
     """(rows per program, classes per tile, warps, pipelining stages) of :func:`cross_entropy_rows`.
 
     Also what :mod:`._aot` compiles. Rows of several tiles: 2048 classes per tile on 4 warps, one
@@ -216,9 +215,10 @@ def ce_launch_config(
     the earlier default's 5.22; 8192 x 128256: 2.42 against 3.05;
     ``benchmarks/results/gpu_h200_second_run.md``). Two stages were slower in the first run at
     every tile size timed both ways. ``benchmarks/cross_entropy_gpu.py --only ce-sweep`` compares
-    the alternatives. ``heavy`` (probability targets, or any option: weights, smoothing, z-loss,
-    a cap) doubles the warps of such rows: their per-lane sums at 16 elements a thread take 109-156
-    registers at sm_90a (3-4 programs an SM), at 8 elements 64-95 (not yet timed on a GPU).
+    the alternatives. ``heavy`` (probability targets, any option: weights, smoothing, z-loss, a
+    cap; or float64) doubles the warps of such rows: their per-lane sums at 16 elements a thread
+    take 109-156 registers at sm_90a (3-4 programs an SM), at 8 elements 64-95 (not yet timed on a
+    GPU).
     """
     if block is None:
         block = min(_pow2(n_classes), 2048)
