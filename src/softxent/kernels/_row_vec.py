@@ -61,6 +61,14 @@ def _vstore(b, value, base, c):
     b.store(value, b.bitcast(b.gep(base, [c]), _VF.as_pointer()), align=4)
 
 
+def _unpack(context, b, sig, args, arrays, ints):
+    """The intrinsic's array arguments (numba array structs) and integer ones (as intp), by position."""
+    return (
+        [context.make_array(sig[k])(context, b, args[k]) for k in arrays],
+        [context.cast(b, args[k], sig[k], types.intp) for k in ints],
+    )
+
+
 def _f32_2d(a) -> bool:
     return isinstance(a, types.Array) and a.dtype == types.float32 and a.ndim == 2 and a.layout == "C"
 
@@ -81,13 +89,7 @@ def _group_exp_f32(typingctx, z, lo, ng, e, e_lo, inv_t, ms, ss):
         sig = signature.args
         b = builder
         v = _Vec(b)
-        za = context.make_array(sig[0])(context, b, args[0])
-        ea = context.make_array(sig[3])(context, b, args[3])
-        msa = context.make_array(sig[6])(context, b, args[6])
-        ssa = context.make_array(sig[7])(context, b, args[7])
-        row0 = context.cast(b, args[1], sig[1], types.intp)
-        n = context.cast(b, args[2], sig[2], types.intp)
-        erow0 = context.cast(b, args[4], sig[4], types.intp)
+        (za, ea, msa, ssa), (row0, n, erow0) = _unpack(context, b, sig, args, (0, 3, 6, 7), (1, 2, 4))
         it = v.broadcast(b.fptrunc(context.cast(b, args[5], sig[5], types.float64), _F32), _VF)
         n_cls = b.extract_value(za.shape, 1)
         n_full = b.udiv(n_cls, _intp(_LANES))
@@ -168,10 +170,7 @@ def _group_scale_f32(typingctx, g, lo, ng, fs, ys, vals, state):
         sig = signature.args
         b = builder
         v = _Vec(b)
-        ga = context.make_array(sig[0])(context, b, args[0])
-        arrs = [context.make_array(sig[k])(context, b, args[k]) for k in (3, 4, 5, 6)]
-        row0 = context.cast(b, args[1], sig[1], types.intp)
-        n = context.cast(b, args[2], sig[2], types.intp)
+        (ga, *arrs), (row0, n) = _unpack(context, b, sig, args, (0, 3, 4, 5, 6), (1, 2))
         n_cls = b.extract_value(ga.shape, 1)
         n_full = b.udiv(n_cls, _intp(_LANES))
         last = b.sub(n_cls, _intp(_LANES))
