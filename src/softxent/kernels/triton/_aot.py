@@ -44,7 +44,9 @@ _F32 = {n: "fp32" for n in ("eps", "z_loss", "cap", "filter_eps")}
 
 
 def _ce_types(dtype: str, prob: bool) -> dict:
-    return dict(_F32, eps="fp64", z_loss="fp64", cap="fp64", z_ptr=f"*{dtype}", y_ptr="*fp32" if prob else "*i64", w_ptr="*fp32", g_ptr=f"*{dtype}",
+    # ce_kernel's scalars are float64 arguments (its annotations), cast to the kernel's precision inside.
+    return dict(_F32, **{n: "fp64" for n in ("eps", "z_loss", "cap")}, z_ptr=f"*{dtype}",
+                y_ptr="*fp32" if prob else "*i64", w_ptr="*fp32", g_ptr=f"*{dtype}",
                 loss_ptr="*fp32", lse_ptr="*fp32", scale_ptr="*fp32")  # fmt: skip
 
 
