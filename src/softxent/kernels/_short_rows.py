@@ -32,7 +32,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ._jit import JIT, JIT_SUM
-from ._row_vec import group_exp, group_scale, vec_rows
+from ._row_vec import group_rows, vec_rows
 from ._rows import _xent_index_rows
 from ._vmath import _vlog1p, bits_float, float_bits, vexp
 
@@ -316,11 +316,12 @@ def _copy_out_overload(buf, g, base, nr):
 # the group is still in L1. Same sums as _rows.py (one float32 block of at
 # most 256 terms, the exact split for confident rows), so the same accuracy.
 # Label smoothing and rows that need care (NaN or +-inf max, every class
-# masked) go to the row kernel, which sees them untouched. For float32 the
-# passes are :mod:`._row_vec`'s explicit vectors (V = 65 and 100, one
-# thread in cache: 74-82 -> 67 and 95-103 -> 85 ns a row; 160 and 256, which
-# eight divides, unchanged); the label's e_y is read back from pass 2's
-# store rather than computed again.
+# masked) go to the row kernel, which sees them untouched. float32 rows take
+# :func:`._row_vec.group_rows` instead, every pass and the per-row work in
+# explicit vectors, eight rows at a time (one thread, 2048 rows in cache,
+# V = 100: 95-103 ns a row with these numba passes, 89-90 with vector
+# passes 1-3 and the per-row work here, 78-80 with everything in vectors);
+# these numba passes remain for float64.
 
 _GROUP = 16
 _MID_V = 256
@@ -427,14 +428,31 @@ def _fill_at(g, i, value):
 @nb.njit(**JIT)
 def _xent_index_short(z, labels, weight, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, lo, hi):
     """Rows ``lo:hi`` of :func:`softmax_xent_index` without label smoothing,
-    for rows of a few vectors (64 < V <= 256): same results as
+    for rows of a few vectors (64 < V <= 256). float64: same results as
     :func:`._rows._xent_index_rows` (to the last bit but for the log of the
-    normaliser, which :func:`_vlog1p` gives to about 1 ulp)."""
+    normaliser, which :func:`_vlog1p` gives to about 1 ulp); float32:
+    :func:`._row_vec.group_rows`, the same math to rounding."""
     n_cls = z.shape[1]
     has_w = weight.shape[0] > 0
     has_sw = sample_weight.shape[0] > 0
     in_place = need_grad and grad.ctypes.data == z.ctypes.data
-    vec = vec_rows(z) and n_cls >= 8  # float32: the passes in explicit vectors (._row_vec)
+    if vec_rows(z):  # float32: every pass in explicit vectors (._row_vec), eight rows at a time
+        state = np.zeros(hi - lo, dtype=np.int8)
+        e = grad if need_grad else np.empty((8, n_cls), dtype=z.dtype)
+        group_rows(z, labels, weight, sample_weight, lo, hi, inv_t, grad_scale, e, need_grad, loss, lse, state)
+        for i in range(lo, hi):
+            if state[i - lo] == 1:  # NaN, +inf or every class -inf: the row kernel's cases
+                _xent_index_rows(
+                    z, labels, weight, 0.0, sample_weight, inv_t, grad_scale, grad, need_grad, loss, lse, i, i + 1
+                )
+            elif state[i - lo] == 2:  # a negative NaN (below -inf's bits) slipped past the max
+                y = labels[i]
+                counts = y >= 0 and (weight[y] if has_w else 1.0) * (sample_weight[i] if has_sw else 1.0) > 0.0
+                lse[i] = np.nan
+                loss[i] = np.nan if counts else 0.0
+                if need_grad:
+                    _fill_at(grad, i, np.nan if counts else 0.0)
+        return
     # Without a gradient the exponentials go to scratch rows: the same
     # summation as with one, so the loss is identical bit for bit.
     scratch = np.empty((0 if need_grad else _GROUP, n_cls), dtype=z.dtype)
@@ -459,11 +477,7 @@ def _xent_index_short(z, labels, weight, sample_weight, inv_t, grad_scale, grad,
             wys[k] = (weight[y] if has_w else 1.0) if kept else 0.0
             sws[k] = sample_weight[i] if has_sw else 1.0
             xy[k] = np.float64(z[i, y]) if kept else 0.0  # read before an in-place pass 2
-        if vec and not need_grad:
-            group_exp(z, g0, ng, scratch, 0, inv_t, ms, ss)
-        elif vec:
-            group_exp(z, g0, ng, grad, g0, inv_t, ms, ss)  # grad may be z: the vector passes allow it
-        elif not need_grad:
+        if not need_grad:
             _group_exp(z, g0, ng, scratch, 0, inv_t, ms, ss)
         elif in_place:
             _group_exp_self(z, g0, ng, inv_t, ms, ss)
@@ -526,7 +540,5 @@ def _xent_index_short(z, labels, weight, sample_weight, inv_t, grad_scale, grad,
             e_y = np.float64(grad[i, ys[k]]) if need_grad else np.float64(scratch[k, ys[k]])
             val = wy * math.expm1(-ls) if e_y == 1.0 else a_coef * e_y - wy
             vals[k] = val * coef
-        if need_grad and vec:
-            group_scale(grad, g0, ng, fs, ys, vals, state)
-        elif need_grad:
+        if need_grad:
             _group_scale(grad, g0, ng, fs, ys, vals, state)

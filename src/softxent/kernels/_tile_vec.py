@@ -138,6 +138,42 @@ class _Vec:
         series = self.fma(quad(8), x8, self.fma(quad(4), x4, quad(0)))
         return self.fma(b.sitofp(k, _VD), _splat(_VD, _LN2), b.fmul(w, series))
 
+    def row_terms(self, m, u, s, xy, ey, wy, sw, inv_t, gscale):
+        """The per-row float64 work of eq. (7) and (16) on four rows.
+
+        ``m`` the row's max, ``s`` its sum of exponentials and ``u = s - 1``
+        (kept apart so that a confident row's small terms are not rounded
+        away), ``xy`` / ``ey`` the label's logit and stored exponential,
+        ``wy`` the label's class weight (0 for an ignored row), ``sw`` the
+        sample weight, ``gscale`` = inv_t * the gradient's scale. Returns
+        ``(lse, loss, g_label, g_other)``: the log-sum-exp of ``z / T``, the
+        loss (0 for a row that does not count), and the gradient's label
+        entry and its factor for the other exponentials, as float32.
+        """
+        b = self.b
+        one = _splat(_VD, 1.0)
+        zero = _splat(_VD, 0.0)
+        log_s = self.log1p64(u)
+        d_y = b.fmul(b.fsub(xy, m), inv_t)
+        labelled = b.fcmp_ordered(">", wy, zero)
+        # eq. (7) with t = w_y e_y: w_y (log s - d_y).
+        loss = b.fmul(sw, b.fsub(b.fmul(wy, log_s), b.select(labelled, b.fmul(wy, d_y), zero)))
+        counts = b.fcmp_ordered(">", b.fmul(sw, wy), zero)
+        coef = b.select(counts, b.fmul(sw, gscale), zero)
+        # One division per row for both coefficients: the divider, not the
+        # FMAs, bounds this part (two more divisions per four rows cost
+        # about a quarter of the tile's time at V = 3).
+        ac = b.fmul(wy, b.fdiv(one, s))
+        top = b.fmul(b.fsub(zero, ac), u)  # w_y (a_max - 1) = -w_y (s - 1)/s
+        # The label's entry, eq. (16): w_y (a_y - 1), without cancellation when e_y = 1.
+        lab = b.select(b.fcmp_ordered("==", ey, one), top, b.fsub(b.fmul(ac, ey), wy))
+        return (
+            b.fadd(b.fmul(m, inv_t), log_s),
+            b.select(counts, loss, zero),
+            b.fptrunc(b.fmul(lab, coef), _VF4),
+            b.fptrunc(b.fmul(ac, coef), _VF4),
+        )
+
     def labels32(self, y):
         """Four int64 labels as int32 lanes, every negative one as -1."""
         b = self.b
@@ -282,7 +318,6 @@ def _plain_tile_f32(typingctx, buf, labels, sws, has_sw, base, inv_t, grad_scale
                 tr = b.fpext(v.half(ties, hi), _VD)
                 u = b.fadd(b.fsub(tr, one_d), rs)  # s - 1, without rounding away r
                 s = b.fadd(tr, rs)
-                log_s = v.log1p64(u)
                 yh = v.half(y, hi)
                 wy = b.select(b.icmp_signed(">=", yh, _splat(_VI4, 0)), one_d, zero_d)  # t_sum
                 with b.if_else(use_sw) as (given, ones):
@@ -294,24 +329,13 @@ def _plain_tile_f32(typingctx, buf, labels, sws, has_sw, base, inv_t, grad_scale
                 sw = b.phi(_VD)
                 sw.add_incoming(sw_given, from_given)
                 sw.add_incoming(one_d, from_ones)
-                d_y = b.fmul(b.fsub(b.fpext(v.half(xy, hi), _VD), mr), it_d)
-                labelled = b.fcmp_ordered(">", wy, zero_d)
-                row_loss = b.fmul(sw, b.fsub(b.fmul(wy, log_s), b.select(labelled, b.fmul(wy, d_y), zero_d)))
-                counts = b.fcmp_ordered(">", b.fmul(sw, wy), zero_d)
-                coef = b.select(counts, b.fmul(sw, gs_d), zero_d)
-                # One division per row for both: the divider, not the FMAs,
-                # bounds this part (two more divisions per four rows cost
-                # about a quarter of the tile's time at V = 3).
-                rcp = b.fdiv(one_d, s)
-                ac = b.fmul(wy, rcp)
-                top = b.fmul(b.fsub(zero_d, ac), u)  # t_sum (a_max - 1) = -t_sum (s - 1)/s
-                b.store(b.fadd(b.fmul(mr, it_d), log_s), vptr("lses", [rh], _VD), align=8)
-                b.store(b.select(counts, row_loss, zero_d), vptr("losses", [rh], _VD), align=8)
+                xy_d = b.fpext(v.half(xy, hi), _VD)
                 e_y = b.fpext(v.half(ey, hi), _VD)
-                # The label's entry: a_y - 1 without cancellation when e_y = 1.
-                lab = b.select(b.fcmp_ordered("==", e_y, one_d), top, b.fsub(b.fmul(ac, e_y), wy))
-                g_y.append(b.fptrunc(b.fmul(lab, coef), _VF4))
-                g_a.append(b.fptrunc(b.fmul(ac, coef), _VF4))
+                lse, row_loss, gy4, ga4 = v.row_terms(mr, u, s, xy_d, e_y, wy, sw, it_d, gs_d)
+                b.store(lse, vptr("lses", [rh], _VD), align=8)
+                b.store(row_loss, vptr("losses", [rh], _VD), align=8)
+                g_y.append(gy4)
+                g_a.append(ga4)
                 # A row for the row kernel: non-finite max, or a NaN sum.
                 finite = b.fcmp_ordered("<", v.fabs(mr), _splat(_VD, math.inf))
                 sane = b.fcmp_ordered("==", rs, rs)
