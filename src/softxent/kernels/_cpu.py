@@ -42,10 +42,13 @@ so that ``kernels.cpu(dtype)`` returns one module with every name):
 * :mod:`._rows`: the row passes above, chunked long rows, and the row
   loops :func:`_xent_index_rows` and :func:`_xent_prob_rows`;
 * :mod:`._tiles`: few classes across rows (:func:`_xent_index_tiles`),
-  with :mod:`._tile_vec`, its passes for float32 in explicit LLVM vectors;
+  with :mod:`._tile_vec`, its passes for float32 in explicit LLVM vectors,
+  and :mod:`._narrow_vec`, float32 rows of fewer than 8 classes eight at a
+  time in registers (no tile);
 * :mod:`._short_rows`: the tiles' 8x8 transposing copies, and rows of
   65-256 classes by groups (:func:`_xent_index_short`, no smoothing),
-  with :mod:`._row_vec`, its passes for float32 in explicit vectors;
+  with :mod:`._row_vec`, its passes and per-row work for float32 in
+  explicit vectors;
 * :mod:`._softmax_rows`: softmax, log-softmax and log-sum-exp rows;
 * :mod:`._sigmoid`: the sigmoid heads' loss total and gradient, with its
   own parallel driver (called by :mod:`softxent._sigmoid_xent`);

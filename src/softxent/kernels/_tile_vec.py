@@ -174,6 +174,42 @@ class _Vec:
             b.fptrunc(b.fmul(ac, coef), _VF4),
         )
 
+    def half_rows(self, hi: bool, m, ties, rs, xy, ey, y, sw, inv_t, gscale):
+        """:meth:`row_terms` for rows 0-3 (or 4-7 if ``hi``) of eight held in
+        float32 lanes: ``m`` the max, ``ties`` the count of terms equal to 1,
+        ``xy`` / ``ey`` the label's logit and exponential, ``y`` the labels as
+        int32 (-1: ignored); ``rs`` (four float64 lanes) the sum of the other
+        terms. Returns ``row_terms``' four results and, as int32 lanes of 1,
+        the rows for the row kernel: a max that is not finite, a NaN sum."""
+        b = self.b
+        one = _splat(_VD, 1.0)
+        mr = b.fpext(self.half(m, hi), _VD)
+        tr = b.fpext(self.half(ties, hi), _VD)
+        u = b.fadd(b.fsub(tr, one), rs)  # s - 1, without rounding away r
+        s = b.fadd(tr, rs)
+        wy = b.select(b.icmp_signed(">=", self.half(y, hi), _splat(_VI4, 0)), one, _splat(_VD, 0.0))
+        xy_d = b.fpext(self.half(xy, hi), _VD)
+        ey_d = b.fpext(self.half(ey, hi), _VD)
+        terms = self.row_terms(mr, u, s, xy_d, ey_d, wy, sw, inv_t, gscale)
+        finite = b.fcmp_ordered("<", self.fabs(mr), _splat(_VD, math.inf))
+        sane = b.fcmp_ordered("==", rs, rs)
+        return (*terms, b.zext(b.not_(b.and_(finite, sane)), _VI4))
+
+    def load_or_ones(self, given, ptr):
+        """Four float64 lanes loaded from ``ptr`` if ``given``, else ones (no load
+        then: the array may be empty)."""
+        b = self.b
+        with b.if_else(given) as (yes, no):
+            with yes:
+                got = b.load(ptr, align=8)
+                from_yes = b.block
+            with no:
+                from_no = b.block
+        out = b.phi(_VD)
+        out.add_incoming(got, from_yes)
+        out.add_incoming(_splat(_VD, 1.0), from_no)
+        return out
+
     def labels32(self, y):
         """Four int64 labels as int32 lanes, every negative one as -1."""
         b = self.b
@@ -272,7 +308,6 @@ def _plain_tile_f32(typingctx, buf, labels, sws, has_sw, base, inv_t, grad_scale
         zero_f = _splat(_VF, 0.0)
         one_f = _splat(_VF, 1.0)
         zero_d = _splat(_VD, 0.0)
-        one_d = _splat(_VD, 1.0)
         n_groups = b.udiv(width, ir.Constant(width.type, _LANES))
 
         def group(gi, state):
@@ -314,33 +349,13 @@ def _plain_tile_f32(typingctx, buf, labels, sws, has_sw, base, inv_t, grad_scale
             for hi, rs in ((False, rs_lo), (True, rs_hi)):
                 gh = b.add(g, ir.Constant(g.type, 4 if hi else 0))
                 rh = b.add(at, _intp(4 if hi else 0))
-                mr = b.fpext(v.half(m, hi), _VD)
-                tr = b.fpext(v.half(ties, hi), _VD)
-                u = b.fadd(b.fsub(tr, one_d), rs)  # s - 1, without rounding away r
-                s = b.fadd(tr, rs)
-                yh = v.half(y, hi)
-                wy = b.select(b.icmp_signed(">=", yh, _splat(_VI4, 0)), one_d, zero_d)  # t_sum
-                with b.if_else(use_sw) as (given, ones):
-                    with given:
-                        sw_given = b.load(vptr("sws", [rh], _VD), align=8)
-                        from_given = b.block
-                    with ones:
-                        from_ones = b.block
-                sw = b.phi(_VD)
-                sw.add_incoming(sw_given, from_given)
-                sw.add_incoming(one_d, from_ones)
-                xy_d = b.fpext(v.half(xy, hi), _VD)
-                e_y = b.fpext(v.half(ey, hi), _VD)
-                lse, row_loss, gy4, ga4 = v.row_terms(mr, u, s, xy_d, e_y, wy, sw, it_d, gs_d)
+                sw = v.load_or_ones(use_sw, vptr("sws", [rh], _VD))
+                lse, row_loss, gy4, ga4, odd = v.half_rows(hi, m, ties, rs, xy, ey, y, sw, it_d, gs_d)
                 b.store(lse, vptr("lses", [rh], _VD), align=8)
                 b.store(row_loss, vptr("losses", [rh], _VD), align=8)
                 g_y.append(gy4)
                 g_a.append(ga4)
-                # A row for the row kernel: non-finite max, or a NaN sum.
-                finite = b.fcmp_ordered("<", v.fabs(mr), _splat(_VD, math.inf))
-                sane = b.fcmp_ordered("==", rs, rs)
-                ok = b.and_(finite, sane)
-                b.store(b.zext(b.not_(ok), _VI4), vptr("special", [gh], _VI4), align=4)
+                b.store(odd, vptr("special", [gh], _VI4), align=4)
             gy = v.join(*g_y)
             ga = v.join(*g_a)
 
