@@ -1,23 +1,31 @@
-"""Rows of fewer than eight float32 classes, eight rows in registers, for :func:`._tiles._xent_index_tiles`.
+"""Rows of up to 16 float32 classes, eight rows in registers, for :func:`._tiles._xent_index_tiles`.
 
 The tile kernel copies 64 rows into a (V, 64) buffer, runs its passes
-across rows and copies the gradient back. Below eight classes, eight rows
-are only V vectors of eight floats: :func:`narrow_rows` loads them, sorts
-their lanes into one vector per class (lane r holding row r) with
-``shufflevector``, runs the tile's passes on those registers (the max and
-the label's logit; the exponentials, the count of ties and the float64 sum
-of the others; :meth:`._tile_vec._Vec.row_terms` for the per-row float64
-work; the gradient) and sorts the gradient's lanes back into V vectors,
-stored over the same eight rows. No buffer, no copies, no per-tile set-up:
-these were about a quarter of the tile kernel's time at V = 3.
+across rows and copies the gradient back. With few classes eight rows fit
+in registers: :func:`narrow_rows` loads them and sorts their lanes into one
+vector per class (lane r holding row r), runs the tile's passes on those
+registers (the max and the label's logit; the exponentials, the count of
+ties and the float64 sum of the others; :meth:`._tile_vec._Vec.half_rows`
+for the per-row float64 work; the gradient) and sorts the gradient's lanes
+back, stored over the same eight rows. No buffer, no copies, no per-tile
+set-up. Below eight classes the eight rows are V vectors of eight floats,
+sorted with ``shufflevector`` (:func:`_pick`); from eight classes on, 8x8
+blocks of the rows (the last one overlapping the one before) are
+transposed in registers (:func:`._tile_vec.transpose8`).
 
-V is known only at run time: the kernel holds one loop per V (1-7), each
-with its lane orders fixed, and jumps to the one for the batch. A group of
-eight rows with a row that needs care (a max that is not finite, a NaN
-sum) is left untouched and flagged in ``bad``; the caller sends it to the
-tile kernel, which sends that row on to the row kernel. The math is the
-tile kernel's vector passes', so results match them to rounding (FMAs and
-summation order may differ), not bit for bit.
+One thread, 16384 rows in cache, against the tile kernel: V = 3 11.8 ->
+8.6-9.9 ns a row, V = 10 17.7-18.2 -> 12.7-12.9, V = 16 22.4-22.8 -> 17.1.
+It also wins up to V = 32 (38 -> 30-32 ns), but each V is a loop of its own
+(V is known only at run time: the kernel jumps to the loop for the batch's
+V, its lane orders fixed), and the first call's compilation grew with them:
+about 57 s for float32 with V < 8 only, 67 with V <= 16, 96 with V <= 32.
+So it stops at 16 (``NARROW_V``).
+
+A group of eight rows with a row that needs care (a max that is not
+finite, a NaN sum) is left untouched and flagged in ``bad``; the caller
+sends it to the tile kernel, which sends that row on to the row kernel.
+The math is the tile kernel's vector passes', so results match them to
+rounding (FMAs and summation order may differ), not bit for bit.
 """
 
 from __future__ import annotations
@@ -29,10 +37,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._tile_vec import _I32, _VD, _VF, _VI, _VI4, _VL, _intp, _loop, _splat, _Vec
+from ._tile_vec import _I32, _VD, _VF, _VI, _VI4, _VL, _intp, _loop, _splat, _Vec, transpose8
 
 _LANES = 8
-NARROW_V = 8  # rows of fewer classes than this take narrow_rows
+NARROW_V = 17  # rows of fewer classes than this take narrow_rows
 
 
 def _pick(b: ir.IRBuilder, srcs: list, picks: list):
@@ -52,9 +60,7 @@ def _pick(b: ir.IRBuilder, srcs: list, picks: list):
 def _group(context, b: ir.IRBuilder, v: _Vec, n_cls: int, zp, gp, arr, g0, consts):
     """One group of eight rows of logits at ``zp`` (their first float), the gradient to ``gp``, V = ``n_cls``."""
     it, it_d, gs_d, has_sw, need, sig = consts
-    rows = [_load(b, zp, j) for j in range(n_cls)]
-    # Class c of row r is float r V + c of the group.
-    xs = [_pick(b, rows, [divmod(r * n_cls + c, _LANES) for r in range(_LANES)]) for c in range(n_cls)]
+    xs = _classes_in(b, zp, n_cls)
 
     def ptr(k, i, ty):
         p = cgutils.get_item_pointer(context, b, sig[k], arr[k], [i], wraparound=False)
@@ -91,11 +97,39 @@ def _group(context, b: ir.IRBuilder, v: _Vec, n_cls: int, zp, gp, arr, g0, const
     flag = _or_lanes(b, b.or_(bad[0], bad[1]))
     gy, ga = v.join(*g_y), v.join(*g_a)
     with b.if_then(b.and_(need, b.icmp_signed("==", flag, _I32(0)))):  # pass 3, stored over the rows
-        gs = [b.select(is_y[c], gy, b.fmul(e, ga)) for c, e in enumerate(es)]
-        for j in range(n_cls):
-            out = _pick(b, gs, [((j * _LANES + k) % n_cls, (j * _LANES + k) // n_cls) for k in range(_LANES)])
-            _store(b, out, gp, j)
+        _classes_out(b, [b.select(is_y[c], gy, b.fmul(e, ga)) for c, e in enumerate(es)], gp, n_cls)
     return flag
+
+
+def _blocks(n_cls: int) -> list:
+    """The first classes of the 8x8 blocks that cover a row of 8 classes or more (the last may overlap)."""
+    return list(range(0, n_cls - _LANES, _LANES)) + [n_cls - _LANES]
+
+
+def _classes_in(b: ir.IRBuilder, zp, n_cls: int) -> list:
+    """The group's eight rows at ``zp`` as one vector per class, lane r holding row r."""
+    if n_cls < _LANES:  # V vectors hold the eight rows: class c of row r is float r V + c
+        rows = [_load(b, zp, j * _LANES) for j in range(n_cls)]
+        return [_pick(b, rows, [divmod(r * n_cls + c, _LANES) for r in range(_LANES)]) for c in range(n_cls)]
+    xs = [None] * n_cls
+    for c0 in _blocks(n_cls):  # 8x8 blocks, transposed in registers
+        w = transpose8(b, [_load(b, zp, r * n_cls + c0) for r in range(_LANES)])
+        for m in range(_LANES):
+            xs[c0 + m] = w[m]
+    return xs
+
+
+def _classes_out(b: ir.IRBuilder, gs: list, gp, n_cls: int) -> None:
+    """The inverse of :func:`_classes_in`: one vector per class stored as the eight rows at ``gp``."""
+    if n_cls < _LANES:
+        for j in range(n_cls):
+            flat = [j * _LANES + k for k in range(_LANES)]
+            _store(b, _pick(b, gs, [(f % n_cls, f // n_cls) for f in flat]), gp, j * _LANES)
+        return
+    for c0 in _blocks(n_cls):  # an overlapping block stores the same values twice
+        w = transpose8(b, gs[c0 : c0 + _LANES])
+        for r in range(_LANES):
+            _store(b, w[r], gp, r * n_cls + c0)
 
 
 def _or_lanes(b, x):
@@ -104,17 +138,18 @@ def _or_lanes(b, x):
     return b.extract_element(x, _I32(0))
 
 
-def _load(b, base, j):
-    return b.load(b.bitcast(b.gep(base, [_intp(j * _LANES)]), _VF.as_pointer()), align=4)
+def _load(b, base, at: int):
+    """Eight floats from ``base + at``."""
+    return b.load(b.bitcast(b.gep(base, [_intp(at)]), _VF.as_pointer()), align=4)
 
 
-def _store(b, value, base, j):
-    b.store(value, b.bitcast(b.gep(base, [_intp(j * _LANES)]), _VF.as_pointer()), align=4)
+def _store(b, value, base, at: int):
+    b.store(value, b.bitcast(b.gep(base, [_intp(at)]), _VF.as_pointer()), align=4)
 
 
 @intrinsic
 def _narrow_rows_f32(typingctx, z, labels, sws, n_groups, lo, inv_t, grad_scale, g, need_grad, loss, lse, bad):
-    """:func:`narrow_rows` for float32 ``z`` (V < 8)."""
+    """:func:`narrow_rows` for float32 ``z`` (V < ``NARROW_V``)."""
     if not all(isinstance(a, types.Array) and a.dtype == types.float32 and a.ndim == 2 and a.layout == "C"
                for a in (z, g)):  # fmt: skip
         return None
@@ -166,7 +201,7 @@ def _narrow_rows_f32(typingctx, z, labels, sws, n_groups, lo, inv_t, grad_scale,
 
 
 def narrow_rows(z, labels, sws, n_groups, lo, inv_t, grad_scale, g, need_grad, loss, lse, bad):  # pragma: no cover
-    """Rows ``lo:lo + 8 n_groups`` of ``z`` (float32, 1 <= V < 8, no class weights
+    """Rows ``lo:lo + 8 n_groups`` of ``z`` (float32, 1 <= V < ``NARROW_V``, no class weights
     or smoothing), eight at a time, the gradient to ``g`` when ``need_grad``
     (``g`` may be ``z``: each group is loaded whole before it is stored). ``labels``
     int64 (negative: ignored), ``sws`` float64 sample weights (size 0 when

@@ -34,16 +34,10 @@ from numba.extending import intrinsic, overload
 from ._jit import JIT, JIT_SUM
 from ._row_vec import group_rows, vec_rows
 from ._rows import _xent_index_rows
+from ._tile_vec import transpose8
 from ._vmath import _vlog1p, bits_float, float_bits, vexp
 
 # --------------------------------------------------------------------------- 8x8 transpose
-
-# The three rounds of shuffles (indices into the concatenation of two
-# vectors of eight): interleave pairs of lanes, then pairs of pairs, then
-# the 128-bit halves; LLVM lowers them to vunpck*/vshufps/vperm2f128.
-_LO1, _HI1 = (0, 8, 1, 9, 4, 12, 5, 13), (2, 10, 3, 11, 6, 14, 7, 15)
-_LO2, _HI2 = (0, 1, 8, 9, 4, 5, 12, 13), (2, 3, 10, 11, 6, 7, 14, 15)
-_LO4, _HI4 = (0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15)
 
 
 @intrinsic
@@ -70,32 +64,13 @@ def _t8x8(typingctx, src, i, c, dst, j, r):
         dj = context.cast(builder, args[4], jty, types.intp)
         dr = context.cast(builder, args[5], rty, types.intp)
         vec = ir.VectorType(ir.FloatType(), 8)
-        idx = ir.VectorType(ir.IntType(32), 8)
 
         def ptr(aryty, ary, row, k, col):
             at = builder.add(row, ir.Constant(row.type, k))
             p = cgutils.get_item_pointer(context, builder, aryty, ary, [at, col], wraparound=False)
             return builder.bitcast(p, vec.as_pointer())
 
-        def shuf(a, b, mask):
-            return builder.shuffle_vector(a, b, ir.Constant(idx, list(mask)))
-
-        v = [builder.load(ptr(srcty, s, si, k, sc), align=4) for k in range(8)]
-        t = []
-        for k in range(0, 8, 2):
-            t += [shuf(v[k], v[k + 1], _LO1), shuf(v[k], v[k + 1], _HI1)]
-        # t[2q] = lanes 0,1,4,5 of rows 2q, 2q+1 interleaved; t[2q+1] lanes 2,3,6,7.
-        u = [None] * 8
-        for h in (0, 4):
-            u[h + 0] = shuf(t[h + 0], t[h + 2], _LO2)
-            u[h + 1] = shuf(t[h + 0], t[h + 2], _HI2)
-            u[h + 2] = shuf(t[h + 1], t[h + 3], _LO2)
-            u[h + 3] = shuf(t[h + 1], t[h + 3], _HI2)
-        # u[h + q] holds classes q and q + 4 of rows h..h+3.
-        w = [None] * 8
-        for q in range(4):
-            w[q] = shuf(u[q], u[q + 4], _LO4)
-            w[q + 4] = shuf(u[q], u[q + 4], _HI4)
+        w = transpose8(builder, [builder.load(ptr(srcty, s, si, k, sc), align=4) for k in range(8)])
         for m in range(8):
             builder.store(w[m], ptr(dstty, d, dj, m, dr), align=4)
         return context.get_dummy_value()

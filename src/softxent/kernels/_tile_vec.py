@@ -225,6 +225,39 @@ class _Vec:
         return self.b.shuffle_vector(lo, hi, ir.Constant(_VI, list(range(8))))
 
 
+# The three rounds of an 8x8 transpose's shuffles (indices into the
+# concatenation of two vectors of eight): interleave pairs of lanes, then
+# pairs of pairs, then the 128-bit halves; LLVM lowers them to
+# vunpck*/vshufps/vperm2f128.
+_LO1, _HI1 = (0, 8, 1, 9, 4, 12, 5, 13), (2, 10, 3, 11, 6, 14, 7, 15)
+_LO2, _HI2 = (0, 1, 8, 9, 4, 5, 12, 13), (2, 3, 10, 11, 6, 7, 14, 15)
+_LO4, _HI4 = (0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15)
+
+
+def transpose8(builder: ir.IRBuilder, v: list) -> list:
+    """Eight vectors of eight floats transposed: lane k of result m is lane m of ``v[k]``."""
+
+    def shuf(a, b, mask):
+        return builder.shuffle_vector(a, b, ir.Constant(_VI, list(mask)))
+
+    t = []
+    for k in range(0, 8, 2):
+        t += [shuf(v[k], v[k + 1], _LO1), shuf(v[k], v[k + 1], _HI1)]
+    # t[2q] = lanes 0,1,4,5 of rows 2q, 2q+1 interleaved; t[2q+1] lanes 2,3,6,7.
+    u = [None] * 8
+    for h in (0, 4):
+        u[h + 0] = shuf(t[h + 0], t[h + 2], _LO2)
+        u[h + 1] = shuf(t[h + 0], t[h + 2], _HI2)
+        u[h + 2] = shuf(t[h + 1], t[h + 3], _LO2)
+        u[h + 3] = shuf(t[h + 1], t[h + 3], _HI2)
+    # u[h + q] holds classes q and q + 4 of rows h..h+3.
+    w = [None] * 8
+    for q in range(4):
+        w[q] = shuf(u[q], u[q + 4], _LO4)
+        w[q + 4] = shuf(u[q], u[q + 4], _HI4)
+    return w
+
+
 def _loop(builder: ir.IRBuilder, count, state: list, body):
     """``for c in range(count)``: ``state = body(c, state)``, the state in phi
     nodes (registers). Returns the final state."""
