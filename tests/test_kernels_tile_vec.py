@@ -5,7 +5,9 @@ one transposed tile, against a float64 NumPy computation of the same
 quantities (loss, log-sum-exp and gradient of each of the 64 rows), and
 through the tile kernel against the numba passes it replaces, which still
 run for float32 when class weights are given: all-ones weights are the
-same math by another implementation. Bounds are the documented ones (8 eps
+same math by another implementation. Up to 24 classes the tile kernel
+first runs :mod:`softxent.kernels._narrow_vec` (eight rows in registers),
+which the same comparison checks. Bounds are the documented ones (8 eps
 of float32; see ``tests/test_kernels_few_classes.py``).
 """
 
@@ -123,13 +125,15 @@ def test_float64_tiles_are_left_to_the_numba_passes():
     assert np.isnan(losses).all() and np.isnan(lses).all() and (buf == 0).all()
 
 
-@pytest.mark.parametrize("v", [2, 3, 7, 8, 10, 20, 64])
+@pytest.mark.parametrize("v", [2, 3, 7, 8, 10, 12, 16, 17, 20, 24, 25, 64])
 @pytest.mark.parametrize("n", [1, 63, 64, 65, 203])
 @pytest.mark.parametrize("with_sw", [True, False])
 def test_vector_passes_agree_with_the_numba_passes(v, n, with_sw, rng):
-    """Float32 without weights (vector passes) against all-ones class weights
-    (the numba passes): the same loss, log-sum-exp and gradient within the
-    bounds, extreme rows included (they go to the row kernel either way)."""
+    """Float32 without weights (vector passes: eight rows in registers up to
+    24 classes, tiles above, the last rows in a tile) against all-ones class
+    weights (the numba passes): the same loss, log-sum-exp and gradient
+    within the bounds, extreme rows included (their group of eight goes to
+    the tiles, and they to the row kernel, either way)."""
     x = (rng.standard_normal((n, v)) * 3).astype(np.float32)
     labels = rng.integers(0, v, n)
     labels[::7] = -1

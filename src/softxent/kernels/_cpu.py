@@ -43,7 +43,7 @@ so that ``kernels.cpu(dtype)`` returns one module with every name):
   loops :func:`_xent_index_rows` and :func:`_xent_prob_rows`;
 * :mod:`._tiles`: few classes across rows (:func:`_xent_index_tiles`),
   with :mod:`._tile_vec`, its passes for float32 in explicit LLVM vectors,
-  and :mod:`._narrow_vec`, float32 rows of up to 16 classes eight at a
+  and :mod:`._narrow_vec`, float32 rows of up to 24 classes eight at a
   time in registers (no tile);
 * :mod:`._short_rows`: the tiles' 8x8 transposing copies, and rows of
   65-256 classes by groups (:func:`_xent_index_short`, no smoothing),

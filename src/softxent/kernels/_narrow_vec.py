@@ -1,4 +1,4 @@
-"""Rows of up to 16 float32 classes, eight rows in registers, for :func:`._tiles._xent_index_tiles`.
+"""Rows of up to 24 float32 classes, eight rows in registers, for :func:`._tiles._xent_index_tiles`.
 
 The tile kernel copies 64 rows into a (V, 64) buffer, runs its passes
 across rows and copies the gradient back. With few classes eight rows fit
@@ -14,12 +14,13 @@ blocks of the rows (the last one overlapping the one before) are
 transposed in registers (:func:`._tile_vec.transpose8`).
 
 One thread, 16384 rows in cache, against the tile kernel: V = 3 11.8 ->
-8.6-9.9 ns a row, V = 10 17.7-18.2 -> 12.7-12.9, V = 16 22.4-22.8 -> 17.1.
-It also wins up to V = 32 (38 -> 30-32 ns), but each V is a loop of its own
-(V is known only at run time: the kernel jumps to the loop for the batch's
-V, its lane orders fixed), and the first call's compilation grew with them:
-about 57 s for float32 with V < 8 only, 67 with V <= 16, 96 with V <= 32.
-So it stops at 16 (``NARROW_V``).
+8.6-9.9 ns a row, V = 10 17.6-18.2 -> 12.7-12.9, V = 16 22.3-22.8 ->
+16.8-17.6, V = 20 27.1-27.3 -> 19.9-21.5. It also wins at V = 32 (38 ->
+30-32 ns), but each V is a loop of its own (V is known only at run time:
+the kernel jumps to the loop for the batch's V, its lane orders fixed), and
+the first float32 call's compilation grows with them: about 57 s with
+V < 8 only, 67 with V <= 16, 77 with V <= 24, 96 with V <= 32. So it stops
+at 24 (``NARROW_V``).
 
 A group of eight rows with a row that needs care (a max that is not
 finite, a NaN sum) is left untouched and flagged in ``bad``; the caller
@@ -40,7 +41,7 @@ from numba.extending import intrinsic, overload
 from ._tile_vec import _I32, _VD, _VF, _VI, _VI4, _VL, _intp, _loop, _splat, _Vec, transpose8
 
 _LANES = 8
-NARROW_V = 17  # rows of fewer classes than this take narrow_rows
+NARROW_V = 25  # rows of fewer classes than this take narrow_rows
 
 
 def _pick(b: ir.IRBuilder, srcs: list, picks: list):

@@ -8,7 +8,7 @@ short for a vector register; rows that need care go to
 and the next tile's rows are prefetched while one computes. For float32
 without class weights or label smoothing (the common call), the passes
 over the tile are :mod:`._tile_vec`'s, in explicit vectors of eight rows,
-and up to 16 classes there is no tile: :mod:`._narrow_vec` holds eight
+and up to 24 classes there is no tile: :mod:`._narrow_vec` holds eight
 rows in registers (one thread, 16384 rows in cache: V = 3 11.8 -> 8.6-9.9
 ns a row, V = 10 17.7-18.2 -> 12.7-12.9). The numba loops below run every other
 case.
@@ -66,7 +66,7 @@ def _xent_index_tiles(
     """Rows ``lo:hi`` of :func:`softmax_xent_index` for few classes, across rows."""
     start = lo
     if vec_tile(z.dtype.type(0.0)) and z.shape[1] < NARROW_V and weight.shape[0] == 0 and smoothing == 0.0:
-        # float32, V <= 16, the common options: eight rows in registers (._narrow_vec);
+        # float32, V <= 24, the common options: eight rows in registers (._narrow_vec);
         # a group with a row that needs care, and the last rows, take the tiles.
         n_groups = (hi - lo) // 8
         bad = np.empty(n_groups, dtype=np.int8)
