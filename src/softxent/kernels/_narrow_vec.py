@@ -38,7 +38,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._tile_vec import _I32, _VD, _VF, _VI, _VI4, _VL, _intp, _loop, _splat, _Vec, transpose8
+from ._row_vec import _hreduce, _vload, _vstore
+from ._tile_vec import _I32, _VD, _VF, _VI, _VL, _intp, _loop, _splat, _Vec, transpose8
 
 _LANES = 8
 NARROW_V = 25  # rows of fewer classes than this take narrow_rows
@@ -95,7 +96,7 @@ def _group(context, b: ir.IRBuilder, v: _Vec, n_cls: int, zp, gp, arr, g0, const
         g_y.append(gy4)
         g_a.append(ga4)
         bad.append(odd)
-    flag = _or_lanes(b, b.or_(bad[0], bad[1]))
+    flag = _hreduce(b, b.or_(bad[0], bad[1]), b.or_)
     gy, ga = v.join(*g_y), v.join(*g_a)
     with b.if_then(b.and_(need, b.icmp_signed("==", flag, _I32(0)))):  # pass 3, stored over the rows
         _classes_out(b, [b.select(is_y[c], gy, b.fmul(e, ga)) for c, e in enumerate(es)], gp, n_cls)
@@ -110,11 +111,11 @@ def _blocks(n_cls: int) -> list:
 def _classes_in(b: ir.IRBuilder, zp, n_cls: int) -> list:
     """The group's eight rows at ``zp`` as one vector per class, lane r holding row r."""
     if n_cls < _LANES:  # V vectors hold the eight rows: class c of row r is float r V + c
-        rows = [_load(b, zp, j * _LANES) for j in range(n_cls)]
+        rows = [_vload(b, zp, _intp(j * _LANES)) for j in range(n_cls)]
         return [_pick(b, rows, [divmod(r * n_cls + c, _LANES) for r in range(_LANES)]) for c in range(n_cls)]
     xs = [None] * n_cls
     for c0 in _blocks(n_cls):  # 8x8 blocks, transposed in registers
-        w = transpose8(b, [_load(b, zp, r * n_cls + c0) for r in range(_LANES)])
+        w = transpose8(b, [_vload(b, zp, _intp(r * n_cls + c0)) for r in range(_LANES)])
         for m in range(_LANES):
             xs[c0 + m] = w[m]
     return xs
@@ -125,27 +126,12 @@ def _classes_out(b: ir.IRBuilder, gs: list, gp, n_cls: int) -> None:
     if n_cls < _LANES:
         for j in range(n_cls):
             flat = [j * _LANES + k for k in range(_LANES)]
-            _store(b, _pick(b, gs, [(f % n_cls, f // n_cls) for f in flat]), gp, j * _LANES)
+            _vstore(b, _pick(b, gs, [(f % n_cls, f // n_cls) for f in flat]), gp, _intp(j * _LANES))
         return
     for c0 in _blocks(n_cls):  # an overlapping block stores the same values twice
         w = transpose8(b, gs[c0 : c0 + _LANES])
         for r in range(_LANES):
-            _store(b, w[r], gp, r * n_cls + c0)
-
-
-def _or_lanes(b, x):
-    for idx in ([2, 3, 0, 0], [1, 0, 0, 0]):
-        x = b.or_(x, b.shuffle_vector(x, x, ir.Constant(_VI4, idx)))
-    return b.extract_element(x, _I32(0))
-
-
-def _load(b, base, at: int):
-    """Eight floats from ``base + at``."""
-    return b.load(b.bitcast(b.gep(base, [_intp(at)]), _VF.as_pointer()), align=4)
-
-
-def _store(b, value, base, at: int):
-    b.store(value, b.bitcast(b.gep(base, [_intp(at)]), _VF.as_pointer()), align=4)
+            _vstore(b, w[r], gp, _intp(r * n_cls + c0))
 
 
 @intrinsic
