@@ -157,6 +157,34 @@ def kernel_path(monkeypatch):
         assert kernels.cpu(np.dtype(dt)) is not None, "numba is importable but the kernels are off"
 
 
+@pytest.mark.parametrize("value, forced", [("1", True), ("yes", True), ("0", False), ("", False), (None, False)])
+def test_the_reference_switch_is_read_at_every_call(monkeypatch, value, forced):
+    """``SOFTXENT_REFERENCE`` set or cleared through ``os.environ`` (as users
+    and monkeypatch do) is seen by the next call, whichever way it is read."""
+    if value is None:
+        monkeypatch.delenv("SOFTXENT_REFERENCE", raising=False)
+    else:
+        monkeypatch.setenv("SOFTXENT_REFERENCE", value)
+    assert kernels.reference_forced() is forced
+    assert (kernels.compiled() is None) is forced
+    assert (kernels.cpu(np.dtype(np.float32)) is None) is forced
+    assert kernels.cpu(np.dtype(np.float16)) is None
+    monkeypatch.setattr(kernels, "_POSIX", False)  # the os.environ.get fallback
+    assert kernels.reference_forced() is forced
+
+
+@pytest.mark.parametrize("n, count", [(1, 1), (7, 2), (300, 3), (kernels._SCRATCH_MAX + 1, 2)])
+def test_scratch_arrays_are_apart_and_as_long_as_asked(n, count):
+    bufs = kernels.scratch(n, count)
+    assert [b.shape for b in bufs] == [(n,)] * count and all(b.dtype == np.float64 for b in bufs)
+    for i in range(count):
+        for j in range(i):
+            assert not np.shares_memory(bufs[i], bufs[j])
+    for k, b in enumerate(bufs):
+        b[:] = k
+    assert all((b == k).all() for k, b in enumerate(bufs))
+
+
 @pytest.fixture
 def oracle(monkeypatch):
     """``oracle(fn, logits, ...)``: ``fn`` on the exact NumPy path, logits in float64."""

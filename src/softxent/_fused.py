@@ -23,7 +23,7 @@ raises :class:`softxent._contract.MaskedRowError`, which carries the row).
 from __future__ import annotations
 
 import math
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -82,8 +82,8 @@ def plain_index_call(
         return None
     if type(reduction) is not str or reduction not in _REDUCTIONS:
         return None
-    mode = cast(Reduction, reduction)
-    kern = kernels.cpu(dt)
+    mode: Reduction = reduction  # type: ignore[assignment]  # one of _REDUCTIONS
+    kern = kernels.compiled()
     if kern is None:
         return None
     has_ignore = ignore_index is not None

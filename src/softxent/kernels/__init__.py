@@ -24,7 +24,7 @@ from types import ModuleType
 
 import numpy as np
 
-__all__ = ["cpu", "reference_forced", "KERNEL_DTYPES", "as_rows", "from_rows", "scratch"]
+__all__ = ["cpu", "compiled", "reference_forced", "KERNEL_DTYPES", "as_rows", "from_rows", "scratch"]
 
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -32,15 +32,35 @@ _cpu_module: ModuleType | None = None
 _cpu_failed = False
 
 
+# On POSIX, CPython keeps os.environ in a dict of bytes (``os.environ._data``,
+# which its __setitem__ / __delitem__ and so pytest's monkeypatch keep up to
+# date). Read there, the variable costs one dict look-up; os.environ.get
+# goes through Mapping.get, encodes the key and raises and catches a
+# KeyError when it is unset, which after a pause (a training step, a
+# garbage collection) costs several microseconds on every call.
+# Anything else (another OS, os.environ replaced by a plain dict) takes os.environ.get.
+_POSIX = os.name == "posix"
+
+
 def reference_forced() -> bool:
     """True when ``SOFTXENT_REFERENCE`` asks for the NumPy reference path."""
+    data = getattr(os.environ, "_data", None)
+    if _POSIX and type(data) is dict:
+        return data.get(b"SOFTXENT_REFERENCE", b"") not in (b"", b"0")
     return os.environ.get("SOFTXENT_REFERENCE", "") not in ("", "0")
 
 
 def cpu(dtype: np.dtype) -> ModuleType | None:
     """The compiled CPU kernels for ``dtype``, or ``None`` for the reference path."""
+    if np.dtype(dtype) not in KERNEL_DTYPES:
+        return None
+    return compiled()
+
+
+def compiled() -> ModuleType | None:
+    """:func:`cpu` for a caller that knows its dtype is float32 or float64."""
     global _cpu_module, _cpu_failed
-    if reference_forced() or np.dtype(dtype) not in KERNEL_DTYPES or _cpu_failed:
+    if _cpu_failed or reference_forced():
         return None
     if _cpu_module is None:
         try:
@@ -84,11 +104,8 @@ def scratch(n: int, count: int = 1) -> list[np.ndarray]:
     on this thread: the caller must not return or keep them."""
     if n > _SCRATCH_MAX:
         return [np.empty(n) for _ in range(count)]
-    pool: list[np.ndarray] = getattr(_scratch, "pool", [])
-    while len(pool) < count:
-        pool.append(np.empty(0))
-    for k in range(count):
-        if pool[k].shape[0] < n:
-            pool[k] = np.empty(min(max(n, 2 * pool[k].shape[0]), _SCRATCH_MAX))
-    _scratch.pool = pool
-    return [pool[k][:n] for k in range(count)]
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.shape[0] < count * n:  # one buffer cut in ``count``: one look-up a call
+        buf = np.empty(min(max(count * n, 2 * (0 if buf is None else buf.shape[0])), count * _SCRATCH_MAX))
+        _scratch.buf = buf
+    return [buf[k * n : (k + 1) * n] for k in range(count)]
