@@ -181,10 +181,77 @@ def test_every_other_call_goes_to_the_general_path_unchanged(monkeypatch, spy, n
         assert got[1] == want[1]
 
 
-def test_out_inplace_and_lse_never_reach_the_short_path(spy):
+def test_inplace_and_lse_never_reach_the_short_path(spy):
     z, y = _data(30, 4, np.float32)
-    buf = np.empty_like(z)
-    sx.softmax_cross_entropy_with_grad(z, y, out=buf)
     sx.softmax_cross_entropy_with_grad(z.copy(), y, inplace=True)
     sx.softmax_cross_entropy_with_grad(z, y, return_lse=True)
     assert spy == []
+
+
+@pytest.mark.parametrize("func", ["grad", "with_grad"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (64, 10), (300, 100), (20000, 7)])
+def test_out_takes_the_short_path_and_comes_back_filled(monkeypatch, spy, func, dtype, shape):
+    """``out=`` is the way to reuse a gradient buffer; it must not cost the
+    general path's checks (it did: slower than letting softxent allocate)."""
+    z, y = _data(*shape, dtype)
+    buf = np.full_like(z, np.nan)
+    got = FUNCS[func](z, y, out=buf)
+    assert spy == [True]
+    want_buf = np.full_like(z, np.nan)
+    want = _general(monkeypatch, FUNCS[func], z, y, out=want_buf)
+    assert want[0] == "ok"
+    grad = got[1] if func == "with_grad" else got
+    assert grad is buf
+    _same(got, want[1])
+    _same(buf, want_buf)
+
+
+def _out_cases():
+    z, y = _data(40, 6, np.float32, seed=2)
+    nan_row = z.copy()
+    nan_row[3, 1] = np.nan
+    masked_row = z.copy()
+    masked_row[5] = -np.inf
+    read_only = np.empty_like(z)
+    read_only.flags.writeable = False
+
+    def shifted(logits):  # a buffer over the logits' own memory, one row further on
+        whole = np.empty((logits.shape[0] + 1, logits.shape[1]), logits.dtype)
+        whole[:-1] = logits
+        return whole[:-1], whole[1:]
+
+    return {
+        "out float64 for float32 logits": (z, y, lambda lg: (lg, np.empty(lg.shape))),
+        "out of another shape": (z, y, lambda lg: (lg, np.empty_like(lg[1:]))),
+        "Fortran-ordered out": (z, y, lambda lg: (lg, np.asfortranarray(np.empty_like(lg)))),
+        "read-only out": (z, y, lambda lg: (lg, read_only)),
+        "out a list": (z, y, lambda lg: (lg, lg.tolist())),
+        "out is the logits": (z, y, lambda lg: (lg, lg)),
+        "out overlaps the logits": (z, y, shifted),
+        "NaN in a row": (nan_row, y, lambda lg: (lg, np.empty_like(lg))),
+        "every class masked": (masked_row, y, lambda lg: (lg, np.empty_like(lg))),
+    }
+
+
+OUT_CASES = _out_cases()
+
+
+@pytest.mark.parametrize("name", OUT_CASES)
+def test_out_the_short_path_cannot_take_goes_to_the_general_path_unchanged(monkeypatch, spy, name):
+    """Each call gets fresh logits (an ``out`` over them overwrites them)."""
+    z, y, make = OUT_CASES[name]
+    logits, out = make(z.copy())
+    got = _outcome(sx.softmax_cross_entropy_with_grad, logits, y, out=out)
+    got_out = np.array(out, copy=True)
+    logits, out = make(z.copy())
+    want = _general(monkeypatch, sx.softmax_cross_entropy_with_grad, logits, y, out=out)
+    assert got[0] == want[0]
+    if got[0] == "ok":
+        _same(got[1], want[1])
+        _same(got_out, np.asarray(out))
+    else:
+        assert got[1] == want[1]
+    # A bad ``out`` is declined before anything runs; a NaN row reaches the
+    # kernel, whose NaN sum sends the call on (``out`` is then written again).
+    assert spy == [False]

@@ -48,19 +48,24 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 def plain_index_call(
-    logits: Any, labels: Any, axis: Any, ignore_index: Any, reduction: Any, need_grad: bool
+    logits: Any, labels: Any, axis: Any, ignore_index: Any, reduction: Any, need_grad: bool, out: Any = None
 ) -> tuple[np.ndarray, np.ndarray | None] | None:
     """Loss and gradient of the commonest call in as few steps as the kernels allow.
 
     The call: (N, V) C-contiguous float32/float64 logits, classes last, int64
     class indices (N,) all in ``[0, V)``, ``ignore_index`` None or negative,
     and the caller has checked that every other option is at its default (no
-    weights, smoothing, temperature, z-loss, cap, ``out``, ``inplace``, lse).
+    weights, smoothing, temperature, z-loss, cap, ``inplace``, lse). ``out``,
+    when given, must be a writable C-contiguous array of the logits' shape
+    and dtype that shares no memory with them: the gradient goes there and
+    ``out`` itself is returned, as the general path does.
     Returns ``(loss, grad or None)``, exactly what :func:`softmax_xent_rows`
     returns for it (the same kernel with the same arguments), or None for
     any other call, and for one with a NaN loss (a NaN row, or a fully
     masked row that must raise): the general path then takes it and says
-    what it says. Nothing is written before None is returned.
+    what it says. Nothing but ``out`` is written before None is returned,
+    and the general path writes all of ``out`` again (never the logits:
+    ``inplace`` stays on the general path for that reason).
 
     Why a path of its own: a call after a pause (a training step's other
     work, the benchmark's garbage collection) pays for every line of Python
@@ -78,6 +83,11 @@ def plain_index_call(
         return None
     if not (logits.flags.c_contiguous and labels.flags.c_contiguous):
         return None
+    if out is not None and not (
+        need_grad and type(out) is np.ndarray and out.dtype is dt and out.shape == logits.shape
+        and out.flags.c_contiguous and out.flags.writeable and not np.may_share_memory(out, logits)
+    ):  # fmt: skip
+        return None
     if not (ignore_index is None or (type(ignore_index) is int and -(2**63) <= ignore_index < 0)):
         return None
     if type(reduction) is not str or reduction not in _REDUCTIONS:
@@ -94,7 +104,7 @@ def plain_index_call(
     loss, lse = kernels.scratch(n, 2)
     if keep_rows:
         loss = np.empty(n)
-    grad = np.empty((n, v), dtype=dt) if need_grad else None
+    grad = (np.empty((n, v), dtype=dt) if out is None else out) if need_grad else None
     denominator = float(n)
     total = kern.softmax_xent_index(
         logits, labels, _NONE, 0.0, _NONE, 1.0, _contract.grad_scale(mode, denominator),

@@ -161,11 +161,11 @@ def _softmax_xent(
     """Validate, pick the backend, compute loss, gradient and (``need_lse``)
     log-sum-exp in one pass."""
     if (
-        weight is None and sample_weight is None and out is None and softcap is None and inplace is False
+        weight is None and sample_weight is None and softcap is None and inplace is False
         and not need_lse and _contract.plain_number(label_smoothing, 0.0)
         and _contract.plain_number(z_loss, 0.0) and _contract.plain_number(temperature, 1.0)
     ):  # fmt: skip
-        plain = plain_index_call(logits, labels, axis, ignore_index, reduction, need_grad)
+        plain = plain_index_call(logits, labels, axis, ignore_index, reduction, need_grad, out)
         if plain is not None:
             return plain[0], plain[1], None
     arr = as_float_array(logits, "logits", allow_int=False)
