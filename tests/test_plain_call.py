@@ -208,11 +208,9 @@ def test_out_takes_the_short_path_and_comes_back_filled(monkeypatch, spy, func, 
 
 
 def _out_cases():
-    z, y = _data(40, 6, np.float32, seed=2)
-    nan_row = z.copy()
-    nan_row[3, 1] = np.nan
-    masked_row = z.copy()
-    masked_row[5] = -np.inf
+    nan_row, y, _ = NOT_PLAIN["NaN in a row"]
+    masked_row, _, _ = NOT_PLAIN["every class masked"]
+    z = NOT_PLAIN["int32 labels"][0]  # the plain logits
     read_only = np.empty_like(z)
     read_only.flags.writeable = False
 
