@@ -38,8 +38,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._row_vec import _hreduce, _vload, _vstore
-from ._tile_vec import _I32, _VD, _VF, _VI, _VL, _intp, _loop, _splat, _Vec, transpose8
+from ._tile_vec import _I32, _VD, _VF, _VI, _VL, _hreduce, _intp, _loop, _splat, _Vec, _vload, _vstore, transpose8
 
 _LANES = 8
 NARROW_V = 25  # rows of fewer classes than this take narrow_rows

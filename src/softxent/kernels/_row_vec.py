@@ -47,32 +47,26 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._tile_vec import _F32, _F64, _I32, _I64, _VD, _VF, _VF4, _VI, _intp, _loop, _splat, _Vec
+from ._tile_vec import (
+    _F32,
+    _F64,
+    _I32,
+    _I64,
+    _VD,
+    _VF,
+    _VF4,
+    _VI,
+    _hreduce,
+    _intp,
+    _loop,
+    _splat,
+    _Vec,
+    _vload,
+    _vptr,
+    _vstore,
+)
 
 _LANES = 8
-
-
-def _hreduce(b: ir.IRBuilder, x, op):
-    """``op`` across the lanes of ``x`` (halvings), the result as a scalar."""
-    n = x.type.count
-    width = n // 2
-    while width >= 1:
-        idx = [k + width for k in range(width)] + [0] * (n - width)
-        x = op(x, b.shuffle_vector(x, x, ir.Constant(ir.VectorType(_I32, n), idx)))
-        width //= 2
-    return b.extract_element(x, _I32(0))
-
-
-def _vptr(b, base, c, ty=_VF):
-    return b.bitcast(b.gep(base, [c]), ty.as_pointer())
-
-
-def _vload(b, base, c):
-    return b.load(_vptr(b, base, c), align=4)
-
-
-def _vstore(b, value, base, c):
-    b.store(value, _vptr(b, base, c), align=4)
 
 
 def _f32_2d(a) -> bool:

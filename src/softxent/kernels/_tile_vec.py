@@ -278,6 +278,30 @@ def transpose8(builder: ir.IRBuilder, v: list) -> list:
     return w
 
 
+def _hreduce(b: ir.IRBuilder, x, op):
+    """``op`` across the lanes of ``x`` (halvings), the result as a scalar."""
+    n = x.type.count
+    width = n // 2
+    while width >= 1:
+        idx = [k + width for k in range(width)] + [0] * (n - width)
+        x = op(x, b.shuffle_vector(x, x, ir.Constant(ir.VectorType(_I32, n), idx)))
+        width //= 2
+    return b.extract_element(x, _I32(0))
+
+
+def _vptr(b, base, c, ty=_VF):
+    """A pointer to ``ty`` at element ``c`` of ``base`` (no alignment assumed)."""
+    return b.bitcast(b.gep(base, [c]), ty.as_pointer())
+
+
+def _vload(b, base, c):
+    return b.load(_vptr(b, base, c), align=4)
+
+
+def _vstore(b, value, base, c):
+    b.store(value, _vptr(b, base, c), align=4)
+
+
 def _loop(builder: ir.IRBuilder, count, state: list, body):
     """``for c in range(count)``: ``state = body(c, state)``, the state in phi
     nodes (registers). Returns the final state."""
